@@ -1,0 +1,40 @@
+'''
+Configuration used for Cityscapes (segmentation + depth) training & evaluation.
+
+Values are the reference's. DATA_ROOT can be set without editing this file through the
+CUT_DATA_ROOT environment variable or `lib.config.load_config(..., DATA_ROOT=...)`.
+'''
+import os
+
+
+class Config:
+    DATASET = "cityscapes"
+    DATA_ROOT = os.environ.get("CUT_DATA_ROOT", "path/to/cityscapes/dataset")
+    BACKBONE_NAME = 'ResNet34'
+    WIDTH_MULT = 1.0          # 1.0 is the reference network
+    CROP_H = 224
+    CROP_W = 224
+    TASKS = ["seg", "depth"]
+    TASKS_NUM_CLASS = [19, 1]
+
+    LAMBDAS = [1, 20]
+    NUM_GPUS = 1
+    BATCH_SIZE = 64 * NUM_GPUS
+    MAX_ITERS = 20000 // NUM_GPUS
+    DECAY_LR_FREQ = 4000 // NUM_GPUS
+    DECAY_LR_RATE = 0.7
+
+    INIT_LR = 1e-4
+    WEIGHT_DECAY = 5e-4
+    IMAGE_SHAPE = (256, 512)
+    VAL_FREQ = 1000
+    CKPT_FREQ = 1000
+
+    PRUNE_NUM_BATCHES = 50
+    # Keep ratios the reference uses for 90/70/50/30 % nominal sparsity (tuned by DiSparse).
+    KEEP_RATIO_TABLE = {90: 0.095, 70: 0.3, 50: 0.51, 30: 0.71}
+
+    RETRAIN_EPOCH = 1000
+    RETRAIN_LR = 1e-5
+    RETRAIN_DECAY_LR_FREQ = 1000 // NUM_GPUS
+    RETRAIN_DECAY_LR_RATE = 0.7

@@ -1,0 +1,40 @@
+'''
+Configuration used for NYU-v2 (3 tasks: segmentation, surface normals, depth) training & evaluation.
+
+Values are the reference's. DATA_ROOT can be set without editing this file through the
+CUT_DATA_ROOT environment variable or `lib.config.load_config(..., DATA_ROOT=...)`.
+'''
+import os
+
+
+class Config:
+    DATASET = "nyuv2_3"
+    DATA_ROOT = os.environ.get("CUT_DATA_ROOT", "path/to/nyuv2/dataset")
+    BACKBONE_NAME = 'ResNet34'
+    WIDTH_MULT = 1.0          # 1.0 is the reference network
+    CROP_H = 321
+    CROP_W = 321
+    TASKS = ["seg", "sn", "depth"]
+    TASKS_NUM_CLASS = [40, 3, 1]
+
+    LAMBDAS = [1, 20, 3]
+    NUM_GPUS = 1
+    BATCH_SIZE = 16 * NUM_GPUS
+    MAX_ITERS = 20000 // NUM_GPUS
+    DECAY_LR_FREQ = 4000 // NUM_GPUS
+    DECAY_LR_RATE = 0.7
+
+    INIT_LR = 1e-4
+    WEIGHT_DECAY = 1e-4
+    IMAGE_SHAPE = (480, 640)
+    VAL_FREQ = 1000
+    CKPT_FREQ = 1000
+
+    PRUNE_NUM_BATCHES = 50
+    # Keep ratios the reference uses for 90/70/50/30 % nominal sparsity (tuned by DiSparse).
+    KEEP_RATIO_TABLE = {90: 0.08, 70: 0.257, 50: 0.46, 30: 0.675}
+
+    RETRAIN_EPOCH = 1000 // NUM_GPUS
+    RETRAIN_LR = 1e-5
+    RETRAIN_DECAY_LR_FREQ = 1000
+    RETRAIN_DECAY_LR_RATE = 0.7

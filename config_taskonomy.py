@@ -1,0 +1,40 @@
+'''
+Configuration used for Tiny-Taskonomy (5 tasks) training & evaluation.
+
+Values are the reference's. DATA_ROOT can be set without editing this file through the
+CUT_DATA_ROOT environment variable or `lib.config.load_config(..., DATA_ROOT=...)`.
+'''
+import os
+
+
+class Config:
+    DATASET = "taskonomy"
+    DATA_ROOT = os.environ.get("CUT_DATA_ROOT", "path/to/taskonomy/dataset")
+    BACKBONE_NAME = 'ResNet34'
+    WIDTH_MULT = 1.0          # 1.0 is the reference network
+    CROP_H = 224
+    CROP_W = 224
+    TASKS = ["seg", "sn", "depth", "keypoint", "edge"]
+    TASKS_NUM_CLASS = [17, 3, 1, 1, 1]
+
+    LAMBDAS = [1, 3, 2, 7, 7]
+    NUM_GPUS = 1
+    BATCH_SIZE = 16 * NUM_GPUS
+    MAX_ITERS = 100000 // NUM_GPUS
+    DECAY_LR_FREQ = 12000 // NUM_GPUS
+    DECAY_LR_RATE = 0.5
+
+    INIT_LR = 1e-4
+    WEIGHT_DECAY = 5e-4
+    IMAGE_SHAPE = (256, 256)
+    VAL_FREQ = 5000
+    CKPT_FREQ = 5000
+
+    PRUNE_NUM_BATCHES = 50
+    # Keep ratios the reference uses for 90/70/50/30 % nominal sparsity (tuned by DiSparse).
+    KEEP_RATIO_TABLE = {90: 0.1, 70: 0.257, 50: 0.5, 30: 0.675}
+
+    RETRAIN_EPOCH = 200 // NUM_GPUS
+    RETRAIN_LR = 1e-6
+    RETRAIN_DECAY_LR_FREQ = 100
+    RETRAIN_DECAY_LR_RATE = 0.5

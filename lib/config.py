@@ -1,0 +1,92 @@
+"""Dataset configs and run profiles.
+
+A config is the top-level ``config_<name>.py`` module's ``Config`` class (the reference's
+form). :func:`load_config` returns an *instance* whose attributes can be overridden by a named
+profile and by keyword arguments, without touching the class or the file:
+
+    cfg = load_config("nyuv2_3task")                     # the reference values
+    cfg = load_config("nyuv2_3task", profile="cpu",      # narrow net, small crops, few iters
+                      DATA_ROOT="data/synthetic_nyuv2")
+
+Profiles exist so that every step of the workflow runs on a laptop CPU on the synthetic data;
+``reference`` changes nothing.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+from typing import Any
+
+CONFIG_MODULES = {
+    "nyuv2_3task": "config_nyuv2_3task",
+    "cityscapes": "config_cityscapes",
+    "taskonomy": "config_taskonomy",
+}
+# Accept the reference's dataset names too.
+CONFIG_ALIASES = {"nyuv2_3": "nyuv2_3task", "nyuv2": "nyuv2_3task"}
+
+# Synthetic scenes are rendered at 128x160 (NYU, Taskonomy-like) or 128x256 (Cityscapes-like).
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "reference": {},
+    "cpu": {
+        "*": dict(BACKBONE_NAME="ResNet18", WIDTH_MULT=0.25, BATCH_SIZE=8, MAX_ITERS=300,
+                  DECAY_LR_FREQ=150, INIT_LR=1e-3, VAL_FREQ=100, CKPT_FREQ=100,
+                  PRUNE_NUM_BATCHES=5, RETRAIN_EPOCH=60, RETRAIN_LR=1e-4,
+                  RETRAIN_DECAY_LR_FREQ=60),
+        "nyuv2_3task": dict(IMAGE_SHAPE=(128, 160), CROP_H=112, CROP_W=144),
+        "cityscapes": dict(IMAGE_SHAPE=(128, 256), CROP_H=112, CROP_W=112),
+        "taskonomy": dict(IMAGE_SHAPE=(128, 128), CROP_H=112, CROP_W=112),
+    },
+    # For tests: smallest network and images that still exercise every code path.
+    "tiny": {
+        "*": dict(BACKBONE_NAME="ResNet18", WIDTH_MULT=0.125, BATCH_SIZE=2, MAX_ITERS=4,
+                  DECAY_LR_FREQ=2, INIT_LR=1e-3, VAL_FREQ=2, CKPT_FREQ=2,
+                  PRUNE_NUM_BATCHES=2, RETRAIN_EPOCH=2, RETRAIN_LR=1e-4,
+                  RETRAIN_DECAY_LR_FREQ=2),
+        "nyuv2_3task": dict(IMAGE_SHAPE=(48, 64), CROP_H=40, CROP_W=48),
+        "cityscapes": dict(IMAGE_SHAPE=(48, 96), CROP_H=40, CROP_W=40),
+        "taskonomy": dict(IMAGE_SHAPE=(48, 48), CROP_H=40, CROP_W=40),
+    },
+}
+
+
+def canonical_name(name: str) -> str:
+    """Map a config or reference dataset name to a key of :data:`CONFIG_MODULES`."""
+    key = CONFIG_ALIASES.get(name, name)
+    if key not in CONFIG_MODULES:
+        raise ValueError(f"unknown config {name!r}; expected one of {sorted(CONFIG_MODULES)}")
+    return key
+
+
+def load_config(name: str, profile: str = "reference", **overrides: Any):
+    """Return a fresh ``Config`` instance for ``name`` with ``profile`` and ``overrides`` applied.
+
+    Overrides must name attributes the config already has, so a typo fails loudly.
+    """
+    key = canonical_name(name)
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    module = importlib.import_module(CONFIG_MODULES[key])
+    cfg = module.Config()
+    # Copy mutable class attributes so instances never share lists/dicts with the class.
+    for attr in dir(module.Config):
+        if attr.isupper():
+            setattr(cfg, attr, copy.deepcopy(getattr(module.Config, attr)))
+    cfg.CONFIG_NAME = key
+    cfg.PROFILE = profile
+    settings = {**PROFILES[profile].get("*", {}), **PROFILES[profile].get(key, {}), **overrides}
+    for attr, value in settings.items():
+        if not hasattr(cfg, attr):
+            raise AttributeError(f"config {key!r} has no attribute {attr!r} to override")
+        setattr(cfg, attr, value)
+    return cfg
+
+
+def config_to_dict(cfg) -> dict[str, Any]:
+    """All upper-case attributes of a config instance, for logging and checkpoints."""
+    out = {}
+    for attr in dir(cfg):
+        if attr.isupper():
+            value = getattr(cfg, attr)
+            out[attr] = list(value) if isinstance(value, tuple) else value
+    return out

@@ -1,0 +1,32 @@
+"""Shared test fixtures. Tests run on CPU with small threads; fixtures are generated on the fly."""
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("CUT_TEST_THREADS", "2")))
+
+
+def make_random_batch(tasks, tasks_num_class, batch_size=2, height=48, width=64, seed=0,
+                      dataset="nyuv2_3"):
+    """A batch with the loaders' keys and value ranges (for tests that need no real data)."""
+    g = torch.Generator().manual_seed(seed)
+    batch = {"img": torch.randn(batch_size, 3, height, width, generator=g) * 50}
+    for task, num_class in zip(tasks, tasks_num_class):
+        if task == "seg":
+            batch["seg"] = torch.randint(0, num_class, (batch_size, 1, height, width), generator=g)
+        elif task == "sn":
+            n = torch.nn.functional.normalize(torch.randn(batch_size, 3, height, width, generator=g), dim=1)
+            batch["normal"] = (n + 1) * 127.5 if dataset != "taskonomy" else n
+        elif task == "depth":
+            batch["depth"] = torch.rand(batch_size, 1, height, width, generator=g) * 5 + 0.5
+            if dataset == "taskonomy":
+                batch["depth_mask"] = torch.ones(batch_size, 1, height, width)
+        else:
+            batch[task] = torch.rand(batch_size, 1, height, width, generator=g) * 2 - 1
+    return batch
+
+
+@pytest.fixture
+def random_batch():
+    return make_random_batch
