@@ -52,8 +52,8 @@ def test_state_dict_keys_match_reference(backbone, layers):
 
 
 @pytest.mark.parametrize("config,size,out", [("nyuv2_3task", (65, 81), (9, 11)),
-                                             ("cityscapes", (64, 128), (8, 16)),
-                                             ("taskonomy", (64, 64), (8, 8))])
+                                             ("cityscapes", (64, 128), (9, 17)),
+                                             ("taskonomy", (64, 64), (9, 9))])
 def test_strict_load_and_output_shapes(config, size, out):
     """A checkpoint with reference keys loads strictly into a fresh network; same outputs."""
     cfg = load_config(config, profile="tiny")
