@@ -1,0 +1,39 @@
+"""``python -m lib <command> ...``: scripted runs of the same steps the notebooks take.
+
+Each command lives in the package that owns the step, as a module exposing
+``add_arguments(parser)`` and ``run(args) -> int``; this file only dispatches, importing the
+module of the command asked for (so ``python -m lib --help`` stays fast).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "synthetic": ("lib.data.cli", "generate a synthetic dataset in a real on-disk layout"),
+    "train": ("lib.training.cli", "train the dense multi-task base model (torchrun-ready)"),
+    "finetune": ("lib.training.cli_finetune", "fine-tune a pruned compact model, masks held"),
+    "evaluate": ("lib.training.cli_evaluate", "evaluate a checkpoint on the test split"),
+    "prune": ("lib.pruning.cli", "prune a base model with CUT or a baseline"),
+    "export": ("lib.export.cli", "export a compact edge artifact / ONNX and report size, speed"),
+    "reproduce": ("lib.experiments.cli", "run the paper's grid: prune, fine-tune, evaluate, tables"),
+    "demo": ("lib.experiments.cli_demo", "the whole study on synthetic data on a CPU"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser.print_help()
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[name][0])
+    cmd_parser = argparse.ArgumentParser(prog=f"python -m lib {name}",
+                                         description=COMMANDS[name][1])
+    module.add_arguments(cmd_parser)
+    return int(module.run(cmd_parser.parse_args(rest)) or 0)
