@@ -83,3 +83,10 @@ def any_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank."""
+    if info.enabled:
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)

@@ -23,7 +23,8 @@ from lib.utils import atomic_torch_save, atomic_write_json, seed_everything
 from . import run_dir as rd
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from .data_order import EpochLoader
-from .distributed import DistInfo, all_gather_objects, device_for, dist_info
+from .distributed import (DistInfo, all_gather_objects, broadcast_buffers, device_for,
+                          dist_info)
 
 History = dict[str, list[tuple[int, float]]]
 EvalFn = Callable[[nn.Module, DataLoader, torch.device], Mapping[str, Any]]
@@ -290,6 +291,8 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                     checkpoint(last_path, "last", rng if info.enabled else rng[0])
     finally:
         runlog.close()
+    # Each rank updated BatchNorm statistics on its own last batch: adopt rank 0's (= saved).
+    broadcast_buffers(model, info)
 
     final_path = run_dir / final_name
     if info.is_main:
