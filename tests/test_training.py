@@ -14,7 +14,7 @@ from conftest import make_random_batch
 from lib.config import load_config
 from lib.losses import SceneNetLoss
 from lib.models import SceneNet, prunable_modules
-from lib.training import (finetune, load_checkpoint, mask_snapshot, masked_modules,
+from lib.training import (finetune, net_from_checkpoint, load_checkpoint, mask_snapshot, masked_modules,
                           read_checkpoint, save_checkpoint, split_record, split_train_val, train)
 
 
@@ -176,6 +176,10 @@ def test_finetune_keeps_pruned_weights_zero_and_masks_fixed(cfg, tmp_path):
         assert_pruned_zero(fresh, masks)
     sidecar = json.loads((tmp_path / "ft" / "final_model.json").read_text())
     assert sidecar["architecture"]["task_ids"] == [1, 2]
+    rebuilt = net_from_checkpoint(tmp_path / "ft" / "final_model.pth")  # no config needed
+    assert rebuilt.tasks == ["seg", "sn"]
+    assert_pruned_zero(rebuilt, masks)
+    assert state_equal(rebuilt.state_dict(), result.net.state_dict())
 
 
 def test_validation_split_is_seeded_and_disjoint(cfg, tmp_path):

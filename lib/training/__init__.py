@@ -15,6 +15,7 @@ from .checkpoint import (check_compatible, load_checkpoint, read_checkpoint, rng
 from .engine import Schedule, TrainResult, flatten_metrics, validation_losses
 from .evaluate import evaluate, metrics_eval_fn, metrics_path_for
 from .finetune import finetune
+from .loading import net_from_checkpoint
 from .masks import check_masks_unchanged, mask_snapshot, masked_modules, zero_pruned
 from .selection import make_loaders
 from .split import split_record, split_train_val
@@ -24,4 +25,4 @@ __all__ = ["train", "finetune", "evaluate", "TrainResult", "Schedule", "save_che
            "load_checkpoint", "read_checkpoint", "check_compatible", "rng_state",
            "set_rng_state", "split_train_val", "split_record", "make_loaders",
            "metrics_eval_fn", "metrics_path_for", "flatten_metrics", "validation_losses",
-           "masked_modules", "mask_snapshot", "zero_pruned", "check_masks_unchanged"]
+           "net_from_checkpoint", "masked_modules", "mask_snapshot", "zero_pruned", "check_masks_unchanged"]

@@ -111,11 +111,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """
     obj = safe_torch_load(path)
     if is_training_checkpoint(obj):
+        obj["source"] = str(path)
         return obj
     if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = {_strip_module(k): v for k, v in obj.items()}
         return {"format": None, "kind": "state_dict", "model": state, "iteration": None,
-                "tasks": None, "architecture": None}
+                "tasks": None, "architecture": None, "source": str(path)}
     raise ValueError(f"checkpoint {path} is neither a training checkpoint nor a state dict "
                      f"(got {type(obj).__name__})")
 
@@ -154,16 +155,19 @@ def _short(items: list[str], limit: int = 4) -> str:
     return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)} in all)"
 
 
-def load_checkpoint(path: str | os.PathLike, net: nn.Module | None = None, *, optimizer=None,
+def load_checkpoint(path: str | os.PathLike | Mapping[str, Any], net: nn.Module | None = None, *, optimizer=None,
                     scheduler=None, scaler=None, restore_rng: bool = False,
                     rank: int = 0) -> dict[str, Any]:
     """Load ``path`` (``weights_only=True``) into whatever is given; return the checkpoint dict.
+
+    ``path`` may also be a dict :func:`read_checkpoint` returned (to avoid reading twice).
 
     The network must match exactly (same tasks, keys and shapes) or a one-line ValueError
     names the differences; nothing is loaded in that case. ``restore_rng`` restores the RNG
     states saved for ``rank`` (a per-rank list under DDP).
     """
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path) if not isinstance(path, Mapping) else path
+    path = ckpt.get("source", path) if isinstance(path, Mapping) else path
     if net is not None:
         check_compatible(ckpt["model"], net, str(path), ckpt.get("tasks"))
         unwrap(net).load_state_dict(ckpt["model"], strict=True)
