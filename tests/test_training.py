@@ -289,3 +289,21 @@ def test_resume_from_truncated_checkpoint_is_refused_and_kept(cfg, tmp_path):
         train(make_net(cfg), crit, loader(ds), cfg, tmp_path / "r", max_iters=4, resume=True,
               log=False)
     assert hashlib.sha256(last.read_bytes()).hexdigest() == digest
+
+
+def test_best_checkpoint_follows_select_metric_and_direction(cfg, tmp_path):
+    scores = iter([1.0, 3.0, 2.0])
+
+    def eval_fn(net, val_loader, device):
+        assert not net.training
+        return {"seg": {"score": next(scores)}}
+
+    ds = make_data(cfg, n=2)
+    result = train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "r",
+                   val_loader=loader(ds, shuffle=False), max_iters=6, eval_fn=eval_fn,
+                   select_metric="max:val/seg/score", log=False)
+    assert result.history["val/seg/score"] == [(2, 1.0), (4, 3.0), (6, 2.0)]
+    assert read_checkpoint(result.best_checkpoint)["iteration"] == 4
+    with pytest.raises(ValueError, match="prefix it with 'max:' or 'min:'"):
+        train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "s",
+              val_loader=loader(ds), select_metric="val/seg/score", log=False)

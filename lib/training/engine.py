@@ -74,7 +74,7 @@ class Selection:
         spec = spec or "val/loss"
         if spec.startswith(("min:", "max:")):
             return cls(spec[4:], spec[:3])
-        if "loss" in spec.split("/")[-1] or spec.endswith("/loss") or spec == "val/loss":
+        if "loss" in spec.split("/"):
             return cls(spec, "min")
         raise ValueError(f"select_metric {spec!r}: prefix it with 'max:' or 'min:' to say "
                          f"whether higher or lower is better (e.g. 'max:val/seg/mIoU')")
