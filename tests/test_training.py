@@ -76,6 +76,7 @@ class FailingLoss(SceneNetLoss):
 
 def test_loss_decreases_and_outputs(cfg, tmp_path):
     ds = make_data(cfg, n=4)
+    cfg.VAL_FREQ = 6
     result = train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "run",
                    val_loader=loader(ds, shuffle=False), max_iters=12, log=True)
     total = [v for _, v in result.history["loss/total"]]
@@ -94,7 +95,7 @@ def test_loss_decreases_and_outputs(cfg, tmp_path):
     assert state_equal(fresh.state_dict(), result.net.state_dict())
     assert set(result.final_val) >= {"val/loss", "val/loss/seg"}
     best = read_checkpoint(result.best_checkpoint)
-    assert best["iteration"] in (2, 4, 6, 8, 10, 12) and best["optimizer"] is None
+    assert best["iteration"] in (6, 12) and best["optimizer"] is None
     assert json.loads((run / "history.json").read_text())["loss/total"][0][0] == 1
 
 
