@@ -427,7 +427,8 @@ def evaluate(net: nn.Module, loader: Iterable[Mapping[str, Any]], evaluator: Sce
     """Run ``net`` over ``loader`` in eval mode and return ``evaluator``'s metrics.
 
     ``device`` defaults to the device of the network's parameters; the network's train/eval
-    mode is restored afterwards.
+    mode is restored afterwards. A network with task names (``SceneNet(..., tasks=...)``) may
+    have more tasks than the evaluator: its outputs are matched by name.
     """
     if device is None:
         device = next(net.parameters()).device
@@ -444,6 +445,8 @@ def evaluate(net: nn.Module, loader: Iterable[Mapping[str, Any]], evaluator: Sce
             if max_batches is not None and i >= max_batches:
                 break
             preds = net(batch["img"].to(device))
+            if getattr(net, "tasks", None) is not None:
+                preds = dict(zip(net.tasks, preds))  # lets the evaluator cover a subset of tasks
             evaluator.update(preds, batch)
     finally:
         net.train(was_training)

@@ -317,6 +317,10 @@ def test_evaluate_runs_a_tiny_compact_network_and_restores_mode():
     assert ev.num_images == 3
     assert evaluate(net, loader, ev, max_batches=1, progress=False) != metrics
     assert ev.num_images == 1
+    # outputs are matched by task name: an evaluator over a subset of the network's tasks
+    only_depth = evaluate(net, loader, SceneNetEval.from_config(cfg, tasks=["depth"]),
+                          progress=False)
+    assert only_depth == {"depth": metrics["depth"]}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
