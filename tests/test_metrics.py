@@ -151,19 +151,20 @@ def test_any_channel_255_is_invalid_in_reference_only_all_three_when_decoded():
     assert decoded.compute()["sn"]["Angle 45"] == pytest.approx(50.0)
 
 
-def test_angle_median_of_odd_count_over_two_batches():
-    angles_a, angles_b = [5, 50], [30]
+def test_angle_median_pools_pixels_across_batches():
     ev = SceneNetEval("taskonomy", ["sn"], [3], (1, 2))
     hist = SceneNetEval("taskonomy", ["sn"], [3], (1, 2), angle_median="histogram")
-    for angles in (angles_a, angles_b + [30]):
+    # batch 1: angles 5 and 50; batch 2: angle 30 and an invalid (255) target pixel
+    for angles, gts in (([5, 50], [[0.0, 0.0, 1.0]] * 2),
+                        ([30, 0], [[0.0, 0.0, 1.0], [255.0, 255.0, 255.0]])):
         preds = [[math.sin(math.radians(a)), 0.0, math.cos(math.radians(a))] for a in angles]
-        pred, batch = normals_case([[0.0, 0.0, 1.0]] * 2, preds)
+        pred, batch = normals_case(gts, preds)
         ev.update([pred], batch)
         hist.update([pred], batch)
-    # pooled angles 5, 50, 30, 30 -> median 30; mean 115 / 4
+    # pooled angles 5, 50, 30 -> median 30 (not the mean of per-batch medians, 28.75)
     assert ev.compute()["sn"]["Angle Median"] == pytest.approx(30, abs=1e-3)
     assert hist.compute()["sn"]["Angle Median"] == pytest.approx(30, abs=1e-3)
-    assert ev.compute()["sn"]["Angle Mean"] == pytest.approx(115 / 4, abs=1e-3)
+    assert ev.compute()["sn"]["Angle Mean"] == pytest.approx(85 / 3, abs=1e-3)
 
 
 # ---------------------------------------------------------------- depth, keypoint, edge
