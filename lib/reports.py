@@ -160,22 +160,32 @@ def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def _methods(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    out: list[str] = []
+def group_into_lines(rows: Sequence[Mapping[str, Any]],
+           skip_method: str | None = None) -> dict[str, list[Mapping[str, Any]]]:
+    """Rows grouped into plot lines: one per method, or per (method, selected tasks) when a
+    method was run on several task selections."""
+    selections: dict[str, set] = {}
     for row in rows:
-        if row["method"] not in out:
-            out.append(row["method"])
-    return out
+        selections.setdefault(row["method"], set()).add(str(row.get("tasks")))
+    lines: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row["method"] == skip_method:
+            continue
+        label = row["method"]
+        if len(selections[label]) > 1:
+            label = f"{label} [{row.get('tasks')}]"
+        lines.setdefault(label, []).append(row)
+    return lines
 
 
-def _series(rows: Sequence[Mapping[str, Any]], method: str, x: str,
+def _series(rows: Sequence[Mapping[str, Any]], x: str,
             column: str) -> tuple[list[float], list[float]]:
     points = []
     for row in rows:
-        if row["method"] != method or _is_missing(row.get(column)):
+        if _is_missing(row.get(column)):
             continue
         if _is_missing(row.get(x)):
-            raise ValueError(f"row of method {method!r} has {column!r} but no {x!r} value")
+            raise ValueError(f"row of method {row['method']!r} has {column!r} but no {x!r} value")
         points.append((float(row[x]), float(row[column])))
     points.sort()
     return [p[0] for p in points], [p[1] for p in points]
@@ -192,7 +202,8 @@ def plot_metric_vs_sparsity(rows: Sequence[Mapping[str, Any]], out_png: str | os
                             metrics: Sequence[str] | None = None, x: str = "measured_sparsity",
                             reference_method: str | None = "dense",
                             title: str | None = None) -> Path:
-    """One subplot per task-metric column, one line per method against sparsity ``x``.
+    """One subplot per task-metric column, one line per method against sparsity ``x``
+    (per method and task selection when a method was run on several selections).
 
     Rows of ``reference_method`` (the dense model) are drawn as a dashed horizontal line.
     ``metrics`` lists metric columns (``"seg/mIoU"``); default: every metric column present.
@@ -205,12 +216,12 @@ def plot_metric_vs_sparsity(rows: Sequence[Mapping[str, Any]], out_png: str | os
     nrows, ncols = _grid(len(columns))
     fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    methods = [m for m in _methods(rows) if m != reference_method]
+    lines = group_into_lines(rows, skip_method=reference_method)
     for ax, column in zip(axes, columns):
-        for method in methods:
-            xs, ys = _series(rows, method, x, column)
+        for label, line_rows in lines.items():
+            xs, ys = _series(line_rows, x, column)
             if xs:
-                ax.plot(xs, ys, marker="o", label=method)
+                ax.plot(xs, ys, marker="o", label=label)
         ref = _reference_value(rows, reference_method, column)
         if ref is not None:
             ax.axhline(ref, color="black", linestyle="--", linewidth=1, label=reference_method)
@@ -239,10 +250,10 @@ def plot_delta_vs_sparsity(rows: Sequence[Mapping[str, Any]], out_png: str | os.
         raise ValueError(f"plot_delta_vs_sparsity: no row has a {column!r} value")
     fig = Figure(figsize=(5.5, 3.8))
     ax = fig.subplots()
-    for method in _methods(rows):
-        xs, ys = _series(rows, method, x, column)
+    for label, line_rows in group_into_lines(rows).items():
+        xs, ys = _series(line_rows, x, column)
         if xs:
-            ax.plot(xs, ys, marker="o", label=method)
+            ax.plot(xs, ys, marker="o", label=label)
     ax.axhline(0.0, color="black", linestyle="--", linewidth=1)
     ax.set_xlabel(COLUMN_LABELS.get(x, x))
     ax.set_ylabel(COLUMN_LABELS.get(column, column))

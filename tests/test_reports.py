@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import make_random_batch
-from lib.reports import (plot_delta_vs_sparsity, plot_loss_curves, plot_metric_vs_sparsity,
+from lib.reports import (group_into_lines, plot_delta_vs_sparsity, plot_loss_curves, plot_metric_vs_sparsity,
                          plot_prediction_grid, results_row, segmentation_palette,
                          table_columns, write_results_table)
 
@@ -87,6 +87,10 @@ def test_metric_and_delta_plots(tmp_path):
                                            x="nominal_sparsity"))
     assert wide.shape[0] > two.shape[0]          # 9 subplots take more rows than 2
     read_png(plot_delta_vs_sparsity(rows, tmp_path / "delta.png"))
+    seg_only = results_row("CUT", ["seg"], 90, 88.0, {"seg": DENSE["seg"]}, delta=1.0)
+    assert set(group_into_lines(rows + [seg_only], skip_method="dense")) == {
+        "CUT [seg+sn]", "CUT [seg]", "DiSparse"}
+    read_png(plot_metric_vs_sparsity(rows + [seg_only], tmp_path / "mixed.png"))
     with pytest.raises(ValueError, match="no '<task>/<metric>' column"):
         plot_metric_vs_sparsity([{"method": "a", "delta": 1.0}], tmp_path / "x.png")
     with pytest.raises(ValueError, match="no 'measured_sparsity' value"):
