@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import make_random_batch
-from lib.reports import (group_into_lines, plot_delta_vs_sparsity, plot_loss_curves, plot_metric_vs_sparsity,
-                         plot_prediction_grid, results_row, segmentation_palette,
-                         table_columns, write_results_table)
+from lib.reports import (group_into_lines, plot_delta_vs_sparsity, plot_loss_curves,
+                         plot_metric_vs_sparsity, plot_prediction_grid, results_row,
+                         segmentation_palette, table_columns, write_results_table)
 
 DENSE = {"seg": {"mIoU": 0.30, "Pixel Acc": 0.60, "err": 1.2},
          "sn": {"Angle Mean": 17.0, "Angle Median": 14.0, "Angle 11.25": 40.0,
