@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from lib.losses import DEPTH_VALID_MIN, TARGET_KEYS
 from lib.metrics import LOWER_IS_BETTER, METRIC_NAMES, RAW_NORMAL_DATASETS, TASK_ORDER
-from lib.utils import _atomic_write, atomic_write_text
+from lib.utils import atomic_write, atomic_write_text
 
 BASE_COLUMNS = ("method", "tasks", "nominal_sparsity", "measured_sparsity")
 DELTA_COLUMN = "delta"
@@ -151,7 +151,7 @@ def write_results_table(rows: Sequence[Mapping[str, Any]], path_stem: str | os.P
 # ------------------------------------------------------------------------------------ figures
 
 def _save_figure(fig: Figure, out_png: str | os.PathLike, dpi: int = 100) -> Path:
-    return _atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi,
+    return atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi,
                                                           bbox_inches="tight"))
 
 

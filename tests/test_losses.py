@@ -163,9 +163,6 @@ def test_clear_errors(tmp_path):
         load_seg_prior(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="lib/losses.py:98 converts the weight with np.asarray, which fails for "
-                          "a buffer already on a non-CPU device (restricted_to after .to(cuda))")
 def test_restricted_to_after_moving_the_loss_to_another_device():
     loss = SceneNetLoss("taskonomy", ["seg", "depth"], [1.0, 1.0], seg_class_weight=[3.0, 1.0])
     sub = loss.to("meta").restricted_to(["seg"])        # "meta" stands in for a CUDA device
