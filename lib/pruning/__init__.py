@@ -20,19 +20,21 @@ Public API
 """
 from .analysis import (layer_sparsity, mask_iou_by_layer, pairwise_mask_iou, plot_layer_sparsity,
                        plot_mask_iou)
-from .checkpoint import load_base_model, load_pruned, save_pruned, unwrap_state_dict
+from .checkpoint import (load_base_model, load_pruned, pruned_filename, save_pruned,
+                         unwrap_state_dict)
 from .compact import select_tasks, task_id_map
 from .fusion import fuse_backbone, required_votes
 from .lth import global_magnitude_masks, iterative_magnitude_masks
 from .masks import (ScoreRanking, check_keep_ratio, effective_weight, has_masks, install_masks, masks_of,
                     remove_masks, task_masks, topk_mask)
-from .methods import METHODS, PruneContext, PruningPlan, cut_prune, decide, prune
+from .methods import (DATA_FREE_METHODS, METHODS, PruneContext, PruningPlan, cut_prune, decide,
+                      prune, uses_data)
 from .scores import joint_scores, magnitude_scores, random_scores, task_scores, task_scores_reference
 from .sparsity import (check_sparsity, keep_ratio_for_sparsity, mask_sparsity, reference_keep_ratio,
                        sparsity_report)
 
 __all__ = [
-    "METHODS", "PruneContext", "PruningPlan", "check_keep_ratio", "check_sparsity", "cut_prune",
+    "DATA_FREE_METHODS", "METHODS", "PruneContext", "pruned_filename", "uses_data", "PruningPlan", "check_keep_ratio", "check_sparsity", "cut_prune",
     "decide", "effective_weight", "fuse_backbone", "global_magnitude_masks", "has_masks",
     "install_masks", "iterative_magnitude_masks", "joint_scores", "keep_ratio_for_sparsity",
     "layer_sparsity", "load_base_model", "load_pruned", "magnitude_scores", "mask_iou_by_layer",

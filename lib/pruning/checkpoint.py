@@ -126,3 +126,15 @@ def load_base_model(path: str | os.PathLike, cfg, map_location: str | torch.devi
     net = SceneNet.from_config(cfg)
     _load_strict(net, state, path)
     return net
+
+
+def pruned_filename(method: str, tasks, sparsity: float | None = None,
+                    keep_ratio: float | None = None) -> str:
+    """``{method}_{sparsity}_{task-task}.pth`` (``{method}_keep{ratio}_...`` for a keep ratio)."""
+    if sparsity is not None:
+        tag = f"{sparsity:g}"
+    elif keep_ratio is not None:
+        tag = f"keep{keep_ratio:g}"
+    else:
+        raise ValueError("pruned_filename needs sparsity or keep_ratio")
+    return f"{method}_{tag}_{'-'.join(tasks)}.pth"

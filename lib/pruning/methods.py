@@ -205,6 +205,17 @@ METHODS: dict[str, Callable[..., PruningPlan]] = {
 }
 
 
+DATA_FREE_METHODS = ("lth", "random", "random_untrained")
+
+
+def uses_data(method: str, dataset: str | None = None, **options) -> bool:
+    """Whether ``method`` scores on batches (so needs a loader and a criterion)."""
+    if method == "disparse_pt":
+        score = options.get("score", "auto")
+        return score == "gradient" or (score == "auto" and dataset == "taskonomy")
+    return method not in DATA_FREE_METHODS
+
+
 # --------------------------------------------------------------------------------- pipeline
 def prune(method: str, net: SceneNet, criterion, loader: Iterable | None, *,
           selected_tasks: Sequence[str], tasks: Sequence[str] | None = None,
