@@ -178,6 +178,13 @@ def test_finetune_keeps_pruned_weights_zero_and_masks_fixed(cfg, tmp_path):
         assert_pruned_zero(fresh, masks)
     sidecar = json.loads((tmp_path / "ft" / "final_model.json").read_text())
     assert sidecar["architecture"]["task_ids"] == [1, 2]
+    from lib.pruning import load_pruned
+
+    reloaded, meta = load_pruned(tmp_path / "ft" / "final_model.pth")
+    assert meta["finetuned"] is True
+    for name, module in masked_modules(reloaded).items():  # (its .weight is stale until a forward)
+        assert torch.equal(module.weight_mask, masks[name])
+        assert not module.weight_orig[masks[name] == 0].any()
     rebuilt = net_from_checkpoint(tmp_path / "ft" / "final_model.pth")  # no config needed
     assert rebuilt.tasks == ["seg", "sn"]
     assert_pruned_zero(rebuilt, masks)
@@ -306,6 +313,10 @@ def test_best_checkpoint_follows_select_metric_and_direction(cfg, tmp_path):
                    select_metric="max:val/seg/score", log=False)
     assert result.history["val/seg/score"] == [(2, 1.0), (4, 3.0), (6, 2.0)]
     assert read_checkpoint(result.best_checkpoint)["iteration"] == 4
+    from lib.training.engine import Selection
+    assert Selection.parse("val/seg/mIoU").mode == "max"
+    assert Selection.parse("val/depth/abs_err").mode == "min"
+    assert Selection.parse("val/loss/sn").mode == "min"
     with pytest.raises(ValueError, match="prefix it with 'max:' or 'min:'"):
         train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "s",
               val_loader=loader(ds), select_metric="val/seg/score", log=False)

@@ -69,13 +69,19 @@ class Selection:
 
     @classmethod
     def parse(cls, spec: str | None) -> "Selection":
-        """``None`` -> ``val/loss`` (min). ``"max:val/seg/mIoU"`` / ``"min:val/depth/abs_err"``
-        name a direction explicitly; a bare name is accepted only for losses (min)."""
+        """``None`` -> ``val/loss`` (min). A loss or a metric of ``lib.metrics`` (e.g.
+        ``"val/seg/mIoU"``) gets its known direction; ``"max:NAME"`` / ``"min:NAME"`` say it
+        explicitly for anything else (e.g. an ``eval_fn``'s own scalars)."""
+        from lib.metrics import LOWER_IS_BETTER
+
         spec = spec or "val/loss"
         if spec.startswith(("min:", "max:")):
             return cls(spec[4:], spec[:3])
-        if "loss" in spec.split("/"):
+        parts = spec.split("/")
+        if "loss" in parts:
             return cls(spec, "min")
+        if parts[-1] in LOWER_IS_BETTER:
+            return cls(spec, "min" if LOWER_IS_BETTER[parts[-1]] else "max")
         raise ValueError(f"select_metric {spec!r}: prefix it with 'max:' or 'min:' to say "
                          f"whether higher or lower is better (e.g. 'max:val/seg/mIoU')")
 
