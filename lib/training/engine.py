@@ -213,6 +213,10 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
         ckpt = load_checkpoint(rd.resume_path(run_dir, resume), model, optimizer=optimizer,
                                scheduler=scheduler, scaler=scaler, restore_rng=True,
                                rank=info.rank)
+        if int(ckpt.get("world_size", 1)) != info.world_size:
+            raise ValueError(f"cannot resume exactly from {rd.resume_path(run_dir, resume)}: it was "
+                             f"written by {ckpt.get('world_size')} process(es), this run has "
+                             f"{info.world_size}; resume with the same --nproc_per_node")
         if ckpt.get("phase") != phase:
             raise ValueError(f"cannot resume {phase!r} from {rd.resume_path(run_dir, resume)}: "
                              f"it is a {ckpt.get('phase')!r} checkpoint")
