@@ -375,3 +375,16 @@ def test_evaluate_writes_metrics_json_for_dense_and_compact(synthetic_cfg, tmp_p
     compact = pruned_compact(cfg)
     assert set(evaluate(compact, test, cfg, progress=False)) == {"seg", "sn"}
     assert metrics_path_for(tmp_path / "best.pth") == tmp_path / "best.metrics.json"
+
+
+def test_resume_of_a_finished_run_rewrites_final_files_only(cfg, tmp_path):
+    ds, crit = make_data(cfg, n=2), SceneNetLoss.from_config(cfg)
+    done = train(make_net(cfg), crit, loader(ds), cfg, tmp_path / "r", max_iters=2, log=False)
+    (tmp_path / "r" / "base_model.pth").unlink()  # as if killed right after the last checkpoint
+    again = train(make_net(cfg, seed=4), crit, loader(ds), cfg, tmp_path / "r", max_iters=2,
+                  resume=True, log=False)
+    assert again.iterations == 2 and state_equal(again.net.state_dict(), done.net.state_dict())
+    assert (tmp_path / "r" / "base_model.pth").is_file()
+    with pytest.raises(ValueError, match="beyond max_iters=1"):
+        train(make_net(cfg), crit, loader(ds), cfg, tmp_path / "r", max_iters=1, resume=True,
+              log=False)

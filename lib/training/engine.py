@@ -222,9 +222,9 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                              f"it is a {ckpt.get('phase')!r} checkpoint")
         data.load_state_dict(ckpt["data"])
         iteration, history, best = int(ckpt["iteration"]), ckpt["history"], ckpt["best"]
-        if iteration >= schedule.max_iters:
-            raise ValueError(f"checkpoint is at iteration {iteration}, nothing left to do for "
-                             f"max_iters={schedule.max_iters}")
+        if iteration > schedule.max_iters:  # == max_iters: only the final files are (re)written
+            raise ValueError(f"checkpoint {rd.resume_path(run_dir, resume)} is at iteration "
+                             f"{iteration}, beyond max_iters={schedule.max_iters}")
 
     config = config_to_dict(cfg)
     val_freq, ckpt_freq = int(cfg.VAL_FREQ), int(cfg.CKPT_FREQ)
