@@ -7,7 +7,6 @@ training trajectory), atomic checkpoints, a NaN/inf guard, tqdm and tensorboardX
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
