@@ -35,6 +35,7 @@ HEADER_BYTES = _HEADER.size
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64,
                 "int64": np.int64, "int32": np.int32, "uint8": np.uint8, "bool": np.bool_}
 COMPRESSIONS = ("none", "zlib", "lzma")
+_PROBE_BYTES = 1 << 20
 
 
 class ArtifactFormatError(ValueError):
@@ -44,6 +45,11 @@ class ArtifactFormatError(ValueError):
 def compress_best(data: bytes, compressions: tuple[str, ...] = ("none", "zlib")) -> tuple[str, bytes]:
     """Return ``(compression, payload)`` for the smallest of ``compressions``."""
     best = ("none", data)
+    if len(data) > _PROBE_BYTES and compressions != ("none",):
+        # Large blobs (dense float weights) rarely compress: test a sample before paying for it.
+        sample = data[:_PROBE_BYTES]
+        if len(zlib.compress(sample, 1)) > 0.95 * len(sample):
+            return best
     for name in compressions:
         if name == "zlib":
             candidate = zlib.compress(data, 9)

@@ -61,12 +61,28 @@ def effective_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def deepcopy_network(net: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also works after a masked forward with autograd on.
+
+    A prune hook stores ``orig * mask`` as a plain attribute; after a forward outside
+    ``no_grad`` it is a non-leaf tensor, which ``deepcopy`` refuses. It is recomputed by the
+    next forward, so a detached copy stands in for it.
+    """
+    memo = {}
+    for module in net.modules():
+        for tensor_name in _pruned_tensor_names(module):
+            value = module.__dict__.get(tensor_name)
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(net, memo)
+
+
 def plain_copy(net: nn.Module) -> nn.Module:
     """A deep copy of ``net`` with every prune hook removed and its mask made permanent.
 
     ``net`` itself is left untouched (its hooks keep working for fine-tuning).
     """
-    plain = copy.deepcopy(net)
+    plain = deepcopy_network(net)
     for module in plain.modules():
         for tensor_name in _pruned_tensor_names(module):
             prune.remove(module, tensor_name)
