@@ -225,6 +225,8 @@ def structured_cut_prune(net: SceneNet, criterion, loader: Iterable, selected_ta
 
     if not 0.0 <= channel_sparsity < 1.0:
         raise ValueError(f"channel_sparsity must be in [0, 1), got {channel_sparsity}")
+    if num_batches < 1:
+        raise ValueError(f"num_batches must be >= 1, got {num_batches}")
     compact = select_tasks(net, selected_tasks, tasks)
     selected = list(selected_tasks)
     needed = required_votes(min_votes, len(selected))
