@@ -61,6 +61,8 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # No busy-waiting between runs: idle ORT threads would steal cores from whatever runs next.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=options,
                                 providers=["CPUExecutionProvider"])
 

@@ -4,7 +4,8 @@ Units: MACs are multiply-accumulates of the Conv2d/Linear layers for one forward
 input shape (batch included; 1 MAC = 2 FLOPs). *Effective* MACs scale each layer's MACs by its
 fraction of non-zero weights (what a sparse kernel would need). File sizes are measured with
 ``os.path.getsize`` on files actually written. Latency is the median wall-clock time of
-``repeats`` forwards after ``warmup`` ones, at a stated number of CPU threads.
+``repeats`` forwards after ``warmup`` ones, at a stated number of CPU threads, timed
+round-robin over all networks and engines so that load from other processes hits them alike.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,77 +40,108 @@ def parameter_counts(net: nn.Module) -> dict[str, int]:
 
 
 def conv_macs(net: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
-    """Dense and effective MACs of Conv2d/Linear layers for one forward of ``input_shape``."""
+    """Dense and effective MACs of Conv2d/Linear layers for one forward of ``input_shape``.
+
+    Shapes come from a forward on the ``meta`` device (no arithmetic), densities from the real
+    (masked) weights.
+    """
+    density = {name: float(torch.count_nonzero(m.weight)) / m.weight.numel()
+               for name, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    shadow = plain_copy(net).to("meta").eval()
     dense, effective = [0], [0.0]
 
-    def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
-        weight = module.weight  # the effective (masked) weight when a prune hook is installed
-        if isinstance(module, nn.Conv2d):
-            per_output = (module.in_channels // module.groups) * int(np.prod(module.kernel_size))
-        else:
-            per_output = module.in_features
-        macs = output.numel() * per_output
-        dense[0] += macs
-        effective[0] += macs * float(torch.count_nonzero(weight)) / weight.numel()
+    def counter(name: str):
+        def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
+            if isinstance(module, nn.Conv2d):
+                per_output = (module.in_channels // module.groups) * int(np.prod(module.kernel_size))
+            else:
+                per_output = module.in_features
+            macs = output.numel() * per_output
+            dense[0] += macs
+            effective[0] += macs * density[name]
+        return hook
 
-    handles = [m.register_forward_hook(hook) for m in net.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            device = next(net.parameters()).device
-            net(torch.zeros(tuple(int(s) for s in input_shape), device=device))
-    finally:
-        for h in handles:
-            h.remove()
-        net.train(was_training)
+    for name, module in shadow.named_modules():
+        if name in density:
+            module.register_forward_hook(counter(name))
+    with torch.no_grad():
+        shadow(torch.zeros(tuple(int(s) for s in input_shape), device="meta"))
     return {"dense": dense[0], "effective": int(round(effective[0]))}
+
+
+def _cpu_plain(net: nn.Module) -> nn.Module:
+    """An eval-mode CPU network without prune hooks (a copy unless ``net`` already is one)."""
+    on_cpu = next(net.parameters()).device.type == "cpu"
+    if has_prune_hooks(net) or not on_cpu:
+        return plain_copy(net).cpu().eval()
+    return net
+
+
+def torch_runner(net: nn.Module, input_shape: Sequence[int]) -> Callable[[], Any]:
+    """A no-argument callable running one PyTorch CPU forward of ``net`` (hooks removed)."""
+    plain = _cpu_plain(net)
+    x = torch.randn(tuple(int(s) for s in input_shape), generator=torch.Generator().manual_seed(0))
+
+    def run() -> Any:
+        was_training = plain.training
+        plain.eval()
+        try:
+            with torch.inference_mode():
+                return plain(x)
+        finally:
+            plain.train(was_training)
+    return run
+
+
+def onnx_runner(onnx_path: str | os.PathLike, input_shape: Sequence[int],
+                threads: int) -> Callable[[], Any]:
+    """A no-argument callable running one onnxruntime CPU inference of ``onnx_path``."""
+    session = onnx_session(onnx_path, threads)
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal(tuple(int(s) for s in input_shape)).astype(np.float32)
+    return lambda: session.run(None, {name: x})
+
+
+def interleaved_latency_ms(runners: Mapping[str, Callable[[], Any]], threads: int,
+                           repeats: int = 10, warmup: int = 2) -> dict[str, dict[str, float]]:
+    """``{name: {"median", "min"}}`` ms of each runner, timed round-robin.
+
+    Timing the candidates in turn (A, B, C, A, B, C, ...) rather than one after the other
+    spreads load from other processes evenly over them, so their *ratios* stay fair on a
+    shared machine. PyTorch runs with ``threads`` intra-op threads (restored afterwards).
+    """
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    try:
+        for i in range(warmup + repeats):
+            for name, run in runners.items():
+                start = time.perf_counter()
+                run()
+                if i >= warmup:
+                    times[name].append(1000.0 * (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(old_threads)
+    return {name: {"median": statistics.median(t), "min": min(t)} for name, t in times.items()}
 
 
 def torch_latency_ms(net: nn.Module, input_shape: Sequence[int], threads: int, repeats: int = 10,
                      warmup: int = 2) -> float:
     """Median CPU latency (ms) of ``net`` (hooks removed on a copy) with ``threads`` threads."""
-    plain = plain_copy(net) if has_prune_hooks(net) else net
-    device = next(plain.parameters()).device
-    if device.type != "cpu":
-        plain = plain_copy(plain).cpu()
-    was_training, old_threads = plain.training, torch.get_num_threads()
-    plain.eval()
-    torch.set_num_threads(int(threads))
-    x = torch.randn(tuple(int(s) for s in input_shape), generator=torch.Generator().manual_seed(0))
-    times = []
-    try:
-        with torch.inference_mode():
-            for i in range(warmup + repeats):
-                start = time.perf_counter()
-                plain(x)
-                if i >= warmup:
-                    times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(old_threads)
-        plain.train(was_training)
-    return 1000.0 * statistics.median(times)
+    runner = {"net": torch_runner(net, input_shape)}
+    return interleaved_latency_ms(runner, threads, repeats, warmup)["net"]["median"]
 
 
 def onnx_latency_ms(onnx_path: str | os.PathLike, input_shape: Sequence[int], threads: int,
                     repeats: int = 10, warmup: int = 2) -> float:
     """Median onnxruntime CPU latency (ms) with ``threads`` intra-op threads."""
-    session = onnx_session(onnx_path, threads)
-    name = session.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal(tuple(int(s) for s in input_shape)).astype(np.float32)
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        session.run(None, {name: x})
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    runner = {"onnx": onnx_runner(onnx_path, input_shape, threads)}
+    return interleaved_latency_ms(runner, threads, repeats, warmup)["onnx"]["median"]
 
 
-def measure_network(name: str, net: nn.Module, input_shape: Sequence[int], out_dir: Path,
-                    threads: int, repeats: int, warmup: int = 2, onnx: bool = True) -> dict[str, Any]:
-    """One report row: counts, MACs, the files written for ``net`` and their sizes, latencies."""
+def measure_files(name: str, net: nn.Module, input_shape: Sequence[int], out_dir: Path,
+                  threads: int, onnx: bool = True) -> dict[str, Any]:
+    """One report row without latency: counts, MACs, the files written and their sizes."""
     stem = name.replace(" ", "_")
     params, macs = parameter_counts(net), conv_macs(net, input_shape)
     state_path = atomic_torch_save(net.state_dict(), out_dir / f"{stem}_state_dict.pth")
@@ -123,15 +155,15 @@ def measure_network(name: str, net: nn.Module, input_shape: Sequence[int], out_d
         "macs_dense": macs["dense"], "macs_effective": macs["effective"], "mac_unit": MAC_UNIT,
         "state_dict_bytes": os.path.getsize(state_path), "state_dict_path": str(state_path),
         "artifact_bytes": art32["bytes"], "artifact_path": art32["path"],
+        "artifact_value_bytes": art32["value_bytes"], "artifact_mask_bytes": art32["mask_bytes"],
+        "artifact_values_stored": art32["values_stored"],
         "artifact_fp16_bytes": art16["bytes"], "artifact_fp16_path": art16["path"],
-        "torch_latency_ms": torch_latency_ms(net, input_shape, threads, repeats, warmup),
-        "threads": threads, "repeats": repeats, "input_shape": list(input_shape)}
+        "threads": threads, "input_shape": list(input_shape)}
     if onnx:
         onnx_path = export_onnx(net, out_dir / f"{stem}.onnx", input_shape)
         parity = check_onnx_parity(net, onnx_path, input_shape, threads=threads)
         row.update(onnx_path=str(onnx_path), onnx_bytes=os.path.getsize(onnx_path),
-                   onnx_parity_ok=parity["ok"], onnx_max_abs_diff=parity["max_abs_diff"],
-                   onnx_latency_ms=onnx_latency_ms(onnx_path, input_shape, threads, repeats, warmup))
+                   onnx_parity_ok=parity["ok"], onnx_max_abs_diff=parity["max_abs_diff"])
     return row
 
 
@@ -153,8 +185,18 @@ def size_speed_report(dense_net: nn.Module, compact_net: nn.Module, input_shape:
     with tempfile.TemporaryDirectory(prefix="cut_export_") as tmp:
         folder = Path(out_dir) if out_dir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        rows = [measure_network(name, net, input_shape, folder, threads, repeats, warmup, onnx)
+        rows = [measure_files(name, net, input_shape, folder, threads, onnx)
                 for name, net in nets.items()]
+        runners = {("torch", name): torch_runner(net, input_shape) for name, net in nets.items()}
+        if onnx:
+            runners.update({("onnx", row["model"]): onnx_runner(row["onnx_path"], input_shape,
+                                                                threads) for row in rows})
+        latency = interleaved_latency_ms(runners, threads, repeats, warmup)
+    for row in rows:
+        for engine in ("torch", "onnx") if onnx else ("torch",):
+            row[f"{engine}_latency_ms"] = latency[(engine, row["model"])]["median"]
+            row[f"{engine}_latency_min_ms"] = latency[(engine, row["model"])]["min"]
+        row["repeats"] = repeats
     base = rows[0]
     for row in rows:
         row["size_ratio"] = row["artifact_bytes"] / base["state_dict_bytes"]
