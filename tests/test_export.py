@@ -11,12 +11,12 @@ import torch.nn as nn
 
 from lib.cli import main as cli_main
 from lib.export import (FORMAT_VERSION, MAGIC, ArtifactFormatError, check_onnx_parity, conv_macs,
-                        effective_state_dict, export_onnx, has_prune_hooks, install_masks,
-                        load_artifact, max_output_difference, parameter_counts, plot_report,
+                        effective_state_dict, export_onnx, has_prune_hooks, load_artifact, max_output_difference, parameter_counts, plot_report,
                         prune_masks, read_manifest, report_markdown, save_artifact,
                         size_speed_report)
 from lib.export.artifact import decode_mask, encode_mask
 from lib.models import SceneNet
+from lib.pruning import install_masks
 
 TASKS, NUM_CLASS = ["seg", "sn", "depth"], [40, 3, 1]
 SHAPE = (1, 3, 48, 64)
@@ -32,8 +32,7 @@ def tiny_compact(sparsity: float = 0.9, seed: int = 0) -> SceneNet:
     dense = tiny_dense(seed)
     net = SceneNet([1, 40], "ResNet18", 0.125, task_ids=[3, 1], tasks=["depth", "seg"])
     net.load_state_dict(dense.state_dict(), strict=False)
-    weights = {f"{n}.weight": m.weight for n, m in net.named_modules()
-               if isinstance(m, nn.Conv2d)}
+    weights = {n: m.weight for n, m in net.named_modules() if isinstance(m, nn.Conv2d)}
     flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
     threshold = flat.kthvalue(int(sparsity * flat.numel())).values
     install_masks(net, {k: w.detach().abs() > threshold for k, w in weights.items()})

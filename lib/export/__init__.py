@@ -12,15 +12,15 @@
 from .artifact import (ARTIFACT_SUFFIX, load_artifact, max_output_difference, read_manifest,
                        save_artifact)
 from .container import FORMAT_VERSION, MAGIC, ArtifactFormatError
-from .masks import (effective_state_dict, has_prune_hooks, install_masks, net_from_pruned_state,
-                    plain_copy, prune_masks)
+from .masks import (effective_state_dict, has_prune_hooks, net_from_pruned_state, plain_copy,
+                    prune_masks)
 from .onnx_io import check_onnx_parity, export_onnx
 from .report import (MAC_UNIT, conv_macs, onnx_latency_ms, parameter_counts, plot_report,
                      report_markdown, size_speed_report, torch_latency_ms)
 
 __all__ = ["ARTIFACT_SUFFIX", "FORMAT_VERSION", "MAGIC", "MAC_UNIT", "ArtifactFormatError",
            "check_onnx_parity", "conv_macs", "effective_state_dict", "export_onnx",
-           "has_prune_hooks", "install_masks", "load_artifact", "max_output_difference",
+           "has_prune_hooks", "load_artifact", "max_output_difference",
            "net_from_pruned_state", "onnx_latency_ms", "parameter_counts", "plain_copy",
            "plot_report", "prune_masks", "read_manifest", "report_markdown", "save_artifact",
            "size_speed_report", "torch_latency_ms"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch.nn as nn
 
 from lib import __version__
 from lib.models import SceneNet, check_scene_net
-from lib.utils import _atomic_write
+from lib.utils import atomic_write_bytes
 
 from .container import (ArtifactFormatError, ArtifactReader, BlobWriter, compress_best,
                         encode_file)
@@ -182,12 +181,7 @@ def save_artifact(net: nn.Module, path: str | os.PathLike, dtype: str = "float32
     manifest = {"format": "cut-edge-artifact", "written_by": f"lib.export {__version__}",
                 "architecture": net.architecture(), "channels": _channel_spec(net),
                 "dtype": dtype, "had_masks": bool(masks), "tensors": entries}
-    data = encode_file(manifest, blobs)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-    path = _atomic_write(path, write)
+    path = atomic_write_bytes(encode_file(manifest, blobs), path)
     return {"path": str(path), "bytes": os.path.getsize(path), "dtype": dtype,
             "had_masks": bool(masks), "tasks": net.tasks, "task_ids": list(net.task_ids),
             "num_tensors": len(entries), **totals}

@@ -1,9 +1,10 @@
 """``python -m lib export``: pruned checkpoint -> edge artifact (+ ONNX, + size/speed report).
 
-A pruned checkpoint is a plain state dict (``weight_orig``/``weight_mask`` for pruned tensors)
-with a JSON sidecar holding the architecture (``SceneNet.architecture()``, either the whole
-JSON or under its ``"architecture"`` key). The sidecar is ``--architecture`` or, by default,
-``X.json`` / ``X.pth.json`` next to ``X.pth``.
+A pruned checkpoint (``lib.pruning.save_pruned``) is a plain state dict (``weight_orig``/
+``weight_mask`` for pruned tensors) with a JSON sidecar holding the architecture
+(``SceneNet.architecture()``, either the whole JSON or under its ``"architecture"`` key). The
+sidecar is ``--architecture`` or, by default, ``X.json`` / ``X.pth.json`` next to ``X.pth``.
+A dense checkpoint for the report takes ``--dense`` and either its sidecar or ``--config``.
 """
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dense base checkpoint: write a size/speed report against it")
     parser.add_argument("--dense-architecture", type=Path, default=None,
                         help="architecture JSON of --dense (default: its sidecar)")
+    parser.add_argument("--config", default=None,
+                        help="config name of --dense (e.g. nyuv2_3task) instead of a sidecar")
+    parser.add_argument("--profile", default="reference", help="profile for --config")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per latency")
 
@@ -66,19 +70,15 @@ def read_architecture(path: Path) -> dict[str, Any]:
     return dict(data)
 
 
-def state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """A plain state dict from a loaded checkpoint (itself, or its state_dict/model entry)."""
-    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return dict(obj)
-    for key in ("state_dict", "model"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            return dict(obj[key])
-    raise ValueError(f"checkpoint {path} holds no state dict (expected a dict of tensors or a "
-                     f"'state_dict'/'model' entry)")
-
-
 def load_network(checkpoint: Path, architecture: Path | None):
-    state = state_dict_of(safe_torch_load(checkpoint), checkpoint)
+    """A (masked) SceneNet from ``checkpoint`` and its architecture JSON (sidecar or explicit).
+
+    Plain state dicts, ``{"state_dict"|"model": ...}`` wrappers and DataParallel prefixes are
+    accepted (``lib.pruning.unwrap_state_dict``); ``weight_orig``/``weight_mask`` pairs become
+    prune hooks.
+    """
+    from lib.pruning import unwrap_state_dict
+    state = unwrap_state_dict(safe_torch_load(checkpoint), checkpoint)
     arch = read_architecture(sidecar_path(checkpoint, architecture))
     return net_from_pruned_state(state, arch, source=f"checkpoint {checkpoint}")
 
@@ -114,7 +114,12 @@ def run(args: argparse.Namespace) -> int:
             return 1
     if args.dense is not None:
         from .report import plot_report, report_markdown, size_speed_report
-        dense = load_network(args.dense, args.dense_architecture).eval()
+        if args.config is not None and args.dense_architecture is None:
+            from lib.config import load_config
+            from lib.pruning import load_base_model
+            dense = load_base_model(args.dense, load_config(args.config, args.profile)).eval()
+        else:
+            dense = load_network(args.dense, args.dense_architecture).eval()
         rows = size_speed_report(dense, net, args.input_shape, threads=args.threads,
                                  repeats=args.repeats, out_dir=args.out / "report_files")
         table = report_markdown(rows)

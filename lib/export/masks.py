@@ -89,7 +89,7 @@ def plain_copy(net: nn.Module) -> nn.Module:
     return plain
 
 
-def install_masks(net: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+def install_state_masks(net: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
     """Install ``{plain key: mask}`` on ``net`` in place with ``prune.custom_from_mask``."""
     for key, mask in masks.items():
         module_name, _, tensor_name = key.rpartition(".")
@@ -114,7 +114,7 @@ def net_from_pruned_state(state: Mapping[str, torch.Tensor], architecture: Mappi
             if f"{plain_key}_orig" not in state:
                 raise ValueError(f"{source}: mask {key!r} has no matching {plain_key}_orig")
             masks[plain_key] = value.bool()
-    install_masks(net, masks)
+    install_state_masks(net, masks)
     missing, unexpected = net.load_state_dict(dict(state), strict=False)
     if missing or unexpected:
         raise ValueError(f"{source} does not match architecture {dict(architecture)}: missing "

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from lib.utils import _atomic_write
+from lib.utils import atomic_write
 
 from .masks import deepcopy_network, has_prune_hooks, plain_copy
 
@@ -47,7 +47,7 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, input_shape: Sequence[i
                               output_names=output_names(plain), opset_version=opset,
                               do_constant_folding=True)
     try:
-        return _atomic_write(path, write)
+        return atomic_write(path, write)
     finally:
         plain.train(was_training)
 

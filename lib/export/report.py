@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from lib.utils import _atomic_write, atomic_torch_save
+from lib.utils import atomic_write, atomic_torch_save
 
 from .artifact import save_artifact
 from .masks import effective_state_dict, has_prune_hooks, plain_copy
@@ -277,5 +277,5 @@ def plot_report(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike | Non
                  fontsize=9)
     if path is not None:
         fmt = Path(path).suffix.lstrip(".") or "png"
-        _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
     return fig

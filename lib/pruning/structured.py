@@ -5,7 +5,7 @@ Unstructured masks leave dense CPU kernels as slow as before. This variant keeps
 
 1. Select: a copy of the network holding only the selected heads, outputs in selected order.
 2. Score: per-task weight scores ``s_t(w) = sum_batches |w * dL_t/dw|`` over task model
-   ``t`` (backbone + own head), at the given weights.
+   ``t`` (backbone + own head), at the given weights (:func:`lib.pruning.task_scores`).
 3. Channel scores: Torch-Pruning's ``DependencyGraph`` groups every set of coupled channels
    (a residual stage's channels are one group: the stage's block outputs, its shortcut, the
    next convolutions' inputs and, for the last stage, every head's first convolution inputs).
@@ -30,16 +30,17 @@ artifact of :mod:`lib.export` stores exactly that.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
-from lib.models import SceneNet, check_scene_net, head_modules, task_model_modules
+from lib.models import SceneNet, check_scene_net, head_modules
 
-FusionRule = int | str
+from .compact import select_tasks
+from .fusion import MinVotes, required_votes
+from .masks import has_masks, remove_masks
+from .scores import task_scores
 
 
 # ----------------------------------------------------------------------------- channel spec
@@ -112,96 +113,7 @@ def count_channels(net: SceneNet) -> dict[str, int]:
     return {"backbone": backbone, "heads": heads}
 
 
-# ----------------------------------------------------------------------------- task selection
-def select_tasks(net: SceneNet, selected: Sequence[str], tasks: Sequence[str] | None = None) -> SceneNet:
-    """A deep copy of ``net`` with only the heads of ``selected`` (names), in that order.
-
-    Heads keep their 1-based names (``task3_*``). Prune hooks, if any, are made permanent.
-    """
-    from lib.export.masks import plain_copy  # local: lib.export depends on this module too
-    check_scene_net(net)
-    names = list(tasks) if tasks is not None else net.tasks
-    if names is None or len(names) != len(net.task_ids):
-        raise ValueError(f"task names {names} must align with the network's heads {net.task_ids} "
-                         f"(pass tasks=[...])")
-    unknown = [t for t in selected if t not in names]
-    if unknown or not selected or len(set(selected)) != len(selected):
-        raise ValueError(f"selected tasks {list(selected)} must be distinct names from {names}")
-    compact = plain_copy(net)
-    ids = [net.task_ids[names.index(t)] for t in selected]
-    classes = [net.tasks_num_class[names.index(t)] for t in selected]
-    for task_id in net.task_ids:
-        if task_id not in ids:
-            for branch in [f"task{task_id}_fc1_c{k}" for k in range(4)]:
-                delattr(compact, branch)
-    compact.task_ids, compact.tasks_num_class, compact.tasks = ids, classes, list(selected)
-    return compact
-
-
-# ----------------------------------------------------------------------------- scores
-def _task_weight_scores(net: SceneNet, criterion, loader: Iterable, tasks: Sequence[str],
-                        num_batches: int, mode: str = "eval") -> dict[str, dict[str, torch.Tensor]]:
-    """``{task: {module name: sum_batches |w * dL_task/dw|}}`` over task model backbone + head.
-
-    ``net``'s outputs must align with ``tasks``. One backbone forward per batch serves all
-    tasks; one backward per task. Private fallback for ``lib.pruning.task_scores``.
-    """
-    if mode not in ("eval", "train"):
-        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
-    device = next(net.parameters()).device
-    was_training = net.training
-    net.train(mode == "train")
-    modules = {t: task_model_modules(net, tid) for t, tid in zip(tasks, net.task_ids)}
-    scores = {t: {n: torch.zeros_like(m.weight) for n, m in mods.items()}
-              for t, mods in modules.items()}
-    seen = 0
-    try:
-        for batch in tqdm(loader, total=num_batches, desc="structured scores", leave=False):
-            preds = net.forward_heads(net.backbone(batch["img"].to(device)))
-            for i, t in enumerate(tasks):
-                net.zero_grad(set_to_none=True)
-                criterion.task_loss(preds, batch, t).backward(retain_graph=i < len(tasks) - 1)
-                for name, m in modules[t].items():
-                    if m.weight.grad is not None:
-                        scores[t][name] += (m.weight.detach() * m.weight.grad).abs()
-            seen += 1
-            if seen >= num_batches:
-                break
-    finally:
-        net.zero_grad(set_to_none=True)
-        net.train(was_training)
-    if seen == 0:
-        raise ValueError("loader yielded no batch: cannot score channels")
-    return scores
-
-
-def _weight_scores(net, criterion, loader, tasks, num_batches, mode):
-    try:
-        from lib.pruning import task_scores  # the shared scorer, when lib.pruning provides it
-    except ImportError:
-        task_scores = None
-    if task_scores is not None:
-        return task_scores(net, criterion, loader, tasks, num_batches, mode=mode)
-    return _task_weight_scores(net, criterion, loader, tasks, num_batches, mode)
-
-
-# ----------------------------------------------------------------------------- fusion
-def required_votes(rule: FusionRule, num_tasks: int) -> int:
-    """Votes a shared channel needs under ``rule`` (an int is clamped to ``num_tasks``)."""
-    if num_tasks == 1:
-        return 1
-    if rule == "all":
-        return num_tasks
-    if rule == "any":
-        return 1
-    if rule == "majority":
-        return num_tasks // 2 + 1
-    if isinstance(rule, int) and not isinstance(rule, bool) and rule >= 1:
-        return min(rule, num_tasks)
-    raise ValueError(f"fusion rule {rule!r} not understood; expected an int >= 1, 'all', 'any' "
-                     f"or 'majority'")
-
-
+# ----------------------------------------------------------------------------- helpers
 def _top_channels(score: torch.Tensor, keep: int) -> torch.Tensor:
     order = torch.argsort(score, descending=True, stable=True)
     kept = torch.zeros_like(score, dtype=torch.bool)
@@ -211,13 +123,13 @@ def _top_channels(score: torch.Tensor, keep: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- main entry
 def structured_cut_prune(net: SceneNet, criterion, loader: Iterable, selected_tasks: Sequence[str],
-                         channel_sparsity: float, num_batches: int, min_votes: FusionRule = 2,
+                         channel_sparsity: float, num_batches: int, min_votes: MinVotes = 2,
                          tasks: Sequence[str] | None = None, mode: str = "eval") -> SceneNet:
     """Structured CUT (see module docstring): a plain SceneNet with only ``selected_tasks``'
     heads (outputs in that order) and ``channel_sparsity`` of each channel group removed per
     task decision, fused over the shared backbone by ``min_votes``.
 
-    ``criterion`` is a :class:`lib.losses.SceneNetLoss` (restricted to the selected tasks here);
+    ``criterion`` is a :class:`lib.losses.SceneNetLoss` knowing the selected tasks;
     ``loader`` yields batch dicts (``img`` + targets); ``num_batches`` of them are scored.
     Rebuild/save metadata: ``net.architecture()`` + :func:`channel_spec`.
     """
@@ -228,10 +140,15 @@ def structured_cut_prune(net: SceneNet, criterion, loader: Iterable, selected_ta
     if num_batches < 1:
         raise ValueError(f"num_batches must be >= 1, got {num_batches}")
     compact = select_tasks(net, selected_tasks, tasks)
+    if has_masks(compact):  # a masked input: its zeros become ordinary weights
+        remove_masks(compact)
     selected = list(selected_tasks)
-    needed = required_votes(min_votes, len(selected))
-    loss = criterion.restricted_to(selected) if hasattr(criterion, "restricted_to") else criterion
-    scores = _weight_scores(compact, loss, loader, selected, num_batches, mode)
+    # One selected task uses its own decision whatever the rule (as CUT's weight fusion does).
+    needed = 1 if len(selected) == 1 else required_votes(min_votes, len(selected))
+    if needed > len(selected):
+        raise ValueError(f"min_votes={min_votes} exceeds the {len(selected)} selected tasks "
+                         f"{selected}: it would prune every shared channel")
+    scores = task_scores(compact, criterion, loader, selected, num_batches, mode=mode)
 
     names = {m: n for n, m in compact.named_modules()}
     head_owner = {m: t for t, tid in zip(selected, compact.task_ids)
