@@ -16,7 +16,7 @@ from lib.export import (FORMAT_VERSION, MAGIC, ArtifactFormatError, check_onnx_p
                         size_speed_report)
 from lib.export.artifact import decode_mask, encode_mask
 from lib.models import SceneNet
-from lib.pruning import install_masks
+from lib.pruning import install_masks, save_pruned
 
 TASKS, NUM_CLASS = ["seg", "sn", "depth"], [40, 3, 1]
 SHAPE = (1, 3, 48, 64)
@@ -225,8 +225,7 @@ def test_size_speed_report_measures_the_files_it_writes(tmp_path):
 
 def test_cli_exports_a_pruned_checkpoint(tmp_path):
     net = tiny_compact()
-    torch.save(net.state_dict(), tmp_path / "pruned.pth")
-    (tmp_path / "pruned.json").write_text(json.dumps({"architecture": net.architecture()}))
+    save_pruned(net, tmp_path / "pruned.pth")  # state dict + JSON sidecar, as pruning writes
     out = tmp_path / "out"
     assert cli_main(["export", "--pruned", str(tmp_path / "pruned.pth"), "--out", str(out),
                      "--dtype", "both", "--onnx", "--input-shape", *map(str, SHAPE)]) == 0
