@@ -175,10 +175,12 @@ def size_speed_report(dense_net: nn.Module, compact_net: nn.Module, input_shape:
     """Rows for ``dense``, ``compact`` and any ``extra`` networks (e.g. ``{"structured": net}``).
 
     Every row carries ratios against the dense row: ``size_ratio`` (its artifact bytes / the
-    dense state-dict file), ``size_ratio_fp16``, ``torch_latency_ratio``, ``onnx_latency_ratio``
-    and ``macs_ratio``. Files go to ``out_dir`` (kept) or a temporary folder (deleted; the
-    ``*_path`` fields then name files that no longer exist). ``threads`` defaults to
-    ``torch.get_num_threads()``.
+    dense state-dict file), ``size_ratio_fp16``, ``torch_latency_ratio``,
+    ``onnx_latency_ratio``, ``macs_ratio`` and ``macs_effective_ratio``. Files go to
+    ``out_dir`` (kept) or a temporary folder (deleted; the ``*_path`` fields then name files
+    that no longer exist). ``threads`` defaults to ``torch.get_num_threads()``. Latencies are
+    most trustworthy on an idle machine; on a shared one, start Python with
+    ``OMP_WAIT_POLICY=PASSIVE`` (PyTorch's spinning OpenMP threads otherwise dominate).
     """
     threads = int(threads or torch.get_num_threads())
     nets = {"dense": dense_net, "compact": compact_net, **dict(extra or {})}
@@ -202,6 +204,7 @@ def size_speed_report(dense_net: nn.Module, compact_net: nn.Module, input_shape:
         row["size_ratio"] = row["artifact_bytes"] / base["state_dict_bytes"]
         row["size_ratio_fp16"] = row["artifact_fp16_bytes"] / base["state_dict_bytes"]
         row["macs_ratio"] = row["macs_dense"] / base["macs_dense"]
+        row["macs_effective_ratio"] = row["macs_effective"] / base["macs_dense"]
         row["torch_latency_ratio"] = row["torch_latency_ms"] / base["torch_latency_ms"]
         if onnx:
             row["onnx_latency_ratio"] = row["onnx_latency_ms"] / base["onnx_latency_ms"]
@@ -257,7 +260,7 @@ def plot_report(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike | Non
 
     names = [r["model"] for r in rows]
     panels = [("file size / dense state_dict", ["size_ratio", "size_ratio_fp16"], ["fp32", "fp16"]),
-              ("MACs / dense", ["macs_ratio"], ["dense MACs"]),
+              ("MACs / dense", ["macs_ratio", "macs_effective_ratio"], ["dense", "effective"]),
               ("latency / dense", ["torch_latency_ratio", "onnx_latency_ratio"], ["PyTorch", "ORT"])]
     fig = Figure(figsize=(4 * len(panels), 3.2), layout="constrained")
     axes = fig.subplots(1, len(panels))
