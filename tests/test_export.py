@@ -226,14 +226,19 @@ def test_size_speed_report_measures_the_files_it_writes(tmp_path):
 def test_cli_exports_a_pruned_checkpoint(tmp_path):
     net = tiny_compact()
     save_pruned(net, tmp_path / "pruned.pth")  # state dict + JSON sidecar, as pruning writes
+    torch.save(tiny_dense().state_dict(), tmp_path / "base.pth")
     out = tmp_path / "out"
     assert cli_main(["export", "--pruned", str(tmp_path / "pruned.pth"), "--out", str(out),
-                     "--dtype", "both", "--onnx", "--input-shape", *map(str, SHAPE)]) == 0
+                     "--dtype", "both", "--onnx", "--input-shape", *map(str, SHAPE),
+                     "--dense", str(tmp_path / "base.pth"), "--config", "nyuv2_3task",
+                     "--profile", "tiny", "--repeats", "1", "--threads", "1"]) == 0
+    assert "| compact |" in (out / "report.md").read_text() and (out / "report.png").is_file()
     loaded = load_artifact(out / "pruned.cutedge")
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(net(image()), loaded(image())))
     summary = json.loads((out / "export_summary.json").read_text())
     assert summary["onnx"]["ok"] and len(summary["artifacts"]) == 2
+    assert [r["model"] for r in summary["report"]] == ["dense", "compact"]
     assert summary["artifacts"][0]["max_abs_output_diff"] == 0.0
     torch.save(net.state_dict(), tmp_path / "alone.pth")
     with pytest.raises(FileNotFoundError, match="no architecture sidecar for .*alone.pth"):
