@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -171,7 +172,6 @@ def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
              dense: dict, method: str, sparsity: float, selection: Sequence[str], out: Path,
              device: torch.device) -> dict:
     """Prune -> fine-tune -> evaluate one cell; returns its record (row + per-layer data)."""
-    from lib.metrics import delta_mtl
     from lib.pruning import prune, reference_keep_ratio, sparsity_report
     from lib.reports import results_row
     from lib.training import evaluate, finetune
@@ -191,9 +191,8 @@ def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
                       max_iters=spec.finetune_iters, seed=spec.seed, device=device,
                       overwrite=True, log=False, split=loaders.split)
     metrics = evaluate(result.net, loaders.test, cfg, device=device, progress=False)
-    sel_dense = {t: dense[t] for t in selection}
     row = results_row(method, selection, float(sparsity), report["deployed"]["sparsity"],
-                      metrics, delta_mtl(metrics, sel_dense, tasks=list(selection)),
+                      metrics, _delta(metrics, dense, selection),
                       reference_sparsity=report["reference"]["sparsity"],
                       keep_ratio=pruned.pruning_meta["keep_ratio"],
                       seconds=round(time.time() - started, 1))
@@ -203,6 +202,16 @@ def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
         from lib.pruning import pairwise_mask_iou
         record["mask_iou"] = pairwise_mask_iou(task_masks)
     return record
+
+
+def _delta(metrics: dict, dense: dict, selection: Sequence[str]) -> float | None:
+    """Delta vs dense in percent; None (shown empty) when a dense metric is 0 (undefined)."""
+    from lib.metrics import delta_mtl
+    try:
+        return delta_mtl(metrics, {t: dense[t] for t in selection}, tasks=list(selection))
+    except ZeroDivisionError as exc:
+        warnings.warn(f"no delta vs dense for {'+'.join(selection)}: {exc}")
+        return None
 
 
 def grid(spec: StudySpec, tasks: Sequence[str]) -> list[tuple[tuple[str, ...], str, float]]:
