@@ -138,3 +138,15 @@ def pruned_filename(method: str, tasks, sparsity: float | None = None,
     else:
         raise ValueError("pruned_filename needs sparsity or keep_ratio")
     return f"{method}_{tag}_{'-'.join(tasks)}.pth"
+
+
+def save_initial_model(cfg, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Save the state dict of a freshly initialised ``SceneNet.from_config(cfg)`` (seeded).
+
+    For pipelines that must run before any base model is trained (CI's fast mode): the
+    result is an untrained *stand-in*, never a substitute for a real base checkpoint.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SceneNet.from_config(cfg)
+    return atomic_torch_save(net.state_dict(), path)
