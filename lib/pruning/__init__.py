@@ -20,7 +20,8 @@ Public API
 """
 from .analysis import (layer_sparsity, mask_iou_by_layer, pairwise_mask_iou, plot_layer_sparsity,
                        plot_mask_iou)
-from .checkpoint import (load_base_model, load_pruned, pruned_filename, save_initial_model, save_pruned,
+from .checkpoint import (load_base_model, load_pruned, pruned_filename, reference_state_dict,
+                         save_initial_model, save_pruned,
                          unwrap_state_dict)
 from .compact import select_tasks, task_id_map
 from .fusion import fuse_backbone, required_votes
@@ -35,7 +36,7 @@ from .sparsity import (check_sparsity, keep_ratio_for_sparsity, mask_sparsity, r
 
 __all__ = [
     "DATA_FREE_METHODS", "METHODS", "PruneContext", "pruned_filename", "save_initial_model",
-    "uses_data", "PruningPlan", "check_keep_ratio", "check_sparsity", "cut_prune",
+    "reference_state_dict", "uses_data", "PruningPlan", "check_keep_ratio", "check_sparsity", "cut_prune",
     "decide", "effective_weight", "fuse_backbone", "global_magnitude_masks", "has_masks",
     "install_masks", "iterative_magnitude_masks", "joint_scores", "keep_ratio_for_sparsity",
     "layer_sparsity", "load_base_model", "load_pruned", "magnitude_scores", "mask_iou_by_layer",
