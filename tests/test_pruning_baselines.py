@@ -51,7 +51,8 @@ def test_same_seed_same_masks(setup, method):
     a, b = run(method, setup, seed=3), run(method, setup, seed=3)
     assert same_masks(a, b)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
-    assert not same_masks(a, run(method, setup, seed=4))
+    if method.startswith("random"):
+        assert not same_masks(a, run(method, setup, seed=4))
 
 
 def test_cut_train_mode_is_seeded(setup):
@@ -110,7 +111,7 @@ def test_iterative_lth_rewinds_and_holds_masks(setup):
         loss_fn = criterion.restricted_to(model.tasks)
         opt = torch.optim.SGD(model.parameters(), lr=0.05)
         model.train()
-        for batch in loader:
+        for batch in loader[:1]:
             opt.zero_grad()
             loss_fn(dict(zip(model.tasks, model(batch["img"]))), batch).backward()
             opt.step()
