@@ -1,4 +1,4 @@
-"""``python -m lib prune``: prune a base checkpoint with CUT or a baseline and save the compact model.
+"""``python -m lib prune``: prune a base checkpoint with CUT or a baseline, save the compact model.
 
     python -m lib prune --config nyuv2_3task --profile cpu --checkpoint base.pth \\
         --method cut --tasks seg depth --sparsity 90 --out runs/pruned
@@ -97,7 +97,8 @@ def _run(args: argparse.Namespace) -> int:
                        meta={"config": cfg.CONFIG_NAME, "profile": args.profile,
                              "base_checkpoint": str(args.checkpoint)}, full_net=net)
     report = sparsity_report(pruned, net)
-    print(f"{args.method} {'+'.join(args.tasks)}: keep ratio {pruned.pruning_meta['keep_ratio']:.4f}, "
+    keep = pruned.pruning_meta["keep_ratio"]
+    print(f"{args.method} {'+'.join(args.tasks)}: keep ratio {keep:.4f}, "
           f"deployed sparsity {report['deployed']['sparsity']:.2f}%, reference figure "
           f"{report['reference']['sparsity']:.2f}% -> {path}")
     return 0

@@ -101,7 +101,7 @@ def fresh_like(net: SceneNet, seed: int) -> SceneNet:
 
 
 def xavier_copy(net: SceneNet, seed: int) -> SceneNet:
-    """A copy of ``net`` whose prunable weights are Xavier-normal re-initialised (DiSparse static)."""
+    """A copy of ``net`` with Xavier-normal re-initialised prunable weights (DiSparse static)."""
     clone = copy.deepcopy(net)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -156,7 +156,8 @@ def random_untrained(net: SceneNet, ctx: PruneContext) -> PruningPlan:
     return global_plan(fresh, random_scores(fresh, ctx.seed), normalise=False)
 
 
-def disparse_static(net: SceneNet, ctx: PruneContext, *, min_votes: MinVotes = "any") -> PruningPlan:
+def disparse_static(net: SceneNet, ctx: PruneContext, *,
+                    min_votes: MinVotes = "any") -> PruningPlan:
     """DiSparse static: per-task scores at Xavier re-initialised weights, union fusion.
 
     The masks go onto the given weights (the project fine-tunes, DiSparse trained from scratch).
