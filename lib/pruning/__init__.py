@@ -25,7 +25,7 @@ from .checkpoint import (load_base_model, load_pruned, pruned_filename, referenc
                          save_initial_model, save_pruned, unwrap_state_dict)
 from .compact import select_tasks, task_id_map
 from .fusion import fuse_backbone, required_votes
-from .lth import global_magnitude_masks, iterative_magnitude_masks
+from .lth import global_magnitude_masks, iterative_magnitude_masks, per_round_runs
 from .masks import (ScoreRanking, check_keep_ratio, effective_weight, has_masks, install_masks,
                     masks_of, remove_masks, task_masks, topk_mask)
 from .methods import (DATA_FREE_METHODS, METHODS, PruneContext, PruningPlan, cut_prune, decide,
@@ -41,7 +41,7 @@ __all__ = [
     "fuse_backbone", "global_magnitude_masks", "has_masks", "install_masks",
     "iterative_magnitude_masks", "joint_scores", "keep_ratio_for_sparsity", "layer_sparsity",
     "load_base_model", "load_pruned", "magnitude_scores", "mask_iou_by_layer", "mask_sparsity",
-    "masks_of", "pairwise_mask_iou", "plot_layer_sparsity", "plot_mask_iou", "prune",
+    "masks_of", "pairwise_mask_iou", "per_round_runs", "plot_layer_sparsity", "plot_mask_iou", "prune",
     "pruned_filename", "random_scores", "reference_keep_ratio", "reference_state_dict",
     "remove_masks", "required_votes", "save_initial_model", "save_pruned", "select_tasks",
     "sparsity_report", "task_id_map", "task_masks", "task_scores", "task_scores_reference",
