@@ -161,3 +161,21 @@ def test_reference_state_dict_loads_strictly_like_the_original_code(setup):
     for name, module in head_modules(net, 1).items():
         assert torch.equal(removed[name].weight_orig, module.weight)
         assert removed[name].weight_mask.all()
+
+
+def test_cli_cut_on_synthetic_data(setup, tmp_path, capsys, monkeypatch):
+    from lib.data.synthetic import prepare_synthetic
+    monkeypatch.setenv("CUT_NUM_THREADS", str(torch.get_num_threads()))
+    cfg, net, _, _ = setup
+    root = prepare_synthetic(cfg, root=tmp_path / "data", num_train=4, num_test=1, progress=False)
+    torch.save(net.state_dict(), tmp_path / "base.pth")
+    argv = ["prune", "--config", "nyuv2_3task", "--profile", "tiny", "--checkpoint",
+            str(tmp_path / "base.pth"), "--method", "cut", "--tasks", "depth", "seg",
+            "--sparsity", "90", "--num-batches", "2", "--out", str(tmp_path / "out"),
+            "--device", "cpu"]
+    assert cli_main(argv + ["--data-root", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert cli_main(argv + ["--data-root", root]) == 0
+    loaded, meta = load_pruned(tmp_path / "out" / "cut_90_depth-seg.pth")
+    assert loaded.tasks == ["depth", "seg"] and meta["min_votes"] == 2 and meta["num_batches"] == 2
+    assert abs(sparsity_report(loaded)["deployed"]["sparsity"] - 90) <= 0.5
