@@ -57,7 +57,8 @@ class ScoreRanking:
         keep_ratio = check_keep_ratio(keep_ratio)
         num_keep = int(self.numel * keep_ratio)
         if num_keep < 1:
-            raise ValueError(f"{self.label}: keep_ratio {keep_ratio} keeps no weight of {self.numel}")
+            raise ValueError(f"{self.label}: keep_ratio {keep_ratio} keeps no weight of "
+                             f"{self.numel}")
         return self.ranked[num_keep - 1]
 
     def masks(self, keep_ratio: float) -> Masks:
@@ -76,7 +77,8 @@ def topk_mask(scores: Mapping[str, torch.Tensor], keep_ratio: float, normalise: 
     return ScoreRanking(scores, normalise, label).masks(keep_ratio)
 
 
-def task_masks(scores: Mapping[str, Mapping[str, torch.Tensor]], keep_ratio: float) -> dict[str, Masks]:
+def task_masks(scores: Mapping[str, Mapping[str, torch.Tensor]],
+               keep_ratio: float) -> dict[str, Masks]:
     """Per task: normalise its scores by their sum and keep its top ``int(n * keep_ratio)``.
 
     ``scores`` is ``{task: {module name: score}}`` over each task model (backbone + own head),
@@ -125,7 +127,8 @@ def install_masks(net: SceneNet, masks: Mapping[str, torch.Tensor], fill: bool =
             mask = torch.ones_like(module.weight, dtype=torch.bool)
         else:
             continue
-        value = mask.to(device=weight_parameter(module).device, dtype=weight_parameter(module).dtype)
+        weight = weight_parameter(module)
+        value = mask.to(device=weight.device, dtype=weight.dtype)
         if hasattr(module, "weight_mask"):
             module.weight_mask.data.copy_(value)
             module.weight = module.weight_orig * module.weight_mask

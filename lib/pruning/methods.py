@@ -10,6 +10,7 @@ function + one line in :data:`METHODS`.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -22,7 +23,7 @@ from lib.utils import resolve_device, seed_everything
 from .compact import select_tasks
 from .fusion import MinVotes, fuse_backbone, required_votes
 from .lth import TrainFn, global_magnitude_masks, iterative_magnitude_masks
-from .masks import Masks, ScoreRanking, check_keep_ratio, install_masks
+from .masks import Masks, ScoreRanking, check_keep_ratio, install_masks, weight_parameter
 from .scores import (check_criterion, joint_scores, magnitude_scores, random_scores, task_scores)
 from .sparsity import check_sparsity, keep_ratio_for_sparsity, layer_weights
 
@@ -100,16 +101,15 @@ def fresh_like(net: SceneNet, seed: int) -> SceneNet:
 
 
 def xavier_copy(net: SceneNet, seed: int) -> SceneNet:
-    """A copy of ``net`` whose prunable weights are Xavier-normal re-initialised (DiSparse static)."""
-    clone = SceneNet(**net.architecture()).to(next(net.parameters()).device)
-    clone.load_state_dict(net.state_dict())
+    """A copy of ``net`` with Xavier-normal re-initialised prunable weights (DiSparse static)."""
+    clone = copy.deepcopy(net)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in prunable_modules(clone).values():
-            w = module.weight
+            w = weight_parameter(module)
             fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
             std = (2.0 / (fan_in + fan_out)) ** 0.5
-            w.copy_(torch.randn(w.shape, generator=g).mul_(std))
+            w.copy_(torch.randn(w.shape, generator=g).mul_(std).to(w.device))
     return clone
 
 
@@ -156,7 +156,8 @@ def random_untrained(net: SceneNet, ctx: PruneContext) -> PruningPlan:
     return global_plan(fresh, random_scores(fresh, ctx.seed), normalise=False)
 
 
-def disparse_static(net: SceneNet, ctx: PruneContext, *, min_votes: MinVotes = "any") -> PruningPlan:
+def disparse_static(net: SceneNet, ctx: PruneContext, *,
+                    min_votes: MinVotes = "any") -> PruningPlan:
     """DiSparse static: per-task scores at Xavier re-initialised weights, union fusion.
 
     The masks go onto the given weights (the project fine-tunes, DiSparse trained from scratch).
