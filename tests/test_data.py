@@ -472,3 +472,19 @@ def test_taskonomy_build_loader(task_root):
     assert batch["img"].shape == (2, 3, 48, 48)
     train = next(iter(build_loader(cfg, "train")))
     assert train["depth_mask"].shape == (2, 1, 40, 40)
+
+
+def test_build_loader_shards_for_distributed_runs(nyu_root):
+    cfg = nyu_cfg(nyu_root)
+    names = []
+    for rank in range(3):
+        loader = build_loader(cfg, "train", seed=2, batch_size=1, num_replicas=3, rank=rank,
+                              augment=False)
+        names.append([b["name"][0] for b in loader])
+    assert [len(n) for n in names] == [2, 2, 2]               # 4 items padded to 6
+    assert set(sum(names, [])) == {NYUv2(nyu_root, "train", augment=False)[i]["name"] for i in range(4)}
+    test = [[b["name"][0] for b in build_loader(cfg, "test", batch_size=1, num_replicas=2, rank=r)]
+            for r in range(2)]
+    assert sorted(sum(test, [])) == sorted(NYUv2(nyu_root, "test")[i]["name"] for i in range(2))
+    with pytest.raises(ValueError, match="rank 3"):
+        build_loader(cfg, "train", num_replicas=2, rank=3)
