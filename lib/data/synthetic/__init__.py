@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .classes import CLASS_SETS
 from .layouts import INDEX_FILES, LAYOUTS, WRITERS, sample_frame, taskonomy_prior
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = "synthetic.json"
 DEFAULT_COUNTS = {"tiny": (8, 4)}
 FALLBACK_COUNTS = (320, 80)
@@ -178,11 +178,8 @@ def prepare_synthetic(cfg, root: str | os.PathLike | None = None, num_train: int
     try:
         write_dataset(root, layout, num_train, num_test, height, width, seed, progress=progress,
                       workers=workers)
-    except FileExistsError:
-        # Another process finished the same dataset first.
-        if not is_complete(root, layout, num_train, num_test, height, width, seed):
-            raise
     except OSError:
+        # Another process may have finished the same dataset first (rename onto it failed).
         if not is_complete(root, layout, num_train, num_test, height, width, seed):
             raise
     return str(root)
