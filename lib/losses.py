@@ -95,7 +95,7 @@ class SceneNetLoss(nn.Module):
         self.tasks = list(tasks)
         self.lambdas = [float(x) for x in lambdas]
         weight = None if seg_class_weight is None else torch.as_tensor(
-            np.asarray(seg_class_weight), dtype=torch.float32)
+            seg_class_weight, dtype=torch.float32).detach().clone()
         self.register_buffer("seg_class_weight", weight, persistent=False)
 
     @classmethod
@@ -117,6 +117,8 @@ class SceneNetLoss(nn.Module):
 
     def _pred(self, preds, task: str) -> torch.Tensor:
         if isinstance(preds, Mapping):
+            if task not in preds:
+                raise KeyError(f"predictions have no task {task!r}; got {sorted(preds)}")
             return preds[task]
         if len(preds) != len(self.tasks):
             raise ValueError(f"got {len(preds)} predictions for tasks {self.tasks}")

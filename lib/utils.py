@@ -40,8 +40,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Write through a temporary file in the same folder, then rename over ``path``.
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)``, then rename the temporary file over ``path``.
+
+    The temporary file lives in the same folder (so the rename is atomic).
 
     A crash mid-write leaves the previous file (if any) untouched and no partial file behind.
     """
@@ -59,9 +61,17 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path
     return path
 
 
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write bytes atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return atomic_write(path, write)
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` that never leaves a half-written file."""
-    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
@@ -69,7 +79,7 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:

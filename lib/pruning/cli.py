@@ -1,0 +1,103 @@
+"""``python -m lib prune``: prune a base checkpoint with CUT or a baseline and save the compact model.
+
+    python -m lib prune --config nyuv2_3task --profile cpu --checkpoint base.pth \\
+        --method cut --tasks seg depth --sparsity 90 --out runs/pruned
+
+Writes ``OUT/{method}_{sparsity}_{tasks}.pth`` (reference-readable state dict with
+``weight_orig``/``weight_mask``) and its ``.json`` sidecar. Every input is checked before
+anything is read from the data or written.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lib.config import load_config
+from lib.utils import resolve_device, set_cpu_threads
+
+from .checkpoint import load_base_model, pruned_filename, save_pruned
+from .masks import check_keep_ratio
+from .methods import METHODS, prune, uses_data
+from .sparsity import check_sparsity, reference_keep_ratio, sparsity_report
+
+
+def _min_votes(value: str):
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="nyuv2_3task | cityscapes | taskonomy")
+    parser.add_argument("--profile", default="cpu", help="reference | cpu | tiny (default: cpu)")
+    parser.add_argument("--checkpoint", required=True, help="dense base model state dict (.pth)")
+    parser.add_argument("--method", default="cut", choices=sorted(METHODS))
+    parser.add_argument("--tasks", nargs="+", required=True, help="selected task names")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--sparsity", type=float,
+                        help="target deployed sparsity in percent, [0, 100)")
+    budget.add_argument("--keep-ratio", type=float, help="keep ratio in (0, 1]")
+    parser.add_argument("--reference-keep-ratio", action="store_true",
+                        help="use the config's KEEP_RATIO_TABLE for --sparsity (the reference's "
+                             "nominal sparsity) instead of searching for the deployed sparsity")
+    parser.add_argument("--num-batches", type=int, default=None,
+                        help="scoring batches (default: the config's PRUNE_NUM_BATCHES)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--min-votes", type=_min_votes, default=2,
+                        help="backbone fusion: an integer, all, any or majority (CUT)")
+    parser.add_argument("--mode", default="eval", choices=["eval", "train"],
+                        help="network mode while scoring (train reproduces the reference)")
+    parser.add_argument("--data-root", default=None, help="dataset root (default: the config's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", required=True, help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (ValueError, KeyError, TypeError, FileNotFoundError, AttributeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    set_cpu_threads()
+    overrides = {"DATA_ROOT": args.data_root} if args.data_root else {}
+    cfg = load_config(args.config, profile=args.profile, **overrides)
+    unknown = [t for t in args.tasks if t not in cfg.TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; config {args.config!r} has tasks {cfg.TASKS}")
+    keep_ratio = None if args.keep_ratio is None else check_keep_ratio(args.keep_ratio)
+    sparsity = None if args.sparsity is None else check_sparsity(args.sparsity)
+    if args.reference_keep_ratio:
+        if sparsity is None:
+            raise ValueError("--reference-keep-ratio needs --sparsity")
+        keep_ratio, sparsity_target = reference_keep_ratio(cfg, sparsity), None
+    else:
+        sparsity_target = sparsity
+    num_batches = args.num_batches if args.num_batches is not None else cfg.PRUNE_NUM_BATCHES
+    options = {"min_votes": args.min_votes} if args.method == "cut" else {}
+    device = resolve_device(args.device)
+
+    net = load_base_model(args.checkpoint, cfg).to(device)
+    criterion = loader = None
+    if uses_data(args.method, cfg.DATASET):
+        from lib.data import build_loader  # imported lazily: data-free methods need no dataset
+        from lib.losses import SceneNetLoss
+        criterion = SceneNetLoss.from_config(cfg)
+        loader = build_loader(cfg, "train", batch_size=args.batch_size, seed=args.seed)
+    pruned = prune(args.method, net, criterion, loader, selected_tasks=args.tasks,
+                   tasks=cfg.TASKS, keep_ratio=keep_ratio, sparsity=sparsity_target,
+                   num_batches=num_batches, seed=args.seed, mode=args.mode, device=device,
+                   **options)
+    name = pruned_filename(args.method, args.tasks, sparsity=sparsity,
+                           keep_ratio=None if sparsity is not None else keep_ratio)
+    path = save_pruned(pruned, Path(args.out) / name,
+                       meta={"config": cfg.CONFIG_NAME, "profile": args.profile,
+                             "base_checkpoint": str(args.checkpoint)}, full_net=net)
+    report = sparsity_report(pruned, net)
+    print(f"{args.method} {'+'.join(args.tasks)}: keep ratio {pruned.pruning_meta['keep_ratio']:.4f}, "
+          f"deployed sparsity {report['deployed']['sparsity']:.2f}%, reference figure "
+          f"{report['reference']['sparsity']:.2f}% -> {path}")
+    return 0

@@ -1,0 +1,281 @@
+"""CUT and its baselines behind one registry, sharing one pipeline:
+
+    select tasks -> score -> per-task / global masks -> backbone fusion -> install masks
+
+A method is a function ``method(net, ctx) -> PruningPlan`` where ``net`` is the compact
+network (already holding only the selected heads) and ``ctx`` the shared inputs; it returns the
+network the masks go on and a function ``keep ratio -> masks``. :func:`prune` turns a keep
+ratio or a target deployed sparsity into masks and installs them. Adding a method = one
+function + one line in :data:`METHODS`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn as nn
+
+from lib.models import SceneNet, backbone_modules, check_scene_net, head_modules, prunable_modules
+from lib.utils import resolve_device, seed_everything
+
+from .compact import select_tasks
+from .fusion import MinVotes, fuse_backbone, required_votes
+from .lth import TrainFn, global_magnitude_masks, iterative_magnitude_masks
+from .masks import Masks, ScoreRanking, check_keep_ratio, install_masks
+from .scores import (check_criterion, joint_scores, magnitude_scores, random_scores, task_scores)
+from .sparsity import check_sparsity, keep_ratio_for_sparsity, layer_weights
+
+
+@dataclass
+class PruneContext:
+    """Inputs every method may use (data-free methods ignore the data)."""
+    criterion: Any
+    loader: Iterable | None
+    num_batches: int | None
+    seed: int
+    device: torch.device | None
+    mode: str = "eval"
+
+
+@dataclass
+class PruningPlan:
+    """What a method hands back to the shared pipeline.
+
+    ``global_budget``: masks keep exactly ``int(n * keep_ratio)`` of the whole network (up to
+    ties), so a target sparsity S maps to keep ratio 1 - S/100 without a search.
+    ``task_masks_for``: optional keep ratio -> per-task masks, kept for mask analysis.
+    """
+    net: SceneNet
+    masks_for: Callable[[float], Masks]
+    global_budget: bool
+    task_masks_for: Callable[[float], dict[str, Masks]] | None = None
+    info: dict = field(default_factory=dict)
+
+
+def decide(net: SceneNet, per_task: dict[str, Masks], min_votes: MinVotes,
+           reproduce_single_task_bug: bool = False) -> Masks:
+    """Parameter decision: fused backbone masks + each head's own task mask."""
+    backbone = list(backbone_modules(net))
+    masks = fuse_backbone({t: {n: m[n] for n in backbone} for t, m in per_task.items()},
+                          min_votes, reproduce_single_task_bug)
+    for task, tid in zip(net.tasks, net.task_ids):
+        masks.update({n: per_task[task][n] for n in head_modules(net, tid)})
+    return masks
+
+
+def per_task_plan(net: SceneNet, scores: dict[str, dict[str, torch.Tensor]], min_votes: MinVotes,
+                  reproduce_single_task_bug: bool = False, info: dict | None = None) -> PruningPlan:
+    required_votes(min_votes, len(scores))  # validate the rule before any search
+    rankings = {t: ScoreRanking(s, normalise=True, label=f"task {t!r}") for t, s in scores.items()}
+
+    def task_masks_for(keep: float) -> dict[str, Masks]:
+        return {t: r.masks(keep) for t, r in rankings.items()}
+
+    def masks_for(keep: float) -> Masks:
+        return decide(net, task_masks_for(keep), min_votes, reproduce_single_task_bug)
+
+    return PruningPlan(net, masks_for, False, task_masks_for,
+                       {"min_votes": min_votes, **(info or {})})
+
+
+def global_plan(net: SceneNet, scores: dict[str, torch.Tensor], normalise: bool,
+                info: dict | None = None) -> PruningPlan:
+    ranking = ScoreRanking(scores, normalise=normalise, label="global scores")
+    return PruningPlan(net, ranking.masks, True, None, info or {})
+
+
+def _require_data(ctx: PruneContext, net: SceneNet, method: str) -> None:
+    if ctx.num_batches is None:
+        raise ValueError(f"method {method!r} scores on data: pass num_batches")
+    check_criterion(ctx.criterion, net.tasks)
+
+
+def fresh_like(net: SceneNet, seed: int) -> SceneNet:
+    """An untrained SceneNet of ``net``'s architecture, initialised from ``seed``, same device."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = SceneNet(**net.architecture())
+    return fresh.to(next(net.parameters()).device).train(net.training)
+
+
+def xavier_copy(net: SceneNet, seed: int) -> SceneNet:
+    """A copy of ``net`` whose prunable weights are Xavier-normal re-initialised (DiSparse static)."""
+    clone = SceneNet(**net.architecture()).to(next(net.parameters()).device)
+    clone.load_state_dict(net.state_dict())
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in prunable_modules(clone).values():
+            w = module.weight
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
+            std = (2.0 / (fan_in + fan_out)) ** 0.5
+            w.copy_(torch.randn(w.shape, generator=g).mul_(std))
+    return clone
+
+
+# ---------------------------------------------------------------------------------- methods
+def cut(net: SceneNet, ctx: PruneContext, *, min_votes: MinVotes = 2,
+        reproduce_single_task_bug: bool = False) -> PruningPlan:
+    """CUT: per-task |w * dL_t/dw| at the given weights, per-task top-k, backbone vote fusion."""
+    _require_data(ctx, net, "cut")
+    required_votes(min_votes, len(net.tasks))
+    scores = task_scores(net, ctx.criterion, ctx.loader, net.tasks, ctx.num_batches, ctx.mode,
+                         ctx.device)
+    return per_task_plan(net, scores, min_votes, reproduce_single_task_bug, {"mode": ctx.mode})
+
+
+def lth(net: SceneNet, ctx: PruneContext, *, iterative: bool = False, rounds: int = 3,
+        train_fn: TrainFn | None = None) -> PruningPlan:
+    """LTH: global |w| one shot (the reference), or iterative magnitude pruning with rewinding."""
+    if not iterative:
+        return PruningPlan(net, lambda keep: global_magnitude_masks(net, keep), True)
+    return PruningPlan(net, lambda keep: iterative_magnitude_masks(net, keep, train_fn, rounds),
+                       True, None, {"iterative": True, "rounds": rounds})
+
+
+def snip(net: SceneNet, ctx: PruneContext) -> PruningPlan:
+    """SNIP on the given (pre-trained) weights: joint weighted loss, one global top-k."""
+    _require_data(ctx, net, "snip")
+    scores = joint_scores(net, ctx.criterion, ctx.loader, ctx.num_batches, ctx.mode, ctx.device)
+    return global_plan(net, scores, normalise=True, info={"mode": ctx.mode})
+
+
+def snip_untrained(net: SceneNet, ctx: PruneContext) -> PruningPlan:
+    """SNIP as in the reference: on a freshly initialised (untrained) network, seeded."""
+    return snip(fresh_like(net, ctx.seed), ctx)
+
+
+def random_pretrained(net: SceneNet, ctx: PruneContext) -> PruningPlan:
+    """Uniform random masks over the pre-trained weights, seeded."""
+    return global_plan(net, random_scores(net, ctx.seed), normalise=False)
+
+
+def random_untrained(net: SceneNet, ctx: PruneContext) -> PruningPlan:
+    """Random masks on a freshly initialised network, as in the reference."""
+    fresh = fresh_like(net, ctx.seed)
+    return global_plan(fresh, random_scores(fresh, ctx.seed), normalise=False)
+
+
+def disparse_static(net: SceneNet, ctx: PruneContext, *, min_votes: MinVotes = "any") -> PruningPlan:
+    """DiSparse static: per-task scores at Xavier re-initialised weights, union fusion.
+
+    The masks go onto the given weights (the project fine-tunes, DiSparse trained from scratch).
+    """
+    _require_data(ctx, net, "disparse_static")
+    probe = xavier_copy(net, ctx.seed)
+    scores = task_scores(probe, ctx.criterion, ctx.loader, net.tasks, ctx.num_batches, ctx.mode,
+                         ctx.device)
+    return per_task_plan(net, scores, min_votes, info={"mode": ctx.mode})
+
+
+def disparse_pt(net: SceneNet, ctx: PruneContext, *, score: str = "auto",
+                min_votes: MinVotes = "any") -> PruningPlan:
+    """DiSparse pre-trained: per-task |w| (NYU, Cityscapes) or ``w^2 * sum|dL_t/dw|`` (Taskonomy).
+
+    ``score="auto"`` picks by ``criterion.dataset`` as DiSparse does; ``"magnitude"`` or
+    ``"gradient"`` force one. Union fusion of the backbone.
+    """
+    if score == "auto":
+        dataset = getattr(ctx.criterion, "dataset", None)
+        score = "gradient" if dataset == "taskonomy" else "magnitude"
+    if score == "magnitude":
+        mags = magnitude_scores(net)
+        scores = {t: {n: mags[n] for n in {**backbone_modules(net), **head_modules(net, tid)}}
+                  for t, tid in zip(net.tasks, net.task_ids)}
+    elif score == "gradient":
+        _require_data(ctx, net, "disparse_pt")
+        mags = magnitude_scores(net)
+        cut_scores = task_scores(net, ctx.criterion, ctx.loader, net.tasks, ctx.num_batches,
+                                 ctx.mode, ctx.device)
+        scores = {t: {n: s * mags[n] for n, s in ts.items()} for t, ts in cut_scores.items()}
+    else:
+        raise ValueError(f"score must be 'auto', 'magnitude' or 'gradient', got {score!r}")
+    return per_task_plan(net, scores, min_votes, info={"score": score})
+
+
+METHODS: dict[str, Callable[..., PruningPlan]] = {
+    "cut": cut,
+    "lth": lth,
+    "snip": snip,
+    "snip_untrained": snip_untrained,
+    "random": random_pretrained,
+    "random_untrained": random_untrained,
+    "disparse_static": disparse_static,
+    "disparse_pt": disparse_pt,
+}
+
+
+DATA_FREE_METHODS = ("lth", "random", "random_untrained")
+
+
+def uses_data(method: str, dataset: str | None = None, **options) -> bool:
+    """Whether ``method`` scores on batches (so needs a loader and a criterion)."""
+    if method == "disparse_pt":
+        score = options.get("score", "auto")
+        return score == "gradient" or (score == "auto" and dataset == "taskonomy")
+    return method not in DATA_FREE_METHODS
+
+
+# --------------------------------------------------------------------------------- pipeline
+def prune(method: str, net: SceneNet, criterion, loader: Iterable | None, *,
+          selected_tasks: Sequence[str], tasks: Sequence[str] | None = None,
+          keep_ratio: float | None = None, sparsity: float | None = None,
+          num_batches: int | None = None, seed: int = 0, mode: str = "eval", device=None,
+          **options) -> SceneNet:
+    """Prune ``net`` for ``selected_tasks`` with ``method``; returns the compact pruned SceneNet.
+
+    Exactly one of ``keep_ratio`` (in (0, 1]) and ``sparsity`` (target *deployed* sparsity in
+    percent, [0, 100), reached within 0.5 pp by bisection on the scores) must be given.
+    ``net`` is not modified. The result carries ``torch.nn.utils.prune`` masks on every
+    prunable layer, ``pruning_meta`` (method, keep ratio, seed, ...) and, for per-task methods,
+    ``task_masks`` ({task: {layer: bool}} at the chosen keep ratio, for mask analysis).
+    ``options`` go to the method (e.g. ``min_votes`` for CUT, ``iterative``/``train_fn`` for LTH).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; available: {sorted(METHODS)}")
+    if (keep_ratio is None) == (sparsity is None):
+        raise ValueError("give exactly one of keep_ratio and sparsity")
+    keep_ratio = None if keep_ratio is None else check_keep_ratio(keep_ratio)
+    sparsity = None if sparsity is None else check_sparsity(sparsity)
+    check_scene_net(net)
+    compact = select_tasks(net, selected_tasks, tasks)
+    if device is not None:
+        compact.to(resolve_device(device))
+    seed_everything(seed)
+    ctx = PruneContext(criterion, loader, num_batches, seed,
+                       None if device is None else resolve_device(device), mode)
+    plan = METHODS[method](compact, ctx, **options)
+    weights = layer_weights(plan.net)
+    if keep_ratio is None:
+        keep_ratio = ((100.0 - sparsity) / 100.0 if plan.global_budget
+                      else keep_ratio_for_sparsity(plan.masks_for, sparsity, weights))
+    masks = plan.masks_for(keep_ratio)
+    install_masks(plan.net, masks)
+    plan.net.task_masks = ({t: {n: m.cpu() for n, m in tm.items()}
+                            for t, tm in plan.task_masks_for(keep_ratio).items()}
+                           if plan.task_masks_for else None)
+    plan.net.pruning_meta = {"method": method, "selected_tasks": list(plan.net.tasks),
+                             "keep_ratio": keep_ratio, "target_sparsity": sparsity,
+                             "num_batches": num_batches, "seed": seed,
+                             **{k: v for k, v in plan.info.items() if _jsonable(v)},
+                             **{k: v for k, v in options.items() if _jsonable(v)}}
+    return plan.net
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None)))
+
+
+def cut_prune(net: SceneNet, criterion, loader: Iterable, num_batches: int,
+              keep_ratio: float | None, selected_tasks: Sequence[str],
+              tasks: Sequence[str] | None = None, min_votes: MinVotes = 2, mode: str = "eval",
+              *, sparsity: float | None = None, seed: int = 0, device=None,
+              reproduce_single_task_bug: bool = False) -> SceneNet:
+    """CUT with the reference's signature: :func:`prune` with ``method="cut"``.
+
+    Pass ``keep_ratio=None, sparsity=S`` to target S % deployed sparsity instead.
+    """
+    return prune("cut", net, criterion, loader, selected_tasks=selected_tasks, tasks=tasks,
+                 keep_ratio=keep_ratio, sparsity=sparsity, num_batches=num_batches, seed=seed,
+                 mode=mode, device=device, min_votes=min_votes,
+                 reproduce_single_task_bug=reproduce_single_task_bug)

@@ -1,0 +1,218 @@
+"""Importance scores: CUT's per-task |w * dL_t/dw| (shared forward), its naive oracle, SNIP's
+joint score, magnitudes and random scores.
+
+Score dicts are ``{module name: tensor shaped like the weight}`` (per task:
+``{task: {module name: tensor}}``), always float32, on the scoring device.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.utils.prune as torch_prune
+from tqdm.auto import tqdm
+
+from lib.models import SceneNet, check_scene_net, prunable_modules, task_model_modules
+from lib.utils import resolve_device
+
+from .compact import network_tasks, task_id_map
+from .masks import effective_weight, has_masks, weight_parameter
+
+SCORING_MODES = ("eval", "train")
+
+
+def check_criterion(criterion: Any, tasks: Sequence[str]) -> None:
+    """One-line error unless ``criterion`` is a SceneNetLoss-like object knowing every task."""
+    if not hasattr(criterion, "task_loss") or not hasattr(criterion, "tasks"):
+        raise TypeError(f"criterion must be a lib.losses.SceneNetLoss, got {type(criterion).__name__}")
+    unknown = [t for t in tasks if t not in criterion.tasks]
+    if unknown:
+        raise ValueError(f"the criterion has no loss for task(s) {unknown}; its tasks: "
+                         f"{criterion.tasks}")
+
+
+def take_batches(loader: Iterable, num_batches: int, desc: str = "scoring",
+                 progress: bool = True) -> Iterator[Mapping[str, Any]]:
+    """Yield the first ``num_batches`` batches of ``loader``.
+
+    Raises a one-line ValueError if ``num_batches`` is not a positive integer or if the loader
+    provides fewer batches (it is never cycled: scoring the same batch twice would silently
+    weight it double).
+    """
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(f"num_batches must be a positive integer, got {num_batches!r}")
+    if loader is None:
+        raise ValueError("this method needs a data loader, got None")
+    if hasattr(loader, "__len__") and len(loader) < num_batches:
+        raise ValueError(f"num_batches={num_batches} but the loader provides only "
+                         f"{len(loader)} batches")
+    count = 0
+    for batch in tqdm(itertools.islice(loader, num_batches), total=num_batches, desc=desc,
+                      leave=False, disable=not progress):
+        count += 1
+        yield batch
+    if count < num_batches:
+        raise ValueError(f"num_batches={num_batches} but the loader provided only {count} batches")
+
+
+def batch_to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@contextlib.contextmanager
+def scoring_state(net: nn.Module, mode: str, weights: Sequence[nn.Parameter]):
+    """Put ``net`` in ``mode`` with ``weights`` requiring grad; restore everything afterwards.
+
+    In train mode BatchNorm running statistics would move; they are snapshotted and restored
+    so scoring never changes the network it scores.
+    """
+    if mode not in SCORING_MODES:
+        raise ValueError(f"mode must be one of {SCORING_MODES}, got {mode!r}")
+    training = {m: m.training for m in net.modules()}
+    flags = [(w, w.requires_grad) for w in weights]
+    buffers = {n: b.detach().clone() for n, b in net.named_buffers()} if mode == "train" else {}
+    net.train(mode == "train")
+    for w, _ in flags:
+        w.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for m, was_training in training.items():
+            m.training = was_training
+        for w, flag in flags:
+            w.requires_grad_(flag)
+        if buffers:
+            with torch.no_grad():
+                for n, b in net.named_buffers():
+                    if n in buffers:
+                        b.copy_(buffers[n])
+
+
+def _scoring_device(net: nn.Module, device) -> torch.device:
+    if device is None:
+        return next(net.parameters()).device
+    device = resolve_device(device)
+    net.to(device)
+    return device
+
+
+def _accumulate(acc: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
+    if name in acc:
+        acc[name] += value
+    else:
+        acc[name] = value
+
+
+def task_scores(net: SceneNet, criterion, loader: Iterable, tasks: Sequence[str],
+                num_batches: int, mode: str = "eval", device=None, progress: bool = True
+                ) -> dict[str, dict[str, torch.Tensor]]:
+    """CUT's per-task importance: ``s_t(w) = sum_batches |w * dL_t/dw|`` over task model t.
+
+    Task model t is the backbone plus head t (``lib.models.task_model_modules``); ``L_t`` is
+    ``criterion.task_loss(preds, batch, t)``, unweighted. One backbone forward per batch
+    serves every task in ``tasks``; only the per-task backward passes (``autograd.grad`` on the
+    shared graph) differ, so the result equals :func:`task_scores_reference` to float
+    tolerance. Scores are taken at the network's current weights; ``mode="eval"`` (default)
+    uses BatchNorm running statistics and no dropout, ``mode="train"`` reproduces the reference
+    notebook's runs (batch statistics, dropout on). ``device=None`` scores where the network
+    is; a device moves it there. The network's weights, buffers and modes are unchanged.
+    """
+    check_scene_net(net)
+    ids = task_id_map(net, tasks)
+    check_criterion(criterion, tasks)
+    device = _scoring_device(net, device)
+    layers = {t: task_model_modules(net, tid) for t, tid in ids.items()}
+    weights = {t: [weight_parameter(m) for m in mods.values()] for t, mods in layers.items()}
+    all_weights = list({id(w): w for ws in weights.values() for w in ws}.values())
+    scores: dict[str, dict[str, torch.Tensor]] = {t: {} for t in ids}
+    with scoring_state(net, mode, all_weights):
+        for batch in take_batches(loader, num_batches, "CUT scores", progress):
+            batch = batch_to(batch, device)
+            feats = net.backbone(batch["img"])
+            preds = {t: sum(branch(feats) for branch in net.head(tid)) for t, tid in ids.items()}
+            for i, t in enumerate(ids):
+                loss = criterion.task_loss(preds, batch, t)
+                grads = torch.autograd.grad(loss, weights[t], retain_graph=i < len(ids) - 1)
+                for name, w, g in zip(layers[t], weights[t], grads):
+                    _accumulate(scores[t], name, (g * w.detach()).abs().float())
+            del feats, preds
+    return scores
+
+
+def task_scores_reference(net: SceneNet, criterion, loader: Iterable, tasks: Sequence[str],
+                          num_batches: int, mode: str = "eval", device=None,
+                          progress: bool = True) -> dict[str, dict[str, torch.Tensor]]:
+    """The naive oracle for :func:`task_scores`: the reference's procedure, step for step.
+
+    On a copy of ``net`` every prunable weight gets a mask of ones that requires grad
+    (``w * m``); for each batch and each task: a full forward of the whole network and a
+    backward of that task's loss; ``score += |dL_t/dm|`` (= ``|w * dL_t/dw|`` at m = 1) over
+    the backbone and head t. Slow by design; kept as the procedure tests and the benchmark
+    compare against. Only for networks without installed masks.
+    """
+    check_scene_net(net)
+    if has_masks(net):
+        raise ValueError("task_scores_reference needs a network without installed masks")
+    ids = task_id_map(net, tasks)
+    check_criterion(criterion, tasks)
+    names = network_tasks(net)
+    device = _scoring_device(net, device)
+    if mode not in SCORING_MODES:
+        raise ValueError(f"mode must be one of {SCORING_MODES}, got {mode!r}")
+    probe = copy.deepcopy(net).to(device).train(mode == "train")
+    for module in prunable_modules(probe).values():
+        torch_prune.identity(module, "weight")
+        module.weight_orig.requires_grad_(False)
+        module.weight_mask.requires_grad_(True)
+    layers = {t: task_model_modules(probe, tid) for t, tid in ids.items()}
+    scores: dict[str, dict[str, torch.Tensor]] = {t: {} for t in ids}
+    with torch.enable_grad():
+        for batch in take_batches(loader, num_batches, "reference scores", progress):
+            batch = batch_to(batch, device)
+            for t in ids:
+                for module in layers[t].values():
+                    module.weight_mask.grad = None
+                preds = dict(zip(names, probe(batch["img"])))
+                criterion.task_loss(preds, batch, t).backward()
+                for name, module in layers[t].items():
+                    _accumulate(scores[t], name, module.weight_mask.grad.abs().float())
+    return scores
+
+
+def joint_scores(net: SceneNet, criterion, loader: Iterable, num_batches: int,
+                 mode: str = "eval", device=None, progress: bool = True) -> dict[str, torch.Tensor]:
+    """SNIP: ``sum_batches |w * dL/dw|`` with L the weighted loss of ``net.tasks``, every layer."""
+    check_scene_net(net)
+    names = network_tasks(net)
+    check_criterion(criterion, names)
+    loss_fn = criterion.restricted_to(names)
+    device = _scoring_device(net, device)
+    layers = prunable_modules(net)
+    weights = [weight_parameter(m) for m in layers.values()]
+    scores: dict[str, torch.Tensor] = {}
+    with scoring_state(net, mode, weights):
+        for batch in take_batches(loader, num_batches, "SNIP scores", progress):
+            batch = batch_to(batch, device)
+            loss = loss_fn(dict(zip(names, net(batch["img"]))), batch)
+            grads = torch.autograd.grad(loss, weights)
+            for name, w, g in zip(layers, weights, grads):
+                _accumulate(scores, name, (g * w.detach()).abs().float())
+    return scores
+
+
+def magnitude_scores(net: SceneNet, power: int = 1) -> dict[str, torch.Tensor]:
+    """``|w| ** power`` of every prunable layer's (effective) weight."""
+    return {n: effective_weight(m).detach().abs().float() ** power
+            for n, m in prunable_modules(check_scene_net(net)).items()}
+
+
+def random_scores(net: SceneNet, seed: int) -> dict[str, torch.Tensor]:
+    """Uniform [0, 1) scores from a generator seeded with ``seed`` (CPU-generated: same on any device)."""
+    g = torch.Generator().manual_seed(int(seed))
+    return {n: torch.rand(weight_parameter(m).shape, generator=g).to(weight_parameter(m).device)
+            for n, m in prunable_modules(check_scene_net(net)).items()}

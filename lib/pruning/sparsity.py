@@ -1,0 +1,139 @@
+"""Sparsity: per-layer and overall deployed sparsity, the reference's whole-network figure, and
+the keep ratio that reaches a requested deployed sparsity.
+
+All sparsities are percentages of zero weights among Conv2d/Linear ``weight`` tensors (biases
+and BatchNorm are never pruned, as in the reference).
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+
+from lib.models import SceneNet, backbone_modules, check_scene_net, head_modules, prunable_modules
+
+from .masks import Masks, effective_weight
+
+
+def check_sparsity(sparsity: float) -> float:
+    """Return ``sparsity`` (percent) as float if it lies in [0, 100), else a one-line ValueError."""
+    try:
+        value = float(sparsity)
+    except (TypeError, ValueError):
+        raise ValueError(f"sparsity must be a percentage in [0, 100), got {sparsity!r}") from None
+    if not 0.0 <= value < 100.0:
+        raise ValueError(f"sparsity must be a percentage in [0, 100), got {sparsity}")
+    return value
+
+
+def _count(weights: Mapping[str, torch.Tensor]) -> dict:
+    total = sum(w.numel() for w in weights.values())
+    zeros = sum(int((w == 0).sum()) for w in weights.values())
+    return {"total": total, "zeros": zeros, "sparsity": 100.0 * zeros / max(total, 1)}
+
+
+def layer_weights(net: SceneNet) -> dict[str, torch.Tensor]:
+    """``{layer: effective weight}`` of every prunable layer (masks applied)."""
+    return {n: effective_weight(m).detach() for n, m in prunable_modules(net).items()}
+
+
+def sparsity_report(net: SceneNet, full_net: SceneNet | None = None) -> dict:
+    """Deployed sparsity of ``net`` per layer, per part and overall (percent of zero weights).
+
+    Returns ``{"layers": {name: {total, zeros, sparsity}}, "backbone": {...},
+    "heads": {task: {...}}, "deployed": {...}}``; with ``full_net`` (the dense network it was
+    cut from) also ``"reference"``: the original code's figure, zeros over all Conv2d/Linear
+    weights of the full network, the removed heads counted as they are in ``full_net``.
+    """
+    check_scene_net(net)
+    weights = layer_weights(net)
+    names = net.tasks or [f"task{t}" for t in net.task_ids]
+    report = {
+        "layers": {n: _count({n: w}) for n, w in weights.items()},
+        "backbone": _count({n: weights[n] for n in backbone_modules(net)}),
+        "heads": {name: _count({n: weights[n] for n in head_modules(net, tid)})
+                  for name, tid in zip(names, net.task_ids)},
+        "deployed": _count(weights),
+    }
+    if full_net is not None:
+        check_scene_net(full_net)
+        missing = [t for t in net.task_ids if t not in full_net.task_ids]
+        if missing:
+            raise ValueError(f"full_net has no head(s) {missing}; it is not the network "
+                             f"{net.task_ids} was cut from")
+        removed = {}
+        for tid in full_net.task_ids:
+            if tid not in net.task_ids:
+                removed.update({n: effective_weight(m).detach()
+                                for n, m in head_modules(full_net, tid).items()})
+        both = _count({**weights, **removed})
+        report["reference"] = both
+    return report
+
+
+def mask_sparsity(masks: Masks, weights: Mapping[str, torch.Tensor] | None = None) -> float:
+    """Percent of weights that would be zero after installing ``masks`` (and already-zero weights)."""
+    return _dropped_percent(masks, None if weights is None else
+                            {n: w == 0 for n, w in weights.items()})
+
+
+def _dropped_percent(masks: Masks, zero_weights: Mapping[str, torch.Tensor] | None) -> float:
+    total = zeros = 0
+    for name, mask in masks.items():
+        dropped = ~mask.bool()
+        if zero_weights is not None:
+            dropped = dropped | zero_weights[name]
+        total += mask.numel()
+        zeros += int(dropped.sum())
+    return 100.0 * zeros / max(total, 1)
+
+
+def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks], sparsity: float,
+                            weights: Mapping[str, torch.Tensor] | None = None,
+                            tolerance: float = 0.5, max_steps: int = 40) -> float:
+    """Bisect the keep ratio whose masks give ``sparsity`` % deployed sparsity within ``tolerance`` pp.
+
+    ``masks_for(keep_ratio)`` must return the masks of every prunable layer of the deployed
+    network; deployed sparsity falls monotonically as the keep ratio grows (per-task top-k
+    sets are nested and vote fusion preserves nesting). Raises a one-line ValueError naming
+    the closest reachable sparsity when ties in the scores make the target unreachable.
+    """
+    target = check_sparsity(sparsity)
+    zero_weights = None if weights is None else {n: w == 0 for n, w in weights.items()}
+    lo, hi = 0.0, 1.0
+    best: tuple[float, float] | None = None  # (|error|, keep ratio)
+    achieved = {}
+    for _ in range(max_steps):
+        keep = hi if best is None else (lo + hi) / 2
+        try:
+            value = _dropped_percent(masks_for(keep), zero_weights)
+        except ValueError as exc:
+            if "keeps no weight" not in str(exc):
+                raise
+            value = 100.0
+        achieved[keep] = value
+        error = abs(value - target)
+        if best is None or error < best[0]:
+            best = (error, keep)
+        if error <= tolerance / 4:
+            break
+        if value > target:
+            lo = keep
+        else:
+            hi = keep
+        if hi - lo < 1e-9:
+            break
+    if best[0] > tolerance:
+        raise ValueError(f"cannot reach {target}% deployed sparsity within {tolerance} pp: closest "
+                         f"is {achieved[best[1]]:.2f}% at keep ratio {best[1]:.6f} (ties in the scores)")
+    return best[1]
+
+
+def reference_keep_ratio(cfg, sparsity: float) -> float:
+    """The reference's keep ratio for a nominal sparsity: ``cfg.KEEP_RATIO_TABLE`` (DiSparse's
+    per-dataset tuning for 90/70/50/30 %), else ``(100 - S) / 100``."""
+    value = check_sparsity(sparsity)
+    table = getattr(cfg, "KEEP_RATIO_TABLE", {}) or {}
+    if float(value).is_integer() and int(value) in table:
+        return float(table[int(value)])
+    return (100.0 - value) / 100.0

@@ -1,0 +1,447 @@
+"""Result tables (CSV + Markdown) and figures for CUT experiments.
+
+A *row* is a flat dict describing one model, as :func:`results_row` builds it::
+
+    {"method": "CUT", "tasks": "seg+sn", "nominal_sparsity": 90, "measured_sparsity": 88.7,
+     "seg/mIoU": 0.27, "seg/Pixel Acc": 0.58, ..., "delta": -1.3}
+
+Metric columns are named ``"<task>/<metric>"`` with the metric names of :mod:`lib.metrics`.
+Every writer returns the path(s) it wrote and writes atomically (never a half-written file).
+Figures are drawn on ``matplotlib.figure.Figure`` objects (Agg, no pyplot state), so they work
+headless and inside notebooks alike.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from lib.losses import DEPTH_VALID_MIN, TARGET_KEYS
+from lib.metrics import LOWER_IS_BETTER, METRIC_NAMES, RAW_NORMAL_DATASETS, TASK_ORDER
+from lib.utils import atomic_write, atomic_write_text
+
+BASE_COLUMNS = ("method", "tasks", "nominal_sparsity", "measured_sparsity")
+DELTA_COLUMN = "delta"
+COLUMN_LABELS = {"method": "method", "tasks": "selected tasks",
+                 "nominal_sparsity": "nominal sparsity", "measured_sparsity": "measured sparsity",
+                 DELTA_COLUMN: "Δ vs dense (%)"}
+# The loaders' per-channel mean (BGR, 0..255 scale) that images had subtracted.
+IMAGE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
+MISSING_COLOR = (0.5, 0.5, 0.5)
+
+
+def metric_column(task: str, metric: str) -> str:
+    """The column name of one task metric, e.g. ``"seg/mIoU"``."""
+    return f"{task}/{metric}"
+
+
+def split_metric_column(column: str) -> tuple[str, str] | None:
+    """``"seg/mIoU"`` -> ``("seg", "mIoU")``; ``None`` for a column that is no task metric."""
+    task, sep, metric = column.partition("/")
+    return (task, metric) if sep and task in METRIC_NAMES else None
+
+
+def results_row(method: str, tasks: Sequence[str] | str, nominal_sparsity: float | None,
+                measured_sparsity: float | None, metrics: Mapping[str, Mapping[str, float]],
+                delta: float | None = None, **extra: Any) -> dict[str, Any]:
+    """One table row from ``SceneNetEval.compute()``-style ``metrics`` ({task: {metric: v}})."""
+    row: dict[str, Any] = {
+        "method": method,
+        "tasks": tasks if isinstance(tasks, str) else "+".join(tasks),
+        "nominal_sparsity": nominal_sparsity, "measured_sparsity": measured_sparsity}
+    for task, values in metrics.items():
+        for metric, value in values.items():
+            row[metric_column(task, metric)] = float(value)
+    row[DELTA_COLUMN] = delta
+    row.update(extra)
+    return row
+
+
+def _metric_sort_key(column: str) -> tuple[int, int]:
+    task, metric = split_metric_column(column)
+    names = METRIC_NAMES[task]
+    return TASK_ORDER.index(task), names.index(metric) if metric in names else len(names)
+
+
+def table_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Paper-table column order: base columns, task metrics (task order, reference metric
+    order), Δ, then any other keys in first-seen order."""
+    seen: list[str] = []
+    for row in rows:
+        seen += [k for k in row if k not in seen]
+    metrics = sorted((c for c in seen if split_metric_column(c)), key=_metric_sort_key)
+    base = [c for c in BASE_COLUMNS if c in seen]
+    delta = [DELTA_COLUMN] if DELTA_COLUMN in seen else []
+    rest = [c for c in seen if c not in base and c not in metrics and c not in delta]
+    return base + metrics + delta + rest
+
+
+def _check_rows(rows: Sequence[Mapping[str, Any]], what: str) -> None:
+    if not rows:
+        raise ValueError(f"{what}: no rows given")
+    for i, row in enumerate(rows):
+        if "method" not in row:
+            raise ValueError(f"{what}: row {i} has no 'method' key; keys: {sorted(row)}")
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _cell(value: Any, float_format: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return "+".join(str(v) for v in value)
+    if isinstance(value, (float, np.floating)):
+        return float_format.format(float(value))
+    return str(value)
+
+
+def _markdown_header(column: str) -> str:
+    parsed = split_metric_column(column)
+    if parsed is None:
+        return COLUMN_LABELS.get(column, column)
+    task, metric = parsed
+    arrow = {True: " ↓", False: " ↑"}.get(LOWER_IS_BETTER.get(metric), "")
+    return f"{task} {metric}{arrow}"
+
+
+def write_results_table(rows: Sequence[Mapping[str, Any]], path_stem: str | os.PathLike,
+                        columns: Sequence[str] | None = None,
+                        float_format: str = "{:.4f}") -> tuple[Path, Path]:
+    """Write ``<path_stem>.csv`` (full precision) and ``<path_stem>.md`` (``float_format``).
+
+    ``columns`` fixes the order (default :func:`table_columns`); a value a row lacks is left
+    empty (CSV) or shown as ``–`` (Markdown). Returns ``(csv_path, md_path)``.
+    """
+    _check_rows(rows, "write_results_table")
+    columns = table_columns(rows) if columns is None else list(columns)
+    present = set().union(*(row.keys() for row in rows))
+    unknown = [c for c in columns if c not in present]
+    if unknown:
+        raise ValueError(f"write_results_table: column(s) {unknown} appear in no row; "
+                         f"row keys: {sorted(present)}")
+    stem = Path(path_stem)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c), "{!r}") for c in columns])
+    csv_path = atomic_write_text(buffer.getvalue(), stem.with_name(stem.name + ".csv"))
+
+    lines = ["| " + " | ".join(_markdown_header(c) for c in columns) + " |",
+             "|" + "|".join("---" if c in ("method", "tasks") else "---:" for c in columns) + "|"]
+    for row in rows:
+        cells = [("–" if row.get(c) is None else _cell(row[c], float_format)) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    md_path = atomic_write_text("\n".join(lines) + "\n", stem.with_name(stem.name + ".md"))
+    return csv_path, md_path
+
+
+# ------------------------------------------------------------------------------------ figures
+
+def _save_figure(fig: Figure, out_png: str | os.PathLike, dpi: int = 100) -> Path:
+    return atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi,
+                                                          bbox_inches="tight"))
+
+
+def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    cols = min(max_cols, n)
+    return math.ceil(n / cols), cols
+
+
+def group_into_lines(rows: Sequence[Mapping[str, Any]],
+           skip_method: str | None = None) -> dict[str, list[Mapping[str, Any]]]:
+    """Rows grouped into plot lines: one per method, or per (method, selected tasks) when a
+    method was run on several task selections."""
+    selections: dict[str, set] = {}
+    for row in rows:
+        selections.setdefault(row["method"], set()).add(str(row.get("tasks")))
+    lines: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row["method"] == skip_method:
+            continue
+        label = row["method"]
+        if len(selections[label]) > 1:
+            label = f"{label} [{row.get('tasks')}]"
+        lines.setdefault(label, []).append(row)
+    return lines
+
+
+def _series(rows: Sequence[Mapping[str, Any]], x: str,
+            column: str) -> tuple[list[float], list[float]]:
+    points = []
+    for row in rows:
+        if _is_missing(row.get(column)):
+            continue
+        if _is_missing(row.get(x)):
+            raise ValueError(f"row of method {row['method']!r} has {column!r} but no {x!r} value")
+        points.append((float(row[x]), float(row[column])))
+    points.sort()
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _reference_value(rows, reference_method: str | None, column: str) -> float | None:
+    for row in rows:
+        if row["method"] == reference_method and not _is_missing(row.get(column)):
+            return float(row[column])
+    return None
+
+
+def plot_metric_vs_sparsity(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathLike,
+                            metrics: Sequence[str] | None = None, x: str = "measured_sparsity",
+                            reference_method: str | None = "dense",
+                            title: str | None = None) -> Path:
+    """One subplot per task-metric column, one line per method against sparsity ``x``
+    (per method and task selection when a method was run on several selections).
+
+    Rows of ``reference_method`` (the dense model) are drawn as a dashed horizontal line.
+    ``metrics`` lists metric columns (``"seg/mIoU"``); default: every metric column present.
+    """
+    _check_rows(rows, "plot_metric_vs_sparsity")
+    columns = list(metrics) if metrics is not None else [
+        c for c in table_columns(rows) if split_metric_column(c)]
+    if not columns:
+        raise ValueError("plot_metric_vs_sparsity: the rows hold no '<task>/<metric>' column")
+    nrows, ncols = _grid(len(columns))
+    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    lines = group_into_lines(rows, skip_method=reference_method)
+    for ax, column in zip(axes, columns):
+        for label, line_rows in lines.items():
+            xs, ys = _series(line_rows, x, column)
+            if xs:
+                ax.plot(xs, ys, marker="o", label=label)
+        ref = _reference_value(rows, reference_method, column)
+        if ref is not None:
+            ax.axhline(ref, color="black", linestyle="--", linewidth=1, label=reference_method)
+        parsed = split_metric_column(column)
+        ax.set_title(_markdown_header(column) if parsed else column)
+        ax.set_xlabel(COLUMN_LABELS.get(x, x))
+        ax.grid(alpha=0.3)
+    for ax in axes[len(columns):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6),
+                   bbox_to_anchor=(0.5, 1.0 + 0.02 / nrows))
+    if title:
+        fig.suptitle(title, y=1.0 + 0.08 / nrows)
+    fig.tight_layout()
+    return _save_figure(fig, out_png)
+
+
+def plot_delta_vs_sparsity(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathLike,
+                           x: str = "measured_sparsity", column: str = DELTA_COLUMN,
+                           title: str | None = None) -> Path:
+    """Δ vs dense (percent) against sparsity, one line per method; 0 marks the dense model."""
+    _check_rows(rows, "plot_delta_vs_sparsity")
+    if not any(not _is_missing(row.get(column)) for row in rows):
+        raise ValueError(f"plot_delta_vs_sparsity: no row has a {column!r} value")
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    for label, line_rows in group_into_lines(rows).items():
+        xs, ys = _series(line_rows, x, column)
+        if xs:
+            ax.plot(xs, ys, marker="o", label=label)
+    ax.axhline(0.0, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel(COLUMN_LABELS.get(x, x))
+    ax.set_ylabel(COLUMN_LABELS.get(column, column))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save_figure(fig, out_png)
+
+
+def plot_loss_curves(history: Mapping[str, Sequence[tuple[float, float]]],
+                     out_png: str | os.PathLike, log_y: bool | None = None,
+                     title: str | None = None) -> Path:
+    """One line per named series of ``(step, value)`` pairs.
+
+    ``log_y=None`` picks a log axis when every value is positive and they span > 2 decades.
+    """
+    if not history:
+        raise ValueError("plot_loss_curves: history is empty")
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    values = []
+    for name, points in history.items():
+        points = list(points)
+        if not points or any(len(p) != 2 for p in points):
+            raise ValueError(f"plot_loss_curves: series {name!r} must be a non-empty list of "
+                             f"(step, value) pairs")
+        steps, ys = zip(*points)
+        ax.plot(steps, ys, label=name)
+        values += [float(v) for v in ys if math.isfinite(float(v))]
+    if log_y is None:
+        log_y = bool(values) and min(values) > 0 and max(values) / min(values) > 100
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("value")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save_figure(fig, out_png)
+
+
+# ------------------------------------------------------------------------ prediction grid
+
+def segmentation_palette(num_colors: int = 256) -> np.ndarray:
+    """A fixed, distinct colour per class (``num_colors x 3`` in [0, 1]).
+
+    Class c gets colour c + 1 of the bit-interleaved PASCAL-style code, so no class is black;
+    black is kept for ignored pixels.
+    """
+    palette = np.zeros((num_colors, 3))
+    for c in range(num_colors):
+        code, rgb = c + 1, [0, 0, 0]
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                rgb[channel] |= ((code >> channel) & 1) << shift
+            code >>= 3
+        palette[c] = rgb
+    return palette / 255.0
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu()
+
+
+def _image_rgb(image: torch.Tensor, mean_bgr: Sequence[float]) -> np.ndarray:
+    bgr = image.float().numpy() + np.asarray(mean_bgr, dtype=np.float32)[:, None, None]
+    return np.clip(bgr[::-1].transpose(1, 2, 0) / 255.0, 0.0, 1.0)
+
+
+def _seg_rgb(labels: np.ndarray, num_class: int) -> np.ndarray:
+    palette = segmentation_palette(max(num_class, 1))
+    valid = (labels >= 0) & (labels < num_class)
+    out = np.zeros(labels.shape + (3,))
+    out[valid] = palette[labels[valid].astype(int)]
+    return out
+
+
+def _normal_rgb(vectors: np.ndarray, raw_encoded: bool, valid: np.ndarray) -> np.ndarray:
+    """Unit direction per pixel as colour; raw-encoded (0..255) vectors are directions in the
+    positive octant, so they are shown as is, decoded ones through (n + 1) / 2."""
+    v = vectors.transpose(1, 2, 0)
+    v = v / np.maximum(np.linalg.norm(v, axis=2, keepdims=True), 1e-12)
+    rgb = np.clip(v, 0.0, 1.0) if raw_encoded else (v + 1.0) / 2.0
+    rgb[~valid] = MISSING_COLOR
+    return rgb
+
+
+def _scalar_rgb(values: np.ndarray, valid: np.ndarray, cmap: str, vmin: float,
+                vmax: float) -> np.ndarray:
+    scale = max(vmax - vmin, 1e-12)
+    rgb = colormaps[cmap](np.clip((values - vmin) / scale, 0.0, 1.0))[..., :3]
+    rgb[~valid] = MISSING_COLOR
+    return rgb
+
+
+def _target_for(targets: Mapping[str, Any], task: str) -> torch.Tensor:
+    key = TARGET_KEYS[task]
+    for name in (key, task):
+        if name in targets:
+            return _as_tensor(targets[name])
+    raise KeyError(f"plot_prediction_grid: targets have no key {key!r} for task {task!r}; "
+                   f"keys: {sorted(targets)}")
+
+
+def _task_panels(task: str, pred: torch.Tensor, gt: torch.Tensor, dataset: str,
+                 depth_mask: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction, ground truth) images of one sample; ``pred`` is already at the gt size."""
+    if task == "seg":
+        num_class = pred.shape[0]
+        return (_seg_rgb(pred.argmax(0).numpy(), num_class),
+                _seg_rgb(gt[0].numpy().astype(np.int64), num_class))
+    if task == "sn":
+        raw = dataset in RAW_NORMAL_DATASETS
+        g = gt.float().numpy()
+        valid_gt = ~(g == 255).all(axis=0) if raw else np.ones(g.shape[1:], dtype=bool)
+        return (_normal_rgb(pred.float().numpy(), raw, np.ones(g.shape[1:], dtype=bool)),
+                _normal_rgb(g, raw, valid_gt))
+    g = gt[0].float().numpy()
+    p = pred[0].float().numpy()
+    if task == "depth":
+        if dataset == "taskonomy":
+            valid = g != 255
+            if depth_mask is not None:
+                valid &= depth_mask[0].numpy() == 1
+        else:
+            valid = g > DEPTH_VALID_MIN
+        lo, hi = (float(g[valid].min()), float(g[valid].max())) if valid.any() else (0.0, 1.0)
+        return (_scalar_rgb(p, np.ones_like(valid), "viridis", lo, hi),
+                _scalar_rgb(g, valid, "viridis", lo, hi))
+    valid = g != 255
+    return (_scalar_rgb(p, np.ones_like(valid), "gray", -1.0, 1.0),
+            _scalar_rgb(g, valid, "gray", -1.0, 1.0))
+
+
+def plot_prediction_grid(images: Any, preds: Sequence[Any] | Mapping[str, Any],
+                         targets: Mapping[str, Any], tasks: Sequence[str],
+                         out_png: str | os.PathLike, dataset: str = "nyuv2_3",
+                         max_samples: int = 4,
+                         image_mean_bgr: Sequence[float] = IMAGE_MEAN_BGR) -> Path:
+    """Rows = samples; columns = input, then prediction and ground truth for each task.
+
+    ``images`` is the loader's ``img`` (B x 3 x H x W, BGR minus the mean); ``preds`` the
+    network's outputs (list aligned with ``tasks`` or ``{task: tensor}``), nearest-upsampled to
+    H x W; ``targets`` the batch dict. seg uses :func:`segmentation_palette` (ignored pixels
+    black), normals are shown as RGB, depth with viridis scaled to the sample's valid range,
+    keypoint/edge in grey over [-1, 1]; invalid target pixels are grey.
+    """
+    images = _as_tensor(images)
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"plot_prediction_grid: images have shape {tuple(images.shape)}; "
+                         f"expected B x 3 x H x W")
+    unknown = [t for t in tasks if t not in TARGET_KEYS]
+    if unknown:
+        raise ValueError(f"plot_prediction_grid: unknown task(s) {unknown}")
+    if not isinstance(preds, Mapping):
+        if len(preds) != len(tasks):
+            raise ValueError(f"plot_prediction_grid: got {len(preds)} predictions for tasks "
+                             f"{list(tasks)}")
+        preds = dict(zip(tasks, preds))
+    height, width = images.shape[-2:]
+    num = min(images.shape[0], max_samples)
+    depth_mask = _as_tensor(targets["depth_mask"]) if "depth_mask" in targets else None
+    columns = ["input"] + [f"{t} {kind}" for t in tasks for kind in ("pred", "gt")]
+    fig = Figure(figsize=(2.4 * len(columns), 2.4 * num * height / width + 0.4))
+    axes = fig.subplots(num, len(columns), squeeze=False)
+    for task in tasks:
+        if task not in preds:
+            raise KeyError(f"plot_prediction_grid: predictions have no task {task!r}")
+    upsampled = {t: F.interpolate(_as_tensor(preds[t]).float()[:num], size=(height, width),
+                                  mode="nearest") for t in tasks}
+    for i in range(num):
+        axes[i, 0].imshow(_image_rgb(images[i], image_mean_bgr))
+        for j, task in enumerate(tasks):
+            gt = _target_for(targets, task)[i]
+            if tuple(gt.shape[-2:]) != (height, width):
+                raise ValueError(f"plot_prediction_grid: target of {task!r} has size "
+                                 f"{tuple(gt.shape[-2:])}, images {(height, width)}")
+            mask = None if depth_mask is None else depth_mask[i]
+            pred_img, gt_img = _task_panels(task, upsampled[task][i], gt, dataset, mask)
+            axes[i, 1 + 2 * j].imshow(pred_img, interpolation="nearest")
+            axes[i, 2 + 2 * j].imshow(gt_img, interpolation="nearest")
+    for j, name in enumerate(columns):
+        axes[0, j].set_title(name, fontsize=9)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    fig.tight_layout()
+    return _save_figure(fig, out_png)

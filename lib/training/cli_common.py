@@ -1,0 +1,60 @@
+"""Arguments and set-up shared by ``python -m lib train|finetune|evaluate``."""
+from __future__ import annotations
+
+import argparse
+import ast
+from typing import Any
+
+from lib.config import CONFIG_MODULES, load_config, PROFILES
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True,
+                        help=f"dataset config: {', '.join(sorted(CONFIG_MODULES))}")
+    parser.add_argument("--profile", default="reference", choices=sorted(PROFILES),
+                        help="run profile (reference values, cpu, tiny); default reference")
+    parser.add_argument("--data-root", default=None,
+                        help="dataset root (default: the config's DATA_ROOT / CUT_DATA_ROOT)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config attributes, e.g. --set BATCH_SIZE=8 VAL_FREQ=50")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:0")
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-dir", required=True, help="where checkpoints and logs go")
+    parser.add_argument("--max-iters", type=int, default=None, help="override the iterations")
+    parser.add_argument("--lr", type=float, default=None, help="override the learning rate")
+    parser.add_argument("--selection", default="val", choices=["val", "test"],
+                        help="select the best checkpoint on a validation split of the train "
+                             "list (val, default) or on the test set as the reference does (test)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="fraction of the train list held out for selection (default 0.1)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="also compute the task metrics at each validation (slower)")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pth")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in a non-empty RUN_DIR")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar / tensorboard")
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["BATCH_SIZE=8", "DATA_ROOT=/x"]`` -> ``{"BATCH_SIZE": 8, "DATA_ROOT": "/x"}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key] = raw
+    return out
+
+
+def config_from_args(args: argparse.Namespace):
+    overrides = parse_overrides(args.set)
+    if args.data_root is not None:
+        overrides["DATA_ROOT"] = args.data_root
+    return load_config(args.config, profile=args.profile, **overrides)

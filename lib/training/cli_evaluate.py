@@ -1,0 +1,38 @@
+"""``python -m lib evaluate``: metrics of any checkpoint on the test split, saved beside it.
+
+    python -m lib evaluate --config nyuv2_3task --profile cpu --data-root D \
+        --checkpoint runs/nyu/base/best.pth          # -> runs/nyu/base/best.metrics.json
+
+Reads training checkpoints, pruned/fine-tuned models (JSON sidecar) and reference state dicts
+(architecture from the config).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .cli_common import add_config_arguments, config_from_args
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--checkpoint", required=True, help="the model to evaluate")
+    parser.add_argument("--out", default=None,
+                        help="metrics JSON (default: <checkpoint stem>.metrics.json beside it)")
+    parser.add_argument("--batch-size", type=int, default=1, help="test batch size (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lib.data import build_loader
+
+    from .evaluate import evaluate, metrics_path_for
+    from .loading import net_from_checkpoint
+
+    cfg = config_from_args(args)
+    net = net_from_checkpoint(args.checkpoint, cfg)
+    loader = build_loader(cfg, "test", batch_size=args.batch_size, shuffle=False, seed=args.seed)
+    out = args.out or metrics_path_for(args.checkpoint)
+    metrics = evaluate(net, loader, cfg, device=args.device, out_path=out)
+    print(json.dumps(metrics, indent=2))
+    print(f"saved {out}")
+    return 0

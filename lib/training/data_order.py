@@ -1,0 +1,107 @@
+"""Exactly resumable data order: a seeded, per-epoch shuffle that can start mid-epoch.
+
+Any DataLoader the caller passes is re-created over the same dataset, batch size, collate
+function and workers, but with a :class:`ResumableSampler` (a ``DistributedSampler`` that can
+skip the batches already consumed) and its own seeded generator, so that creating a loader
+iterator never draws from the global torch RNG (dropout's). The order of epoch ``e`` depends
+only on ``(seed, e)``, so a run resumed at (epoch, batch) sees the same batches as an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data.sampler import BatchSampler
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (seeded shuffle per epoch, one shard per rank) that can skip a prefix."""
+
+    def __init__(self, dataset: Dataset, *, num_replicas: int = 1, rank: int = 0,
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         seed=seed, drop_last=drop_last)
+        self.skip = 0
+
+    def set_position(self, epoch: int, skip: int) -> None:
+        """Iterate epoch ``epoch``'s shard from its ``skip``-th index on."""
+        self.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.skip)
+
+
+class EpochLoader:
+    """Iterates a dataset epoch after epoch, batch by batch, from any saved position.
+
+    Attributes ``epoch`` and ``batch_in_epoch`` are the position of the *next* batch; they and
+    ``seed`` are all :meth:`state_dict` needs to hold.
+    """
+
+    def __init__(self, loader: DataLoader, *, seed: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool | None = None):
+        dataset = loader.dataset
+        if not hasattr(dataset, "__len__") or len(dataset) == 0:
+            raise ValueError("the training dataset is empty (0 items): check DATA_ROOT and the "
+                             "train list")
+        if loader.batch_size is None or not isinstance(loader.batch_sampler, BatchSampler):
+            raise ValueError("the training DataLoader must use batch_size= (a custom "
+                             "batch_sampler cannot be resumed exactly)")
+        if shuffle is None:
+            shuffle = isinstance(loader.sampler, (RandomSampler, DistributedSampler)) and \
+                getattr(loader.sampler, "shuffle", True)
+        self.seed = int(seed)
+        self.batch_size = int(loader.batch_size)
+        self.drop_last = bool(loader.drop_last)
+        self.sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank,
+                                        shuffle=shuffle, seed=self.seed)
+        self.batches_per_epoch = (self.sampler.num_samples // self.batch_size if self.drop_last
+                                  else math.ceil(self.sampler.num_samples / self.batch_size))
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"the training dataset has {len(dataset)} items, fewer than one "
+                             f"batch of {self.batch_size} per process with drop_last=True")
+        self.generator = torch.Generator()
+        self.loader = DataLoader(
+            dataset, batch_size=self.batch_size, sampler=self.sampler,
+            num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory, drop_last=self.drop_last, timeout=loader.timeout,
+            worker_init_fn=loader.worker_init_fn, generator=self.generator,
+            prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None)
+        self.epoch = 0
+        self.batch_in_epoch = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "seed": self.seed,
+                "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["batch_size"] != self.batch_size or state["seed"] != self.seed:
+            raise ValueError(f"cannot resume the data order: checkpoint has seed {state['seed']} "
+                             f"and batch size {state['batch_size']}, this run seed {self.seed} "
+                             f"and batch size {self.batch_size}")
+        self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+
+    def __iter__(self) -> Iterator[dict]:
+        """Yield batches forever, updating the position after each one."""
+        while True:
+            self.sampler.set_position(self.epoch, self.batch_in_epoch * self.batch_size)
+            # Worker seeds depend on (seed, epoch) only, never on the global RNG.
+            self.generator.manual_seed(self.seed * 100_003 + self.epoch)
+            for batch in self.loader:
+                self.batch_in_epoch += 1
+                if self.batch_in_epoch >= self.batches_per_epoch:
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                yield batch
+                if self.batch_in_epoch == 0:
+                    break
+            else:
+                # The loader ran out (drop_last trimmed it): start the next epoch.
+                if self.batch_in_epoch != 0:
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0

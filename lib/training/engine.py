@@ -1,0 +1,344 @@
+"""The iteration loop shared by :func:`lib.training.train` and :func:`lib.training.finetune`.
+
+Adam + StepLR stepped once per iteration, the criterion's weighted multi-task loss, seeded and
+exactly resumable data order and RNG, periodic validation (RNG-neutral, so it never changes the
+training trajectory), atomic checkpoints, a NaN/inf guard, tqdm and tensorboardX on rank 0.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from lib.config import config_to_dict
+from lib.utils import atomic_torch_save, atomic_write_json, seed_everything
+
+from . import run_dir as rd
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
+from .data_order import EpochLoader
+from .distributed import (DistInfo, all_gather_objects, broadcast_buffers, device_for,
+                          dist_info)
+
+History = dict[str, list[tuple[int, float]]]
+EvalFn = Callable[[nn.Module, DataLoader, torch.device], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Optimiser and schedule hyper-parameters of one run (recorded in every checkpoint)."""
+    max_iters: int
+    lr: float
+    weight_decay: float
+    decay_freq: int
+    decay_rate: float
+
+    def validate(self) -> None:
+        if self.max_iters < 1:
+            raise ValueError(f"max_iters must be >= 1, got {self.max_iters}")
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if self.decay_freq < 1:
+            raise ValueError(f"decay_freq (StepLR step_size) must be >= 1, got {self.decay_freq}")
+
+
+@dataclass
+class TrainResult:
+    """What a training or fine-tuning run produced."""
+    net: nn.Module
+    history: History
+    best_checkpoint: Path | None
+    last_checkpoint: Path
+    final_model: Path
+    final_val: dict[str, float] = field(default_factory=dict)
+    iterations: int = 0
+    run_dir: Path | None = None
+
+
+@dataclass
+class Selection:
+    """Which validation scalar picks the best checkpoint, and in which direction."""
+    metric: str
+    mode: str  # "min" or "max"
+
+    @classmethod
+    def parse(cls, spec: str | None) -> "Selection":
+        """``None`` -> ``val/loss`` (min). ``"max:val/seg/mIoU"`` / ``"min:val/depth/abs_err"``
+        name a direction explicitly; a bare name is accepted only for losses (min)."""
+        spec = spec or "val/loss"
+        if spec.startswith(("min:", "max:")):
+            return cls(spec[4:], spec[:3])
+        if "loss" in spec.split("/"):
+            return cls(spec, "min")
+        raise ValueError(f"select_metric {spec!r}: prefix it with 'max:' or 'min:' to say "
+                         f"whether higher or lower is better (e.g. 'max:val/seg/mIoU')")
+
+    def better(self, value: float, best: float | None) -> bool:
+        if not math.isfinite(value):
+            return False
+        if best is None:
+            return True
+        return value < best if self.mode == "min" else value > best
+
+
+def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "val") -> dict[str, float]:
+    """``{task: {metric: v}}`` (or flat) -> ``{"val/task/metric": v}`` with float values."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}/{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_metrics(value, name))
+        else:
+            out[name] = float(value)
+    return out
+
+
+def move_batch(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
+
+
+@torch.no_grad()
+def validation_losses(net: nn.Module, criterion, loader: DataLoader,
+                      device: torch.device) -> dict[str, float]:
+    """Item-weighted mean of the weighted loss and of each task's loss over ``loader``."""
+    sums: dict[str, float] = {}
+    count = 0
+    for batch in loader:
+        batch = move_batch(batch, device)
+        preds = net(batch["img"])
+        losses = criterion.per_task(preds, batch)
+        n = batch["img"].shape[0]
+        values = {f"val/loss/{t}": float(v) for t, v in losses.items()}
+        values["val/loss"] = float(criterion.weighted(losses))
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v * n
+        count += n
+    if count == 0:
+        raise ValueError("the validation loader is empty (0 items)")
+    return {k: v / count for k, v in sums.items()}
+
+
+class _RunLog:
+    """tqdm bar, tensorboardX writer and the in-memory history (writers on rank 0 only)."""
+
+    def __init__(self, run_dir: Path, enabled: bool, history: History, start: int, total: int,
+                 desc: str):
+        self.history = history
+        self.enabled = enabled
+        self.writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(str(run_dir / rd.TENSORBOARD))
+        self.bar = tqdm(total=total, initial=start, desc=desc, disable=not enabled,
+                        dynamic_ncols=True)
+        self.running: dict[str, float] = {}
+
+    def scalars(self, iteration: int, values: Mapping[str, float]) -> None:
+        for name, value in values.items():
+            self.history.setdefault(name, []).append((iteration, float(value)))
+            if self.writer is not None:
+                self.writer.add_scalar(name, value, iteration)
+
+    def step(self, losses: Mapping[str, float]) -> None:
+        for k, v in losses.items():  # exponential running mean for the bar
+            self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
+        self.bar.set_postfix({k.split("/")[-1] if k != "loss/total" else "loss": f"{v:.4g}"
+                              for k, v in self.running.items()}, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, *,
+             schedule: Schedule, phase: str, final_name: str, val_loader: DataLoader | None,
+             seed: int, device, resume, overwrite: bool, amp: bool, eval_fn: EvalFn | None,
+             select_metric: str | None, log: bool, split: Mapping[str, Any] | None,
+             after_step: Callable[[nn.Module], None] | None = None,
+             save_final: Callable[[nn.Module, Path], None] | None = None) -> TrainResult:
+    """Run ``schedule.max_iters`` iterations of ``phase`` ("train" or "finetune")."""
+    schedule.validate()
+    info = dist_info()
+    device = device_for(info, device)
+    if amp and device.type != "cuda":
+        raise ValueError(f"amp=True needs a CUDA device; this run is on {device} "
+                         f"(mixed precision is CUDA-only here)")
+    selection = Selection.parse(select_metric)
+    run_dir = Path(run_dir)
+    _prepare_everywhere(run_dir, resume, overwrite, info)
+
+    model = unwrap(net).to(device)
+    net_tasks = getattr(model, "tasks", None)
+    if net_tasks is not None and list(criterion.tasks) != list(net_tasks):
+        raise ValueError(f"the criterion's tasks {list(criterion.tasks)} differ from the "
+                         f"network's tasks {list(net_tasks)}; build it with "
+                         f"criterion.restricted_to(net.tasks)")
+    seed_everything(seed + info.rank)
+    data = EpochLoader(train_loader, seed=seed, rank=info.rank, world_size=info.world_size)
+    if info.is_main and split is not None and not resume:
+        atomic_write_json(dict(split), run_dir / rd.SPLIT)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the network has no trainable parameters")
+    optimizer = torch.optim.Adam(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=schedule.decay_freq,
+                                                gamma=schedule.decay_rate)
+    scaler = torch.amp.GradScaler("cuda") if amp else None
+    train_net: nn.Module = model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    iteration, history, best = 0, {}, {"metric": selection.metric, "mode": selection.mode,
+                                       "value": None, "iteration": None}
+    last_path, best_path = run_dir / rd.LAST, run_dir / rd.BEST
+    if resume:
+        ckpt = load_checkpoint(rd.resume_path(run_dir, resume), model, optimizer=optimizer,
+                               scheduler=scheduler, scaler=scaler, restore_rng=True,
+                               rank=info.rank)
+        if ckpt.get("phase") != phase:
+            raise ValueError(f"cannot resume {phase!r} from {rd.resume_path(run_dir, resume)}: "
+                             f"it is a {ckpt.get('phase')!r} checkpoint")
+        data.load_state_dict(ckpt["data"])
+        iteration, history, best = int(ckpt["iteration"]), ckpt["history"], ckpt["best"]
+        if iteration >= schedule.max_iters:
+            raise ValueError(f"checkpoint is at iteration {iteration}, nothing left to do for "
+                             f"max_iters={schedule.max_iters}")
+
+    config = config_to_dict(cfg)
+    val_freq, ckpt_freq = int(cfg.VAL_FREQ), int(cfg.CKPT_FREQ)
+    runlog = _RunLog(run_dir, log and info.is_main, history, iteration, schedule.max_iters,
+                     desc=phase)
+    final_val: dict[str, float] = {}
+
+    def checkpoint(path: Path, kind: str, rng: Any = None) -> None:
+        extra = {"phase": phase, "history": history, "best": best,
+                 "schedule": schedule.__dict__, "seed": seed, "world_size": info.world_size}
+        save_checkpoint(path, model, optimizer=optimizer if kind == "last" else None,
+                        scheduler=scheduler if kind == "last" else None,
+                        scaler=scaler if kind == "last" else None, iteration=iteration,
+                        config=config, rng=rng, data_state=data.state_dict(), extra=extra,
+                        kind=kind)
+
+    def validate() -> dict[str, float]:
+        saved = rng_state()  # validation must not shift the training RNG stream
+        model.eval()
+        try:
+            values = validation_losses(model, criterion, val_loader, device)
+            if eval_fn is not None:
+                values.update(flatten_metrics(eval_fn(model, val_loader, device)))
+        finally:
+            model.train()
+            set_rng_state(saved)
+        return values
+
+    train_net.train()
+    try:
+        batches = iter(data)
+        while iteration < schedule.max_iters:
+            batch = move_batch(next(batches), device)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                preds = train_net(batch["img"])
+                losses = criterion.per_task(preds, batch)
+                total = criterion.weighted(losses)
+            reported = _reduced_losses(losses, info)
+            _guard_finite(reported, iteration + 1, last_path)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(total).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                total.backward()
+                optimizer.step()
+            scheduler.step()
+            if after_step is not None:
+                after_step(model)
+            iteration += 1
+
+            scalars = {f"loss/{t}": v for t, v in reported.items()}
+            scalars["loss/total"] = sum(lam * reported[t]
+                                        for t, lam in zip(criterion.tasks, criterion.lambdas))
+            scalars["lr"] = optimizer.param_groups[0]["lr"]
+            runlog.scalars(iteration, scalars)
+            runlog.step({k: v for k, v in scalars.items() if k.startswith("loss/")})
+
+            is_last = iteration == schedule.max_iters
+            if val_loader is not None and info.is_main and (iteration % val_freq == 0 or is_last):
+                final_val = validate()
+                runlog.scalars(iteration, final_val)
+                if selection.metric not in final_val:
+                    raise KeyError(f"select_metric {selection.metric!r} is not among the "
+                                   f"validation scalars {sorted(final_val)}")
+                value = final_val[selection.metric]
+                if selection.better(value, best["value"]):
+                    best.update(value=value, iteration=iteration)
+                    checkpoint(best_path, "best")
+            if iteration % ckpt_freq == 0 or is_last:
+                rng = all_gather_objects(rng_state(), info)
+                if info.is_main:
+                    checkpoint(last_path, "last", rng if info.enabled else rng[0])
+    finally:
+        runlog.close()
+    # Each rank updated BatchNorm statistics on its own last batch: adopt rank 0's (= saved).
+    broadcast_buffers(model, info)
+
+    final_path = run_dir / final_name
+    if info.is_main:
+        if save_final is not None:
+            save_final(model, final_path)
+        else:
+            atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                              final_path)
+        atomic_write_json({k: [list(p) for p in v] for k, v in history.items()},
+                          run_dir / rd.HISTORY)
+    return TrainResult(net=model, history=history,
+                       best_checkpoint=best_path if best["iteration"] is not None else None,
+                       last_checkpoint=last_path, final_model=final_path, final_val=final_val,
+                       iterations=iteration, run_dir=run_dir)
+
+
+def _prepare_everywhere(run_dir: Path, resume, overwrite: bool, info: DistInfo) -> None:
+    """Rank 0 prepares the run directory; every rank raises the same error if that fails."""
+    error = None
+    if info.is_main:
+        try:
+            rd.prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        except (OSError, ValueError) as exc:
+            error = exc
+    errors = all_gather_objects(None if error is None else f"{type(error).__name__}: {error}",
+                                info)
+    if error is not None:
+        raise error
+    if errors[0] is not None:
+        raise RuntimeError(f"rank 0 could not prepare {run_dir}: {errors[0]}")
+
+
+def _reduced_losses(losses: Mapping[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
+    """Per-task loss values averaged over ranks (a NaN on any rank reaches every rank)."""
+    values = torch.stack([v.detach().float() for v in losses.values()])
+    if info.enabled:
+        import torch.distributed as dist
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values /= info.world_size
+    return dict(zip(losses.keys(), values.tolist()))
+
+
+def _guard_finite(losses: Mapping[str, float], iteration: int, last_path: Path) -> None:
+    for task, value in losses.items():
+        if not math.isfinite(value):
+            kept = (f"the last good checkpoint {last_path} is intact" if last_path.is_file()
+                    else "no checkpoint had been written yet")
+            raise FloatingPointError(f"loss of task {task!r} is {value} at iteration "
+                                     f"{iteration}; stopped before updating the weights; {kept}")

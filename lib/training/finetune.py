@@ -1,0 +1,67 @@
+"""Fine-tune a pruned compact network with its masks held (the reference's ``train_prune``)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from lib.utils import atomic_torch_save, atomic_write_json
+
+from .checkpoint import architecture_of
+from .engine import EvalFn, Schedule, TrainResult, run_loop
+from .masks import check_masks_unchanged, mask_snapshot, refresh_masked_weights, zero_pruned
+
+FINAL_NAME = "final_model.pth"
+
+
+def save_final_pruned(net: nn.Module, path: Path) -> None:
+    """Plain state dict (``weight_orig``/``weight_mask`` keys) + JSON sidecar with the
+    architecture, the same layout as ``lib.pruning.save_pruned``."""
+    atomic_torch_save({k: v.detach().cpu() for k, v in net.state_dict().items()}, path)
+    atomic_write_json({"architecture": architecture_of(net)}, path.with_suffix(".json"))
+
+
+def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
+             run_dir: str | os.PathLike, *, val_loader: DataLoader | None = None,
+             max_iters: int | None = None, lr: float | None = None,
+             weight_decay: float | None = None, decay_freq: int | None = None,
+             decay_rate: float | None = None, seed: int = 0,
+             device: str | torch.device | None = None, resume: bool | str | os.PathLike = False,
+             overwrite: bool = False, amp: bool = False, eval_fn: EvalFn | None = None,
+             select_metric: str | None = None, log: bool = True,
+             split: Mapping[str, Any] | None = None) -> TrainResult:
+    """Fine-tune ``compact_net`` on its own tasks' weighted loss with every mask held.
+
+    The criterion is restricted to ``compact_net.tasks`` (unselected tasks' losses dropped).
+    Adam(``cfg.RETRAIN_LR``, ``cfg.WEIGHT_DECAY``) + StepLR(``cfg.RETRAIN_DECAY_LR_FREQ``,
+    ``cfg.RETRAIN_DECAY_LR_RATE``) for ``cfg.RETRAIN_EPOCH`` iterations (the reference counts
+    iterations there despite the name). Pruned weights are exactly zero before, during (after
+    every step, weight decay included) and after the run; at the end the masks are checked to
+    be identical to the ones given (a RuntimeError otherwise). The final model goes to
+    ``run_dir/final_model.pth`` (state dict with masks) and ``final_model.json`` (architecture).
+    Everything else is as in :func:`lib.training.train`.
+    """
+    tasks = getattr(compact_net, "tasks", None)
+    if tasks is None:
+        raise ValueError("finetune needs a SceneNet built with task names (net.tasks is None)")
+    criterion = criterion.restricted_to(list(tasks))
+    schedule = Schedule(
+        max_iters=int(cfg.RETRAIN_EPOCH if max_iters is None else max_iters),
+        lr=float(cfg.RETRAIN_LR if lr is None else lr),
+        weight_decay=float(cfg.WEIGHT_DECAY if weight_decay is None else weight_decay),
+        decay_freq=int(cfg.RETRAIN_DECAY_LR_FREQ if decay_freq is None else decay_freq),
+        decay_rate=float(cfg.RETRAIN_DECAY_LR_RATE if decay_rate is None else decay_rate))
+    masks = mask_snapshot(compact_net)
+    zero_pruned(compact_net)
+    result = run_loop(compact_net, criterion, train_loader, cfg, run_dir, schedule=schedule,
+                      phase="finetune", final_name=FINAL_NAME, val_loader=val_loader, seed=seed,
+                      device=device, resume=resume, overwrite=overwrite, amp=amp,
+                      eval_fn=eval_fn, select_metric=select_metric, log=log, split=split,
+                      after_step=zero_pruned, save_final=save_final_pruned)
+    refresh_masked_weights(result.net)
+    check_masks_unchanged(result.net, masks)
+    return result

@@ -1,0 +1,65 @@
+"""The run directory: what a run writes, and the checks made before anything is written."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+LAST = "last.pth"           # full checkpoint (resumable), rewritten every CKPT_FREQ and at the end
+BEST = "best.pth"           # model of the best validation score so far
+SPLIT = "split.json"        # model-selection split (which items validate)
+HISTORY = "history.json"    # {name: [[iteration, value], ...]}
+TENSORBOARD = "tb"          # tensorboardX event files
+# Everything a run may write; overwrite=True removes only these, never other files.
+OWN_OUTPUTS = (LAST, BEST, SPLIT, HISTORY, TENSORBOARD, "base_model.pth", "final_model.pth",
+               "final_model.json", "best.metrics.json", "final_model.metrics.json")
+
+
+def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool | str | os.PathLike,
+                    overwrite: bool) -> Path:
+    """Check (and create) ``run_dir``; raise a one-line error before touching anything.
+
+    - resuming: the directory must hold the checkpoint to resume from;
+    - otherwise an existing non-empty directory needs ``overwrite=True``, which removes this
+      package's own outputs (:data:`OWN_OUTPUTS`) and leaves every other file alone;
+    - the directory must be writable (checked with a probe file).
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotADirectoryError(f"run directory {run_dir} exists and is not a directory")
+    if resume:
+        ckpt = resume_path(run_dir, resume)
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"cannot resume: checkpoint {ckpt} does not exist")
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"run directory {run_dir} exists and is not empty; pass "
+                                  f"overwrite=True (--overwrite) to replace its run, or "
+                                  f"resume=True (--resume) to continue it")
+        _check_writable(run_dir)
+        for name in OWN_OUTPUTS:
+            path = run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from None
+    _check_writable(run_dir)
+    return run_dir
+
+
+def resume_path(run_dir: str | os.PathLike, resume: bool | str | os.PathLike) -> Path:
+    """``resume=True`` -> ``run_dir/last.pth``; a path -> that file."""
+    return Path(run_dir) / LAST if resume is True else Path(resume)
+
+
+def _check_writable(run_dir: Path) -> None:
+    probe = run_dir / ".write_probe"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(f"run directory {run_dir} is not writable: {exc.strerror}") from None

@@ -1,0 +1,49 @@
+"""Train the dense multi-task base model (the reference's ``train_baseline`` step)."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from .engine import EvalFn, Schedule, TrainResult, run_loop
+
+
+def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str | os.PathLike,
+          *, val_loader: DataLoader | None = None, max_iters: int | None = None,
+          lr: float | None = None, weight_decay: float | None = None,
+          decay_freq: int | None = None, decay_rate: float | None = None, seed: int = 0,
+          device: str | torch.device | None = None, resume: bool | str | os.PathLike = False,
+          overwrite: bool = False, amp: bool = False, eval_fn: EvalFn | None = None,
+          select_metric: str | None = None, log: bool = True,
+          split: Mapping[str, Any] | None = None) -> TrainResult:
+    """Train ``net`` on ``criterion``'s weighted multi-task loss; return a :class:`TrainResult`.
+
+    Adam(``cfg.INIT_LR``, ``cfg.WEIGHT_DECAY``) + StepLR(``cfg.DECAY_LR_FREQ``,
+    ``cfg.DECAY_LR_RATE``) stepped every iteration, for ``cfg.MAX_ITERS`` iterations (each
+    overridable by keyword). ``train_loader`` is iterated epoch after epoch in a seeded order
+    (its shuffle flag is kept) that resumes exactly. Every ``cfg.VAL_FREQ`` iterations and at
+    the end, ``val_loader`` (if given) is scored: validation losses, plus ``eval_fn(net, loader,
+    device)`` metrics if given; the best by ``select_metric`` (default ``"val/loss"``, lowest)
+    is written to ``run_dir/best.pth``. ``run_dir/last.pth`` (resumable) is written every
+    ``cfg.CKPT_FREQ`` iterations and at the end; the final weights also go to
+    ``run_dir/base_model.pth`` as a plain reference-compatible state dict. ``split`` (see
+    :mod:`lib.training.split`) is recorded as ``run_dir/split.json``.
+
+    ``resume=True`` continues from ``run_dir/last.pth`` (or give a path): weights, optimiser,
+    scheduler, RNG and data position are restored, so the result equals an uninterrupted run.
+    Under ``torchrun`` (an initialised process group) the net is wrapped in
+    DistributedDataParallel and only rank 0 logs and writes.
+    """
+    schedule = Schedule(
+        max_iters=int(cfg.MAX_ITERS if max_iters is None else max_iters),
+        lr=float(cfg.INIT_LR if lr is None else lr),
+        weight_decay=float(cfg.WEIGHT_DECAY if weight_decay is None else weight_decay),
+        decay_freq=int(cfg.DECAY_LR_FREQ if decay_freq is None else decay_freq),
+        decay_rate=float(cfg.DECAY_LR_RATE if decay_rate is None else decay_rate))
+    return run_loop(net, criterion, train_loader, cfg, run_dir, schedule=schedule, phase="train",
+                    final_name="base_model.pth", val_loader=val_loader, seed=seed,
+                    device=device, resume=resume, overwrite=overwrite, amp=amp,
+                    eval_fn=eval_fn, select_metric=select_metric, log=log, split=split)

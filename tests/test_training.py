@@ -1,0 +1,309 @@
+"""lib.training: loss goes down, exact resume, NaN guard, masked fine-tuning, selection split,
+checkpoint safety and bad-input errors. Tiny network, 48x64 images, a few iterations each."""
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.utils.prune as prune
+from torch.utils.data import DataLoader, Dataset
+
+from conftest import make_random_batch
+from lib.config import load_config
+from lib.losses import SceneNetLoss
+from lib.models import SceneNet, prunable_modules
+from lib.training import (finetune, net_from_checkpoint, load_checkpoint, mask_snapshot, masked_modules,
+                          read_checkpoint, save_checkpoint, split_record, split_train_val, train)
+
+
+class BatchItems(Dataset):
+    """Items of one in-memory batch dict (what a real loader's dataset would return)."""
+
+    def __init__(self, batch):
+        self.batch = batch
+        self.n = batch["img"].shape[0]
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {k: v[i] for k, v in self.batch.items()}
+
+
+@pytest.fixture
+def cfg():
+    return load_config("nyuv2_3task", profile="tiny")
+
+
+def make_net(cfg, seed=0):
+    torch.manual_seed(seed)
+    return SceneNet.from_config(cfg)
+
+
+def make_data(cfg, n=5, seed=0):
+    return BatchItems(make_random_batch(cfg.TASKS, cfg.TASKS_NUM_CLASS, batch_size=n,
+                                        height=48, width=64, seed=seed))
+
+
+def loader(ds, shuffle=True, batch_size=2):
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle)
+
+
+def state_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class FailingLoss(SceneNetLoss):
+    """SceneNetLoss that, on the ``at``-th training call, interrupts or returns NaN for ``task``."""
+
+    def __init__(self, cfg, at, mode, task="sn"):
+        base = SceneNetLoss.from_config(cfg)
+        super().__init__(base.dataset, base.tasks, base.lambdas)
+        self.at, self.mode, self.task, self.calls = at, mode, task, 0
+
+    def per_task(self, preds, batch):
+        losses = super().per_task(preds, batch)
+        if torch.is_grad_enabled():  # training step, not validation
+            self.calls += 1
+            if self.calls == self.at:
+                if self.mode == "interrupt":
+                    raise KeyboardInterrupt
+                losses[self.task] = losses[self.task] * float("nan")
+        return losses
+
+
+def test_loss_decreases_and_outputs(cfg, tmp_path):
+    ds = make_data(cfg, n=4)
+    result = train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "run",
+                   val_loader=loader(ds, shuffle=False), max_iters=12, log=True)
+    total = [v for _, v in result.history["loss/total"]]
+    assert len(total) == 12
+    assert sum(total[-3:]) / 3 < 0.7 * sum(total[:3]) / 3
+    for task in cfg.TASKS:
+        assert len(result.history[f"loss/{task}"]) == 12
+    lrs = [v for _, v in result.history["lr"]]
+    assert lrs[0] == pytest.approx(cfg.INIT_LR) and lrs[-1] < lrs[0]  # StepLR per iteration
+    run = tmp_path / "run"
+    assert {"last.pth", "best.pth", "base_model.pth", "history.json", "tb"} <= set(os.listdir(run))
+    assert any(Path(run, "tb").iterdir())
+    # base_model.pth is a plain state dict with the reference's keys: loads strictly.
+    fresh = make_net(cfg, seed=1)
+    fresh.load_state_dict(torch.load(run / "base_model.pth", weights_only=True), strict=True)
+    assert state_equal(fresh.state_dict(), result.net.state_dict())
+    assert set(result.final_val) >= {"val/loss", "val/loss/seg"}
+    best = read_checkpoint(result.best_checkpoint)
+    assert best["iteration"] in (2, 4, 6, 8, 10, 12) and best["optimizer"] is None
+    assert json.loads((run / "history.json").read_text())["loss/total"][0][0] == 1
+
+
+def test_interrupted_then_resumed_run_equals_uninterrupted(cfg, tmp_path):
+    ds = make_data(cfg, n=5)  # 3 batches per epoch: the interruption falls mid-epoch
+    common = dict(val_loader=loader(ds, shuffle=False), max_iters=5, seed=3, log=False)
+    full = train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "a",
+                 **common)
+    with pytest.raises(KeyboardInterrupt):  # dies during iteration 4; last.pth is at 2
+        train(make_net(cfg), FailingLoss(cfg, at=4, mode="interrupt"), loader(ds), cfg,
+              tmp_path / "b", **common)
+    assert read_checkpoint(tmp_path / "b" / "last.pth")["iteration"] == 2
+    resumed = train(make_net(cfg, seed=9), SceneNetLoss.from_config(cfg), loader(ds), cfg,
+                    tmp_path / "b", resume=True, **common)
+    assert resumed.iterations == 5
+    assert state_equal(full.net.state_dict(), resumed.net.state_dict())
+    assert full.history["loss/total"] == resumed.history["loss/total"]
+    a = read_checkpoint(tmp_path / "a" / "last.pth")
+    b = read_checkpoint(tmp_path / "b" / "last.pth")
+    assert a["data"] == b["data"] and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_nan_loss_stops_with_task_and_iteration_and_keeps_last_checkpoint(cfg, tmp_path):
+    ds = make_data(cfg, n=4)
+    with pytest.raises(FloatingPointError, match=r"task 'sn'.* iteration 3;.*intact"):
+        train(make_net(cfg), FailingLoss(cfg, at=3, mode="nan"), loader(ds), cfg,
+              tmp_path / "nan", max_iters=6, log=False)
+    good = train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg,
+                 tmp_path / "good", max_iters=2, log=False)
+    kept = read_checkpoint(tmp_path / "nan" / "last.pth")
+    assert kept["iteration"] == 2
+    assert state_equal(kept["model"], good.net.state_dict())
+    assert not list((tmp_path / "nan").glob(".*.tmp")) and not (tmp_path / "nan" / "base_model.pth").exists()
+
+
+def pruned_compact(cfg, amount=0.5):
+    """A compact (seg, sn) SceneNet with l1_unstructured masks on every conv weight."""
+    torch.manual_seed(0)
+    net = SceneNet(cfg.TASKS_NUM_CLASS[:2], cfg.BACKBONE_NAME, cfg.WIDTH_MULT, task_ids=[1, 2],
+                   tasks=cfg.TASKS[:2])
+    for module in prunable_modules(net).values():
+        prune.l1_unstructured(module, "weight", amount=amount)
+    return net
+
+
+def with_identity_masks(net):
+    for module in prunable_modules(net).values():
+        prune.identity(module, "weight")
+    return net
+
+
+def assert_pruned_zero(net, masks):
+    for name, module in masked_modules(net).items():
+        assert torch.equal(module.weight_mask, masks[name]), name
+        assert bool((module.weight[masks[name] == 0] == 0).all()), name
+        assert bool((module.weight_orig[masks[name] == 0] == 0).all()), name
+
+
+def test_finetune_keeps_pruned_weights_zero_and_masks_fixed(cfg, tmp_path):
+    net = pruned_compact(cfg)
+    masks = mask_snapshot(net)
+    before = {n: m.weight_orig.detach().clone() for n, m in masked_modules(net).items()}
+    ds = make_data(cfg, n=4)
+    # Large weight decay and lr so that any leak into pruned weights would show.
+    result = finetune(net, SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "ft",
+                      val_loader=loader(ds, shuffle=False), max_iters=3, lr=1e-2,
+                      weight_decay=0.5, log=False)
+    assert set(k for k in result.history if k.startswith("loss/")) == {
+        "loss/seg", "loss/sn", "loss/total"}  # depth's loss dropped
+    assert_pruned_zero(result.net, masks)
+    kept_changed = any(bool((m.weight_orig[masks[n] == 1] != before[n][masks[n] == 1]).any())
+                       for n, m in masked_modules(result.net).items())
+    assert kept_changed
+    # Reload the saved final model and the resumable checkpoint into fresh masked nets.
+    for path in (tmp_path / "ft" / "final_model.pth", tmp_path / "ft" / "last.pth"):
+        fresh = with_identity_masks(SceneNet(cfg.TASKS_NUM_CLASS[:2], cfg.BACKBONE_NAME,
+                                             cfg.WIDTH_MULT, task_ids=[1, 2], tasks=cfg.TASKS[:2]))
+        load_checkpoint(path, fresh)
+        assert_pruned_zero(fresh, masks)
+    sidecar = json.loads((tmp_path / "ft" / "final_model.json").read_text())
+    assert sidecar["architecture"]["task_ids"] == [1, 2]
+    rebuilt = net_from_checkpoint(tmp_path / "ft" / "final_model.pth")  # no config needed
+    assert rebuilt.tasks == ["seg", "sn"]
+    assert_pruned_zero(rebuilt, masks)
+    assert state_equal(rebuilt.state_dict(), result.net.state_dict())
+
+
+def test_validation_split_is_seeded_and_disjoint(cfg, tmp_path):
+    train_idx, val_idx = split_train_val(50, 0.2, seed=1)
+    assert len(val_idx) == 10 and not set(train_idx) & set(val_idx)
+    assert sorted(train_idx + val_idx) == list(range(50))
+    assert split_train_val(50, 0.2, seed=1) == (train_idx, val_idx)
+    assert split_train_val(50, 0.2, seed=2)[1] != val_idx
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_train_val(50, 1.0)
+    with pytest.raises(ValueError, match="1 training items"):
+        split_train_val(1, 0.5)
+    # The split is recorded in the run directory.
+    ds = make_data(cfg, n=6)
+    tr, va = split_train_val(len(ds), 0.34, seed=0)
+    record = split_record("val", len(ds), tr, va, 0.34, 0)
+    train(make_net(cfg), SceneNetLoss.from_config(cfg),
+          loader(torch.utils.data.Subset(ds, tr)), cfg, tmp_path / "run",
+          val_loader=loader(torch.utils.data.Subset(ds, va), shuffle=False), max_iters=1,
+          log=False, split=record)
+    saved = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert saved["selection"] == "val" and saved["val_indices"] == va
+    assert "TEST" in split_record("test", 6, None, None, None, 0)["note"]
+
+
+def test_destination_errors_leave_existing_files_alone(cfg, tmp_path):
+    ds, crit = make_data(cfg, n=2), SceneNetLoss.from_config(cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not empty.*overwrite"):
+        train(make_net(cfg), crit, loader(ds), cfg, run, max_iters=1, log=False)
+    assert os.listdir(run) == ["notes.txt"]
+    train(make_net(cfg), crit, loader(ds), cfg, run, max_iters=1, log=False, overwrite=True)
+    assert (run / "notes.txt").read_text() == "keep me" and (run / "last.pth").is_file()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError, match="cannot create run directory"):
+        train(make_net(cfg), crit, loader(ds), cfg, blocker / "run", max_iters=1, log=False)
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        train(make_net(cfg), crit, loader(ds), cfg, tmp_path / "none", resume=True, log=False)
+
+
+def test_bad_inputs_fail_with_one_line_errors(cfg, tmp_path):
+    crit = SceneNetLoss.from_config(cfg)
+    with pytest.raises(ValueError, match="dataset is empty"):
+        train(make_net(cfg), crit, loader(make_data(cfg, n=0), shuffle=False), cfg,
+              tmp_path / "e", log=False)
+    with pytest.raises(ValueError, match="amp=True needs a CUDA device"):
+        train(make_net(cfg), crit, loader(make_data(cfg, 2)), cfg, tmp_path / "a", amp=True,
+              device="cpu", log=False)
+    with pytest.raises(ValueError, match=r"criterion's tasks \['seg'\] differ"):
+        train(make_net(cfg), crit.restricted_to(["seg"]), loader(make_data(cfg, 2)), cfg,
+              tmp_path / "t", log=False)
+    assert not (tmp_path / "e" / "last.pth").exists()
+
+
+def test_checkpoint_compatibility_and_safety(cfg, tmp_path):
+    net = make_net(cfg)
+    path = save_checkpoint(tmp_path / "ckpt.pth", net, iteration=7, config={"X": 1})
+    other = make_net(cfg, seed=5)
+    assert load_checkpoint(path, other)["iteration"] == 7
+    assert state_equal(other.state_dict(), net.state_dict())
+    # A different task list is named as such.
+    two = SceneNet(cfg.TASKS_NUM_CLASS[:2], cfg.BACKBONE_NAME, cfg.WIDTH_MULT,
+                   tasks=cfg.TASKS[:2])
+    with pytest.raises(ValueError, match=r"tasks \['seg', 'sn', 'depth'\] but the network has "
+                                         r"tasks \['seg', 'sn'\]"):
+        load_checkpoint(path, two)
+    # A different architecture (width) names the differing keys; the net is left untouched.
+    wide = SceneNet(cfg.TASKS_NUM_CLASS, cfg.BACKBONE_NAME, 0.25, tasks=cfg.TASKS)
+    snapshot = {k: v.clone() for k, v in wide.state_dict().items()}
+    with pytest.raises(ValueError, match=r"shape mismatch .*backbone\.conv1\.weight") as err:
+        load_checkpoint(path, wide)
+    assert "\n" not in str(err.value) and state_equal(snapshot, wide.state_dict())
+    # A reference-style state dict with DataParallel's 'module.' prefix loads.
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "ref.pth")
+    load_checkpoint(tmp_path / "ref.pth", make_net(cfg, seed=2))
+    # Truncated file: one clear error.
+    data = Path(path).read_bytes()
+    (tmp_path / "trunc.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated, corrupt"):
+        load_checkpoint(tmp_path / "trunc.pth", make_net(cfg))
+    # A file that needs arbitrary unpickling is refused, and its payload never runs.
+    marker = tmp_path / "executed"
+    torch.save({"model": Payload(str(marker))}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="arbitrary unpickling"):
+        load_checkpoint(tmp_path / "evil.pth", make_net(cfg))
+    assert not marker.exists()
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_resume_from_truncated_checkpoint_is_refused_and_kept(cfg, tmp_path):
+    ds, crit = make_data(cfg, n=2), SceneNetLoss.from_config(cfg)
+    train(make_net(cfg), crit, loader(ds), cfg, tmp_path / "r", max_iters=2, log=False)
+    last = tmp_path / "r" / "last.pth"
+    last.write_bytes(last.read_bytes()[:1000])
+    digest = hashlib.sha256(last.read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*last\.pth"):
+        train(make_net(cfg), crit, loader(ds), cfg, tmp_path / "r", max_iters=4, resume=True,
+              log=False)
+    assert hashlib.sha256(last.read_bytes()).hexdigest() == digest
+
+
+def test_best_checkpoint_follows_select_metric_and_direction(cfg, tmp_path):
+    scores = iter([1.0, 3.0, 2.0])
+
+    def eval_fn(net, val_loader, device):
+        assert not net.training
+        return {"seg": {"score": next(scores)}}
+
+    ds = make_data(cfg, n=2)
+    result = train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "r",
+                   val_loader=loader(ds, shuffle=False), max_iters=6, eval_fn=eval_fn,
+                   select_metric="max:val/seg/score", log=False)
+    assert result.history["val/seg/score"] == [(2, 1.0), (4, 3.0), (6, 2.0)]
+    assert read_checkpoint(result.best_checkpoint)["iteration"] == 4
+    with pytest.raises(ValueError, match="prefix it with 'max:' or 'min:'"):
+        train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "s",
+              val_loader=loader(ds), select_metric="val/seg/score", log=False)
