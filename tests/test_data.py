@@ -278,6 +278,9 @@ def test_build_loader_indices_and_empty(nyu_root, tmp_path):
     full = NYUv2(nyu_root, "train", augment=False)
     assert names == [full[1]["name"], full[3]["name"]]
     assert len(loader.dataset) == 2
+    subset = build_loader(cfg, "train", indices=[1, 3]).dataset
+    subset.set_epoch(2)
+    assert torch.equal(subset[1]["img"], NYUv2(nyu_root, "train", crop_h=40, crop_w=48)[(2, 3)]["img"])
     with pytest.raises(ValueError, match="select no item"):
         build_loader(cfg, "train", indices=[])
     with pytest.raises(IndexError):

@@ -64,6 +64,10 @@ class IndexedSubset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used for integer keys (see :meth:`LayoutDataset.set_epoch`)."""
+        self.dataset.set_epoch(epoch)
+
     def __getitem__(self, key):
         if isinstance(key, tuple):
             return self.dataset[(key[0], self.indices[key[1]])]
