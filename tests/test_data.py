@@ -278,6 +278,9 @@ def test_build_loader_indices_and_empty(nyu_root, tmp_path):
     full = NYUv2(nyu_root, "train", augment=False)
     assert names == [full[1]["name"], full[3]["name"]]
     assert len(loader.dataset) == 2
+    subset = build_loader(cfg, "train", indices=[1, 3]).dataset
+    subset.set_epoch(2)
+    assert torch.equal(subset[1]["img"], NYUv2(nyu_root, "train", crop_h=40, crop_w=48)[(2, 3)]["img"])
     with pytest.raises(ValueError, match="select no item"):
         build_loader(cfg, "train", indices=[])
     with pytest.raises(IndexError):
@@ -472,3 +475,19 @@ def test_taskonomy_build_loader(task_root):
     assert batch["img"].shape == (2, 3, 48, 48)
     train = next(iter(build_loader(cfg, "train")))
     assert train["depth_mask"].shape == (2, 1, 40, 40)
+
+
+def test_build_loader_shards_for_distributed_runs(nyu_root):
+    cfg = nyu_cfg(nyu_root)
+    names = []
+    for rank in range(3):
+        loader = build_loader(cfg, "train", seed=2, batch_size=1, num_replicas=3, rank=rank,
+                              augment=False)
+        names.append([b["name"][0] for b in loader])
+    assert [len(n) for n in names] == [2, 2, 2]               # 4 items padded to 6
+    assert set(sum(names, [])) == {NYUv2(nyu_root, "train", augment=False)[i]["name"] for i in range(4)}
+    test = [[b["name"][0] for b in build_loader(cfg, "test", batch_size=1, num_replicas=2, rank=r)]
+            for r in range(2)]
+    assert sorted(sum(test, [])) == sorted(NYUv2(nyu_root, "test")[i]["name"] for i in range(2))
+    with pytest.raises(ValueError, match="rank 3"):
+        build_loader(cfg, "train", num_replicas=2, rank=3)

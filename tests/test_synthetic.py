@@ -193,6 +193,15 @@ def test_cli_writes_dataset(tmp_path):
     cli.add_arguments(parser)
     args = parser.parse_args(["--layout", "cityscapes", "--root", str(tmp_path / "ds"),
                               "--num-train", "1", "--num-test", "1", "--height", "32",
-                              "--width", "64", "--seed", "2"])
+                              "--width", "64", "--seed", "2", "--workers", "1"])
     assert cli.run(args) == 0
     assert is_complete(tmp_path / "ds", "cityscapes", 1, 1, 32, 64, 2)
+
+
+def test_worker_processes_write_identical_files(tmp_path):
+    a = write_dataset(tmp_path / "a", "taskonomy", 3, 1, 32, 32, seed=4, workers=1)
+    b = write_dataset(tmp_path / "b", "taskonomy", 3, 1, 32, 32, seed=4, workers=2)
+    files = all_files(a)
+    assert files == all_files(b)
+    _, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)
+    assert not mismatch and not errors

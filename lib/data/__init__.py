@@ -7,13 +7,31 @@
 
 Batch keys: ``img`` (BGR, 0..255 minus :data:`IMG_MEAN_BGR`), ``seg``, ``normal``, ``depth``,
 ``keypoint``, ``edge``, ``depth_mask`` (Taskonomy), ``name``. See docs/DATA.md.
-"""
-from .base import IMG_MEAN_BGR, LayoutDataset
-from .cityscapes import CityScapes
-from .loader import (DATASETS, EpochSampler, IndexedSubset, build_dataset, build_loader,
-                     dataset_class)
-from .nyuv2 import NYUv2
-from .taskonomy import Taskonomy
 
-__all__ = ["IMG_MEAN_BGR", "LayoutDataset", "NYUv2", "CityScapes", "Taskonomy", "DATASETS",
-           "EpochSampler", "IndexedSubset", "build_dataset", "build_loader", "dataset_class"]
+Names are imported on first use, so ``lib.data.synthetic`` (numpy + OpenCV only) starts fast,
+e.g. in its worker processes, without importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "IMG_MEAN_BGR": "base", "LayoutDataset": "base",
+    "NYUv2": "nyuv2", "CityScapes": "cityscapes", "Taskonomy": "taskonomy",
+    "DATASETS": "loader", "EpochSampler": "loader", "IndexedSubset": "loader",
+    "build_dataset": "loader", "build_loader": "loader", "dataset_class": "loader",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -64,6 +64,10 @@ class IndexedSubset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used for integer keys (see :meth:`LayoutDataset.set_epoch`)."""
+        self.dataset.set_epoch(epoch)
+
     def __getitem__(self, key):
         if isinstance(key, tuple):
             return self.dataset[(key[0], self.indices[key[1]])]
@@ -71,12 +75,22 @@ class IndexedSubset(Dataset):
 
 
 class EpochSampler(Sampler):
-    """Yields ``(epoch, index)``: a seeded permutation (or ``0..n-1``) that changes per epoch."""
+    """Yields ``(epoch, index)``: a seeded permutation (or ``0..n-1``) that changes per epoch.
 
-    def __init__(self, num_items: int, shuffle: bool, seed: int = 0):
+    With ``num_replicas > 1`` (distributed training) replica ``rank`` takes every
+    ``num_replicas``-th item of the shared order; ``pad=True`` repeats items from the start so
+    all replicas get the same count (as ``DistributedSampler``), ``pad=False`` leaves the
+    shards uneven and every item counted once (evaluation).
+    """
+
+    def __init__(self, num_items: int, shuffle: bool, seed: int = 0, num_replicas: int = 1,
+                 rank: int = 0, pad: bool = True):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, num_replicas={num_replicas})")
         self.num_items = num_items
         self.shuffle = shuffle
         self.seed = int(seed)
+        self.num_replicas, self.rank, self.pad = int(num_replicas), int(rank), bool(pad)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -90,24 +104,36 @@ class EpochSampler(Sampler):
         g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
         return torch.randperm(self.num_items, generator=g).tolist()
 
+    def _shard(self, order: list[int]) -> list[int]:
+        if self.num_replicas == 1:
+            return order
+        if self.pad:
+            total = -(-len(order) // self.num_replicas) * self.num_replicas
+            order = (order * (total // max(len(order), 1) + 1))[:total]
+        return order[self.rank::self.num_replicas]
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
         self.epoch += 1
-        return iter([(epoch, i) for i in self.order(epoch)])
+        return iter([(epoch, i) for i in self._shard(self.order(epoch))])
 
     def __len__(self) -> int:
-        return self.num_items
+        return len(self._shard(list(range(self.num_items))))
 
 
 def build_loader(cfg, split: str, batch_size: int | None = None, shuffle: bool | None = None,
                  seed: int = 0, num_workers: int = 0, indices: Sequence[int] | None = None,
-                 drop_last: bool | None = None, augment: bool | None = None) -> DataLoader:
+                 drop_last: bool | None = None, augment: bool | None = None,
+                 num_replicas: int | None = None, rank: int | None = None) -> DataLoader:
     """A DataLoader over :func:`build_dataset` yielding batch dicts.
 
     Defaults: ``batch_size = cfg.BATCH_SIZE`` for both splits (test images share one size, so
     they batch; metrics are streaming and do not depend on it); ``shuffle`` on for train, off
     for test; ``drop_last`` on for train unless that would leave no batch, off for test.
     ``indices`` restricts the loader to those items of the split (validation subsets).
+    ``num_replicas``/``rank`` shard the order for distributed runs (default: the initialised
+    ``torch.distributed`` process group, else one replica); train shards are padded to equal
+    length, test shards are not.
     """
     dataset: Dataset = build_dataset(cfg, split, augment=augment, seed=seed)
     if indices is not None:
@@ -120,12 +146,19 @@ def build_loader(cfg, split: str, batch_size: int | None = None, shuffle: bool |
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     shuffle = (split == "train") if shuffle is None else shuffle
+    if num_replicas is None or rank is None:
+        dist = torch.distributed
+        initialised = dist.is_available() and dist.is_initialized()
+        num_replicas = (dist.get_world_size() if initialised else 1) if num_replicas is None \
+            else num_replicas
+        rank = (dist.get_rank() if initialised else 0) if rank is None else rank
+    sampler = EpochSampler(n, shuffle, seed, num_replicas, rank, pad=split == "train")
+    n = len(sampler)
     if drop_last is None:
         drop_last = split == "train" and n >= batch_size
     elif drop_last and n < batch_size:
         raise ValueError(f"drop_last with batch_size {batch_size} leaves no batch: the {split!r} "
                          f"split of {cfg.DATA_ROOT} has {n} items")
-    return DataLoader(dataset, batch_size=batch_size,
-                      sampler=EpochSampler(n, shuffle, seed), num_workers=num_workers,
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=drop_last, pin_memory=torch.cuda.is_available(),
                       generator=torch.Generator().manual_seed(int(seed)))

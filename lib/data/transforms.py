@@ -39,8 +39,9 @@ def random_scale(arrays: Sequence[np.ndarray], nearest: Sequence[bool],
     return [resize(a, new_h, new_w, n) for a, n in zip(arrays, nearest)]
 
 
-def random_mirror(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> tuple[list[np.ndarray], bool]:
-    """Flip all arrays left-right with probability 0.5; returns the arrays and whether it flipped."""
+def random_mirror(arrays: Sequence[np.ndarray], rng: np.random.Generator
+                  ) -> tuple[list[np.ndarray], bool]:
+    """Flip all arrays left-right with probability 0.5; returns them and whether it flipped."""
     flipped = rng.random() > 0.5
     if not flipped:
         return list(arrays), False

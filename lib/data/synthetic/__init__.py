@@ -13,19 +13,21 @@ never leaves a folder that looks complete.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from ...utils import atomic_write_json
 from .classes import CLASS_SETS
 from .layouts import INDEX_FILES, LAYOUTS, WRITERS, sample_frame, taskonomy_prior
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = "synthetic.json"
 DEFAULT_COUNTS = {"tiny": (8, 4)}
 FALLBACK_COUNTS = (320, 80)
@@ -70,12 +72,32 @@ def is_complete(root: str | os.PathLike, layout: str, num_train: int, num_test: 
             and (Path(root) / INDEX_FILES[layout]).is_file())
 
 
+def _make_sample(job: tuple) -> tuple[str, list[str], np.ndarray | None]:
+    """Render and store one sample; returns its split, index entry and train class counts."""
+    layout, seed, split, i, sample_id, height, width, folder = job
+    frame = sample_frame(layout, seed, split, i, height, width)
+    entry = WRITERS[layout](Path(folder), split, i, sample_id, frame)
+    counts = None
+    if split == "train":
+        n = len(CLASS_SETS[layout])
+        counts = np.bincount(frame.label[frame.label >= 0].astype(np.int64), minlength=n)[:n]
+    return split, entry, counts
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)
+
+
 def write_dataset(root: str | os.PathLike, layout: str, num_train: int, num_test: int,
-                  height: int, width: int, seed: int = 0, progress: bool = False) -> Path:
+                  height: int, width: int, seed: int = 0, progress: bool = False,
+                  workers: int = 1) -> Path:
     """Write ``num_train`` + ``num_test`` synthetic samples at ``height x width`` in ``layout``.
 
-    ``root`` must not exist or be an empty folder. Returns ``root``.
+    ``root`` must not exist or be an empty folder. Returns ``root``. ``workers > 1`` renders
+    in that many processes; the files are identical either way.
     """
+    from ...utils import atomic_write_json   # imported here: it pulls in torch
+
     _check_args(layout, num_train, num_test, height, width)
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -87,17 +109,27 @@ def write_dataset(root: str | os.PathLike, layout: str, num_train: int, num_test
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        index, counts = {}, np.zeros(len(CLASS_SETS[layout]), dtype=np.int64)
-        write = WRITERS[layout]
-        jobs = [("train", i, i) for i in range(num_train)] + \
-               [("test", i, num_train + i) for i in range(num_test)]
-        for split, i, sample_id in tqdm(jobs, desc=f"synthetic {layout}", disable=not progress):
-            frame = sample_frame(layout, seed, split, i, height, width)
-            index.setdefault(split, []).append(write(tmp, split, i, sample_id, frame))
-            if split == "train":
-                labels = frame.label[frame.label >= 0]
-                counts += np.bincount(labels, minlength=len(counts))[:len(counts)]
-        index = {"train": index.get("train", []), "test": index.get("test", [])}
+        index: dict[str, list] = {"train": [], "test": []}
+        counts = np.zeros(len(CLASS_SETS[layout]), dtype=np.int64)
+        jobs = [(layout, seed, "train", i, i, height, width, str(tmp)) for i in range(num_train)]
+        jobs += [(layout, seed, "test", i, num_train + i, height, width, str(tmp))
+                 for i in range(num_test)]
+        workers = max(1, min(int(workers), len(jobs)))
+        pool = None
+        if workers > 1:   # spawn: safe with OpenCV/torch threads in the parent
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_init)
+        try:
+            results = (pool.map(_make_sample, jobs, chunksize=4) if pool
+                       else map(_make_sample, jobs))
+            for split, entry, sample_counts in tqdm(results, total=len(jobs), disable=not progress,
+                                                    desc=f"synthetic {layout}"):
+                index[split].append(entry)
+                if sample_counts is not None:
+                    counts += sample_counts
+        finally:
+            if pool:
+                pool.shutdown(cancel_futures=True)
         if layout == "taskonomy":
             np.save(tmp / "semseg_prior_factor.npy", taskonomy_prior(counts))
         atomic_write_json(index, tmp / INDEX_FILES[layout])
@@ -120,10 +152,12 @@ def default_root(layout: str, num_train: int, num_test: int, height: int, width:
 
 
 def prepare_synthetic(cfg, root: str | os.PathLike | None = None, num_train: int | None = None,
-                      num_test: int | None = None, seed: int = 0, progress: bool = True) -> str:
+                      num_test: int | None = None, seed: int = 0, progress: bool = True,
+                      workers: int | None = None) -> str:
     """Root of a complete synthetic dataset in ``cfg.DATASET``'s layout at ``cfg.IMAGE_SHAPE``,
     generated only if it is not there yet. Default counts: 8/4 for the ``tiny`` profile, else
-    320/80. A folder that exists but holds something else is never overwritten (error)."""
+    320/80. ``workers`` defaults to all cores for more than 64 samples, else 1. A folder that
+    exists but holds something else is never overwritten (error)."""
     layout = cfg.DATASET
     height, width = (int(x) for x in cfg.IMAGE_SHAPE)
     default_train, default_test = DEFAULT_COUNTS.get(getattr(cfg, "PROFILE", ""), FALLBACK_COUNTS)
@@ -139,13 +173,13 @@ def prepare_synthetic(cfg, root: str | os.PathLike | None = None, num_train: int
         what = f"a synthetic dataset with other parameters {found}" if found else "other files"
         raise FileExistsError(f"{root} holds {what}; expected {MARKER} with "
                               f"{_params(layout, num_train, num_test, height, width, seed)}")
+    if workers is None:
+        workers = (os.cpu_count() or 1) if num_train + num_test > 64 else 1
     try:
-        write_dataset(root, layout, num_train, num_test, height, width, seed, progress=progress)
-    except FileExistsError:
-        # Another process finished the same dataset first.
-        if not is_complete(root, layout, num_train, num_test, height, width, seed):
-            raise
+        write_dataset(root, layout, num_train, num_test, height, width, seed, progress=progress,
+                      workers=workers)
     except OSError:
+        # Another process may have finished the same dataset first (rename onto it failed).
         if not is_complete(root, layout, num_train, num_test, height, width, seed):
             raise
     return str(root)

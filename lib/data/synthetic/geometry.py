@@ -18,6 +18,32 @@ def _split(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return v[..., 0], v[..., 1], v[..., 2]
 
 
+class Rays:
+    """A batch of rays with the per-ray products that bounding tests reuse."""
+
+    def __init__(self, origins: np.ndarray, dirs: np.ndarray):
+        self.origins = origins
+        self.dirs = dirs
+        self.d2 = np.einsum("ij,ij->i", dirs, dirs)
+        self.shared_origin = origins.ndim == 1
+        if not self.shared_origin:
+            self.do = np.einsum("ij,ij->i", dirs, origins)
+            self.oo = np.einsum("ij,ij->i", origins, origins)
+
+    def may_hit(self, center: np.ndarray, radius: float) -> np.ndarray:
+        """Conservative test: rays passing within ``radius`` of ``center`` ahead of their
+        origin (or starting inside). Only matrix-vector products, so it is cheap."""
+        if self.shared_origin:
+            oc = center - self.origins
+            tca = self.dirs @ oc
+            oc2 = oc @ oc
+        else:
+            tca = self.dirs @ center - self.do
+            oc2 = center @ center - 2.0 * (self.origins @ center) + self.oo
+        r2 = radius * radius * 1.0001
+        return ((oc2 * self.d2 - tca * tca <= r2 * self.d2) & (tca > 0)) | (oc2 <= r2)
+
+
 def rotation_y(angle: float) -> np.ndarray:
     """Rotation about the vertical axis by ``angle`` radians."""
     c, s = np.cos(angle), np.sin(angle)
@@ -40,6 +66,9 @@ class Plane:
     def normal(self, points: np.ndarray, dirs: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.n, points.shape)
 
+    def bounding_sphere(self) -> None:
+        return None
+
 
 @dataclass
 class Sphere:
@@ -58,6 +87,9 @@ class Sphere:
 
     def normal(self, points: np.ndarray, dirs: np.ndarray) -> np.ndarray:
         return (points - self.center) / self.radius
+
+    def bounding_sphere(self) -> tuple[np.ndarray, float]:
+        return self.center, self.radius
 
 
 @dataclass
@@ -95,6 +127,11 @@ class Cylinder:
         n[on_cap] = (0.0, 1.0, 0.0)
         return n
 
+    def bounding_sphere(self) -> tuple[np.ndarray, float]:
+        half_h = (self.y1 - self.y0) / 2
+        return (np.array([self.cx, self.y0 + half_h, self.cz]),
+                float(np.hypot(half_h, self.radius)))
+
 
 @dataclass
 class Box:
@@ -111,13 +148,21 @@ class Box:
 
     def intersect(self, origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:
         o, d = self._local(origins, dirs)
+        o = np.broadcast_to(o, d.shape)
+        t_near = np.full(len(d), -np.inf)
+        t_far = np.full(len(d), np.inf)
         with np.errstate(divide="ignore", invalid="ignore"):
-            inv = 1.0 / np.where(np.abs(d) < 1e-12, 1e-12, d)
-            t1 = (-self.half - o) * inv
-            t2 = (self.half - o) * inv
-        t_near = np.minimum(t1, t2).max(-1)
-        t_far = np.maximum(t1, t2).min(-1)
+            for k in range(3):   # slabs, one axis at a time (cheaper than axis reductions)
+                dk = d[:, k]
+                inv = 1.0 / np.where(np.abs(dk) < 1e-12, 1e-12, dk)
+                t1 = (-self.half[k] - o[:, k]) * inv
+                t2 = (self.half[k] - o[:, k]) * inv
+                np.maximum(t_near, np.minimum(t1, t2), out=t_near)
+                np.minimum(t_far, np.maximum(t1, t2), out=t_far)
         return np.where((t_near <= t_far) & (t_near > T_MIN), t_near, np.inf)
+
+    def bounding_sphere(self) -> tuple[np.ndarray, float]:
+        return self.center, float(np.linalg.norm(self.half))
 
     def normal(self, points: np.ndarray, dirs: np.ndarray) -> np.ndarray:
         p = (points - self.center) @ self.rot

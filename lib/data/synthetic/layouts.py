@@ -32,7 +32,8 @@ def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed % 2**63, SPLIT_CODES[split], index])
 
 
-def sample_frame(layout: str, seed: int, split: str, index: int, height: int, width: int) -> Frame:
+def sample_frame(layout: str, seed: int, split: str, index: int, height: int, width: int,
+                 cull: bool = True) -> Frame:
     """Render sample ``index`` of ``split`` for ``layout``, defects included."""
     classes = CLASS_SETS[layout]
     rng = sample_rng(seed, split, index)
@@ -43,7 +44,7 @@ def sample_frame(layout: str, seed: int, split: str, index: int, height: int, wi
         scene = indoor_scene(classes, rng, width, structure)
     else:
         scene = indoor_scene(classes, rng, width, {"wall": 0, "floor": 0, "ceiling": 0})
-    frame = render(scene, height, width, rng)
+    frame = render(scene, height, width, rng, cull)
     return add_defects(frame, layout, rng)
 
 

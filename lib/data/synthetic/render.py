@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .geometry import Plane
+from .geometry import Plane, Rays
 
 # Camera frame: x right, y up, z towards the viewer (the camera looks along -z).
 
@@ -131,40 +131,56 @@ def _decal_mask(decal: Decal, points: np.ndarray) -> np.ndarray:
     return (np.abs(rel @ decal.u) <= decal.half_u) & (np.abs(rel @ decal.v) <= decal.half_v)
 
 
-def cast(parts: list[tuple[int, object]], origins: np.ndarray, dirs: np.ndarray
-         ) -> tuple[np.ndarray, np.ndarray]:
+def _intersect_culled(prim, rays: Rays, cull: bool = True
+                      ) -> tuple[np.ndarray | slice, np.ndarray]:
+    """``(rows, t)``: hit distances of the rays that may hit ``prim`` (by its bounding sphere);
+    ``cull=False`` tests every ray exactly (same result, slower: the benchmark's baseline)."""
+    bound = prim.bounding_sphere()
+    if bound is None or not cull:
+        return slice(None), prim.intersect(rays.origins, rays.dirs)
+    rows = np.flatnonzero(rays.may_hit(*bound))
+    o = rays.origins if rays.shared_origin else rays.origins[rows]
+    return rows, prim.intersect(o, rays.dirs[rows])
+
+
+def cast(parts: list[tuple[int, object]], origins: np.ndarray, dirs: np.ndarray,
+         cull: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Nearest hit over ``parts`` [(object id, primitive)]: ``t`` (inf = miss), part index."""
     best_t = np.full(len(dirs), np.inf)
     best = np.full(len(dirs), -1, dtype=np.int64)
+    rays = Rays(origins, dirs)
     for k, (_, prim) in enumerate(parts):
-        t = prim.intersect(origins, dirs)
-        closer = t < best_t
-        best_t[closer] = t[closer]
-        best[closer] = k
+        rows, t = _intersect_culled(prim, rays, cull)
+        if isinstance(rows, slice):
+            rows = np.arange(len(dirs))
+        closer = t < best_t[rows]
+        best_t[rows[closer]] = t[closer]
+        best[rows[closer]] = k
     return best_t, best
 
 
 def occluded(parts: list[tuple[int, object]], origins: np.ndarray, dirs: np.ndarray,
-             max_t: np.ndarray | float) -> np.ndarray:
+             max_t: np.ndarray | float, cull: bool = True) -> np.ndarray:
     """Whether anything in ``parts`` lies between each origin and ``origin + max_t * dir``."""
     blocked = np.zeros(len(dirs), dtype=bool)
+    limit = np.broadcast_to(max_t, (len(dirs),))
+    rays = Rays(origins, dirs)
     for _, prim in parts:
-        todo = ~blocked
-        if not todo.any():
-            break
-        o = origins[todo] if origins.ndim == 2 else origins
-        t = prim.intersect(o, dirs[todo])
-        limit = max_t[todo] if isinstance(max_t, np.ndarray) else max_t
-        blocked[np.flatnonzero(todo)[t < limit]] = True
+        rows, t = _intersect_culled(prim, rays, cull)
+        if isinstance(rows, slice):
+            rows = np.arange(len(dirs))
+        blocked[rows[t < limit[rows]]] = True
     return blocked
 
 
-def render(scene: Scene, height: int, width: int, rng: np.random.Generator) -> Frame:
-    """Ray cast ``scene`` at ``height x width``; ``rng`` only adds sensor noise."""
+def render(scene: Scene, height: int, width: int, rng: np.random.Generator,
+           cull: bool = True) -> Frame:
+    """Ray cast ``scene`` at ``height x width``; ``rng`` only adds sensor noise.
+    ``cull`` skips exact tests for rays outside a primitive's bounding sphere."""
     cam = scene.camera
     dirs = camera_rays(height, width, cam)
     parts = [(i, p) for i, obj in enumerate(scene.objects) for p in obj.parts]
-    t, part = cast(parts, cam.position, dirs)
+    t, part = cast(parts, cam.position, dirs, cull)
     hit = np.isfinite(t)
     obj_of_part = np.array([i for i, _ in parts], dtype=np.int64)
     obj = np.where(hit, obj_of_part[np.maximum(part, 0)], -1)
@@ -205,7 +221,7 @@ def render(scene: Scene, height: int, width: int, rng: np.random.Generator) -> F
         v = texture(mat, points[sel])[:, None]
         albedo[sel] = mat.color * (1 - v) + mat.color2 * v
 
-    shading = _shade(scene, parts, points, normals, hit)
+    shading = _shade(scene, parts, points, normals, hit, cull)
     color = albedo * shading[:, None]
     if scene.sky_color is not None:
         horizon, zenith = scene.sky_color
@@ -229,8 +245,8 @@ def render(scene: Scene, height: int, width: int, rng: np.random.Generator) -> F
                  surface=part.reshape(height, width), focal=cam.focal)
 
 
-def _shade(scene: Scene, parts, points: np.ndarray, normals: np.ndarray, hit: np.ndarray
-           ) -> np.ndarray:
+def _shade(scene: Scene, parts, points: np.ndarray, normals: np.ndarray, hit: np.ndarray,
+           cull: bool = True) -> np.ndarray:
     """Ambient + Lambertian lights with hard shadows (room planes cannot occlude, skipped)."""
     shading = np.full(len(points), scene.ambient)
     idx = np.flatnonzero(hit)
@@ -256,7 +272,7 @@ def _shade(scene: Scene, parts, points: np.ndarray, normals: np.ndarray, hit: np
         if lit.any() and blockers:
             origins = p[lit] + n[lit] * 1e-3
             shadow[lit] = occluded(blockers, origins, np.ascontiguousarray(ray[lit]),
-                                   max_t[lit])
+                                   max_t[lit], cull)
         shading[idx] += light.intensity * lambert * falloff * (~shadow)
     return shading
 

@@ -8,6 +8,7 @@ is a pure function of it.
 from __future__ import annotations
 
 import colorsys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,14 +50,16 @@ def _u(rng: np.random.Generator, r: tuple[float, float]) -> float:
 
 
 def build_object(spec: ClassSpec, label: int, x: float, z: float, base: float,
-                 rng: np.random.Generator, scale: float = 1.0) -> tuple[SceneObject, float]:
-    """An instance of ``spec`` standing at ``(x, base, z)``; returns it and its top height."""
+                 rng: np.random.Generator, scale: float = 1.0, yaw: float | None = None
+                 ) -> tuple[SceneObject, float]:
+    """An instance of ``spec`` standing at ``(x, base, z)``; returns it and its top height.
+    Boxes turn by ``yaw`` (random if None) about the vertical."""
     mat = make_material(spec, rng, scale)
     shape = spec.shape
     if shape == "box":
         w, h, d = (_u(rng, r) for r in spec.dims)
-        parts = [Box(np.array([x, base + h / 2, z]), np.array([w / 2, h / 2, d / 2]),
-                     float(rng.uniform(-np.pi, np.pi)))]
+        turn = float(rng.uniform(-np.pi, np.pi)) if yaw is None else yaw
+        parts = [Box(np.array([x, base + h / 2, z]), np.array([w / 2, h / 2, d / 2]), turn)]
         top = base + h
     elif shape == "sphere":
         r = _u(rng, spec.dims[0])
@@ -80,7 +83,8 @@ def build_object(spec: ClassSpec, label: int, x: float, z: float, base: float,
         top = base + h + 1.8 * f
     elif shape == "tree":
         h, c = _u(rng, spec.dims[0]), _u(rng, spec.dims[1])
-        parts = [Cylinder(x, z, 0.15, base, base + h), Sphere(np.array([x, base + h + c * 0.7, z]), c)]
+        parts = [Cylinder(x, z, 0.15, base, base + h),
+                 Sphere(np.array([x, base + h + c * 0.7, z]), c)]
         top = base + h + 1.7 * c
     else:
         raise ValueError(f"class {spec.name!r} has shape {shape!r}, not a standing object")
@@ -96,51 +100,58 @@ def _look_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rotation_y(yaw) @ base @ rx @ rz
 
 
-def indoor_scene(classes: tuple[ClassSpec, ...], rng: np.random.Generator, width: int,
-                 structure: dict[str, int]) -> Scene:
-    """A furnished box room. ``structure`` maps 'wall', 'floor', 'ceiling' to class indices."""
-    room_w, room_d, room_h = rng.uniform(3.0, 7.0), rng.uniform(3.5, 8.0), rng.uniform(2.4, 3.2)
-    objects: list[SceneObject] = []
-    floor_mat = make_material(classes[structure["floor"]], rng)
-    objects.append(SceneObject(structure["floor"], floor_mat, [Plane(np.array([0, 1.0, 0]), 0.0)]))
-    objects.append(SceneObject(structure["ceiling"], make_material(classes[structure["ceiling"]], rng),
-                               [Plane(np.array([0, -1.0, 0]), -room_h)], casts_shadow=False))
-    wall_mat = make_material(classes[structure["wall"]], rng)
-    walls = [(np.array([1.0, 0, 0]), -room_w / 2), (np.array([-1.0, 0, 0]), -room_w / 2),
-             (np.array([0, 0, -1.0]), -room_d), (np.array([0, 0, 1.0]), 0.0)]
-    wall_ids = []
-    for n, off in walls:
-        mat = wall_mat if rng.random() < 0.7 else make_material(classes[structure["wall"]], rng)
-        wall_ids.append(len(objects))
-        objects.append(SceneObject(structure["wall"], mat, [Plane(n, off)]))
+@dataclass
+class Room:
+    width: float        # x from -width/2 to width/2
+    depth: float        # z from 0 to depth
+    height: float       # y from 0 (floor) to height
+    wall_ids: list[int]  # object indices of the left, right, back and front walls
 
-    cam_pos = np.array([rng.uniform(-room_w / 4, room_w / 4), rng.uniform(1.1, 1.7),
-                        rng.uniform(0.2, 0.9)])
-    # A few classes per scene, several instances each.
+
+def _build_room(classes, structure: dict[str, int], rng: np.random.Generator,
+                objects: list[SceneObject]) -> Room:
+    """Floor, ceiling and four walls (the same paint on most walls)."""
+    room = Room(rng.uniform(3.0, 7.0), rng.uniform(3.5, 8.0), rng.uniform(2.4, 3.2), [])
+    floor, ceiling, wall = structure["floor"], structure["ceiling"], structure["wall"]
+    objects.append(SceneObject(floor, make_material(classes[floor], rng),
+                               [Plane(np.array([0, 1.0, 0]), 0.0)]))
+    objects.append(SceneObject(ceiling, make_material(classes[ceiling], rng),
+                               [Plane(np.array([0, -1.0, 0]), -room.height)], casts_shadow=False))
+    paint = make_material(classes[wall], rng)
+    for n, offset in ((np.array([1.0, 0, 0]), -room.width / 2),
+                      (np.array([-1.0, 0, 0]), -room.width / 2),
+                      (np.array([0, 0, -1.0]), -room.depth), (np.array([0, 0, 1.0]), 0.0)):
+        mat = paint if rng.random() < 0.7 else make_material(classes[wall], rng)
+        room.wall_ids.append(len(objects))
+        objects.append(SceneObject(wall, mat, [Plane(n, offset)]))
+    return room
+
+
+def _furnish(classes, room: Room, cam_pos: np.ndarray, rng: np.random.Generator,
+             objects: list[SceneObject]) -> None:
+    """2-7 standing objects from 2-5 classes, kept away from the camera, and small things on
+    top of some boxes."""
     standing = [i for i, s in enumerate(classes)
                 if s.shape in ("box", "sphere", "cylinder", "person", "lamp", "plant")]
-    wall_decals = [i for i, s in enumerate(classes) if s.shape == "wall_decal"]
-    floor_decals = [i for i, s in enumerate(classes) if s.shape == "floor_decal"]
     chosen = rng.choice(standing, size=min(len(standing), int(rng.integers(2, 6))), replace=False)
     tops: list[tuple[float, float, float, float]] = []   # x, z, top height, half size
     for _ in range(int(rng.integers(2, 8))):
         c = int(rng.choice(chosen))
         spec = classes[c]
         for _attempt in range(10):
-            x = rng.uniform(-room_w / 2 + 0.3, room_w / 2 - 0.3)
-            z = rng.uniform(1.0, room_d - 0.3)
+            x = rng.uniform(-room.width / 2 + 0.3, room.width / 2 - 0.3)
+            z = rng.uniform(1.0, room.depth - 0.3)
             if np.hypot(x - cam_pos[0], z - cam_pos[2]) > 1.2:
                 break
         else:
             continue
-        # Large furniture goes against a wall half of the time.
+        yaw = None      # furniture stands squarely against the back wall half of the time
         if spec.shape == "box" and rng.random() < 0.5:
-            z = room_d - spec.dims[2][1] / 2 - 0.05
-        obj, top = build_object(spec, c, x, z, 0.0, rng)
+            z, yaw = room.depth - spec.dims[2][1] / 2 - 0.05, 0.0
+        obj, top = build_object(spec, c, x, z, 0.0, rng, yaw=yaw)
         objects.append(obj)
         if spec.shape == "box":
             tops.append((x, z, top, min(spec.dims[0][0], spec.dims[2][0]) / 2))
-    # Small things on top of boxes.
     small = [i for i, s in enumerate(classes) if s.on_top]
     for x, z, top, half in tops:
         if small and rng.random() < 0.6:
@@ -148,123 +159,153 @@ def indoor_scene(classes: tuple[ClassSpec, ...], rng: np.random.Generator, width
             dx, dz = rng.uniform(-half, half, 2) * 0.6
             objects.append(build_object(classes[c], c, x + dx, z + dz, top, rng)[0])
 
+
+def _room_decals(classes, room: Room, rng: np.random.Generator) -> list[Decal]:
+    """0-3 rectangles on the side/back walls (doors stand on the floor), maybe one floor mat."""
     decals: list[Decal] = []
-    for _ in range(int(rng.integers(0, 4)) if wall_decals else 0):
-        c = int(rng.choice(wall_decals))
+    wall_kinds = [i for i, s in enumerate(classes) if s.shape == "wall_decal"]
+    floor_kinds = [i for i, s in enumerate(classes) if s.shape == "floor_decal"]
+    for _ in range(int(rng.integers(0, 4)) if wall_kinds else 0):
+        c = int(rng.choice(wall_kinds))
         spec = classes[c]
         k = int(rng.integers(0, 3))          # left, right or back wall
         w, h = _u(rng, spec.dims[0]), _u(rng, spec.dims[1])
-        along = room_d if k < 2 else room_w
-        s = rng.uniform(-along / 2 + w / 2, along / 2 - w / 2) if along > w else 0.0
-        y = h / 2 if spec.name in ("door",) else rng.uniform(h / 2 + 0.3, max(h / 2 + 0.3, room_h - h / 2 - 0.1))
+        along = room.depth if k < 2 else room.width
+        offset = rng.uniform(-along / 2 + w / 2, along / 2 - w / 2) if along > w else 0.0
+        low = h / 2 + 0.3
+        y = h / 2 if spec.name == "door" else rng.uniform(low, max(low, room.height - h / 2 - 0.1))
         if k < 2:
-            center = np.array([-room_w / 2 if k == 0 else room_w / 2, y, room_d / 2 + s])
-            u = np.array([0, 0, 1.0])
+            x = -room.width / 2 if k == 0 else room.width / 2
+            center, u = np.array([x, y, room.depth / 2 + offset]), np.array([0, 0, 1.0])
         else:
-            center = np.array([s, y, room_d])
-            u = np.array([1.0, 0, 0])
-        decals.append(Decal(wall_ids[k], c, make_material(spec, rng), center, u,
+            center, u = np.array([offset, y, room.depth]), np.array([1.0, 0, 0])
+        decals.append(Decal(room.wall_ids[k], c, make_material(spec, rng), center, u,
                             np.array([0, 1.0, 0]), w / 2, h / 2, spec.depth_unreliable))
-    if floor_decals and rng.random() < 0.4:
-        c = int(rng.choice(floor_decals))
+    if floor_kinds and rng.random() < 0.4:
+        c = int(rng.choice(floor_kinds))
         spec = classes[c]
         w, d = _u(rng, spec.dims[0]), _u(rng, spec.dims[1])
-        yaw = rng.uniform(0, np.pi)
-        rot = rotation_y(yaw)
-        center = np.array([rng.uniform(-room_w / 3, room_w / 3), 0.0, rng.uniform(1.0, room_d - 1.0)])
+        rot = rotation_y(rng.uniform(0, np.pi))
+        center = np.array([rng.uniform(-room.width / 3, room.width / 3), 0.0,
+                           rng.uniform(1.0, room.depth - 1.0)])
         decals.append(Decal(0, c, make_material(spec, rng), center, rot[:, 0], rot[:, 2],
                             w / 2, d / 2, spec.depth_unreliable))
+    return decals
 
-    lights = [Light(np.array([rng.uniform(-room_w / 3, room_w / 3), room_h - 0.2,
-                              rng.uniform(0.5, room_d - 0.5)]), None, rng.uniform(0.6, 1.0))]
+
+def indoor_scene(classes: tuple[ClassSpec, ...], rng: np.random.Generator, width: int,
+                 structure: dict[str, int]) -> Scene:
+    """A furnished box room. ``structure`` maps 'wall', 'floor', 'ceiling' to class indices."""
+    objects: list[SceneObject] = []
+    room = _build_room(classes, structure, rng, objects)
+    cam_pos = np.array([rng.uniform(-room.width / 4, room.width / 4), rng.uniform(1.1, 1.7),
+                        rng.uniform(0.2, 0.9)])
+    _furnish(classes, room, cam_pos, rng, objects)
+    decals = _room_decals(classes, room, rng)
+
+    def ceiling_light(spread: float, drop: float, power: tuple[float, float]) -> Light:
+        position = np.array([rng.uniform(-room.width / spread, room.width / spread),
+                             room.height - drop, rng.uniform(0.5, room.depth - 0.5)])
+        return Light(position, None, float(rng.uniform(*power)))
+
+    lights = [ceiling_light(3.0, 0.2, (0.6, 1.0))]
     if rng.random() < 0.5:
-        lights.append(Light(np.array([rng.uniform(-room_w / 2.5, room_w / 2.5), room_h - 0.3,
-                                      rng.uniform(0.5, room_d - 0.5)]), None, rng.uniform(0.2, 0.5)))
+        lights.append(ceiling_light(2.5, 0.3, (0.2, 0.5)))
     yaw, pitch, roll = rng.uniform(-0.6, 0.6), rng.uniform(-0.45, 0.08), rng.uniform(-0.07, 0.07)
     camera = Camera(cam_pos, _look_rotation(yaw, pitch, roll), focal=0.8 * width)
     return Scene(objects, decals, lights, camera, ambient=float(rng.uniform(0.25, 0.45)),
-                 exposure=float(rng.uniform(0.8, 1.2)), noise_sigma=float(rng.uniform(0.005, 0.03)))
+                 exposure=float(rng.uniform(0.8, 1.2)),
+                 noise_sigma=float(rng.uniform(0.005, 0.03)))
+
+
+def _box(classes: tuple[ClassSpec, ...], c: int, center: tuple[float, float, float],
+         half: tuple[float, float, float], rng: np.random.Generator, yaw: float = 0.0,
+         scale: float = 1.0) -> SceneObject:
+    """A box-shaped object of class ``c`` with explicit placement."""
+    return SceneObject(c, make_material(classes[c], rng, scale),
+                       [Box(np.array(center, float), np.array(half, float), yaw)])
+
+
+def _ground_strip(c: int, material: Material, x: float, z0: float, half_w: float,
+                  half_len: float) -> Decal:
+    """A rectangle on the ground (object 0) centred at ``x``, running along +z from ``z0``."""
+    return Decal(0, c, material, np.array([x, 0.0, z0 + half_len]), np.array([1.0, 0, 0]),
+                 np.array([0, 0, 1.0]), half_w, half_len)
+
+
+def _street_side(classes, idx, side: int, edge: float, rng: np.random.Generator,
+                 objects: list[SceneObject], decals: list[Decal]) -> None:
+    """Blocks along one side of the street: buildings, green strips with trees, walls/fences."""
+    z = rng.uniform(-5, 5)
+    while z < 120:
+        length = rng.uniform(8, 20)
+        kind = rng.random()
+        if kind < 0.65:
+            depth, h = rng.uniform(6, 12), rng.uniform(6, 25)
+            x = side * (edge + rng.uniform(0, 3) + depth / 2)
+            objects.append(_box(classes, idx["building"], (x, h / 2, z + length / 2),
+                                (depth / 2, h / 2, length / 2), rng, scale=2.0))
+        elif kind < 0.85:
+            c = idx["terrain"]
+            decals.append(_ground_strip(c, make_material(classes[c], rng), side * (edge + 3), z,
+                                        3.0, length / 2))
+            for _ in range(int(rng.integers(1, 3))):
+                x, zt = side * (edge + rng.uniform(1, 5)), z + rng.uniform(0, length)
+                objects.append(build_object(classes[idx["vegetation"]], idx["vegetation"], x, zt,
+                                            0.0, rng)[0])
+        else:
+            c = idx[str(rng.choice(["wall", "fence"]))]
+            h = _u(rng, classes[c].dims[1])
+            objects.append(_box(classes, c, (side * (edge + 0.2), h / 2, z + length / 2),
+                                (0.1, h / 2, length / 2), rng))
+        z += length + rng.uniform(0, 4)
 
 
 def street_scene(classes: tuple[ClassSpec, ...], rng: np.random.Generator, width: int) -> Scene:
     """A street: road, sidewalks, building rows, vehicles, poles, trees, people, sky."""
     idx = {s.name: i for i, s in enumerate(classes)}
-    objects: list[SceneObject] = [SceneObject(idx["road"], make_material(classes[idx["road"]], rng),
-                                              [Plane(np.array([0, 1.0, 0]), 0.0)])]
-    road_half = rng.uniform(3.5, 7.0)
-    walk = rng.uniform(2.0, 4.0)
-    decals: list[Decal] = []
+    road = idx["road"]
+    objects = [SceneObject(road, make_material(classes[road], rng),
+                           [Plane(np.array([0, 1.0, 0]), 0.0)])]
+    road_half, walk = rng.uniform(3.5, 7.0), rng.uniform(2.0, 4.0)
     walk_mat = make_material(classes[idx["sidewalk"]], rng)
+    decals = [_ground_strip(idx["sidewalk"], walk_mat, side * (road_half + walk / 2), 0.0,
+                            walk / 2, 100.0) for side in (-1, 1)]
     for side in (-1, 1):
-        decals.append(Decal(0, idx["sidewalk"], walk_mat,
-                            np.array([side * (road_half + walk / 2), 0, 100.0]),
-                            np.array([1.0, 0, 0]), np.array([0, 0, 1.0]), walk / 2, 100.0))
-    edge = road_half + walk
-    for side in (-1, 1):
-        z = rng.uniform(-5, 5)
-        while z < 120:
-            length = rng.uniform(8, 20)
-            roll = rng.random()
-            if roll < 0.65:
-                depth = rng.uniform(6, 12)
-                h = rng.uniform(6, 25)
-                x = side * (edge + rng.uniform(0, 3) + depth / 2)
-                objects.append(SceneObject(idx["building"], make_material(classes[idx["building"]], rng, 2.0),
-                                           [Box(np.array([x, h / 2, z + length / 2]),
-                                                np.array([depth / 2, h / 2, length / 2]))]))
-            elif roll < 0.85:
-                c = idx["terrain"]
-                decals.append(Decal(0, c, make_material(classes[c], rng), np.array([side * (edge + 3), 0, z + length / 2]),
-                                    np.array([1.0, 0, 0]), np.array([0, 0, 1.0]), 3.0, length / 2))
-                for _ in range(int(rng.integers(1, 3))):
-                    obj, _top = build_object(classes[idx["vegetation"]], idx["vegetation"],
-                                             side * (edge + rng.uniform(1, 5)), z + rng.uniform(0, length), 0.0, rng)
-                    objects.append(obj)
-            else:
-                c = idx[str(rng.choice(["wall", "fence"]))]
-                spec = classes[c]
-                h = _u(rng, spec.dims[1])
-                objects.append(SceneObject(c, make_material(spec, rng),
-                                           [Box(np.array([side * (edge + 0.2), h / 2, z + length / 2]),
-                                                np.array([0.1, h / 2, length / 2]))]))
-            z += length + rng.uniform(0, 4)
-    # Poles with lights/signs along the sidewalk edge.
+        _street_side(classes, idx, side, road_half + walk, rng, objects, decals)
+    # Poles along the kerb, some carrying a traffic light or sign.
     for _ in range(int(rng.integers(1, 5))):
-        side = rng.choice([-1, 1])
-        x, z = side * (road_half + 0.4), rng.uniform(4, 60)
+        x, z = rng.choice([-1, 1]) * (road_half + 0.4), rng.uniform(4, 60)
         obj, top = build_object(classes[idx["pole"]], idx["pole"], x, z, 0.0, rng)
         objects.append(obj)
         if rng.random() < 0.6:
             c = idx[str(rng.choice(["traffic light", "traffic sign"]))]
-            spec = classes[c]
-            w, h, d = (_u(rng, r) for r in spec.dims)
-            objects.append(SceneObject(c, make_material(spec, rng),
-                                       [Box(np.array([x, top + h / 2, z]), np.array([w / 2, h / 2, d / 2]))]))
-    vehicles = [idx[n] for n in ("car", "car", "car", "truck", "bus", "motorcycle", "bicycle", "train")]
+            w, h, d = (_u(rng, r) for r in classes[c].dims)
+            objects.append(_box(classes, c, (x, top + h / 2, z), (w / 2, h / 2, d / 2), rng))
+    vehicles = [idx[n] for n in ("car", "car", "car", "truck", "bus", "motorcycle", "bicycle",
+                                 "train")]
     for _ in range(int(rng.integers(1, 7))):
         c = int(rng.choice(vehicles))
-        spec = classes[c]
-        lane = rng.uniform(-road_half + 1.2, road_half - 1.2)
-        z = rng.uniform(6, 50)
-        w, h, d = (_u(rng, r) for r in spec.dims)
-        yaw = rng.normal(0, 0.08)
-        objects.append(SceneObject(c, make_material(spec, rng),
-                                   [Box(np.array([lane, h / 2 + 0.15, z]), np.array([w / 2, h / 2, d / 2]), yaw)]))
-        if spec.name in ("motorcycle", "bicycle"):
-            objects.append(build_object(classes[idx["rider"]], idx["rider"], lane, z, h * 0.6, rng)[0])
+        lane, z = rng.uniform(-road_half + 1.2, road_half - 1.2), rng.uniform(6, 50)
+        w, h, d = (_u(rng, r) for r in classes[c].dims)
+        objects.append(_box(classes, c, (lane, h / 2 + 0.15, z), (w / 2, h / 2, d / 2), rng,
+                            yaw=float(rng.normal(0, 0.08))))
+        if classes[c].name in ("motorcycle", "bicycle"):
+            objects.append(build_object(classes[idx["rider"]], idx["rider"], lane, z, h * 0.6,
+                                        rng)[0])
     for _ in range(int(rng.integers(0, 6))):
-        side = rng.choice([-1, 1])
-        obj, _top = build_object(classes[idx["person"]], idx["person"],
-                                 side * (road_half + rng.uniform(0.5, walk)), rng.uniform(4, 40), 0.0, rng)
-        objects.append(obj)
+        x = rng.choice([-1, 1]) * (road_half + rng.uniform(0.5, walk))
+        objects.append(build_object(classes[idx["person"]], idx["person"], x,
+                                    rng.uniform(4, 40), 0.0, rng)[0])
 
     sun = _unit(np.array([rng.uniform(-1, 1), rng.uniform(0.4, 1.2), rng.uniform(-1, 1)]))
     lights = [Light(None, sun, float(rng.uniform(0.6, 0.9)))]
     cam_pos = np.array([rng.uniform(-road_half / 2, road_half / 2), rng.uniform(1.2, 1.7), 0.0])
-    camera = Camera(cam_pos, _look_rotation(rng.uniform(-0.15, 0.15), rng.uniform(-0.08, 0.05),
-                                            rng.uniform(-0.03, 0.03)), focal=0.5 * width)
+    rotation = _look_rotation(rng.uniform(-0.15, 0.15), rng.uniform(-0.08, 0.05),
+                              rng.uniform(-0.03, 0.03))
     horizon = np.array(colorsys.hls_to_rgb(rng.uniform(0.5, 0.62), rng.uniform(0.7, 0.9), 0.4))
     zenith = np.array(colorsys.hls_to_rgb(rng.uniform(0.55, 0.65), rng.uniform(0.45, 0.65), 0.6))
-    return Scene(objects, decals, lights, camera, ambient=float(rng.uniform(0.3, 0.45)),
-                 sky_label=idx["sky"], sky_color=(horizon, zenith),
-                 exposure=float(rng.uniform(0.85, 1.15)), noise_sigma=float(rng.uniform(0.005, 0.025)))
+    return Scene(objects, decals, lights, Camera(cam_pos, rotation, focal=0.5 * width),
+                 ambient=float(rng.uniform(0.3, 0.45)), sky_label=idx["sky"],
+                 sky_color=(horizon, zenith), exposure=float(rng.uniform(0.85, 1.15)),
+                 noise_sigma=float(rng.uniform(0.005, 0.025)))
