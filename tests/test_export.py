@@ -1,5 +1,6 @@
 """lib.export: lossless artifact, refusals of bad files, ONNX parity, measured size report."""
 import json
+import re
 import os
 import pickle
 import struct
@@ -223,7 +224,7 @@ def test_size_speed_report_measures_the_files_it_writes(tmp_path):
     assert (tmp_path / "report.png").stat().st_size > 0 and len(fig.axes) == 3
 
 
-def test_cli_exports_a_pruned_checkpoint(tmp_path):
+def test_cli_exports_a_pruned_checkpoint(capsys, tmp_path):
     net = tiny_compact()
     save_pruned(net, tmp_path / "pruned.pth")  # state dict + JSON sidecar, as pruning writes
     torch.save(tiny_dense().state_dict(), tmp_path / "base.pth")
@@ -241,5 +242,5 @@ def test_cli_exports_a_pruned_checkpoint(tmp_path):
     assert [r["model"] for r in summary["report"]] == ["dense", "compact"]
     assert summary["artifacts"][0]["max_abs_output_diff"] == 0.0
     torch.save(net.state_dict(), tmp_path / "alone.pth")
-    with pytest.raises(FileNotFoundError, match="no architecture sidecar for .*alone.pth"):
-        cli_main(["export", "--pruned", str(tmp_path / "alone.pth"), "--out", str(out)])
+    assert cli_main(["export", "--pruned", str(tmp_path / "alone.pth"), "--out", str(out)]) == 2
+    assert re.search(r"error: no architecture sidecar for .*alone.pth", capsys.readouterr().err)

@@ -182,9 +182,10 @@ def test_finetune_keeps_pruned_weights_zero_and_masks_fixed(cfg, tmp_path):
 
     reloaded, meta = load_pruned(tmp_path / "ft" / "final_model.pth")
     assert meta["finetuned"] is True
-    for name, module in masked_modules(reloaded).items():  # (its .weight is stale until a forward)
+    for name, module in masked_modules(reloaded).items():
         assert torch.equal(module.weight_mask, masks[name])
         assert not module.weight_orig[masks[name] == 0].any()
+        assert not module.weight[masks[name] == 0].any()   # .weight is fresh before any forward
     rebuilt = net_from_checkpoint(tmp_path / "ft" / "final_model.pth")  # no config needed
     assert rebuilt.tasks == ["seg", "sn"]
     assert_pruned_zero(rebuilt, masks)

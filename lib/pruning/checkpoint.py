@@ -18,7 +18,7 @@ import torch
 from lib.models import SceneNet, check_scene_net, prunable_modules
 from lib.utils import atomic_torch_save, atomic_write_text, safe_torch_load
 
-from .masks import install_masks
+from .masks import install_masks, refresh_masked_weights
 from .sparsity import sparsity_report
 
 
@@ -74,6 +74,7 @@ def load_pruned(path: str | os.PathLike, map_location: str | torch.device = "cpu
               for n, m in prunable_modules(net).items() if f"{n}.weight_mask" in state}
     install_masks(net, masked, fill=False)
     _load_strict(net, state, path)
+    refresh_masked_weights(net)   # .weight is exact before the first forward too
     meta = dict(sidecar.get("meta", {}))
     net.pruning_meta = meta
     return net, meta

@@ -14,6 +14,8 @@ from lib.models import SceneNet, backbone_modules, check_scene_net, head_modules
 
 from .masks import Masks, effective_weight
 
+SPARSITY_TOLERANCE = 0.5  # percentage points a target-sparsity search may miss by
+
 
 def check_sparsity(sparsity: float) -> float:
     """Return ``sparsity`` (percent) as float if it lies in [0, 100), else a one-line ValueError."""
@@ -90,7 +92,7 @@ def _dropped_percent(masks: Masks, zero_weights: Mapping[str, torch.Tensor] | No
 
 def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks], sparsity: float,
                             weights: Mapping[str, torch.Tensor] | None = None,
-                            tolerance: float = 0.5, max_steps: int = 40) -> float:
+                            tolerance: float = SPARSITY_TOLERANCE, max_steps: int = 40) -> float:
     """Bisect the keep ratio whose masks give ``sparsity`` % deployed sparsity (± ``tolerance`` pp).
 
     ``masks_for(keep_ratio)`` must return the masks of every prunable layer of the deployed

@@ -10,7 +10,9 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from .engine import EvalFn, Schedule, TrainResult, run_loop
-from .masks import check_masks_unchanged, mask_snapshot, refresh_masked_weights, zero_pruned
+from lib.pruning.masks import refresh_masked_weights
+
+from .masks import check_masks_unchanged, mask_snapshot, zero_pruned
 
 FINAL_NAME = "final_model.pth"
 
