@@ -1,8 +1,10 @@
 """Shared test fixtures. Tests run on CPU with small threads; fixtures are generated on the fly."""
 import os
 
-import pytest
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no OpenMP spinning
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("CUT_TEST_THREADS", "1")))
 

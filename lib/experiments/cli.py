@@ -41,6 +41,10 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
 
 def print_result(result) -> None:
     print(result.table_markdown)
+    options = result.spec.metric_options
+    print("metrics: " + (", ".join(f"{k}={v}" for k, v in options.items()) if options else
+                         "the reference's definitions") + " (see docs/METRICS.md); "
+          "delta: % vs dense, higher is better")
     print(f"table:   {result.table_csv}\n         {result.table_md}")
     for name, path in result.figures.items():
         print(f"figure:  {path}")

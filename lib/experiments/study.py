@@ -55,12 +55,14 @@ class StudySpec:
     methods: Sequence[str] = DEFAULT_METHODS
     sparsities: Sequence[float] = DEFAULT_SPARSITIES
     selections: Sequence[Sequence[str]] | None = None   # None -> default_selections(TASKS)
-    seed: int = 0
+    seed: int = 0                         # training, pruning and data-order seed
+    data_seed: int = 0                    # the synthetic dataset's seed (fixed across seeds)
     base_checkpoint: str | None = None    # None -> train one (or reuse out_dir/base)
     base_iters: int | None = None         # None -> cfg.MAX_ITERS
     finetune_iters: int | None = None     # None -> cfg.RETRAIN_EPOCH
     num_batches: int | None = None        # None -> cfg.PRUNE_NUM_BATCHES
     sparsity_mode: str = "target"         # "target": hit the deployed sparsity; "reference_table"
+    metric_options: dict = field(default_factory=dict)  # e.g. {"miou": "present"}; {}: reference
     val_fraction: float = 0.1
     synthetic_train: int = 160
     synthetic_test: int = 32
@@ -78,6 +80,7 @@ class StudySpec:
 
 @dataclass
 class StudyResult:
+    spec: StudySpec
     rows: list[dict]
     table_csv: Path
     table_md: Path
@@ -92,9 +95,9 @@ def cell_id(method: str, sparsity: float, selection: Sequence[str]) -> str:
 
 # Spec fields that change what a finished cell means: resuming with other values would mix
 # incomparable rows in one table, so it is refused.
-_DEFINING_FIELDS = ("config", "profile", "data_root", "seed", "base_checkpoint", "base_iters",
-                    "finetune_iters", "num_batches", "sparsity_mode", "val_fraction",
-                    "synthetic_train", "synthetic_test", "overrides")
+_DEFINING_FIELDS = ("config", "profile", "data_root", "seed", "data_seed", "base_checkpoint",
+                    "base_iters", "finetune_iters", "num_batches", "sparsity_mode", "val_fraction",
+                    "synthetic_train", "synthetic_test", "metric_options", "overrides")
 
 
 def study_config(spec: StudySpec):
@@ -110,7 +113,7 @@ def prepare_data(spec: StudySpec, cfg) -> str:
     if spec.data_root is None:
         from lib.data.synthetic import prepare_synthetic
         cfg.DATA_ROOT = prepare_synthetic(cfg, num_train=spec.synthetic_train,
-                                          num_test=spec.synthetic_test, seed=spec.seed)
+                                          num_test=spec.synthetic_test, seed=spec.data_seed)
     return cfg.DATA_ROOT
 
 
@@ -165,7 +168,7 @@ def dense_metrics(spec: StudySpec, cfg, net: SceneNet, out: Path,
     if path.exists():
         return json.loads(path.read_text())
     return evaluate(net, _loaders(spec, cfg).test, cfg, device=device, out_path=path,
-                    progress=False)
+                    progress=False, metric_options=spec.metric_options)
 
 
 def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
@@ -190,7 +193,8 @@ def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
     result = finetune(pruned, criterion, loaders.train, cfg, run_dir, val_loader=loaders.val,
                       max_iters=spec.finetune_iters, seed=spec.seed, device=device,
                       overwrite=True, log=False, split=loaders.split)
-    metrics = evaluate(result.net, loaders.test, cfg, device=device, progress=False)
+    metrics = evaluate(result.net, loaders.test, cfg, device=device, progress=False,
+                       metric_options=spec.metric_options)
     row = results_row(method, selection, float(sparsity), report["deployed"]["sparsity"],
                       metrics, _delta(metrics, dense, selection),
                       reference_sparsity=report["reference"]["sparsity"],
@@ -324,7 +328,7 @@ def write_outputs(spec: StudySpec, cfg, base: SceneNet, rows: list[dict], record
         figures["predictions_cut"] = prediction_grid(spec, cfg, compact,
                                                      out / f"predictions_cut_{top:g}.png", device)
     table_markdown = md_path.read_text()
-    return StudyResult(rows, csv_path, md_path, figures, table_markdown, seconds)
+    return StudyResult(spec, rows, csv_path, md_path, figures, table_markdown, seconds)
 
 
 def _save_fig(fig, path: Path) -> Path:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
@@ -16,12 +16,14 @@ from .checkpoint import unwrap
 
 @torch.no_grad()
 def evaluate(net: nn.Module, loader: DataLoader, cfg, device: str | torch.device | None = None,
-             out_path: str | os.PathLike | None = None,
-             progress: bool = True) -> dict[str, dict[str, float]]:
+             out_path: str | os.PathLike | None = None, progress: bool = True,
+             metric_options: Mapping[str, str] | None = None) -> dict[str, dict[str, float]]:
     """``{task: {metric: value}}`` of ``net`` over ``loader`` (eval mode, no gradients).
 
-    Uses ``lib.metrics.SceneNetEval.from_config(cfg, tasks=net.tasks)``, so a compact network
-    is scored on its own tasks only (the loop is ``lib.metrics.evaluate``). With ``out_path``
+    Uses ``lib.metrics.SceneNetEval.from_config(cfg, tasks=net.tasks, **metric_options)``, so a
+    compact network is scored on its own tasks only (the loop is ``lib.metrics.evaluate``);
+    ``metric_options`` picks corrected metric variants (e.g. ``{"miou": "present"}``; default:
+    the reference's definitions, see docs/METRICS.md). With ``out_path``
     the metrics are also written there as JSON, atomically. The network's train/eval mode is
     restored afterwards.
     """
@@ -33,7 +35,7 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg, device: str | torch.device
     device = resolve_device(device)
     if len(loader.dataset) == 0:
         raise ValueError("the evaluation dataset is empty (0 items)")
-    evaluator = SceneNetEval.from_config(cfg, tasks=tasks)
+    evaluator = SceneNetEval.from_config(cfg, tasks=tasks, **dict(metric_options or {}))
     metrics = run_evaluator(model.to(device), loader, evaluator, device=device, progress=progress)
     metrics = {t: {m: float(v) for m, v in vals.items()} for t, vals in metrics.items()}
     if out_path is not None:
