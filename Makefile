@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/python -m lib demo
 
 test: setup
-	CUT_FAST_MODE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env tests *.ipynb
+	CUT_FAST_MODE=1 MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env tests *.ipynb
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -36,4 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     cmd_parser = argparse.ArgumentParser(prog=f"python -m lib {name}",
                                          description=COMMANDS[name][1])
     module.add_arguments(cmd_parser)
-    return int(module.run(cmd_parser.parse_args(rest)) or 0)
+    args = cmd_parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:
+        if os.environ.get("CUT_DEBUG"):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message} (set CUT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("CUT_TEST_THREADS", "2")))
+torch.set_num_threads(int(os.environ.get("CUT_TEST_THREADS", "1")))
 
 
 def make_random_batch(tasks, tasks_num_class, batch_size=2, height=48, width=64, seed=0,

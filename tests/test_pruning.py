@@ -8,7 +8,8 @@ from conftest import make_random_batch
 from lib.config import load_config
 from lib.losses import SceneNetLoss
 from lib.models import SceneNet, backbone_modules, head_modules, prunable_modules
-from lib.pruning import (cut_prune, fuse_backbone, install_masks, keep_ratio_for_sparsity,
+from lib.pruning import (ScoreRanking, cut_prune, fuse_backbone, install_masks,
+                         keep_ratio_for_sparsity, prune,
                          masks_of, reference_keep_ratio, remove_masks, select_tasks,
                          sparsity_report, task_masks, task_scores, task_scores_reference,
                          topk_mask)
@@ -257,6 +258,33 @@ def test_target_sparsity_within_half_a_point(setup):
     for bad in (100, -1, 150):
         with pytest.raises(ValueError, match=r"sparsity must be a percentage in \[0, 100\)"):
             keep_ratio_for_sparsity(lambda k: topk_mask(scores, k), bad)
+
+
+def test_exact_ranking_breaks_ties_by_magnitude_then_position():
+    scores = {"a": torch.tensor([3.0, 0.0, 0.0]), "b": torch.tensor([0.0, 0.0, 1.0])}
+    magnitude = {"a": torch.tensor([9.0, 0.1, 0.5]), "b": torch.tensor([0.5, 0.7, 0.0])}
+    ranking = ScoreRanking(scores, normalise=False, tie_break=magnitude)
+    kept = ranking.masks(0.5)                       # reference rule: the zero plateau is all kept
+    assert kept["a"].all() and kept["b"].all()
+    exact = ranking.masks(0.5, exact=True)          # exactly 3: 3.0, 1.0, then the largest |w| tie
+    assert exact["a"].tolist() == [True, False, False]
+    assert exact["b"].tolist() == [False, True, True]
+    position = ScoreRanking(scores, normalise=False).masks(4 / 6, exact=True)
+    assert position["a"].tolist() == [True, True, True] and position["b"].tolist() == [False, False, True]
+
+
+def test_target_sparsity_breaks_a_zero_score_plateau(setup):
+    """Tiny inputs leave most dilated head taps on padding: their scores are exactly 0, and
+    keeping ties (the reference's rule) cannot reach a low sparsity. The target mode must."""
+    _, net, criterion, loader = setup
+    kept = cut_prune(net, criterion, loader, 2, 0.5, ["seg", "depth"], net.tasks)
+    assert kept.pruning_meta["ties"] == "kept"
+    assert sparsity_report(kept)["deployed"]["sparsity"] < 45   # the plateau was kept
+    for method in ("cut", "snip", "lth"):
+        pruned = prune(method, net, criterion, loader, selected_tasks=["seg", "depth"],
+                       tasks=net.tasks, sparsity=50.0, num_batches=2)
+        assert abs(sparsity_report(pruned)["deployed"]["sparsity"] - 50.0) <= 0.5, method
+    assert pruned.pruning_meta["ties"] in ("kept", "broken")
 
 
 def test_reference_keep_ratio_table(setup):

@@ -6,7 +6,8 @@ from conftest import make_random_batch
 from lib.config import load_config
 from lib.losses import SceneNetLoss
 from lib.models import SceneNet, backbone_modules, prunable_modules, task_model_modules
-from lib.pruning import (METHODS, PruneContext, effective_weight, magnitude_scores, masks_of, prune,
+from lib.pruning import (METHODS, PruneContext, effective_weight, magnitude_scores, masks_of,
+                         per_round_runs, prune,
                          select_tasks, sparsity_report, task_masks, task_scores)
 from lib.pruning.methods import fresh_like
 
@@ -51,7 +52,8 @@ def test_same_seed_same_masks(setup, method):
     a, b = run(method, setup, seed=3), run(method, setup, seed=3)
     assert same_masks(a, b)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
-    assert not same_masks(a, run(method, setup, seed=4))
+    if method.startswith("random"):
+        assert not same_masks(a, run(method, setup, seed=4))
 
 
 def test_cut_train_mode_is_seeded(setup):
@@ -110,7 +112,7 @@ def test_iterative_lth_rewinds_and_holds_masks(setup):
         loss_fn = criterion.restricted_to(model.tasks)
         opt = torch.optim.SGD(model.parameters(), lr=0.05)
         model.train()
-        for batch in loader:
+        for batch in loader[:1]:
             opt.zero_grad()
             loss_fn(dict(zip(model.tasks, model(batch["img"]))), batch).backward()
             opt.step()
@@ -141,3 +143,15 @@ def test_registry_errors(setup):
     with pytest.raises(ValueError, match="no loss for task"):
         prune("snip", net, criterion.restricted_to(["sn"]), loader, selected_tasks=SELECTED,
               sparsity=90, num_batches=1)
+
+
+def test_iterative_lth_with_lib_training_finetune(setup, tmp_path):
+    from lib.training import finetune
+    cfg, net, criterion, loader = setup
+    samples = [{k: v[i] for k, v in batch.items()} for batch in loader for i in range(2)]
+    data = torch.utils.data.DataLoader(samples, batch_size=2, shuffle=True)
+    train_fn = per_round_runs(finetune, tmp_path, criterion=criterion, train_loader=data, cfg=cfg,
+                              log=False)
+    pruned = run("lth", setup, sparsity=80, iterative=True, rounds=2, train_fn=train_fn)
+    assert sparsity_report(pruned)["deployed"]["sparsity"] == pytest.approx(80, abs=0.01)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["round1", "round2"]

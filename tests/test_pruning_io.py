@@ -8,9 +8,10 @@ from conftest import make_random_batch
 from lib.cli import main as cli_main
 from lib.config import load_config
 from lib.losses import SceneNetLoss
-from lib.models import SceneNet, prunable_modules
+from lib.models import SceneNet, head_modules, prunable_modules
 from lib.pruning import (layer_sparsity, load_base_model, load_pruned, mask_iou_by_layer,
                          masks_of, pairwise_mask_iou, plot_layer_sparsity, plot_mask_iou, prune,
+                         reference_state_dict,
                          save_pruned, sparsity_report)
 
 
@@ -141,3 +142,40 @@ def test_cli_bad_input_one_line_error_nothing_written(setup, tmp_path, capsys, b
     err = capsys.readouterr().err
     assert rc == 2 and match in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_reference_state_dict_loads_strictly_like_the_original_code(setup):
+    import torch.nn.utils.prune as torch_prune
+    _, net, loader, pruned = setup
+    state = reference_state_dict(pruned, net)
+    reference_net = SceneNet(net.tasks_num_class, net.backbone_name, net.width_mult)
+    for module in prunable_modules(reference_net).values():  # what train_prune.ipynb does
+        torch_prune.identity(module, "weight")
+    reference_net.load_state_dict(state, strict=True)
+    reference_net.eval()
+    img = loader[0]["img"]
+    with torch.no_grad():
+        outputs, compact = reference_net(img), pruned(img)
+    assert torch.equal(outputs[2], compact[0]) and torch.equal(outputs[1], compact[1])
+    removed = head_modules(reference_net, 1)  # the removed head, as it was in the full network
+    for name, module in head_modules(net, 1).items():
+        assert torch.equal(removed[name].weight_orig, module.weight)
+        assert removed[name].weight_mask.all()
+
+
+def test_cli_cut_on_synthetic_data(setup, tmp_path, capsys, monkeypatch):
+    from lib.data.synthetic import prepare_synthetic
+    monkeypatch.setenv("CUT_NUM_THREADS", str(torch.get_num_threads()))
+    cfg, net, _, _ = setup
+    root = prepare_synthetic(cfg, root=tmp_path / "data", num_train=4, num_test=1, progress=False)
+    torch.save(net.state_dict(), tmp_path / "base.pth")
+    argv = ["prune", "--config", "nyuv2_3task", "--profile", "tiny", "--checkpoint",
+            str(tmp_path / "base.pth"), "--method", "cut", "--tasks", "depth", "seg",
+            "--sparsity", "90", "--num-batches", "2", "--out", str(tmp_path / "out"),
+            "--device", "cpu"]
+    assert cli_main(argv + ["--data-root", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert cli_main(argv + ["--data-root", root]) == 0
+    loaded, meta = load_pruned(tmp_path / "out" / "cut_90_depth-seg.pth")
+    assert loaded.tasks == ["depth", "seg"] and meta["min_votes"] == 2 and meta["num_batches"] == 2
+    assert abs(sparsity_report(loaded)["deployed"]["sparsity"] - 90) <= 0.5

@@ -21,14 +21,15 @@ def mask_iou_by_layer(masks_a: Masks, masks_b: Masks) -> dict[str, float]:
     for name in common:
         a, b = masks_a[name].bool(), masks_b[name].bool()
         if a.shape != b.shape:
-            raise ValueError(f"masks for {name} differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+            raise ValueError(f"masks for {name} differ in shape: {tuple(a.shape)} vs "
+                             f"{tuple(b.shape)}")
         union = int((a | b).sum())
         out[name] = int((a & b).sum()) / union if union else 1.0
     return out
 
 
 def pairwise_mask_iou(task_masks: Mapping[str, Masks]) -> dict[str, dict[str, float]]:
-    """``{"t1&t2": {layer: IoU}}`` for every pair of tasks, over the layers they share (backbone)."""
+    """``{"t1&t2": {layer: IoU}}`` for every pair of tasks, over the layers they share."""
     return {f"{a}&{b}": mask_iou_by_layer(task_masks[a], task_masks[b])
             for a, b in combinations(task_masks, 2)}
 

@@ -18,7 +18,7 @@ import torch
 from lib.models import SceneNet, check_scene_net, prunable_modules
 from lib.utils import atomic_torch_save, atomic_write_text, safe_torch_load
 
-from .masks import install_masks
+from .masks import install_masks, refresh_masked_weights
 from .sparsity import sparsity_report
 
 
@@ -74,6 +74,7 @@ def load_pruned(path: str | os.PathLike, map_location: str | torch.device = "cpu
               for n, m in prunable_modules(net).items() if f"{n}.weight_mask" in state}
     install_masks(net, masked, fill=False)
     _load_strict(net, state, path)
+    refresh_masked_weights(net)   # .weight is exact before the first forward too
     meta = dict(sidecar.get("meta", {}))
     net.pruning_meta = meta
     return net, meta
@@ -138,3 +139,44 @@ def pruned_filename(method: str, tasks, sparsity: float | None = None,
     else:
         raise ValueError("pruned_filename needs sparsity or keep_ratio")
     return f"{method}_{tag}_{'-'.join(tasks)}.pth"
+
+
+def save_initial_model(cfg, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Save the state dict of a freshly initialised ``SceneNet.from_config(cfg)`` (seeded).
+
+    For pipelines that must run before any base model is trained (CI's fast mode): the
+    result is an untrained *stand-in*, never a substitute for a real base checkpoint.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SceneNet.from_config(cfg)
+    return atomic_torch_save(net.state_dict(), path)
+
+
+def reference_state_dict(net: SceneNet, full_net: SceneNet) -> dict[str, torch.Tensor]:
+    """``net``'s state dict completed to the full network's keys, for the original code.
+
+    The reference's fine-tuning notebook builds the *full* SceneNet, puts ``prune.identity`` on
+    every Conv2d/Linear and loads strictly; a compact checkpoint lacks the removed heads. This
+    adds them from ``full_net`` as they are (dense weights, all-ones masks), so the result
+    loads there strictly; their losses are dropped during the reference's fine-tuning anyway.
+    """
+    check_scene_net(net)
+    check_scene_net(full_net)
+    missing = [t for t in net.task_ids if t not in full_net.task_ids]
+    if missing:
+        raise ValueError(f"full_net has no head(s) {missing}; it is not the network "
+                         f"{net.task_ids} was cut from")
+    state = dict(net.state_dict())
+    layers = prunable_modules(full_net)
+    for key, value in full_net.state_dict().items():
+        module_name, _, attr = key.rpartition(".")
+        head_id = int(key[4:key.index("_")]) if key.startswith("task") else None
+        if head_id is None or head_id in net.task_ids:
+            continue
+        if module_name in layers and attr == "weight":
+            state[f"{module_name}.weight_orig"] = value.clone()
+            state[f"{module_name}.weight_mask"] = torch.ones_like(value)
+        else:
+            state[key] = value.clone()
+    return state

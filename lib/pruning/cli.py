@@ -1,4 +1,4 @@
-"""``python -m lib prune``: prune a base checkpoint with CUT or a baseline and save the compact model.
+"""``python -m lib prune``: prune a base checkpoint with CUT or a baseline, save the compact model.
 
     python -m lib prune --config nyuv2_3task --profile cpu --checkpoint base.pth \\
         --method cut --tasks seg depth --sparsity 90 --out runs/pruned
@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="backbone fusion: an integer, all, any or majority (CUT)")
     parser.add_argument("--mode", default="eval", choices=["eval", "train"],
                         help="network mode while scoring (train reproduces the reference)")
-    parser.add_argument("--data-root", default=None, help="dataset root (default: the config's)")
+    parser.add_argument("--data-root", default=None,
+                        help="dataset root; default: the config's DATA_ROOT (CUT_DATA_ROOT) if it "
+                             "exists, else the built-in synthetic dataset (announced)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True, help="output folder")
@@ -55,16 +57,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except (ValueError, KeyError, TypeError, FileNotFoundError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, OSError, AttributeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2
 
 
+def _data_root(cfg, data_root: str | None, seed: int) -> str:
+    """An explicit root must exist; without one, the config's root or the synthetic dataset."""
+    if data_root is not None:
+        if not Path(data_root).is_dir():
+            raise FileNotFoundError(f"--data-root {data_root} is not a folder")
+        return data_root
+    if Path(cfg.DATA_ROOT).is_dir():
+        return cfg.DATA_ROOT
+    from lib.data.synthetic import prepare_synthetic
+    root = prepare_synthetic(cfg, seed=seed, progress=False)
+    print(f"config DATA_ROOT {cfg.DATA_ROOT} does not exist: scoring on the built-in synthetic "
+          f"dataset {root}")
+    return root
+
+
 def _run(args: argparse.Namespace) -> int:
     set_cpu_threads()
-    overrides = {"DATA_ROOT": args.data_root} if args.data_root else {}
-    cfg = load_config(args.config, profile=args.profile, **overrides)
+    cfg = load_config(args.config, profile=args.profile)
     unknown = [t for t in args.tasks if t not in cfg.TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; config {args.config!r} has tasks {cfg.TASKS}")
@@ -85,6 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     if uses_data(args.method, cfg.DATASET):
         from lib.data import build_loader  # imported lazily: data-free methods need no dataset
         from lib.losses import SceneNetLoss
+        cfg.DATA_ROOT = _data_root(cfg, args.data_root, args.seed)
         criterion = SceneNetLoss.from_config(cfg)
         loader = build_loader(cfg, "train", batch_size=args.batch_size, seed=args.seed)
     pruned = prune(args.method, net, criterion, loader, selected_tasks=args.tasks,
@@ -97,7 +114,8 @@ def _run(args: argparse.Namespace) -> int:
                        meta={"config": cfg.CONFIG_NAME, "profile": args.profile,
                              "base_checkpoint": str(args.checkpoint)}, full_net=net)
     report = sparsity_report(pruned, net)
-    print(f"{args.method} {'+'.join(args.tasks)}: keep ratio {pruned.pruning_meta['keep_ratio']:.4f}, "
+    keep = pruned.pruning_meta["keep_ratio"]
+    print(f"{args.method} {'+'.join(args.tasks)}: keep ratio {keep:.4f}, "
           f"deployed sparsity {report['deployed']['sparsity']:.2f}%, reference figure "
           f"{report['reference']['sparsity']:.2f}% -> {path}")
     return 0

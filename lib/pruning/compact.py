@@ -23,7 +23,7 @@ def network_tasks(net: SceneNet, tasks: Sequence[str] | None = None) -> list[str
 
 def task_id_map(net: SceneNet, selected: Sequence[str],
                 tasks: Sequence[str] | None = None) -> dict[str, int]:
-    """``{task name: 1-based head id}`` for ``selected``; one-line error on unknown/duplicate names."""
+    """``{task name: 1-based head id}`` of ``selected``; one-line error on unknown/duplicates."""
     names = network_tasks(net, tasks)
     selected = list(selected)
     if not selected:

@@ -3,10 +3,13 @@ with weight rewinding.
 
 Iterative pruning needs training between rounds. The caller passes a ``train_fn(net) -> None``
 that trains ``net`` in place with its installed masks held (``torch.nn.utils.prune`` hooks keep
-pruned weights at zero); ``lib.training``'s fine-tune loop fits after ``functools.partial``.
+pruned weights at zero); :func:`per_round_runs` adapts ``lib.training.finetune`` to it.
 """
 from __future__ import annotations
 
+import itertools
+import os
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -17,6 +20,19 @@ from .masks import Masks, install_masks, ones_masks, remove_masks, topk_mask
 from .scores import magnitude_scores
 
 TrainFn = Callable[[SceneNet], None]
+
+
+def per_round_runs(fn: Callable[..., object], run_dir: str | os.PathLike, **kwargs) -> TrainFn:
+    """Adapt a fine-tune function ``fn(net, *, run_dir, **kwargs)`` into a ``train_fn``.
+
+    Round r trains in ``run_dir/round{r}``, so per-run checkpoints never collide; e.g.
+    ``per_round_runs(lib.training.finetune, out, criterion=c, train_loader=l, cfg=cfg)``.
+    """
+    rounds = itertools.count(1)
+
+    def train_fn(net: SceneNet) -> None:
+        fn(net, run_dir=Path(run_dir) / f"round{next(rounds)}", **kwargs)
+    return train_fn
 
 
 def global_magnitude_masks(net: SceneNet, keep_ratio: float) -> Masks:

@@ -34,10 +34,15 @@ class ScoreRanking:
     ``masks(keep_ratio)`` keeps the top ``int(n * keep_ratio)`` of all scores together, ties at
     the threshold kept. With ``normalise`` the scores are divided by their sum first, exactly
     as the reference does before thresholding (so its tie behaviour is reproduced bit for bit).
+
+    ``masks(keep_ratio, exact=True)`` keeps exactly ``int(n * keep_ratio)``: ties are broken by
+    ``tie_break`` (larger first, e.g. ``|w|``), then by position. Needed where many scores tie
+    (exact zeros: dead ReLUs, dilated taps that only see padding) and a target sparsity must be
+    met; the reference's keep-ties rule stays the default.
     """
 
     def __init__(self, scores: Mapping[str, torch.Tensor], normalise: bool = True,
-                 label: str = "scores"):
+                 label: str = "scores", tie_break: Mapping[str, torch.Tensor] | None = None):
         if not scores:
             raise ValueError(f"{label}: no scores to threshold")
         self.label = label
@@ -52,17 +57,42 @@ class ScoreRanking:
             self.scores = {n: s / norm for n, s in self.scores.items()}
         self.ranked = flat.sort(descending=True).values
         self.numel = flat.numel()
+        self._tie_break = tie_break
+        self._rank: torch.Tensor | None = None
 
     def threshold(self, keep_ratio: float) -> torch.Tensor:
         keep_ratio = check_keep_ratio(keep_ratio)
         num_keep = int(self.numel * keep_ratio)
         if num_keep < 1:
-            raise ValueError(f"{self.label}: keep_ratio {keep_ratio} keeps no weight of {self.numel}")
+            raise ValueError(f"{self.label}: keep_ratio {keep_ratio} keeps no weight of "
+                             f"{self.numel}")
         return self.ranked[num_keep - 1]
 
-    def masks(self, keep_ratio: float) -> Masks:
+    def masks(self, keep_ratio: float, exact: bool = False) -> Masks:
         threshold = self.threshold(keep_ratio)
-        return {name: s >= threshold for name, s in self.scores.items()}
+        if not exact:
+            return {name: s >= threshold for name, s in self.scores.items()}
+        keep = self._exact_rank() < int(self.numel * keep_ratio)
+        out, start = {}, 0
+        for name, s in self.scores.items():
+            out[name] = keep[start:start + s.numel()].view_as(s)
+            start += s.numel()
+        return out
+
+    def _exact_rank(self) -> torch.Tensor:
+        """Position of every weight in a strict total order (score, then tie_break, then index)."""
+        if self._rank is None:
+            flat = torch.cat([s.flatten() for s in self.scores.values()])
+            order = torch.arange(self.numel, device=flat.device)
+            if self._tie_break is not None:
+                secondary = torch.cat([self._tie_break[n].detach().flatten().float().to(flat.device)
+                                       for n in self.scores])
+                order = torch.argsort(secondary, descending=True, stable=True)
+            order = order[torch.argsort(flat[order], descending=True, stable=True)]
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(self.numel, device=flat.device)
+            self._rank = rank
+        return self._rank
 
 
 def topk_mask(scores: Mapping[str, torch.Tensor], keep_ratio: float, normalise: bool = True,
@@ -76,7 +106,8 @@ def topk_mask(scores: Mapping[str, torch.Tensor], keep_ratio: float, normalise: 
     return ScoreRanking(scores, normalise, label).masks(keep_ratio)
 
 
-def task_masks(scores: Mapping[str, Mapping[str, torch.Tensor]], keep_ratio: float) -> dict[str, Masks]:
+def task_masks(scores: Mapping[str, Mapping[str, torch.Tensor]],
+               keep_ratio: float) -> dict[str, Masks]:
     """Per task: normalise its scores by their sum and keep its top ``int(n * keep_ratio)``.
 
     ``scores`` is ``{task: {module name: score}}`` over each task model (backbone + own head),
@@ -125,7 +156,8 @@ def install_masks(net: SceneNet, masks: Mapping[str, torch.Tensor], fill: bool =
             mask = torch.ones_like(module.weight, dtype=torch.bool)
         else:
             continue
-        value = mask.to(device=weight_parameter(module).device, dtype=weight_parameter(module).dtype)
+        weight = weight_parameter(module)
+        value = mask.to(device=weight.device, dtype=weight.dtype)
         if hasattr(module, "weight_mask"):
             module.weight_mask.data.copy_(value)
             module.weight = module.weight_orig * module.weight_mask
@@ -152,3 +184,15 @@ def ones_masks(net: SceneNet) -> Masks:
     """All-keep masks for every prunable layer."""
     return {n: torch.ones_like(weight_parameter(m), dtype=torch.bool)
             for n, m in prunable_modules(net).items()}
+
+
+@torch.no_grad()
+def refresh_masked_weights(net: nn.Module) -> None:
+    """Recompute ``weight = weight_orig * weight_mask`` on every masked module now.
+
+    ``torch.nn.utils.prune`` recomputes ``weight`` only in a forward pre-hook, so after a
+    ``load_state_dict`` or an optimiser step it is stale until the next forward.
+    """
+    for m in net.modules():
+        if hasattr(m, "weight_orig") and hasattr(m, "weight_mask"):
+            m.weight = m.weight_orig * m.weight_mask

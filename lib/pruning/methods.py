@@ -10,6 +10,8 @@ function + one line in :data:`METHODS`.
 """
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -21,10 +23,11 @@ from lib.utils import resolve_device, seed_everything
 
 from .compact import select_tasks
 from .fusion import MinVotes, fuse_backbone, required_votes
-from .lth import TrainFn, global_magnitude_masks, iterative_magnitude_masks
-from .masks import Masks, ScoreRanking, check_keep_ratio, install_masks
+from .lth import TrainFn, iterative_magnitude_masks
+from .masks import Masks, ScoreRanking, check_keep_ratio, install_masks, weight_parameter
 from .scores import (check_criterion, joint_scores, magnitude_scores, random_scores, task_scores)
-from .sparsity import check_sparsity, keep_ratio_for_sparsity, layer_weights
+from .sparsity import (SPARSITY_TOLERANCE, check_sparsity, keep_ratio_for_sparsity, layer_weights,
+                       mask_sparsity)
 
 
 @dataclass
@@ -44,6 +47,7 @@ class PruningPlan:
 
     ``global_budget``: masks keep exactly ``int(n * keep_ratio)`` of the whole network (up to
     ties), so a target sparsity S maps to keep ratio 1 - S/100 without a search.
+    ``masks_for(keep, exact=False)``: ``exact=True`` breaks score ties (see ScoreRanking).
     ``task_masks_for``: optional keep ratio -> per-task masks, kept for mask analysis.
     """
     net: SceneNet
@@ -67,13 +71,15 @@ def decide(net: SceneNet, per_task: dict[str, Masks], min_votes: MinVotes,
 def per_task_plan(net: SceneNet, scores: dict[str, dict[str, torch.Tensor]], min_votes: MinVotes,
                   reproduce_single_task_bug: bool = False, info: dict | None = None) -> PruningPlan:
     required_votes(min_votes, len(scores))  # validate the rule before any search
-    rankings = {t: ScoreRanking(s, normalise=True, label=f"task {t!r}") for t, s in scores.items()}
+    magnitude = _magnitudes(net)
+    rankings = {t: ScoreRanking(s, normalise=True, label=f"task {t!r}", tie_break=magnitude)
+                for t, s in scores.items()}
 
-    def task_masks_for(keep: float) -> dict[str, Masks]:
-        return {t: r.masks(keep) for t, r in rankings.items()}
+    def task_masks_for(keep: float, exact: bool = False) -> dict[str, Masks]:
+        return {t: r.masks(keep, exact) for t, r in rankings.items()}
 
-    def masks_for(keep: float) -> Masks:
-        return decide(net, task_masks_for(keep), min_votes, reproduce_single_task_bug)
+    def masks_for(keep: float, exact: bool = False) -> Masks:
+        return decide(net, task_masks_for(keep, exact), min_votes, reproduce_single_task_bug)
 
     return PruningPlan(net, masks_for, False, task_masks_for,
                        {"min_votes": min_votes, **(info or {})})
@@ -81,8 +87,14 @@ def per_task_plan(net: SceneNet, scores: dict[str, dict[str, torch.Tensor]], min
 
 def global_plan(net: SceneNet, scores: dict[str, torch.Tensor], normalise: bool,
                 info: dict | None = None) -> PruningPlan:
-    ranking = ScoreRanking(scores, normalise=normalise, label="global scores")
+    ranking = ScoreRanking(scores, normalise=normalise, label="global scores",
+                           tie_break=_magnitudes(net))
     return PruningPlan(net, ranking.masks, True, None, info or {})
+
+
+def _magnitudes(net: SceneNet) -> dict[str, torch.Tensor]:
+    """``|w|`` per prunable layer: the tie-break between equal scores in target-sparsity mode."""
+    return {n: w.abs() for n, w in layer_weights(net).items()}
 
 
 def _require_data(ctx: PruneContext, net: SceneNet, method: str) -> None:
@@ -100,16 +112,15 @@ def fresh_like(net: SceneNet, seed: int) -> SceneNet:
 
 
 def xavier_copy(net: SceneNet, seed: int) -> SceneNet:
-    """A copy of ``net`` whose prunable weights are Xavier-normal re-initialised (DiSparse static)."""
-    clone = SceneNet(**net.architecture()).to(next(net.parameters()).device)
-    clone.load_state_dict(net.state_dict())
+    """A copy of ``net`` with Xavier-normal re-initialised prunable weights (DiSparse static)."""
+    clone = copy.deepcopy(net)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in prunable_modules(clone).values():
-            w = module.weight
+            w = weight_parameter(module)
             fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
             std = (2.0 / (fan_in + fan_out)) ** 0.5
-            w.copy_(torch.randn(w.shape, generator=g).mul_(std))
+            w.copy_(torch.randn(w.shape, generator=g).mul_(std).to(w.device))
     return clone
 
 
@@ -128,8 +139,10 @@ def lth(net: SceneNet, ctx: PruneContext, *, iterative: bool = False, rounds: in
         train_fn: TrainFn | None = None) -> PruningPlan:
     """LTH: global |w| one shot (the reference), or iterative magnitude pruning with rewinding."""
     if not iterative:
-        return PruningPlan(net, lambda keep: global_magnitude_masks(net, keep), True)
-    return PruningPlan(net, lambda keep: iterative_magnitude_masks(net, keep, train_fn, rounds),
+        return global_plan(net, magnitude_scores(net), normalise=False)
+    # Training between rounds makes ties in |w| practically impossible: ``exact`` is moot.
+    return PruningPlan(net, lambda keep, exact=False: iterative_magnitude_masks(
+                           net, keep, train_fn, rounds),
                        True, None, {"iterative": True, "rounds": rounds})
 
 
@@ -156,7 +169,8 @@ def random_untrained(net: SceneNet, ctx: PruneContext) -> PruningPlan:
     return global_plan(fresh, random_scores(fresh, ctx.seed), normalise=False)
 
 
-def disparse_static(net: SceneNet, ctx: PruneContext, *, min_votes: MinVotes = "any") -> PruningPlan:
+def disparse_static(net: SceneNet, ctx: PruneContext, *,
+                    min_votes: MinVotes = "any") -> PruningPlan:
     """DiSparse static: per-task scores at Xavier re-initialised weights, union fusion.
 
     The masks go onto the given weights (the project fine-tunes, DiSparse trained from scratch).
@@ -245,21 +259,49 @@ def prune(method: str, net: SceneNet, criterion, loader: Iterable | None, *,
     ctx = PruneContext(criterion, loader, num_batches, seed,
                        None if device is None else resolve_device(device), mode)
     plan = METHODS[method](compact, ctx, **options)
-    weights = layer_weights(plan.net)
+    plan.masks_for = functools.lru_cache(maxsize=4)(plan.masks_for)  # search + final: no rework
+    exact = False
     if keep_ratio is None:
-        keep_ratio = ((100.0 - sparsity) / 100.0 if plan.global_budget
-                      else keep_ratio_for_sparsity(plan.masks_for, sparsity, weights))
-    masks = plan.masks_for(keep_ratio)
+        keep_ratio, exact = _keep_ratio_for_target(plan, sparsity, layer_weights(plan.net))
+    masks = plan.masks_for(keep_ratio, exact)
     install_masks(plan.net, masks)
     plan.net.task_masks = ({t: {n: m.cpu() for n, m in tm.items()}
-                            for t, tm in plan.task_masks_for(keep_ratio).items()}
+                            for t, tm in plan.task_masks_for(keep_ratio, exact).items()}
                            if plan.task_masks_for else None)
     plan.net.pruning_meta = {"method": method, "selected_tasks": list(plan.net.tasks),
                              "keep_ratio": keep_ratio, "target_sparsity": sparsity,
+                             "ties": "broken" if exact else "kept",
                              "num_batches": num_batches, "seed": seed,
                              **{k: v for k, v in plan.info.items() if _jsonable(v)},
                              **{k: v for k, v in options.items() if _jsonable(v)}}
     return plan.net
+
+
+def _keep_ratio_for_target(plan: PruningPlan, sparsity: float,
+                           weights: dict[str, torch.Tensor]) -> tuple[float, bool]:
+    """Keep ratio (and whether score ties must be broken) that gives ``sparsity`` % deployed.
+
+    The reference's rule keeps every weight tied at the threshold; when a plateau of equal
+    scores (typically exact zeros) makes the target unreachable that way, ties are broken by
+    ``|w|`` and position instead, so the requested sparsity is met.
+    """
+    for exact in (False, True):
+        if plan.global_budget:
+            keep = (100.0 - sparsity) / 100.0
+            achieved = mask_sparsity(plan.masks_for(keep, exact), weights)
+            if abs(achieved - sparsity) <= SPARSITY_TOLERANCE:
+                return keep, exact
+            continue
+        try:
+            return keep_ratio_for_sparsity(lambda keep: plan.masks_for(keep, exact), sparsity,
+                                           weights), exact
+        except ValueError as exc:
+            if "ties in the scores" not in str(exc) or exact:
+                raise
+    # With ties broken a global budget keeps exactly 1 - S/100 of the weights; missing the
+    # target then means the kept weights themselves hold zeros.
+    raise ValueError(f"cannot reach {sparsity}% deployed sparsity: {achieved:.2f}% of the "
+                     f"weights end up zero (zeros among the kept weights)")
 
 
 def _jsonable(value: Any) -> bool:

@@ -28,7 +28,8 @@ SCORING_MODES = ("eval", "train")
 def check_criterion(criterion: Any, tasks: Sequence[str]) -> None:
     """One-line error unless ``criterion`` is a SceneNetLoss-like object knowing every task."""
     if not hasattr(criterion, "task_loss") or not hasattr(criterion, "tasks"):
-        raise TypeError(f"criterion must be a lib.losses.SceneNetLoss, got {type(criterion).__name__}")
+        raise TypeError(f"criterion must be a lib.losses.SceneNetLoss, got "
+                        f"{type(criterion).__name__}")
     unknown = [t for t in tasks if t not in criterion.tasks]
     if unknown:
         raise ValueError(f"the criterion has no loss for task(s) {unknown}; its tasks: "
@@ -60,7 +61,8 @@ def take_batches(loader: Iterable, num_batches: int, desc: str = "scoring",
 
 
 def batch_to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
 
 
 @contextlib.contextmanager
@@ -212,7 +214,7 @@ def magnitude_scores(net: SceneNet, power: int = 1) -> dict[str, torch.Tensor]:
 
 
 def random_scores(net: SceneNet, seed: int) -> dict[str, torch.Tensor]:
-    """Uniform [0, 1) scores from a generator seeded with ``seed`` (CPU-generated: same on any device)."""
+    """Uniform [0, 1) scores seeded with ``seed`` (generated on CPU: same masks on any device)."""
     g = torch.Generator().manual_seed(int(seed))
     return {n: torch.rand(weight_parameter(m).shape, generator=g).to(weight_parameter(m).device)
             for n, m in prunable_modules(check_scene_net(net)).items()}

@@ -14,6 +14,8 @@ from lib.models import SceneNet, backbone_modules, check_scene_net, head_modules
 
 from .masks import Masks, effective_weight
 
+SPARSITY_TOLERANCE = 0.5  # percentage points a target-sparsity search may miss by
+
 
 def check_sparsity(sparsity: float) -> float:
     """Return ``sparsity`` (percent) as float if it lies in [0, 100), else a one-line ValueError."""
@@ -72,7 +74,7 @@ def sparsity_report(net: SceneNet, full_net: SceneNet | None = None) -> dict:
 
 
 def mask_sparsity(masks: Masks, weights: Mapping[str, torch.Tensor] | None = None) -> float:
-    """Percent of weights that would be zero after installing ``masks`` (and already-zero weights)."""
+    """Percent of weights zero after installing ``masks`` (counting already-zero weights)."""
     return _dropped_percent(masks, None if weights is None else
                             {n: w == 0 for n, w in weights.items()})
 
@@ -90,8 +92,8 @@ def _dropped_percent(masks: Masks, zero_weights: Mapping[str, torch.Tensor] | No
 
 def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks], sparsity: float,
                             weights: Mapping[str, torch.Tensor] | None = None,
-                            tolerance: float = 0.5, max_steps: int = 40) -> float:
-    """Bisect the keep ratio whose masks give ``sparsity`` % deployed sparsity within ``tolerance`` pp.
+                            tolerance: float = SPARSITY_TOLERANCE, max_steps: int = 40) -> float:
+    """Bisect the keep ratio whose masks give ``sparsity`` % deployed sparsity (± ``tolerance`` pp).
 
     ``masks_for(keep_ratio)`` must return the masks of every prunable layer of the deployed
     network; deployed sparsity falls monotonically as the keep ratio grows (per-task top-k
@@ -124,8 +126,9 @@ def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks], sparsity: float
         if hi - lo < 1e-9:
             break
     if best[0] > tolerance:
-        raise ValueError(f"cannot reach {target}% deployed sparsity within {tolerance} pp: closest "
-                         f"is {achieved[best[1]]:.2f}% at keep ratio {best[1]:.6f} (ties in the scores)")
+        raise ValueError(f"cannot reach {target}% deployed sparsity within {tolerance} pp: "
+                         f"closest is {achieved[best[1]]:.2f}% at keep ratio {best[1]:.6f} "
+                         f"(ties in the scores)")
     return best[1]
 
 

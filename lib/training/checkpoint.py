@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from lib.utils import atomic_torch_save, safe_torch_load
 
-from .masks import refresh_masked_weights
+from lib.pruning.masks import refresh_masked_weights
 
 CHECKPOINT_FORMAT = "cut-training-checkpoint"
 CHECKPOINT_VERSION = 1

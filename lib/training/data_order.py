@@ -1,7 +1,8 @@
 """Exactly resumable data order: a seeded, per-epoch shuffle that can start mid-epoch.
 
 Any DataLoader the caller passes is re-created over the same dataset, batch size, collate
-function and workers, but with a :class:`ResumableSampler` (a ``DistributedSampler`` that can
+function and workers (datasets of ``lib.data`` get ``(epoch, index)`` keys, as their own
+loaders give them), but with a :class:`ResumableSampler` (a ``DistributedSampler`` that can
 skip the batches already consumed) and its own seeded generator, so that creating a loader
 iterator never draws from the global torch RNG (dropout's). The order of epoch ``e`` depends
 only on ``(seed, e)``, so a run resumed at (epoch, batch) sees the same batches as an
@@ -21,18 +22,21 @@ class ResumableSampler(DistributedSampler):
     """DistributedSampler (seeded shuffle per epoch, one shard per rank) that can skip a prefix."""
 
     def __init__(self, dataset: Dataset, *, num_replicas: int = 1, rank: int = 0,
-                 shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+                 keyed: bool = False):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                          seed=seed, drop_last=drop_last)
         self.skip = 0
+        self.keyed = keyed  # yield (epoch, index) keys: augmentation then depends on the epoch
 
     def set_position(self, epoch: int, skip: int) -> None:
         """Iterate epoch ``epoch``'s shard from its ``skip``-th index on."""
         self.set_epoch(epoch)
         self.skip = skip
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.skip:])
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
+        indices = list(super().__iter__())[self.skip:]
+        return iter([(self.epoch, i) for i in indices] if self.keyed else indices)
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.skip)
@@ -61,7 +65,8 @@ class EpochLoader:
         self.batch_size = int(loader.batch_size)
         self.drop_last = bool(loader.drop_last)
         self.sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank,
-                                        shuffle=shuffle, seed=self.seed)
+                                        shuffle=shuffle, seed=self.seed,
+                                        keyed=_takes_epoch_keys(loader))
         self.batches_per_epoch = (self.sampler.num_samples // self.batch_size if self.drop_last
                                   else math.ceil(self.sampler.num_samples / self.batch_size))
         if self.batches_per_epoch == 0:
@@ -105,3 +110,13 @@ class EpochLoader:
                 # The loader ran out (drop_last trimmed it): start the next epoch.
                 if self.batch_in_epoch != 0:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+
+def _takes_epoch_keys(loader: DataLoader) -> bool:
+    """Whether ``loader`` feeds its dataset ``(epoch, index)`` keys (``lib.data``'s loaders do,
+    so that augmentation is a function of seed, epoch and index)."""
+    try:
+        from lib.data import EpochSampler
+    except ImportError:
+        return False
+    return isinstance(loader.sampler, EpochSampler)

@@ -7,7 +7,6 @@ training trajectory), atomic checkpoints, a NaN/inf guard, tqdm and tensorboardX
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -69,13 +68,19 @@ class Selection:
 
     @classmethod
     def parse(cls, spec: str | None) -> "Selection":
-        """``None`` -> ``val/loss`` (min). ``"max:val/seg/mIoU"`` / ``"min:val/depth/abs_err"``
-        name a direction explicitly; a bare name is accepted only for losses (min)."""
+        """``None`` -> ``val/loss`` (min). A loss or a metric of ``lib.metrics`` (e.g.
+        ``"val/seg/mIoU"``) gets its known direction; ``"max:NAME"`` / ``"min:NAME"`` say it
+        explicitly for anything else (e.g. an ``eval_fn``'s own scalars)."""
+        from lib.metrics import LOWER_IS_BETTER
+
         spec = spec or "val/loss"
         if spec.startswith(("min:", "max:")):
             return cls(spec[4:], spec[:3])
-        if "loss" in spec.split("/"):
+        parts = spec.split("/")
+        if "loss" in parts:
             return cls(spec, "min")
+        if parts[-1] in LOWER_IS_BETTER:
+            return cls(spec, "min" if LOWER_IS_BETTER[parts[-1]] else "max")
         raise ValueError(f"select_metric {spec!r}: prefix it with 'max:' or 'min:' to say "
                          f"whether higher or lower is better (e.g. 'max:val/seg/mIoU')")
 
@@ -207,14 +212,18 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
         ckpt = load_checkpoint(rd.resume_path(run_dir, resume), model, optimizer=optimizer,
                                scheduler=scheduler, scaler=scaler, restore_rng=True,
                                rank=info.rank)
+        if int(ckpt.get("world_size", 1)) != info.world_size:
+            raise ValueError(f"cannot resume exactly from {rd.resume_path(run_dir, resume)}: it was "
+                             f"written by {ckpt.get('world_size')} process(es), this run has "
+                             f"{info.world_size}; resume with the same --nproc_per_node")
         if ckpt.get("phase") != phase:
             raise ValueError(f"cannot resume {phase!r} from {rd.resume_path(run_dir, resume)}: "
                              f"it is a {ckpt.get('phase')!r} checkpoint")
         data.load_state_dict(ckpt["data"])
         iteration, history, best = int(ckpt["iteration"]), ckpt["history"], ckpt["best"]
-        if iteration >= schedule.max_iters:
-            raise ValueError(f"checkpoint is at iteration {iteration}, nothing left to do for "
-                             f"max_iters={schedule.max_iters}")
+        if iteration > schedule.max_iters:  # == max_iters: only the final files are (re)written
+            raise ValueError(f"checkpoint {rd.resume_path(run_dir, resume)} is at iteration "
+                             f"{iteration}, beyond max_iters={schedule.max_iters}")
 
     config = config_to_dict(cfg)
     val_freq, ckpt_freq = int(cfg.VAL_FREQ), int(cfg.CKPT_FREQ)

@@ -8,12 +8,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from lib.utils import atomic_write_json, resolve_device
 
 from .checkpoint import unwrap
-from .engine import move_batch
 
 
 @torch.no_grad()
@@ -23,10 +21,12 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg, device: str | torch.device
     """``{task: {metric: value}}`` of ``net`` over ``loader`` (eval mode, no gradients).
 
     Uses ``lib.metrics.SceneNetEval.from_config(cfg, tasks=net.tasks)``, so a compact network
-    is scored on its own tasks only. With ``out_path`` the metrics are also written there as
-    JSON, atomically. The network's train/eval mode is restored afterwards.
+    is scored on its own tasks only (the loop is ``lib.metrics.evaluate``). With ``out_path``
+    the metrics are also written there as JSON, atomically. The network's train/eval mode is
+    restored afterwards.
     """
     from lib.metrics import SceneNetEval
+    from lib.metrics import evaluate as run_evaluator
 
     model = unwrap(net)
     tasks = getattr(model, "tasks", None) or list(cfg.TASKS)
@@ -34,15 +34,7 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg, device: str | torch.device
     if len(loader.dataset) == 0:
         raise ValueError("the evaluation dataset is empty (0 items)")
     evaluator = SceneNetEval.from_config(cfg, tasks=tasks)
-    was_training = model.training
-    model.to(device).eval()
-    try:
-        for batch in tqdm(loader, desc="evaluate", disable=not progress, dynamic_ncols=True):
-            batch = move_batch(batch, device)
-            evaluator.update(model(batch["img"]), batch)
-        metrics = evaluator.compute()
-    finally:
-        model.train(was_training)
+    metrics = run_evaluator(model.to(device), loader, evaluator, device=device, progress=progress)
     metrics = {t: {m: float(v) for m, v in vals.items()} for t, vals in metrics.items()}
     if out_path is not None:
         atomic_write_json(metrics, out_path)

@@ -9,20 +9,20 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from lib.utils import atomic_torch_save, atomic_write_json
-
-from .checkpoint import architecture_of
 from .engine import EvalFn, Schedule, TrainResult, run_loop
-from .masks import check_masks_unchanged, mask_snapshot, refresh_masked_weights, zero_pruned
+from lib.pruning.masks import refresh_masked_weights
+
+from .masks import check_masks_unchanged, mask_snapshot, zero_pruned
 
 FINAL_NAME = "final_model.pth"
 
 
 def save_final_pruned(net: nn.Module, path: Path) -> None:
-    """Plain state dict (``weight_orig``/``weight_mask`` keys) + JSON sidecar with the
-    architecture, the same layout as ``lib.pruning.save_pruned``."""
-    atomic_torch_save({k: v.detach().cpu() for k, v in net.state_dict().items()}, path)
-    atomic_write_json({"architecture": architecture_of(net)}, path.with_suffix(".json"))
+    """``lib.pruning.save_pruned``'s layout: state dict with ``weight_orig``/``weight_mask`` +
+    JSON sidecar (architecture, pruning meta, sparsity), so ``load_pruned`` reads it back."""
+    from lib.pruning import save_pruned
+
+    save_pruned(net, path, meta={"finetuned": True})
 
 
 def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
@@ -42,7 +42,7 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
     iterations there despite the name). Pruned weights are exactly zero before, during (after
     every step, weight decay included) and after the run; at the end the masks are checked to
     be identical to the ones given (a RuntimeError otherwise). The final model goes to
-    ``run_dir/final_model.pth`` (state dict with masks) and ``final_model.json`` (architecture).
+    ``run_dir/final_model.pth`` + ``final_model.json`` (``lib.pruning.save_pruned``'s layout).
     Everything else is as in :func:`lib.training.train`.
     """
     tasks = getattr(compact_net, "tasks", None)

@@ -41,14 +41,3 @@ def check_masks_unchanged(net: nn.Module, before: dict[str, torch.Tensor]) -> No
               if bool((m.weight_orig.detach()[m.weight_mask == 0] != 0).any())]
     if leaked:
         raise RuntimeError(f"pruned weights are no longer zero in {leaked[:4]}")
-
-
-@torch.no_grad()
-def refresh_masked_weights(net: nn.Module) -> None:
-    """Recompute ``weight = weight_orig * weight_mask`` now.
-
-    ``torch.nn.utils.prune`` recomputes ``weight`` only in a forward pre-hook, so after a
-    ``load_state_dict`` or an optimiser step it is stale until the next forward.
-    """
-    for m in masked_modules(net).values():
-        m.weight = m.weight_orig * m.weight_mask

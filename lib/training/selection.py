@@ -18,30 +18,54 @@ class RunLoaders:
 
 
 def make_loaders(cfg, *, selection: str = "val", val_fraction: float = 0.1, seed: int = 0,
-                 batch_size: int | None = None, eval_batch_size: int = 1) -> RunLoaders:
+                 batch_size: int | None = None, eval_batch_size: int | None = None,
+                 num_workers: int = 0) -> RunLoaders:
     """Train / selection / test loaders for ``cfg`` and the split record for ``split.json``.
 
     ``selection="val"`` (default, honest): ``val_fraction`` of the TRAIN list, chosen with
     ``seed``, is held out (read in test mode: no augmentation) and the rest trains.
     ``selection="test"`` (the reference's behaviour): train on the whole train list and select
     on the test split. The test loader is the full test split either way.
+    ``eval_batch_size`` defaults to the reference's test batch: 1, ``BATCH_SIZE`` on Taskonomy.
     """
     from lib.data import build_dataset, build_loader
 
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
-    num_train_list = len(build_dataset(cfg, "train", seed=seed))
+    if eval_batch_size is None:
+        eval_batch_size = cfg.BATCH_SIZE if cfg.DATASET == "taskonomy" else 1
+    num_train_list = len(build_dataset(cfg, "train", augment=False, seed=seed))
     if num_train_list == 0:
         raise ValueError(f"the train list of {cfg.DATA_ROOT} is empty")
-    test = build_loader(cfg, "test", batch_size=eval_batch_size, shuffle=False, seed=seed)
+    test = build_loader(cfg, "test", batch_size=eval_batch_size, shuffle=False, seed=seed,
+                        num_workers=num_workers)
     if selection == "test":
-        train = build_loader(cfg, "train", batch_size=batch_size, shuffle=True, seed=seed)
+        train = build_loader(cfg, "train", batch_size=batch_size, shuffle=True, seed=seed,
+                             num_workers=num_workers)
         split = split_record("test", num_train_list, None, None, None, seed)
         return RunLoaders(train, test, test, split)
     train_idx, val_idx = split_train_val(num_train_list, val_fraction, seed)
+    names = _check_disjoint_from_test(cfg, val_idx, seed)
     train = build_loader(cfg, "train", batch_size=batch_size, shuffle=True, seed=seed,
-                         indices=train_idx)
+                         indices=train_idx, num_workers=num_workers)
     val = build_loader(cfg, "train", batch_size=eval_batch_size, shuffle=False, seed=seed,
-                       indices=val_idx, train_mode=False)
-    split = split_record("val", num_train_list, train_idx, val_idx, val_fraction, seed)
+                       indices=val_idx, augment=False, drop_last=False,
+                       num_workers=num_workers)
+    split = split_record("val", num_train_list, train_idx, val_idx, val_fraction, seed,
+                         names=names)
     return RunLoaders(train, val, test, split)
+
+
+def _check_disjoint_from_test(cfg, val_idx: list[int], seed: int) -> dict[str, list[str]]:
+    """The validation items' first files; a ValueError if any is also in the test list."""
+    from lib.data import build_dataset
+
+    train_entries = build_dataset(cfg, "train", augment=False, seed=seed).entries
+    test_files = {e[0] for e in build_dataset(cfg, "test", augment=False, seed=seed).entries}
+    val_files = [train_entries[i][0] for i in val_idx]
+    shared = [f for f in val_files if f in test_files]
+    if shared:
+        raise ValueError(f"the train and test lists of {cfg.DATA_ROOT} share items "
+                         f"{shared[:3]} ({len(shared)} in the validation split): a validation "
+                         f"split cannot be kept apart from the test set")
+    return {"val": val_files}

@@ -1,0 +1,18 @@
+"""The demo's study: small enough for a laptop CPU, large enough to say something."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .study import DEFAULT_METHODS, StudySpec
+
+DEMO_SELECTIONS = (("seg", "sn", "depth"), ("seg", "depth"))
+DEMO_SPARSITIES = (50, 70, 90)
+
+
+def demo_spec(out_dir: str = "demo_output", seed: int = 0,
+              methods: Sequence[str] = DEFAULT_METHODS) -> StudySpec:
+    """CPU profile on synthetic NYU-v2: all three tasks and the mission's seg + depth pair."""
+    return StudySpec(config="nyuv2_3task", profile="cpu", out_dir=out_dir, methods=tuple(methods),
+                     sparsities=DEMO_SPARSITIES, selections=DEMO_SELECTIONS, seed=seed,
+                     base_iters=300, finetune_iters=40, num_batches=4,
+                     synthetic_train=160, synthetic_test=24)

@@ -1,0 +1,349 @@
+"""The paper's experiment grid: base model -> {method x sparsity x task selection} -> table + figures.
+
+    spec = StudySpec(config="nyuv2_3task", profile="cpu", out_dir="runs/study")
+    result = run_study(spec)          # resumable: finished cells are read back, not recomputed
+    print(result.table_markdown)
+
+Each cell of the grid prunes the dense base model with one method at one sparsity for one task
+selection, fine-tunes the compact network with its masks held, evaluates it on the test split and
+writes its row as JSON (atomically) under ``out_dir/cells``. The table and the figures are rebuilt
+from those rows every run.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from lib.config import load_config
+from lib.losses import SceneNetLoss
+from lib.models import SceneNet
+from lib.utils import atomic_write_json, resolve_device, seed_everything
+
+DEFAULT_METHODS = ("cut", "lth", "snip", "random", "disparse_static")
+DEFAULT_SPARSITIES = (30, 50, 70, 90)
+
+
+def default_selections(tasks: Sequence[str]) -> list[tuple[str, ...]]:
+    """All tasks, then every pair (the paper's selections for NYU-v2's three tasks).
+
+    With more than three tasks (Taskonomy) the pairs are limited to those of seg, sn and depth.
+    """
+    tasks = list(tasks)
+    selections = [tuple(tasks)]
+    pool = tasks if len(tasks) <= 3 else [t for t in tasks if t in ("seg", "sn", "depth")]
+    if len(tasks) > 2:
+        selections += list(itertools.combinations(pool, 2))
+    return selections
+
+
+@dataclass
+class StudySpec:
+    """Everything that defines a study. Defaults: the CPU demo profile on synthetic NYU-v2."""
+
+    config: str = "nyuv2_3task"
+    profile: str = "cpu"
+    data_root: str | None = None          # None -> the built-in synthetic dataset
+    out_dir: str = "runs/study"
+    methods: Sequence[str] = DEFAULT_METHODS
+    sparsities: Sequence[float] = DEFAULT_SPARSITIES
+    selections: Sequence[Sequence[str]] | None = None   # None -> default_selections(TASKS)
+    seed: int = 0
+    base_checkpoint: str | None = None    # None -> train one (or reuse out_dir/base)
+    base_iters: int | None = None         # None -> cfg.MAX_ITERS
+    finetune_iters: int | None = None     # None -> cfg.RETRAIN_EPOCH
+    num_batches: int | None = None        # None -> cfg.PRUNE_NUM_BATCHES
+    sparsity_mode: str = "target"         # "target": hit the deployed sparsity; "reference_table"
+    val_fraction: float = 0.1
+    synthetic_train: int = 160
+    synthetic_test: int = 32
+    device: str | None = None
+    overrides: dict = field(default_factory=dict)  # extra config attributes
+
+    def __post_init__(self):
+        if self.sparsity_mode not in ("target", "reference_table"):
+            raise ValueError(f"sparsity_mode must be 'target' or 'reference_table', "
+                             f"got {self.sparsity_mode!r}")
+        for s in self.sparsities:
+            if not 0 <= float(s) < 100:
+                raise ValueError(f"sparsity {s} outside [0, 100)")
+
+
+@dataclass
+class StudyResult:
+    rows: list[dict]
+    table_csv: Path
+    table_md: Path
+    figures: dict[str, Path]
+    table_markdown: str
+    seconds: float
+
+
+def cell_id(method: str, sparsity: float, selection: Sequence[str]) -> str:
+    return f"{method}_{float(sparsity):g}_{'-'.join(selection)}"
+
+
+# Spec fields that change what a finished cell means: resuming with other values would mix
+# incomparable rows in one table, so it is refused.
+_DEFINING_FIELDS = ("config", "profile", "data_root", "seed", "base_checkpoint", "base_iters",
+                    "finetune_iters", "num_batches", "sparsity_mode", "val_fraction",
+                    "synthetic_train", "synthetic_test", "overrides")
+
+
+def study_config(spec: StudySpec):
+    """The config a study runs with (profile + overrides; DATA_ROOT from the spec)."""
+    cfg = load_config(spec.config, profile=spec.profile, **dict(spec.overrides))
+    if spec.data_root is not None:
+        cfg.DATA_ROOT = str(spec.data_root)
+    return cfg
+
+
+def prepare_data(spec: StudySpec, cfg) -> str:
+    """Point ``cfg`` at the study's data, generating the synthetic dataset when none is given."""
+    if spec.data_root is None:
+        from lib.data.synthetic import prepare_synthetic
+        cfg.DATA_ROOT = prepare_synthetic(cfg, num_train=spec.synthetic_train,
+                                          num_test=spec.synthetic_test, seed=spec.seed)
+    return cfg.DATA_ROOT
+
+
+def _record_spec(spec: StudySpec, out: Path) -> None:
+    path = out / "study.json"
+    current = {k: v for k, v in asdict(spec).items()}
+    current = json.loads(json.dumps(current, default=list))
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = [k for k in _DEFINING_FIELDS if previous.get(k) != current.get(k)]
+        if changed:
+            raise ValueError(f"{path} was written by a study with other {changed} "
+                             f"({[previous.get(k) for k in changed]} vs "
+                             f"{[current.get(k) for k in changed]}); use another out_dir")
+    atomic_write_json(current, path)
+
+
+def _loaders(spec: StudySpec, cfg):
+    from lib.training import make_loaders
+    # Built afresh for every cell so each cell sees the same seeded data order, whether the
+    # study ran through or was resumed.
+    return make_loaders(cfg, val_fraction=spec.val_fraction, seed=spec.seed)
+
+
+def base_model(spec: StudySpec, cfg, criterion: SceneNetLoss, out: Path,
+               device: torch.device) -> SceneNet:
+    """The dense base model: the given checkpoint, a finished earlier run, or trained now."""
+    from lib.pruning import load_base_model
+    from lib.training import train
+
+    if spec.base_checkpoint is not None:
+        return load_base_model(spec.base_checkpoint, cfg)
+    final = out / "base" / "base_model.pth"
+    if final.exists():
+        return load_base_model(final, cfg)
+    seed_everything(spec.seed)
+    net = SceneNet.from_config(cfg)
+    loaders = _loaders(spec, cfg)
+    result = train(net, criterion, loaders.train, cfg, out / "base", val_loader=loaders.val,
+                   max_iters=spec.base_iters, seed=spec.seed, device=device,
+                   resume=(out / "base" / "last.pth").exists(), overwrite=True,
+                   split=loaders.split)
+    return load_base_model(result.final_model, cfg)
+
+
+def dense_metrics(spec: StudySpec, cfg, net: SceneNet, out: Path,
+                  device: torch.device) -> dict[str, dict[str, float]]:
+    """Test metrics of the dense model on every task (cached beside the base model)."""
+    from lib.training import evaluate
+
+    path = out / "base" / "dense_metrics.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    return evaluate(net, _loaders(spec, cfg).test, cfg, device=device, out_path=path,
+                    progress=False)
+
+
+def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
+             dense: dict, method: str, sparsity: float, selection: Sequence[str], out: Path,
+             device: torch.device) -> dict:
+    """Prune -> fine-tune -> evaluate one cell; returns its record (row + per-layer data)."""
+    from lib.pruning import prune, reference_keep_ratio, sparsity_report
+    from lib.reports import results_row
+    from lib.training import evaluate, finetune
+
+    loaders = _loaders(spec, cfg)
+    budget = ({"sparsity": float(sparsity)} if spec.sparsity_mode == "target"
+              else {"keep_ratio": reference_keep_ratio(cfg, sparsity)})
+    num_batches = spec.num_batches or cfg.PRUNE_NUM_BATCHES
+    started = time.time()
+    pruned = prune(method, base, criterion, loaders.train, selected_tasks=list(selection),
+                   tasks=cfg.TASKS, num_batches=num_batches, seed=spec.seed, device=device,
+                   **budget)
+    report = sparsity_report(pruned, full_net=base)
+    task_masks = getattr(pruned, "task_masks", None)
+    run_dir = out / "cells" / cell_id(method, sparsity, selection)
+    result = finetune(pruned, criterion, loaders.train, cfg, run_dir, val_loader=loaders.val,
+                      max_iters=spec.finetune_iters, seed=spec.seed, device=device,
+                      overwrite=True, log=False, split=loaders.split)
+    metrics = evaluate(result.net, loaders.test, cfg, device=device, progress=False)
+    row = results_row(method, selection, float(sparsity), report["deployed"]["sparsity"],
+                      metrics, _delta(metrics, dense, selection),
+                      reference_sparsity=report["reference"]["sparsity"],
+                      keep_ratio=pruned.pruning_meta["keep_ratio"],
+                      seconds=round(time.time() - started, 1))
+    record = {"row": row,
+              "layer_sparsity": {n: v["sparsity"] for n, v in report["layers"].items()}}
+    if task_masks:
+        from lib.pruning import pairwise_mask_iou
+        record["mask_iou"] = pairwise_mask_iou(task_masks)
+    return record
+
+
+def _delta(metrics: dict, dense: dict, selection: Sequence[str]) -> float | None:
+    """Delta vs dense in percent; None (shown empty) when a dense metric is 0 (undefined)."""
+    from lib.metrics import delta_mtl
+    try:
+        return delta_mtl(metrics, {t: dense[t] for t in selection}, tasks=list(selection))
+    except ZeroDivisionError as exc:
+        warnings.warn(f"no delta vs dense for {'+'.join(selection)}: {exc}")
+        return None
+
+
+def grid(spec: StudySpec, tasks: Sequence[str]) -> list[tuple[tuple[str, ...], str, float]]:
+    """Every (selection, method, sparsity) cell of the study, in run order."""
+    selections = [tuple(s) for s in (spec.selections or default_selections(tasks))]
+    for sel in selections:
+        unknown = [t for t in sel if t not in tasks]
+        if unknown:
+            raise ValueError(f"selection {list(sel)} names unknown task(s) {unknown}; "
+                             f"available: {list(tasks)}")
+    return [(sel, m, float(s)) for sel in selections for m in spec.methods
+            for s in spec.sparsities]
+
+
+def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
+    """Run (or resume) the whole study and write ``results.csv/.md`` and the figures."""
+    from lib.pruning import METHODS
+
+    unknown = [m for m in spec.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
+    started = time.time()
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(spec.seed)
+    device = resolve_device(spec.device)
+    cfg = study_config(spec)
+    cells = grid(spec, cfg.TASKS)       # validate before any work
+    prepare_data(spec, cfg)
+    _record_spec(spec, out)
+    criterion = SceneNetLoss.from_config(cfg)
+    base = base_model(spec, cfg, criterion, out, device)
+    dense = dense_metrics(spec, cfg, base, out, device)
+
+    records: dict[str, dict] = {}
+    bar = tqdm(cells, desc="study", disable=not progress, dynamic_ncols=True)
+    for selection, method, sparsity in bar:
+        cid = cell_id(method, sparsity, selection)
+        path = out / "cells" / f"{cid}.json"
+        bar.set_postfix_str(cid)
+        if path.exists():                    # finished earlier: resume, do not recompute
+            records[cid] = json.loads(path.read_text())
+            continue
+        record = run_cell(spec, cfg, base, criterion, dense, method, sparsity, selection,
+                          out, device)
+        atomic_write_json(record, path)
+        records[cid] = record
+
+    rows = dense_rows(dense, cells) + [records[cell_id(m, s, sel)]["row"]
+                                       for sel, m, s in cells]
+    return write_outputs(spec, cfg, base, rows, records, cells, out, device,
+                         time.time() - started)
+
+
+def dense_rows(dense: dict, cells) -> list[dict]:
+    """One row per selection for the dense model (sparsity 0, delta 0 by definition)."""
+    from lib.reports import results_row
+
+    selections = list(dict.fromkeys(sel for sel, _, _ in cells))
+    return [results_row("dense", sel, 0.0, 0.0, {t: dense[t] for t in sel}, 0.0)
+            for sel in selections]
+
+
+def _slug(selection: Sequence[str]) -> str:
+    return "-".join(selection)
+
+
+def write_outputs(spec: StudySpec, cfg, base: SceneNet, rows: list[dict], records: dict,
+                  cells, out: Path, device: torch.device, seconds: float) -> StudyResult:
+    """The results table (CSV + Markdown) and every figure, rebuilt from the cells' records."""
+    from lib.pruning import plot_layer_sparsity, plot_mask_iou
+    from lib.reports import plot_delta_vs_sparsity, plot_metric_vs_sparsity, write_results_table
+
+    csv_path, md_path = write_results_table(rows, out / "results")
+    figures: dict[str, Path] = {}
+    selections = list(dict.fromkeys(sel for sel, _, _ in cells))
+    for sel in selections:
+        sel_rows = [r for r in rows if r["tasks"] == "+".join(sel)]
+        figures[f"metrics_{_slug(sel)}"] = plot_metric_vs_sparsity(
+            sel_rows, out / f"metric_vs_sparsity_{_slug(sel)}.png",
+            title=f"{cfg.CONFIG_NAME}: {' + '.join(sel)}")
+        figures[f"delta_{_slug(sel)}"] = plot_delta_vs_sparsity(
+            sel_rows, out / f"delta_vs_sparsity_{_slug(sel)}.png",
+            title=f"Δ vs dense: {' + '.join(sel)}")
+
+    top = max(s for _, _, s in cells)
+    focus = next((sel for sel in selections if len(sel) == 2), selections[0])
+    layer_series = {m: records[cell_id(m, top, focus)]["layer_sparsity"]
+                    for m in spec.methods if cell_id(m, top, focus) in records}
+    figures["layer_sparsity"] = _save_fig(
+        plot_layer_sparsity({m: {"layers": {n: {"sparsity": v} for n, v in ls.items()}}
+                             for m, ls in layer_series.items()},
+                            title=f"Per-layer sparsity at {top:g}% ({' + '.join(focus)})"),
+        out / "layer_sparsity.png")
+    iou_source = next((records[cell_id(m, top, sel)] for sel in selections for m in spec.methods
+                       if "mask_iou" in records.get(cell_id(m, top, sel), {})
+                       and len(sel) == max(len(s) for s in selections)), None)
+    if iou_source is not None:
+        figures["mask_iou"] = _save_fig(
+            plot_mask_iou(iou_source["mask_iou"],
+                          title=f"Per-layer IoU of task masks ({iou_source['row']['method']}, "
+                                f"{top:g}%)"),
+            out / "mask_iou.png")
+    figures["predictions_dense"] = prediction_grid(spec, cfg, base, out / "predictions_dense.png",
+                                                   device)
+    best_cut = out / "cells" / cell_id("cut", top, focus) / "final_model.pth"
+    if best_cut.exists():
+        from lib.pruning import load_pruned
+        compact, _ = load_pruned(best_cut)
+        figures["predictions_cut"] = prediction_grid(spec, cfg, compact,
+                                                     out / f"predictions_cut_{top:g}.png", device)
+    table_markdown = md_path.read_text()
+    return StudyResult(rows, csv_path, md_path, figures, table_markdown, seconds)
+
+
+def _save_fig(fig, path: Path) -> Path:
+    from lib.utils import atomic_write
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+
+
+@torch.no_grad()
+def prediction_grid(spec: StudySpec, cfg, net: SceneNet, path: Path,
+                    device: torch.device, num_samples: int = 3) -> Path:
+    """Predictions vs ground truth on the first test images, for every task of ``net``."""
+    from lib.data import build_loader
+    from lib.reports import plot_prediction_grid
+
+    batch = next(iter(build_loader(cfg, "test", batch_size=num_samples, shuffle=False,
+                                   seed=spec.seed)))
+    was_training = net.training
+    net.to(device).eval()
+    preds = [p.cpu() for p in net(batch["img"].to(device))]
+    net.train(was_training)
+    return plot_prediction_grid(batch["img"], preds, batch, net.tasks, path,
+                                dataset=cfg.DATASET, max_samples=num_samples)

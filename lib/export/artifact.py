@@ -1,0 +1,252 @@
+"""Compact edge artifact: only the network's own tensors, masked weights sparse-encoded.
+
+``save_artifact(net, path)`` writes a :mod:`lib.export.container` file holding
+
+- the network's architecture (``SceneNet.architecture()``) and its per-layer channel counts
+  (so structurally pruned networks rebuild too, see :mod:`lib.pruning.structured`);
+- every tensor of the *effective* state dict (``orig * mask`` for tensors with a prune hook),
+  under the plain keys: a masked tensor as its mask (packed 1-bit bitmask or delta-coded kept
+  indices, whichever compresses smaller) plus its kept values; any other tensor (biases, BN
+  parameters and buffers, unmasked weights) as it is.
+
+``load_artifact(path)`` rebuilds a plain :class:`~lib.models.SceneNet` (no prune hooks) from the
+file alone. With ``dtype="float32"`` the round trip is lossless (``torch.equal`` on every tensor,
+identical outputs); ``dtype="float16"`` halves the value bytes and is lossy (report its error
+separately, e.g. with :func:`max_output_difference`).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from lib import __version__
+from lib.models import SceneNet, check_scene_net
+from lib.utils import atomic_write_bytes
+
+from .container import (ArtifactFormatError, ArtifactReader, BlobWriter, compress_best,
+                        encode_file)
+from .masks import effective_state_dict, prune_masks
+
+ARTIFACT_SUFFIX = ".cutedge"
+STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+_TORCH_TO_NAME = {torch.float32: "float32", torch.float16: "float16", torch.float64: "float64",
+                  torch.int64: "int64", torch.int32: "int32", torch.uint8: "uint8",
+                  torch.bool: "bool"}
+_NAME_TO_TORCH = {v: k for k, v in _TORCH_TO_NAME.items()}
+_ARCH_KEYS = {"tasks_num_class", "backbone_name", "width_mult", "task_ids", "tasks"}
+MASK_COMPRESSIONS = ("none", "zlib", "lzma")
+VALUE_COMPRESSIONS = ("none", "zlib")
+
+
+# ----------------------------------------------------------------------------- mask codecs
+def encode_mask(mask: np.ndarray) -> tuple[str, bytes]:
+    """Both codecs of a flat bool mask; returns the one whose best compression is smallest.
+
+    ``bitmask``: ``np.packbits`` (little bit order). ``delta``: gaps between consecutive kept
+    indices as uint8, gaps >= 255 escaped to a uint32 side list (header: its count, uint64).
+    """
+    bitmask = np.packbits(mask, bitorder="little").tobytes()
+    kept = np.flatnonzero(mask)
+    gaps = np.diff(kept, prepend=-1) - 1
+    escaped = gaps >= 255
+    delta = (np.array([escaped.sum()], dtype="<u8").tobytes()
+             + gaps[escaped].astype("<u4").tobytes()
+             + np.minimum(gaps, 255).astype(np.uint8).tobytes())
+    sizes = {name: len(compress_best(data, MASK_COMPRESSIONS)[1])
+             for name, data in (("bitmask", bitmask), ("delta", delta))}
+    return ("bitmask", bitmask) if sizes["bitmask"] <= sizes["delta"] else ("delta", delta)
+
+
+def decode_mask(codec: str, data: bytes, numel: int, kept: int, where: str) -> np.ndarray:
+    """Inverse of :func:`encode_mask`: a flat bool mask of ``numel`` entries with ``kept`` ones."""
+    if codec == "bitmask":
+        if len(data) != (numel + 7) // 8:
+            raise ArtifactFormatError(f"{where}: bitmask has {len(data)} bytes, expected "
+                                      f"{(numel + 7) // 8}")
+        mask = np.unpackbits(np.frombuffer(data, np.uint8), count=numel,
+                             bitorder="little").astype(bool)
+    elif codec == "delta":
+        if len(data) < 8:
+            raise ArtifactFormatError(f"{where}: delta mask shorter than its 8-byte header")
+        num_escaped = int(np.frombuffer(data[:8], "<u8")[0])
+        body = 8 + 4 * num_escaped
+        if len(data) - body != kept:
+            raise ArtifactFormatError(f"{where}: delta mask holds {len(data) - body} gaps, "
+                                      f"expected {kept}")
+        gaps = np.frombuffer(data[body:], np.uint8).astype(np.int64)
+        escaped = gaps == 255
+        if escaped.sum() != num_escaped:
+            raise ArtifactFormatError(f"{where}: delta mask escape count mismatch")
+        gaps[escaped] = np.frombuffer(data[8:body], "<u4")
+        kept_idx = np.cumsum(gaps + 1) - 1
+        if kept and (kept_idx[-1] >= numel):
+            raise ArtifactFormatError(f"{where}: delta mask indexes past {numel} entries")
+        mask = np.zeros(numel, dtype=bool)
+        mask[kept_idx] = True
+    else:
+        raise ArtifactFormatError(f"{where}: unknown mask codec {codec!r}; expected 'bitmask' "
+                                  f"or 'delta'")
+    if int(mask.sum()) != kept:
+        raise ArtifactFormatError(f"{where}: mask keeps {int(mask.sum())} entries, expected {kept}")
+    return mask
+
+
+# ----------------------------------------------------------------------------- architecture
+def scene_net_from_architecture(architecture: Mapping[str, Any], source: str) -> SceneNet:
+    """``SceneNet(**architecture)`` after checking the keys, with errors naming ``source``."""
+    if not isinstance(architecture, Mapping):
+        raise ValueError(f"{source}: architecture must be a JSON object, got "
+                         f"{type(architecture).__name__}")
+    unknown = set(architecture) - _ARCH_KEYS
+    if unknown or "tasks_num_class" not in architecture:
+        raise ValueError(f"{source}: architecture keys {sorted(architecture)} are not SceneNet's; "
+                         f"expected 'tasks_num_class' and a subset of {sorted(_ARCH_KEYS)}")
+    try:
+        return SceneNet(**dict(architecture))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: cannot build SceneNet from architecture "
+                         f"{dict(architecture)}: {exc}") from None
+
+
+def _channel_spec(net: SceneNet) -> dict[str, Any]:
+    from lib.pruning.structured import channel_spec
+    return channel_spec(net)
+
+
+def _rebuild(architecture: Mapping[str, Any], channels: Mapping[str, Any] | None,
+             source: str) -> SceneNet:
+    net = scene_net_from_architecture(architecture, source)
+    if channels:
+        from lib.pruning.structured import apply_channel_spec
+        try:
+            apply_channel_spec(net, channels)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactFormatError(f"{source}: bad per-layer channel counts: {exc}") from None
+    return net
+
+
+# ----------------------------------------------------------------------------- save / load
+def save_artifact(net: nn.Module, path: str | os.PathLike, dtype: str = "float32") -> dict[str, Any]:
+    """Write ``net`` (a SceneNet, masked or not, possibly structurally pruned) to ``path``.
+
+    Only the tensors the network holds are stored (a compact network holds its selected heads
+    only). Tensors with a ``torch.nn.utils.prune`` mask are stored sparse; a network without any
+    mask is stored dense, with a warning saying so. ``dtype`` (``"float32"`` lossless or
+    ``"float16"``) is the storage type of floating-point tensors. The file is written
+    atomically. Returns a summary whose ``bytes`` is the size of the file written.
+    """
+    net = check_scene_net(net)
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"dtype {dtype!r} not supported; expected one of {sorted(STORE_DTYPES)}")
+    masks = prune_masks(net)
+    if not masks:
+        warnings.warn(f"network has no prune masks: exporting it dense to {path} (no sparse "
+                      f"encoding; every weight stored)", UserWarning, stacklevel=2)
+    state = effective_state_dict(net)
+    blobs = BlobWriter()
+    entries, totals = [], {"values_total": 0, "values_stored": 0, "mask_bytes": 0,
+                           "value_bytes": 0, "sparse_tensors": 0, "dense_tensors": 0}
+    for key, tensor in state.items():
+        tensor = tensor.detach().cpu().contiguous()
+        if tensor.dtype not in _TORCH_TO_NAME:
+            raise TypeError(f"tensor {key!r} has dtype {tensor.dtype}, which the artifact "
+                            f"cannot store; expected one of {sorted(_NAME_TO_TORCH)}")
+        stored = STORE_DTYPES[dtype] if tensor.is_floating_point() else tensor.dtype
+        entry = {"key": key, "shape": list(tensor.shape), "dtype": _TORCH_TO_NAME[tensor.dtype],
+                 "stored_dtype": _TORCH_TO_NAME[stored]}
+        flat = tensor.reshape(-1)
+        if key in masks:
+            mask = masks[key].cpu().reshape(-1).numpy()
+            codec, mask_bytes = encode_mask(mask)
+            flat = flat[torch.from_numpy(mask)]
+            entry.update(encoding="sparse", kept=int(mask.sum()), mask_codec=codec,
+                         mask=blobs.add(mask_bytes, MASK_COMPRESSIONS))
+            totals["mask_bytes"] += entry["mask"]["length"]
+            totals["sparse_tensors"] += 1
+        else:
+            entry["encoding"] = "dense"
+            totals["dense_tensors"] += 1
+        values = flat.to(stored).numpy()
+        values = values.astype(values.dtype.newbyteorder("<"), copy=False)
+        entry["values"] = blobs.add(values.tobytes(), VALUE_COMPRESSIONS)
+        totals["value_bytes"] += entry["values"]["length"]
+        totals["values_total"] += tensor.numel()
+        totals["values_stored"] += flat.numel()
+        entries.append(entry)
+    manifest = {"format": "cut-edge-artifact", "written_by": f"lib.export {__version__}",
+                "architecture": net.architecture(), "channels": _channel_spec(net),
+                "dtype": dtype, "had_masks": bool(masks), "tensors": entries}
+    path = atomic_write_bytes(encode_file(manifest, blobs), path)
+    return {"path": str(path), "bytes": os.path.getsize(path), "dtype": dtype,
+            "had_masks": bool(masks), "tasks": net.tasks, "task_ids": list(net.task_ids),
+            "num_tensors": len(entries), **totals}
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON manifest of an artifact (validated header; no tensor is decoded)."""
+    return ArtifactReader(path).manifest
+
+
+def load_artifact(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SceneNet:
+    """Rebuild the plain SceneNet stored in ``path`` (eval mode, no prune hooks).
+
+    Never unpickles: the manifest is JSON and tensors are numeric byte blobs. A truncated,
+    corrupt or other-version file raises :class:`ArtifactFormatError` naming the file.
+    """
+    reader = ArtifactReader(path)
+    manifest, source = reader.manifest, f"edge artifact {reader.path}"
+    if manifest.get("format") != "cut-edge-artifact" or not isinstance(manifest.get("tensors"), list):
+        raise ArtifactFormatError(f"{source}: manifest is not a 'cut-edge-artifact' manifest")
+    net = _rebuild(manifest.get("architecture"), manifest.get("channels"), source)
+    state = {}
+    for entry in manifest["tensors"]:
+        key = entry.get("key")
+        where = f"{source}: tensor {key!r}"
+        try:
+            shape = [int(s) for s in entry["shape"]]
+            dtype = _NAME_TO_TORCH[entry["dtype"]]
+            stored = entry["stored_dtype"]
+        except (KeyError, TypeError, ValueError):
+            raise ArtifactFormatError(f"{where}: malformed entry (shape/dtype)") from None
+        numel = int(np.prod(shape)) if shape else 1
+        values = torch.from_numpy(reader.array(entry["values"], stored, where).copy()).to(dtype)
+        if entry.get("encoding") == "sparse":
+            kept = int(entry.get("kept", -1))
+            mask = decode_mask(entry.get("mask_codec"), reader.blob(entry["mask"], where),
+                               numel, kept, where)
+            if values.numel() != kept:
+                raise ArtifactFormatError(f"{where}: {values.numel()} values for {kept} kept")
+            full = torch.zeros(numel, dtype=dtype)
+            full[torch.from_numpy(mask)] = values
+            values = full
+        elif entry.get("encoding") != "dense":
+            raise ArtifactFormatError(f"{where}: unknown encoding {entry.get('encoding')!r}; "
+                                      f"expected 'sparse' or 'dense'")
+        if values.numel() != numel:
+            raise ArtifactFormatError(f"{where}: {values.numel()} values, expected {numel} "
+                                      f"for shape {shape}")
+        state[key] = values.reshape(shape)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ArtifactFormatError(f"{source}: tensors do not match its architecture: "
+                                  f"{first}") from None
+    return net.to(map_location).eval()
+
+
+def max_output_difference(net_a: nn.Module, net_b: nn.Module, img: torch.Tensor) -> float:
+    """Largest absolute difference between the outputs of two networks on ``img`` (eval mode)."""
+    a_mode, b_mode = net_a.training, net_b.training
+    net_a.eval(), net_b.eval()
+    try:
+        with torch.no_grad():
+            outs_a, outs_b = net_a(img), net_b(img)
+        return max(float((x.float() - y.float()).abs().max()) for x, y in zip(outs_a, outs_b))
+    finally:
+        net_a.train(a_mode), net_b.train(b_mode)

@@ -1,0 +1,131 @@
+"""``python -m lib export``: pruned checkpoint -> edge artifact (+ ONNX, + size/speed report).
+
+A pruned checkpoint (``lib.pruning.save_pruned``) is a plain state dict (``weight_orig``/
+``weight_mask`` for pruned tensors) with a JSON sidecar holding the architecture
+(``SceneNet.architecture()``, either the whole JSON or under its ``"architecture"`` key). The
+sidecar is ``--architecture`` or, by default, ``X.json`` / ``X.pth.json`` next to ``X.pth``.
+A dense checkpoint for the report takes ``--dense`` and either its sidecar or ``--config``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from lib.utils import atomic_write_json, atomic_write_text, safe_torch_load
+
+from .artifact import load_artifact, max_output_difference, save_artifact
+from .masks import has_prune_hooks, net_from_pruned_state
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pruned", required=True, type=Path,
+                        help="pruned checkpoint: state dict with weight_orig/weight_mask keys")
+    parser.add_argument("--architecture", type=Path, default=None,
+                        help="architecture JSON (default: the sidecar X.json next to --pruned)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--dtype", choices=["float32", "float16", "both"], default="float32",
+                        help="storage type of the artifact's values (float32 is lossless)")
+    parser.add_argument("--onnx", action="store_true", help="also export ONNX and check parity")
+    parser.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
+                        default=None, help="input shape for ONNX / the report")
+    parser.add_argument("--dense", type=Path, default=None,
+                        help="dense base checkpoint: write a size/speed report against it")
+    parser.add_argument("--dense-architecture", type=Path, default=None,
+                        help="architecture JSON of --dense (default: its sidecar)")
+    parser.add_argument("--config", default=None,
+                        help="config name of --dense (e.g. nyuv2_3task) instead of a sidecar")
+    parser.add_argument("--profile", default="reference", help="profile for --config")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per latency")
+
+
+def sidecar_path(checkpoint: Path, explicit: Path | None) -> Path:
+    """The architecture JSON of ``checkpoint``: ``explicit`` or ``X.json`` / ``X.pth.json``."""
+    if explicit is not None:
+        return explicit
+    for candidate in (checkpoint.with_suffix(".json"), Path(f"{checkpoint}.json")):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no architecture sidecar for {checkpoint}: expected "
+                            f"{checkpoint.with_suffix('.json')} or pass --architecture")
+
+
+def read_architecture(path: Path) -> dict[str, Any]:
+    """The architecture dict of a sidecar (whole JSON or its ``"architecture"`` entry)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"architecture file {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"architecture file {path} is not valid JSON: {exc}") from None
+    if isinstance(data, Mapping) and isinstance(data.get("architecture"), Mapping):
+        data = data["architecture"]
+    if not isinstance(data, Mapping) or "tasks_num_class" not in data:
+        raise ValueError(f"architecture file {path} holds no SceneNet architecture "
+                         f"(expected a 'tasks_num_class' key)")
+    return dict(data)
+
+
+def load_network(checkpoint: Path, architecture: Path | None):
+    """A (masked) SceneNet from ``checkpoint`` and its architecture JSON (sidecar or explicit).
+
+    Plain state dicts, ``{"state_dict"|"model": ...}`` wrappers and DataParallel prefixes are
+    accepted (``lib.pruning.unwrap_state_dict``); ``weight_orig``/``weight_mask`` pairs become
+    prune hooks.
+    """
+    from lib.pruning import unwrap_state_dict
+    state = unwrap_state_dict(safe_torch_load(checkpoint), checkpoint)
+    arch = read_architecture(sidecar_path(checkpoint, architecture))
+    return net_from_pruned_state(state, arch, source=f"checkpoint {checkpoint}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if (args.onnx or args.dense is not None) and args.input_shape is None:
+        raise SystemExit("python -m lib export: --onnx and --dense need --input-shape N C H W")
+    net = load_network(args.pruned, args.architecture).eval()
+    if not has_prune_hooks(net):
+        print(f"note: {args.pruned} has no weight_mask entries: exported dense")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.pruned.stem
+    dtypes = ["float32", "float16"] if args.dtype == "both" else [args.dtype]
+    summary: dict[str, Any] = {"checkpoint": str(args.pruned), "artifacts": []}
+    probe_shape = args.input_shape or [1, 3, 64, 64]
+    probe = torch.randn(*probe_shape, generator=torch.Generator().manual_seed(0))
+    for dtype in dtypes:
+        suffix = "" if dtype == "float32" else "_fp16"
+        info = save_artifact(net, args.out / f"{stem}{suffix}.cutedge", dtype=dtype)
+        info["max_abs_output_diff"] = max_output_difference(net, load_artifact(info["path"]), probe)
+        summary["artifacts"].append(info)
+        print(f"artifact {info['path']}: {info['bytes']} bytes ({dtype}), "
+              f"{info['values_stored']}/{info['values_total']} values stored, "
+              f"max |output diff| {info['max_abs_output_diff']:.3g}")
+    if args.onnx:
+        from .onnx_io import check_onnx_parity, export_onnx
+        onnx_path = export_onnx(net, args.out / f"{stem}.onnx", args.input_shape)
+        parity = check_onnx_parity(net, onnx_path, args.input_shape, threads=args.threads)
+        summary["onnx"] = {"path": str(onnx_path), **parity}
+        print(f"onnx {onnx_path}: parity {'ok' if parity['ok'] else 'FAILED'} "
+              f"(max |diff| {parity['max_abs_diff']:.3g})")
+        if not parity["ok"]:
+            return 1
+    if args.dense is not None:
+        from .report import plot_report, report_markdown, size_speed_report
+        if args.config is not None and args.dense_architecture is None:
+            from lib.config import load_config
+            from lib.pruning import load_base_model
+            dense = load_base_model(args.dense, load_config(args.config, args.profile)).eval()
+        else:
+            dense = load_network(args.dense, args.dense_architecture).eval()
+        rows = size_speed_report(dense, net, args.input_shape, threads=args.threads,
+                                 repeats=args.repeats, out_dir=args.out / "report_files")
+        table = report_markdown(rows)
+        atomic_write_text(table + "\n", args.out / "report.md")
+        plot_report(rows, args.out / "report.png")
+        summary["report"] = rows
+        print(table)
+    atomic_write_json(summary, args.out / "export_summary.json")
+    return 0

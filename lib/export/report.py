@@ -1,0 +1,284 @@
+"""Size and speed of a dense vs a compact network: parameters, MACs, bytes on disk, CPU latency.
+
+Units: MACs are multiply-accumulates of the Conv2d/Linear layers for one forward of the stated
+input shape (batch included; 1 MAC = 2 FLOPs). *Effective* MACs scale each layer's MACs by its
+fraction of non-zero weights (what a sparse kernel would need). File sizes are measured with
+``os.path.getsize`` on files actually written. Latency is the median wall-clock time of
+``repeats`` forwards after ``warmup`` ones, at a stated number of CPU threads, timed
+round-robin over all networks and engines so that load from other processes hits them alike.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from lib.utils import atomic_write, atomic_torch_save
+
+from .artifact import save_artifact
+from .masks import effective_state_dict, has_prune_hooks, plain_copy
+from .onnx_io import check_onnx_parity, export_onnx, onnx_session
+
+MAC_UNIT = "MACs (multiply-accumulates, Conv2d+Linear; 1 MAC = 2 FLOPs)"
+
+
+def parameter_counts(net: nn.Module) -> dict[str, int]:
+    """``{"total", "nonzero"}`` over the network's effective parameters (masks applied)."""
+    state = effective_state_dict(net)
+    keys = {n[: -len("_orig")] if n.endswith("_orig") else n for n, _ in net.named_parameters()}
+    total = sum(state[k].numel() for k in keys)
+    nonzero = sum(int(torch.count_nonzero(state[k])) for k in keys)
+    return {"total": total, "nonzero": nonzero}
+
+
+def conv_macs(net: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
+    """Dense and effective MACs of Conv2d/Linear layers for one forward of ``input_shape``.
+
+    Shapes come from a forward on the ``meta`` device (no arithmetic), densities from the real
+    (masked) weights.
+    """
+    density = {name: float(torch.count_nonzero(m.weight)) / m.weight.numel()
+               for name, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    shadow = plain_copy(net).to("meta").eval()
+    dense, effective = [0], [0.0]
+
+    def counter(name: str):
+        def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
+            if isinstance(module, nn.Conv2d):
+                per_output = (module.in_channels // module.groups) * int(np.prod(module.kernel_size))
+            else:
+                per_output = module.in_features
+            macs = output.numel() * per_output
+            dense[0] += macs
+            effective[0] += macs * density[name]
+        return hook
+
+    for name, module in shadow.named_modules():
+        if name in density:
+            module.register_forward_hook(counter(name))
+    with torch.no_grad():
+        shadow(torch.zeros(tuple(int(s) for s in input_shape), device="meta"))
+    return {"dense": dense[0], "effective": int(round(effective[0]))}
+
+
+def _cpu_plain(net: nn.Module) -> nn.Module:
+    """An eval-mode CPU network without prune hooks (a copy unless ``net`` already is one)."""
+    on_cpu = next(net.parameters()).device.type == "cpu"
+    if has_prune_hooks(net) or not on_cpu:
+        return plain_copy(net).cpu().eval()
+    return net
+
+
+def torch_runner(net: nn.Module, input_shape: Sequence[int]) -> Callable[[], Any]:
+    """A no-argument callable running one PyTorch CPU forward of ``net`` (hooks removed)."""
+    plain = _cpu_plain(net)
+    x = torch.randn(tuple(int(s) for s in input_shape), generator=torch.Generator().manual_seed(0))
+
+    def run() -> Any:
+        was_training = plain.training
+        plain.eval()
+        try:
+            with torch.inference_mode():
+                return plain(x)
+        finally:
+            plain.train(was_training)
+    return run
+
+
+def onnx_runner(onnx_path: str | os.PathLike, input_shape: Sequence[int],
+                threads: int) -> Callable[[], Any]:
+    """A no-argument callable running one onnxruntime CPU inference of ``onnx_path``."""
+    session = onnx_session(onnx_path, threads)
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal(tuple(int(s) for s in input_shape)).astype(np.float32)
+    return lambda: session.run(None, {name: x})
+
+
+def interleaved_latency_ms(runners: Mapping[str, Callable[[], Any]], threads: int,
+                           repeats: int = 10, warmup: int = 2) -> dict[str, dict[str, float]]:
+    """``{name: {"median", "min"}}`` ms of each runner, timed round-robin.
+
+    Timing the candidates in turn (A, B, C, A, B, C, ...) rather than one after the other
+    spreads load from other processes evenly over them, so their *ratios* stay fair on a
+    shared machine. PyTorch runs with ``threads`` intra-op threads (restored afterwards).
+    """
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    try:
+        for i in range(warmup + repeats):
+            for name, run in runners.items():
+                start = time.perf_counter()
+                run()
+                if i >= warmup:
+                    times[name].append(1000.0 * (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(old_threads)
+    return {name: {"median": statistics.median(t), "min": min(t)} for name, t in times.items()}
+
+
+def torch_latency_ms(net: nn.Module, input_shape: Sequence[int], threads: int, repeats: int = 10,
+                     warmup: int = 2) -> float:
+    """Median CPU latency (ms) of ``net`` (hooks removed on a copy) with ``threads`` threads."""
+    runner = {"net": torch_runner(net, input_shape)}
+    return interleaved_latency_ms(runner, threads, repeats, warmup)["net"]["median"]
+
+
+def onnx_latency_ms(onnx_path: str | os.PathLike, input_shape: Sequence[int], threads: int,
+                    repeats: int = 10, warmup: int = 2) -> float:
+    """Median onnxruntime CPU latency (ms) with ``threads`` intra-op threads."""
+    runner = {"onnx": onnx_runner(onnx_path, input_shape, threads)}
+    return interleaved_latency_ms(runner, threads, repeats, warmup)["onnx"]["median"]
+
+
+def measure_files(name: str, net: nn.Module, input_shape: Sequence[int], out_dir: Path,
+                  threads: int, onnx: bool = True) -> dict[str, Any]:
+    """One report row without latency: counts, MACs, the files written and their sizes."""
+    stem = name.replace(" ", "_")
+    params, macs = parameter_counts(net), conv_macs(net, input_shape)
+    state_path = atomic_torch_save(net.state_dict(), out_dir / f"{stem}_state_dict.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a dense network exported dense is expected here
+        art32 = save_artifact(net, out_dir / f"{stem}.cutedge")
+        art16 = save_artifact(net, out_dir / f"{stem}_fp16.cutedge", dtype="float16")
+    row: dict[str, Any] = {
+        "model": name, "tasks": getattr(net, "tasks", None), "masked": has_prune_hooks(net),
+        "params_total": params["total"], "params_nonzero": params["nonzero"],
+        "macs_dense": macs["dense"], "macs_effective": macs["effective"], "mac_unit": MAC_UNIT,
+        "state_dict_bytes": os.path.getsize(state_path), "state_dict_path": str(state_path),
+        "artifact_bytes": art32["bytes"], "artifact_path": art32["path"],
+        "artifact_value_bytes": art32["value_bytes"], "artifact_mask_bytes": art32["mask_bytes"],
+        "artifact_values_stored": art32["values_stored"],
+        "artifact_fp16_bytes": art16["bytes"], "artifact_fp16_path": art16["path"],
+        "threads": threads, "input_shape": list(input_shape)}
+    if onnx:
+        onnx_path = export_onnx(net, out_dir / f"{stem}.onnx", input_shape)
+        parity = check_onnx_parity(net, onnx_path, input_shape, threads=threads)
+        row.update(onnx_path=str(onnx_path), onnx_bytes=os.path.getsize(onnx_path),
+                   onnx_parity_ok=parity["ok"], onnx_max_abs_diff=parity["max_abs_diff"])
+    return row
+
+
+def size_speed_report(dense_net: nn.Module, compact_net: nn.Module, input_shape: Sequence[int],
+                      threads: int | None = None, repeats: int = 10, warmup: int = 2,
+                      out_dir: str | os.PathLike | None = None,
+                      extra: Mapping[str, nn.Module] | None = None,
+                      onnx: bool = True) -> list[dict[str, Any]]:
+    """Rows for ``dense``, ``compact`` and any ``extra`` networks (e.g. ``{"structured": net}``).
+
+    Every row carries ratios against the dense row: ``size_ratio`` (its artifact bytes / the
+    dense state-dict file), ``size_ratio_fp16``, ``torch_latency_ratio``,
+    ``onnx_latency_ratio``, ``macs_ratio`` and ``macs_effective_ratio``. Files go to
+    ``out_dir`` (kept) or a temporary folder (deleted; the ``*_path`` fields then name files
+    that no longer exist). ``threads`` defaults to ``torch.get_num_threads()``. Latencies are
+    most trustworthy on an idle machine; on a shared one, start Python with
+    ``OMP_WAIT_POLICY=PASSIVE`` (PyTorch's spinning OpenMP threads otherwise dominate).
+    """
+    threads = int(threads or torch.get_num_threads())
+    nets = {"dense": dense_net, "compact": compact_net, **dict(extra or {})}
+    with tempfile.TemporaryDirectory(prefix="cut_export_") as tmp:
+        folder = Path(out_dir) if out_dir is not None else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = [measure_files(name, net, input_shape, folder, threads, onnx)
+                for name, net in nets.items()]
+        runners = {("torch", name): torch_runner(net, input_shape) for name, net in nets.items()}
+        if onnx:
+            runners.update({("onnx", row["model"]): onnx_runner(row["onnx_path"], input_shape,
+                                                                threads) for row in rows})
+        latency = interleaved_latency_ms(runners, threads, repeats, warmup)
+    for row in rows:
+        for engine in ("torch", "onnx") if onnx else ("torch",):
+            row[f"{engine}_latency_ms"] = latency[(engine, row["model"])]["median"]
+            row[f"{engine}_latency_min_ms"] = latency[(engine, row["model"])]["min"]
+        row["repeats"] = repeats
+    base = rows[0]
+    for row in rows:
+        row["size_ratio"] = row["artifact_bytes"] / base["state_dict_bytes"]
+        row["size_ratio_fp16"] = row["artifact_fp16_bytes"] / base["state_dict_bytes"]
+        row["macs_ratio"] = row["macs_dense"] / base["macs_dense"]
+        row["macs_effective_ratio"] = row["macs_effective"] / base["macs_dense"]
+        row["torch_latency_ratio"] = row["torch_latency_ms"] / base["torch_latency_ms"]
+        if onnx:
+            row["onnx_latency_ratio"] = row["onnx_latency_ms"] / base["onnx_latency_ms"]
+    return rows
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024.0
+    return f"{n:.1f} GB"
+
+
+REPORT_COLUMNS = [
+    ("model", "model", str),
+    ("params_total", "params", lambda v: f"{v / 1e6:.3f} M"),
+    ("params_nonzero", "non-zero", lambda v: f"{v / 1e6:.3f} M"),
+    ("macs_dense", "GMACs dense", lambda v: f"{v / 1e9:.3f}"),
+    ("macs_effective", "GMACs effective", lambda v: f"{v / 1e9:.3f}"),
+    ("state_dict_bytes", "state_dict file", _human_bytes),
+    ("artifact_bytes", "artifact fp32", _human_bytes),
+    ("size_ratio", "fp32 / dense sd", lambda v: f"{v:.4f}"),
+    ("artifact_fp16_bytes", "artifact fp16", _human_bytes),
+    ("size_ratio_fp16", "fp16 / dense sd", lambda v: f"{v:.4f}"),
+    ("torch_latency_ms", "torch ms", lambda v: f"{v:.1f}"),
+    ("torch_latency_ratio", "torch ratio", lambda v: f"{v:.3f}"),
+    ("onnx_latency_ms", "ORT ms", lambda v: f"{v:.1f}"),
+    ("onnx_latency_ratio", "ORT ratio", lambda v: f"{v:.3f}"),
+]
+
+
+def report_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table of :func:`size_speed_report` rows, with units and threads stated."""
+    columns = [c for c in REPORT_COLUMNS if all(c[0] in r for r in rows)]
+    lines = ["| " + " | ".join(c[1] for c in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(fmt(r[key]) for key, _, fmt in columns) + " |" for r in rows]
+    if rows:
+        r = rows[0]
+        lines.append(f"\nInput {tuple(r['input_shape'])}; {MAC_UNIT}; latency = median of "
+                     f"{r['repeats']} CPU runs at {r['threads']} thread(s); ratios vs "
+                     f"'{r['model']}' (sizes: vs its state_dict file).")
+    return "\n".join(lines)
+
+
+def plot_report(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike | None = None):
+    """Bar charts of size, MACs and latency ratios (vs the first row). Returns the figure.
+
+    Uses matplotlib's object API (no pyplot state), so it works under the Agg backend.
+    """
+    from matplotlib.figure import Figure
+
+    names = [r["model"] for r in rows]
+    panels = [("file size / dense state_dict", ["size_ratio", "size_ratio_fp16"], ["fp32", "fp16"]),
+              ("MACs / dense", ["macs_ratio", "macs_effective_ratio"], ["dense", "effective"]),
+              ("latency / dense", ["torch_latency_ratio", "onnx_latency_ratio"], ["PyTorch", "ORT"])]
+    fig = Figure(figsize=(4 * len(panels), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(panels))
+    x = np.arange(len(rows))
+    for ax, (title, keys, labels) in zip(axes, panels):
+        keys = [(k, lab) for k, lab in zip(keys, labels) if all(k in r for r in rows)]
+        width = 0.8 / max(1, len(keys))
+        for i, (key, label) in enumerate(keys):
+            values = [r[key] for r in rows]
+            bars = ax.bar(x + (i - (len(keys) - 1) / 2) * width, values, width, label=label)
+            ax.bar_label(bars, fmt="%.3f", fontsize=7)
+        ax.set_xticks(x, names, rotation=15)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    threads = rows[0]["threads"] if rows else "?"
+    fig.suptitle(f"input {tuple(rows[0]['input_shape']) if rows else ''}, {threads} CPU thread(s)",
+                 fontsize=9)
+    if path is not None:
+        fmt = Path(path).suffix.lstrip(".") or "png"
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=fmt))
+    return fig

@@ -1,0 +1,76 @@
+"""The study runner on a tiny grid: table columns, figures, resume without recomputation."""
+import csv
+import json
+
+import matplotlib.image
+import pytest
+
+from lib.experiments import StudySpec, default_selections, grid, run_study
+from lib.experiments import study as study_module
+
+
+def tiny_spec(out_dir, **changes):
+    spec = dict(config="nyuv2_3task", profile="tiny", out_dir=str(out_dir), methods=("cut",),
+                sparsities=(90,), selections=[("seg", "depth")], base_iters=2, finetune_iters=2,
+                num_batches=1, synthetic_train=6, synthetic_test=2)
+    spec.update(changes)
+    return StudySpec(**spec)
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    return out, run_study(tiny_spec(out), progress=False)
+
+
+def test_table_has_the_paper_columns(finished_study):
+    out, result = finished_study
+    with open(result.table_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["dense", "cut"]
+    columns = rows[0].keys()
+    for column in ("method", "tasks", "nominal_sparsity", "measured_sparsity",
+                   "seg/mIoU", "seg/Pixel Acc", "depth/abs_err", "depth/rel_err"):
+        assert column in columns
+    assert not any(c.startswith("sn/") for c in columns)   # sn was not selected
+    cut = rows[1]
+    assert cut["tasks"] == "seg+depth"
+    assert abs(float(cut["measured_sparsity"]) - 90) <= 0.5
+    assert float(rows[0]["measured_sparsity"]) == 0.0
+    assert "cut" in result.table_md.read_text()
+
+
+def test_figures_are_written_and_open(finished_study):
+    _, result = finished_study
+    for name in ("metrics_seg-depth", "delta_seg-depth", "layer_sparsity",
+                 "predictions_dense", "predictions_cut"):
+        image = matplotlib.image.imread(result.figures[name])
+        assert image.ndim == 3 and image.shape[0] > 50
+
+
+def test_resume_reads_finished_cells_instead_of_recomputing(finished_study, monkeypatch):
+    out, first = finished_study
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(study_module, "run_cell", must_not_run)
+    monkeypatch.setattr(study_module, "train", must_not_run, raising=False)
+    again = run_study(tiny_spec(out), progress=False)
+    assert json.dumps(again.rows) == json.dumps(first.rows)   # NaN-safe equality
+
+
+def test_resume_with_a_different_defining_setting_is_refused(finished_study):
+    out, _ = finished_study
+    with pytest.raises(ValueError, match="finetune_iters"):
+        run_study(tiny_spec(out, finetune_iters=3), progress=False)
+
+
+def test_grid_validation_and_default_selections():
+    assert default_selections(["seg", "sn", "depth"]) == [
+        ("seg", "sn", "depth"), ("seg", "sn"), ("seg", "depth"), ("sn", "depth")]
+    assert default_selections(["seg", "depth"]) == [("seg", "depth")]
+    with pytest.raises(ValueError, match="unknown task"):
+        grid(tiny_spec("x", selections=[("seg", "normals")]), ["seg", "sn", "depth"])
+    with pytest.raises(ValueError, match="sparsity 100"):
+        tiny_spec("x", sparsities=(100,))
