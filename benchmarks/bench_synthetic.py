@@ -4,7 +4,8 @@ Compares, in the same run:
   * baseline  rendering without bounding-sphere culling (every ray tested against every
               primitive, for primary and shadow rays), one process;
   * culled    the default renderer, one process;
-  * culled xN the default renderer in N worker processes (``write_dataset(workers=N)``).
+  * culled xN the default renderer in N worker processes (``write_dataset(workers=N)``;
+              includes starting the processes, so it pays off for larger datasets).
 
     python benchmarks/bench_synthetic.py [--num 64] [--workers 2] [--layouts nyuv2_3 ...]
 """
@@ -47,6 +48,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--layouts", nargs="+", default=list(SIZES))
     args = parser.parse_args()
+    # write_dataset imports lib.utils (and torch) on first use: do it before timing. Not at
+    # module level, since worker processes re-import this script.
+    import lib.utils  # noqa: F401
     print(f"{'layout':<11} {'size':>8} | {'baseline':>9} {'culled':>8} {'ratio':>6} | "
           f"{'write x1':>9} {f'write x{args.workers}':>9} {'ratio':>6}   (samples/s)")
     for layout in args.layouts:

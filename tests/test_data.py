@@ -491,3 +491,22 @@ def test_build_loader_shards_for_distributed_runs(nyu_root):
     assert sorted(sum(test, [])) == sorted(NYUv2(nyu_root, "test")[i]["name"] for i in range(2))
     with pytest.raises(ValueError, match="rank 3"):
         build_loader(cfg, "train", num_replicas=2, rank=3)
+
+
+@pytest.mark.parametrize("config,root_fixture", [("nyuv2_3task", "nyu_root"),
+                                                  ("cityscapes", "city_root"),
+                                                  ("taskonomy", "task_root")])
+def test_batches_feed_the_reference_losses(config, root_fixture, request):
+    from lib.losses import SceneNetLoss
+    root = request.getfixturevalue(root_fixture)
+    cfg = load_config(config, profile="tiny", DATA_ROOT=root)
+    loss = SceneNetLoss.from_config(cfg)
+    for split in ("train", "test"):
+        batch = next(iter(build_loader(cfg, split)))
+        h, w = batch["img"].shape[-2:]
+        g = torch.Generator().manual_seed(0)
+        preds = [torch.randn(batch["img"].shape[0], c, h // 8 + 1, w // 8 + 1, generator=g)
+                 for c in cfg.TASKS_NUM_CLASS]
+        per_task = loss.per_task(preds, batch)
+        assert set(per_task) == set(cfg.TASKS)
+        assert all(torch.isfinite(v) for v in per_task.values()), (split, per_task)

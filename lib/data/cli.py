@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from .synthetic import LAYOUTS, write_dataset
 
@@ -21,8 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=None,
                         help="default: 160 NYU, 256 Cityscapes, 128 Taskonomy")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="render in this many processes (same files for any value)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="render in this many processes (same files for any value; worth "
+                             "it on idle cores)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .classes import CLASS_SETS
 from .layouts import INDEX_FILES, LAYOUTS, WRITERS, sample_frame, taskonomy_prior
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MARKER = "synthetic.json"
 DEFAULT_COUNTS = {"tiny": (8, 4)}
 FALLBACK_COUNTS = (320, 80)
@@ -153,11 +153,11 @@ def default_root(layout: str, num_train: int, num_test: int, height: int, width:
 
 def prepare_synthetic(cfg, root: str | os.PathLike | None = None, num_train: int | None = None,
                       num_test: int | None = None, seed: int = 0, progress: bool = True,
-                      workers: int | None = None) -> str:
+                      workers: int = 1) -> str:
     """Root of a complete synthetic dataset in ``cfg.DATASET``'s layout at ``cfg.IMAGE_SHAPE``,
     generated only if it is not there yet. Default counts: 8/4 for the ``tiny`` profile, else
-    320/80. ``workers`` defaults to all cores for more than 64 samples, else 1. A folder that
-    exists but holds something else is never overwritten (error)."""
+    320/80. ``workers > 1`` renders in several processes (worth it on idle cores only). A
+    folder that exists but holds something else is never overwritten (error)."""
     layout = cfg.DATASET
     height, width = (int(x) for x in cfg.IMAGE_SHAPE)
     default_train, default_test = DEFAULT_COUNTS.get(getattr(cfg, "PROFILE", ""), FALLBACK_COUNTS)
@@ -173,8 +173,6 @@ def prepare_synthetic(cfg, root: str | os.PathLike | None = None, num_train: int
         what = f"a synthetic dataset with other parameters {found}" if found else "other files"
         raise FileExistsError(f"{root} holds {what}; expected {MARKER} with "
                               f"{_params(layout, num_train, num_test, height, width, seed)}")
-    if workers is None:
-        workers = (os.cpu_count() or 1) if num_train + num_test > 64 else 1
     try:
         write_dataset(root, layout, num_train, num_test, height, width, seed, progress=progress,
                       workers=workers)

@@ -95,6 +95,11 @@ class Frame:
     focal: float                 # pixels; principal point at the image centre
 
 
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot product of two ``(N, 3)`` arrays (faster than ``(a * b).sum(-1)``)."""
+    return np.einsum("ij,ij->i", a, b)
+
+
 def camera_rays(height: int, width: int, camera: Camera) -> np.ndarray:
     """World directions ``(H*W, 3)`` of the pixel centres, scaled so that ``t`` = depth."""
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
@@ -193,7 +198,7 @@ def render(scene: Scene, height: int, width: int, rng: np.random.Generator,
         if len(sel):
             normals[sel] = prim.normal(points[sel], dirs[sel])
     # Surfaces are seen from the camera's side.
-    facing = (normals * dirs).sum(-1) > 0
+    facing = _rowdot(normals, dirs) > 0
     normals[facing] *= -1
 
     # Materials, labels and sensor reliability per pixel; decals override their host.
@@ -225,7 +230,7 @@ def render(scene: Scene, height: int, width: int, rng: np.random.Generator,
     color = albedo * shading[:, None]
     if scene.sky_color is not None:
         horizon, zenith = scene.sky_color
-        up = np.clip(dirs[:, 1] / np.linalg.norm(dirs, axis=1), 0, 1)[:, None]
+        up = np.clip(dirs[:, 1] / np.sqrt(_rowdot(dirs, dirs)), 0, 1)[:, None]
         sky = horizon * (1 - up) + zenith * up
         color[~hit] = sky[~hit]
     clean = np.clip(color * scene.exposure, 0, 1).reshape(height, width, 3)
@@ -234,7 +239,7 @@ def render(scene: Scene, height: int, width: int, rng: np.random.Generator,
 
     depth = t.reshape(height, width).astype(np.float32)
     normal_cam = (normals @ cam.rotation).astype(np.float32)
-    normal_cam /= np.maximum(np.linalg.norm(normal_cam, axis=1, keepdims=True), 1e-12)
+    normal_cam /= np.maximum(np.sqrt(_rowdot(normal_cam, normal_cam)), 1e-12)[:, None]
     normal_cam[~hit] = 0.0
     return Frame(image=image, label=label.reshape(height, width), depth=depth,
                  depth_valid=hit.reshape(height, width),
@@ -256,7 +261,7 @@ def _shade(scene: Scene, parts, points: np.ndarray, normals: np.ndarray, hit: np
     for light in scene.lights:
         if light.position is not None:
             to_light = light.position - p
-            dist = np.linalg.norm(to_light, axis=1)
+            dist = np.sqrt(_rowdot(to_light, to_light))
             ldir = to_light / dist[:, None]
             falloff = 1.0 / (1.0 + 0.04 * dist ** 2)
             max_t = np.full(len(p), 1.0)
@@ -266,7 +271,7 @@ def _shade(scene: Scene, parts, points: np.ndarray, normals: np.ndarray, hit: np
             falloff = 1.0
             max_t = np.full(len(p), np.inf)
             ray = ldir
-        lambert = np.clip((n * ldir).sum(-1), 0, None)
+        lambert = np.clip(_rowdot(n, ldir), 0, None)
         lit = lambert > 0
         shadow = np.zeros(len(p), dtype=bool)
         if lit.any() and blockers:
