@@ -11,6 +11,7 @@ CUT's margin over each baseline with its spread. Resumable: finished cells are r
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -18,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no OpenMP spinning
 
 from lib.experiments import run_study  # noqa: E402
 from lib.experiments.demo import demo_spec  # noqa: E402

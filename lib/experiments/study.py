@@ -118,9 +118,9 @@ def prepare_data(spec: StudySpec, cfg) -> str:
 
 
 def _record_spec(spec: StudySpec, out: Path) -> None:
+    """Write ``out/study.json``; refuse to resume a study whose defining settings changed."""
     path = out / "study.json"
-    current = {k: v for k, v in asdict(spec).items()}
-    current = json.loads(json.dumps(current, default=list))
+    current = json.loads(json.dumps(asdict(spec), default=list))   # tuples -> lists, as read back
     if path.exists():
         previous = json.loads(path.read_text())
         changed = [k for k in _DEFINING_FIELDS if previous.get(k) != current.get(k)]
