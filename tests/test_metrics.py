@@ -328,7 +328,7 @@ def test_evaluate_runs_a_tiny_compact_network_and_restores_mode():
 def test_runs_on_cuda():
     batch = {"depth": row([2.0, 2.0]), "seg": row([0, 1]).long()}
     ev = SceneNetEval("nyuv2_3", ["seg", "depth"], [2, 1], (1, 2))
-    ev.update([seg_logits([0, 0], 2).cuda(), row([2.0, 3.0]).cuda()], batch)
+    ev.update([seg_logits([0, 0], 2).to("cuda"), row([2.0, 3.0]).to("cuda")], batch)
     m = ev.compute()
     assert m["seg"]["Pixel Acc"] == pytest.approx(0.5) and m["depth"]["abs_err"] == pytest.approx(0.5)
 

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from lib.config import load_config
+
 from .synthetic import LAYOUTS, write_dataset
 
-# The CPU profile's image sizes (lib.config PROFILES["cpu"]).
-DEFAULT_SIZES = {"nyuv2_3": (128, 160), "cityscapes": (128, 256), "taskonomy": (128, 128)}
+
+def cpu_profile_size(layout: str) -> tuple[int, int]:
+    """The image size the ``cpu`` profile uses for ``layout`` (what the demo generates)."""
+    return tuple(load_config(layout, profile="cpu").IMAGE_SHAPE)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,9 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-train", type=int, default=320)
     parser.add_argument("--num-test", type=int, default=80)
     parser.add_argument("--height", type=int, default=None,
-                        help="default: 128 (all layouts)")
+                        help="default: the cpu profile's (96 for every layout)")
     parser.add_argument("--width", type=int, default=None,
-                        help="default: 160 NYU, 256 Cityscapes, 128 Taskonomy")
+                        help="default: the cpu profile's (128 NYU, 192 Cityscapes, 96 Taskonomy)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1,
                         help="render in this many processes (same files for any value; worth "
@@ -26,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    height, width = DEFAULT_SIZES[args.layout]
+    height, width = cpu_profile_size(args.layout)
     height = args.height or height
     width = args.width or width
     root = write_dataset(args.root, args.layout, args.num_train, args.num_test, height, width,
