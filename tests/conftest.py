@@ -32,3 +32,18 @@ def make_random_batch(tasks, tasks_num_class, batch_size=2, height=48, width=64,
 @pytest.fixture
 def random_batch():
     return make_random_batch
+
+
+@pytest.fixture(scope="module")
+def tiny_setup():
+    """(cfg, untrained tiny 3-task SceneNet in eval mode, its loss, two random batches)."""
+    from lib.config import load_config
+    from lib.losses import SceneNetLoss
+    from lib.models import SceneNet
+
+    cfg = load_config("nyuv2_3task", profile="tiny")
+    torch.manual_seed(0)
+    net = SceneNet.from_config(cfg).eval()
+    criterion = SceneNetLoss.from_config(cfg)
+    loader = [make_random_batch(cfg.TASKS, cfg.TASKS_NUM_CLASS, seed=i) for i in range(2)]
+    return cfg, net, criterion, loader

@@ -4,10 +4,8 @@ import copy
 import pytest
 import torch
 
-from conftest import make_random_batch
 from lib.config import load_config
-from lib.losses import SceneNetLoss
-from lib.models import SceneNet, backbone_modules, head_modules, prunable_modules
+from lib.models import backbone_modules, head_modules, prunable_modules
 from lib.pruning import (ScoreRanking, cut_prune, fuse_backbone, install_masks,
                          keep_ratio_for_sparsity, prune,
                          masks_of, reference_keep_ratio, remove_masks, select_tasks,
@@ -16,13 +14,8 @@ from lib.pruning import (ScoreRanking, cut_prune, fuse_backbone, install_masks,
 
 
 @pytest.fixture(scope="module")
-def setup():
-    cfg = load_config("nyuv2_3task", profile="tiny")
-    torch.manual_seed(0)
-    net = SceneNet.from_config(cfg).eval()
-    criterion = SceneNetLoss.from_config(cfg)
-    loader = [make_random_batch(cfg.TASKS, cfg.TASKS_NUM_CLASS, seed=i) for i in range(2)]
-    return cfg, net, criterion, loader
+def setup(tiny_setup):
+    return tiny_setup
 
 
 # ------------------------------------------------------------------------- task selection

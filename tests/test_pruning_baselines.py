@@ -2,10 +2,7 @@
 import pytest
 import torch
 
-from conftest import make_random_batch
-from lib.config import load_config
-from lib.losses import SceneNetLoss
-from lib.models import SceneNet, backbone_modules, prunable_modules, task_model_modules
+from lib.models import backbone_modules, prunable_modules, task_model_modules
 from lib.pruning import (METHODS, PruneContext, effective_weight, magnitude_scores, masks_of,
                          per_round_runs, prune,
                          select_tasks, sparsity_report, task_masks, task_scores)
@@ -15,13 +12,8 @@ SELECTED = ["seg", "depth"]
 
 
 @pytest.fixture(scope="module")
-def setup():
-    cfg = load_config("nyuv2_3task", profile="tiny")
-    torch.manual_seed(0)
-    net = SceneNet.from_config(cfg).eval()
-    criterion = SceneNetLoss.from_config(cfg)
-    loader = [make_random_batch(cfg.TASKS, cfg.TASKS_NUM_CLASS, seed=i) for i in range(2)]
-    return cfg, net, criterion, loader
+def setup(tiny_setup):
+    return tiny_setup
 
 
 def run(method, setup, **kwargs):

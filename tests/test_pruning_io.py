@@ -4,10 +4,8 @@ import json
 import pytest
 import torch
 
-from conftest import make_random_batch
 from lib.cli import main as cli_main
 from lib.config import load_config
-from lib.losses import SceneNetLoss
 from lib.models import SceneNet, head_modules, prunable_modules
 from lib.pruning import (layer_sparsity, load_base_model, load_pruned, mask_iou_by_layer,
                          masks_of, pairwise_mask_iou, plot_layer_sparsity, plot_mask_iou, prune,
@@ -16,12 +14,8 @@ from lib.pruning import (layer_sparsity, load_base_model, load_pruned, mask_iou_
 
 
 @pytest.fixture(scope="module")
-def setup():
-    cfg = load_config("nyuv2_3task", profile="tiny")
-    torch.manual_seed(0)
-    net = SceneNet.from_config(cfg).eval()
-    criterion = SceneNetLoss.from_config(cfg)
-    loader = [make_random_batch(cfg.TASKS, cfg.TASKS_NUM_CLASS, seed=i) for i in range(2)]
+def setup(tiny_setup):
+    cfg, net, criterion, loader = tiny_setup
     pruned = prune("cut", net, criterion, loader, selected_tasks=["depth", "sn"], sparsity=90,
                    num_batches=2, seed=7)
     return cfg, net, loader, pruned.eval()
@@ -86,7 +80,7 @@ def test_load_base_model_errors(setup, tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         load_base_model(tmp_path / "junk.pth", cfg)
-    wide = load_config("nyuv2_3task", profile="cpu")
+    wide = load_config("nyuv2_3task", profile="tiny", WIDTH_MULT=0.25)
     torch.save(net.state_dict(), tmp_path / "base.pth")
     with pytest.raises(ValueError, match="does not match the network") as info:
         load_base_model(tmp_path / "base.pth", wide)
