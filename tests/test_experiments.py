@@ -44,6 +44,9 @@ def test_table_has_the_paper_columns(finished_study):
     # positive (2 training steps), the "present" variant averages the classes seen: a number.
     assert rows[0]["seg/mIoU"] not in ("", "nan")
     assert json.loads((out / "study.json").read_text())["metric_options"] == {"miou": "present"}
+    cell = out / "cells" / "cut_90_seg-depth"
+    assert (cell / "final_model.pth").exists()                          # kept for export
+    assert not (cell / "last.pth").exists() and not (cell / "best.pth").exists()
 
 
 def test_figures_are_written_and_open(finished_study):

@@ -5,9 +5,10 @@
     print(result.table_markdown)
 
 Each cell of the grid prunes the dense base model with one method at one sparsity for one task
-selection, fine-tunes the compact network with its masks held, evaluates it on the test split and
-writes its row as JSON (atomically) under ``out_dir/cells``. The table and the figures are rebuilt
-from those rows every run.
+selection, fine-tunes the compact network with its masks held, evaluates the fine-tuned model on
+the test split and writes its row as JSON (atomically) under ``out_dir/cells``; of the fine-tuning
+run only ``final_model.pth`` (+ ``.json``) is kept. The table and the figures are rebuilt from
+those rows every run.
 """
 from __future__ import annotations
 
@@ -205,6 +206,10 @@ def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
     if task_masks:
         from lib.pruning import pairwise_mask_iou
         record["mask_iou"] = pairwise_mask_iou(task_masks)
+    # The row is the cell's result; only the fine-tuned model is kept (for export and the
+    # prediction figures): at reference width each resumable checkpoint is ~1 GB.
+    for name in ("last.pth", "best.pth"):
+        (run_dir / name).unlink(missing_ok=True)
     return record
 
 
