@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ast
-from typing import Any
+from typing import Any, Callable
 
 from lib.config import CONFIG_MODULES, load_config, PROFILES
 
@@ -58,3 +58,43 @@ def config_from_args(args: argparse.Namespace):
     if args.data_root is not None:
         overrides["DATA_ROOT"] = args.data_root
     return load_config(args.config, profile=args.profile, **overrides)
+
+
+def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
+                   loop: Callable[..., Any], verb: str) -> int:
+    """The body shared by ``train`` and ``finetune``, torchrun-ready.
+
+    Builds the config and the loaders, ``build_net(cfg)``, runs ``loop`` (``train`` or
+    ``finetune``) with the command's options, then (rank 0) evaluates the selected checkpoint
+    on the test split and writes ``<ckpt>.metrics.json``.
+    """
+    from lib.losses import SceneNetLoss
+
+    from .distributed import init_from_env
+    from .evaluate import evaluate, metrics_eval_fn, metrics_path_for
+    from .loading import net_from_checkpoint
+    from .selection import make_loaders
+
+    info = init_from_env()
+    try:
+        cfg = config_from_args(args)
+        loaders = make_loaders(cfg, selection=args.selection, val_fraction=args.val_fraction,
+                               seed=args.seed)
+        net = build_net(cfg)
+        result = loop(net, SceneNetLoss.from_config(cfg), loaders.train, cfg, args.run_dir,
+                      val_loader=loaders.val, max_iters=args.max_iters, lr=args.lr,
+                      seed=args.seed, device=args.device, resume=args.resume,
+                      overwrite=args.overwrite, amp=args.amp,
+                      eval_fn=metrics_eval_fn(cfg) if args.metrics else None,
+                      log=not args.quiet, split=loaders.split)
+        if info.is_main:
+            chosen = result.best_checkpoint or result.final_model
+            model = net_from_checkpoint(chosen, cfg)
+            metrics = evaluate(model, loaders.test, cfg, device=args.device,
+                               out_path=metrics_path_for(chosen), progress=not args.quiet)
+            print(f"{verb} {result.iterations} iterations; test metrics of {chosen}: {metrics}")
+    finally:
+        if info.enabled:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+    return 0
