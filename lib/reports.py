@@ -243,14 +243,18 @@ def plot_metric_vs_sparsity(rows: Sequence[Mapping[str, Any]], out_png: str | os
 
 def plot_delta_vs_sparsity(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathLike,
                            x: str = "measured_sparsity", column: str = DELTA_COLUMN,
-                           title: str | None = None) -> Path:
-    """Δ vs dense (percent) against sparsity, one line per method; 0 marks the dense model."""
+                           title: str | None = None,
+                           reference_method: str | None = "dense") -> Path:
+    """Δ vs dense (percent) against sparsity, one line per method; 0 marks the dense model.
+
+    Rows of ``reference_method`` are not drawn as a line (their Δ is 0 by definition), so each
+    method keeps the colour it has in :func:`plot_metric_vs_sparsity`."""
     _check_rows(rows, "plot_delta_vs_sparsity")
     if not any(not _is_missing(row.get(column)) for row in rows):
         raise ValueError(f"plot_delta_vs_sparsity: no row has a {column!r} value")
     fig = Figure(figsize=(5.5, 3.8))
     ax = fig.subplots()
-    for label, line_rows in group_into_lines(rows).items():
+    for label, line_rows in group_into_lines(rows, skip_method=reference_method).items():
         xs, ys = _series(line_rows, x, column)
         if xs:
             ax.plot(xs, ys, marker="o", label=label)
@@ -258,7 +262,8 @@ def plot_delta_vs_sparsity(rows: Sequence[Mapping[str, Any]], out_png: str | os.
     ax.set_xlabel(COLUMN_LABELS.get(x, x))
     ax.set_ylabel(COLUMN_LABELS.get(column, column))
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:   # rows without a Δ (undefined) draw no line
+        ax.legend()
     if title:
         ax.set_title(title)
     fig.tight_layout()
