@@ -6,7 +6,8 @@ Each seed trains its own base model and runs the demo's grid (CUT and the baseli
 sparsities, two task selections) on the same synthetic dataset (``data_seed`` is fixed), so
 the spread covers training, pruning and data-order randomness. Prints, per selection, method
 and sparsity, the mean ± std of Δ vs dense (percent, higher is better) over the seeds, and
-CUT's margin over each baseline with its spread. Resumable: finished cells are reused.
+CUT's margin over each baseline with its spread, and the control: the dense model fine-tuned
+exactly like the pruned ones. Resumable: finished cells are reused.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no OpenMP spinning
 
-from lib.experiments import run_study  # noqa: E402
+from lib.experiments import DENSE_FINETUNED, run_study  # noqa: E402
 from lib.experiments.demo import demo_spec  # noqa: E402
 from lib.utils import set_cpu_threads  # noqa: E402
 
@@ -52,9 +53,12 @@ def main() -> int:
 
     print(f"\nΔ vs dense in % (mean ± std over seeds {args.seeds}; higher is better)")
     selections = sorted({k[0] for k in deltas}, key=lambda s: -len(s))
-    sparsities = sorted({k[1] for k in deltas})
+    sparsities = sorted({k[1] for k in deltas if k[2] != DENSE_FINETUNED})
     for sel in selections:
         print(f"\nselection {sel}")
+        control = list(deltas.get((sel, 0.0, DENSE_FINETUNED), {}).values())
+        if control:
+            print(f"dense model fine-tuned like the pruned ones (control): {mean_std(control)}")
         print(f"{'sparsity':>9} " + " ".join(f"{m:>17}" for m in methods))
         for s in sparsities:
             cells = [mean_std(list(deltas[(sel, s, m)].values())) for m in methods]

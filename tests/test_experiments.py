@@ -29,13 +29,15 @@ def test_table_has_the_paper_columns(finished_study):
     out, result = finished_study
     with open(result.table_csv, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == ["dense", "cut"]
+    assert [r["method"] for r in rows] == ["dense", "dense_ft", "cut"]
     columns = rows[0].keys()
     for column in ("method", "tasks", "nominal_sparsity", "measured_sparsity",
                    "seg/mIoU", "seg/Pixel Acc", "depth/abs_err", "depth/rel_err"):
         assert column in columns
     assert not any(c.startswith("sn/") for c in columns)   # sn was not selected
-    cut = rows[1]
+    control, cut = rows[1], rows[2]
+    assert float(control["measured_sparsity"]) == 0.0      # the dense heads, fine-tuned alike
+    assert control["depth/abs_err"] != rows[0]["depth/abs_err"]    # ... so it moved
     assert cut["tasks"] == "seg+depth"
     assert abs(float(cut["measured_sparsity"]) - 90) <= 0.5
     assert float(rows[0]["measured_sparsity"]) == 0.0

@@ -29,6 +29,9 @@ from lib.models import SceneNet
 from lib.utils import atomic_write_json, resolve_device, seed_everything
 
 DEFAULT_METHODS = ("cut", "lth", "snip", "random", "disparse_static")
+# The control row: the dense model with the selected heads only, fine-tuned exactly like the
+# pruned models. Its delta is what fine-tuning alone (and its BatchNorm drift) does.
+DENSE_FINETUNED = "dense_ft"
 DEFAULT_SPARSITIES = (30, 50, 70, 90)
 
 
@@ -64,6 +67,7 @@ class StudySpec:
     num_batches: int | None = None        # None -> cfg.PRUNE_NUM_BATCHES
     sparsity_mode: str = "target"         # "target": hit the deployed sparsity; "reference_table"
     metric_options: dict = field(default_factory=dict)  # e.g. {"miou": "present"}; {}: reference
+    dense_control: bool = True            # add a DENSE_FINETUNED cell per selection
     val_fraction: float = 0.1
     synthetic_train: int = 160
     synthetic_test: int = 32
@@ -98,7 +102,8 @@ def cell_id(method: str, sparsity: float, selection: Sequence[str]) -> str:
 # incomparable rows in one table, so it is refused.
 _DEFINING_FIELDS = ("config", "profile", "data_root", "seed", "data_seed", "base_checkpoint",
                     "base_iters", "finetune_iters", "num_batches", "sparsity_mode", "val_fraction",
-                    "synthetic_train", "synthetic_test", "metric_options", "overrides")
+                    "synthetic_train", "synthetic_test", "metric_options", "overrides",
+                    "dense_control")
 
 
 def study_config(spec: StudySpec):
@@ -176,18 +181,21 @@ def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
              dense: dict, method: str, sparsity: float, selection: Sequence[str], out: Path,
              device: torch.device) -> dict:
     """Prune -> fine-tune -> evaluate one cell; returns its record (row + per-layer data)."""
-    from lib.pruning import prune, reference_keep_ratio, sparsity_report
+    from lib.pruning import prune, reference_keep_ratio, select_tasks, sparsity_report
     from lib.reports import results_row
     from lib.training import evaluate, finetune
 
     loaders = _loaders(spec, cfg)
-    budget = ({"sparsity": float(sparsity)} if spec.sparsity_mode == "target"
-              else {"keep_ratio": reference_keep_ratio(cfg, sparsity)})
-    num_batches = spec.num_batches or cfg.PRUNE_NUM_BATCHES
     started = time.time()
-    pruned = prune(method, base, criterion, loaders.train, selected_tasks=list(selection),
-                   tasks=cfg.TASKS, num_batches=num_batches, seed=spec.seed, device=device,
-                   **budget)
+    if method == DENSE_FINETUNED:
+        pruned = select_tasks(base, list(selection), cfg.TASKS)
+        pruned.pruning_meta = {"keep_ratio": 1.0}
+    else:
+        budget = ({"sparsity": float(sparsity)} if spec.sparsity_mode == "target"
+                  else {"keep_ratio": reference_keep_ratio(cfg, sparsity)})
+        pruned = prune(method, base, criterion, loaders.train, selected_tasks=list(selection),
+                       tasks=cfg.TASKS, num_batches=spec.num_batches or cfg.PRUNE_NUM_BATCHES,
+                       seed=spec.seed, device=device, **budget)
     report = sparsity_report(pruned, full_net=base)
     task_masks = getattr(pruned, "task_masks", None)
     run_dir = out / "cells" / cell_id(method, sparsity, selection)
@@ -224,15 +232,20 @@ def _delta(metrics: dict, dense: dict, selection: Sequence[str]) -> float | None
 
 
 def grid(spec: StudySpec, tasks: Sequence[str]) -> list[tuple[tuple[str, ...], str, float]]:
-    """Every (selection, method, sparsity) cell of the study, in run order."""
+    """Every (selection, method, sparsity) cell of the study, in run order (per selection: the
+    fine-tuned dense control first, if asked for, then every method at every sparsity)."""
     selections = [tuple(s) for s in (spec.selections or default_selections(tasks))]
     for sel in selections:
         unknown = [t for t in sel if t not in tasks]
         if unknown:
             raise ValueError(f"selection {list(sel)} names unknown task(s) {unknown}; "
                              f"available: {list(tasks)}")
-    return [(sel, m, float(s)) for sel in selections for m in spec.methods
-            for s in spec.sparsities]
+    cells = []
+    for sel in selections:
+        if spec.dense_control:
+            cells.append((sel, DENSE_FINETUNED, 0.0))
+        cells += [(sel, m, float(s)) for m in spec.methods for s in spec.sparsities]
+    return cells
 
 
 def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
