@@ -128,7 +128,9 @@ def _record_spec(spec: StudySpec, out: Path) -> None:
     path = out / "study.json"
     current = json.loads(json.dumps(asdict(spec), default=list))   # tuples -> lists, as read back
     if path.exists():
-        previous = json.loads(path.read_text())
+        # A field an older version did not record had its default value then.
+        defaults = json.loads(json.dumps(asdict(StudySpec()), default=list))
+        previous = {**defaults, **json.loads(path.read_text())}
         changed = [k for k in _DEFINING_FIELDS if previous.get(k) != current.get(k)]
         if changed:
             raise ValueError(f"{path} was written by a study with other {changed} "
