@@ -46,6 +46,7 @@ def main() -> int:
     for seed in args.seeds:
         spec = replace(demo_spec(out_dir=f"{args.out}/seed{seed}", seed=seed), data_seed=0)
         result = run_study(spec, progress=True)
+        print(f"seed {seed}: study done in {result.seconds / 60:.1f} min")
         methods = list(spec.methods)
         for row in result.rows:
             if row["method"] != "dense" and row.get("delta") is not None:

@@ -20,5 +20,5 @@ def demo_spec(out_dir: str = "demo_output", seed: int = 0,
     """
     return StudySpec(config="nyuv2_3task", profile="cpu", out_dir=out_dir, methods=tuple(methods),
                      sparsities=DEMO_SPARSITIES, selections=DEMO_SELECTIONS, seed=seed,
-                     base_iters=300, finetune_iters=20, num_batches=4,
-                     synthetic_train=160, synthetic_test=24, metric_options={"miou": "present"})
+                     base_iters=250, finetune_iters=12, num_batches=4,
+                     synthetic_train=160, synthetic_test=16, metric_options={"miou": "present"})
