@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from itertools import combinations
-from pathlib import Path
 from typing import Mapping
 
 from matplotlib.figure import Figure
+
+from lib.utils import atomic_write
 
 from .masks import Masks
 
@@ -45,11 +46,19 @@ def _short(name: str) -> str:
     return name.replace("backbone.", "bb.").replace("blocks.", "").replace("_fc1_", ".")
 
 
-def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
+def _finish_layer_axes(fig: Figure, ax, layers: list[str], ylabel: str,
+                       ylim: tuple[float, float], title: str,
+                       path: str | os.PathLike | None) -> Figure:
+    """One tick per layer (short names), labels, legend; save atomically when ``path`` is given."""
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels([_short(n) for n in layers], rotation=90, fontsize=5)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(*ylim)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     return fig
 
 
@@ -67,13 +76,7 @@ def plot_layer_sparsity(series: Mapping[str, Mapping], path: str | os.PathLike |
     for i, (label, values) in enumerate(data.items()):
         ax.bar([j + i * width for j in range(len(layers))], [values.get(n, 0.0) for n in layers],
                width=width, label=label)
-    ax.set_xticks(range(len(layers)))
-    ax.set_xticklabels([_short(n) for n in layers], rotation=90, fontsize=5)
-    ax.set_ylabel("sparsity (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    return _finish(fig, path)
+    return _finish_layer_axes(fig, ax, layers, "sparsity (%)", (0, 100), title, path)
 
 
 def plot_mask_iou(iou: Mapping[str, Mapping[str, float]], path: str | os.PathLike | None = None,
@@ -85,10 +88,4 @@ def plot_mask_iou(iou: Mapping[str, Mapping[str, float]], path: str | os.PathLik
     for label, values in iou.items():
         layers = list(values)
         ax.plot(range(len(values)), list(values.values()), marker=".", label=label)
-    ax.set_xticks(range(len(layers)))
-    ax.set_xticklabels([_short(n) for n in layers], rotation=90, fontsize=5)
-    ax.set_ylabel("IoU")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    return _finish(fig, path)
+    return _finish_layer_axes(fig, ax, layers, "IoU", (0, 1.05), title, path)

@@ -38,6 +38,22 @@ class Schedule:
     decay_freq: int
     decay_rate: float
 
+    @classmethod
+    def from_config(cls, cfg, *, retrain: bool, max_iters: int | None = None,
+                    lr: float | None = None, weight_decay: float | None = None,
+                    decay_freq: int | None = None, decay_rate: float | None = None) -> "Schedule":
+        """The config's base-training values (``MAX_ITERS``, ``INIT_LR``, ``DECAY_LR_*``) or, with
+        ``retrain``, its fine-tuning values (``RETRAIN_EPOCH``, ``RETRAIN_LR``,
+        ``RETRAIN_DECAY_LR_*``); ``WEIGHT_DECAY`` for both. A keyword given overrides its value."""
+        names = (("RETRAIN_EPOCH", "RETRAIN_LR", "RETRAIN_DECAY_LR_FREQ", "RETRAIN_DECAY_LR_RATE")
+                 if retrain else ("MAX_ITERS", "INIT_LR", "DECAY_LR_FREQ", "DECAY_LR_RATE"))
+        given = (max_iters, lr, decay_freq, decay_rate)
+        iters, rate, freq, gamma = (getattr(cfg, n) if v is None else v
+                                    for n, v in zip(names, given))
+        return cls(max_iters=int(iters), lr=float(rate),
+                   weight_decay=float(cfg.WEIGHT_DECAY if weight_decay is None else weight_decay),
+                   decay_freq=int(freq), decay_rate=float(gamma))
+
     def validate(self) -> None:
         if self.max_iters < 1:
             raise ValueError(f"max_iters must be >= 1, got {self.max_iters}")

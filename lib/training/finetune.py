@@ -49,12 +49,9 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
     if tasks is None:
         raise ValueError("finetune needs a SceneNet built with task names (net.tasks is None)")
     criterion = criterion.restricted_to(list(tasks))
-    schedule = Schedule(
-        max_iters=int(cfg.RETRAIN_EPOCH if max_iters is None else max_iters),
-        lr=float(cfg.RETRAIN_LR if lr is None else lr),
-        weight_decay=float(cfg.WEIGHT_DECAY if weight_decay is None else weight_decay),
-        decay_freq=int(cfg.RETRAIN_DECAY_LR_FREQ if decay_freq is None else decay_freq),
-        decay_rate=float(cfg.RETRAIN_DECAY_LR_RATE if decay_rate is None else decay_rate))
+    schedule = Schedule.from_config(cfg, retrain=True, max_iters=max_iters, lr=lr,
+                                    weight_decay=weight_decay, decay_freq=decay_freq,
+                                    decay_rate=decay_rate)
     masks = mask_snapshot(compact_net)
     zero_pruned(compact_net)
     result = run_loop(compact_net, criterion, train_loader, cfg, run_dir, schedule=schedule,

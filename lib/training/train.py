@@ -37,12 +37,9 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
     Under ``torchrun`` (an initialised process group) the net is wrapped in
     DistributedDataParallel and only rank 0 logs and writes.
     """
-    schedule = Schedule(
-        max_iters=int(cfg.MAX_ITERS if max_iters is None else max_iters),
-        lr=float(cfg.INIT_LR if lr is None else lr),
-        weight_decay=float(cfg.WEIGHT_DECAY if weight_decay is None else weight_decay),
-        decay_freq=int(cfg.DECAY_LR_FREQ if decay_freq is None else decay_freq),
-        decay_rate=float(cfg.DECAY_LR_RATE if decay_rate is None else decay_rate))
+    schedule = Schedule.from_config(cfg, retrain=False, max_iters=max_iters, lr=lr,
+                                    weight_decay=weight_decay, decay_freq=decay_freq,
+                                    decay_rate=decay_rate)
     return run_loop(net, criterion, train_loader, cfg, run_dir, schedule=schedule, phase="train",
                     final_name="base_model.pth", val_loader=val_loader, seed=seed,
                     device=device, resume=resume, overwrite=overwrite, amp=amp,
