@@ -38,7 +38,7 @@ _TORCH_TO_NAME = {torch.float32: "float32", torch.float16: "float16", torch.floa
                   torch.int64: "int64", torch.int32: "int32", torch.uint8: "uint8",
                   torch.bool: "bool"}
 _NAME_TO_TORCH = {v: k for k, v in _TORCH_TO_NAME.items()}
-_ARCH_KEYS = {"tasks_num_class", "backbone_name", "width_mult", "task_ids", "tasks"}
+_ARCH_KEYS = {"model", "tasks_num_class", "backbone_name", "width_mult", "task_ids", "tasks"}
 MASK_COMPRESSIONS = ("none", "zlib", "lzma")
 VALUE_COMPRESSIONS = ("none", "zlib")
 
@@ -107,7 +107,7 @@ def scene_net_from_architecture(architecture: Mapping[str, Any], source: str) ->
         raise ValueError(f"{source}: architecture keys {sorted(architecture)} are not SceneNet's; "
                          f"expected 'tasks_num_class' and a subset of {sorted(_ARCH_KEYS)}")
     try:
-        return SceneNet(**dict(architecture))
+        return SceneNet.from_architecture(dict(architecture))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: cannot build SceneNet from architecture "
                          f"{dict(architecture)}: {exc}") from None

@@ -4,9 +4,10 @@ Module names and therefore state-dict keys are the reference's (``backbone.block
 ``backbone.ds.{s}.0``, ``task{t}_fc1_c{k}.conv{1,2,3}``), so checkpoints of the original code load
 strictly. ``width_mult`` < 1 narrows every layer for CPU runs; 1.0 is the reference network.
 
-A compact network (after task selection) is a SceneNet whose ``task_ids`` is a subset of the
-original 1-based ids: head ``task3_*`` keeps its name, and ``forward`` returns the outputs in the
-order of ``task_ids``.
+SceneNet is a :class:`~lib.models.contract.MultiTaskModel`: the backbone is shared, task ``t``'s
+modules are its four ASPP branches. A compact network (``net.select(tasks)``) is a SceneNet whose
+``task_ids`` is a subset of the original 1-based ids: head ``task3_*`` keeps its name, and
+``forward`` returns the outputs in the order of ``task_ids`` (aligned with ``tasks``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .contract import MultiTaskModel, register_model
 
 BACKBONE_LAYOUTS = {"ResNet18": [2, 2, 2, 2], "ResNet34": [3, 4, 6, 3]}
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -115,7 +118,8 @@ def head_branch_names(task_id: int) -> list[str]:
     return [f"task{task_id}_fc1_c{k}" for k in range(len(ASPP_RATES))]
 
 
-class SceneNet(nn.Module):
+@register_model
+class SceneNet(MultiTaskModel):
     """Shared dilated-ResNet backbone + one ASPP head per task; ``forward`` returns a list.
 
     Args:
@@ -123,7 +127,8 @@ class SceneNet(nn.Module):
         backbone_name: ``"ResNet18"`` or ``"ResNet34"``.
         width_mult: channel multiplier for backbone and heads (1.0 = reference).
         task_ids: 1-based ids of the heads present (default ``1..len(tasks_num_class)``).
-        tasks: optional task names aligned with ``task_ids`` (e.g. ``["seg", "sn", "depth"]``).
+        tasks: task names aligned with ``task_ids`` (e.g. ``["seg", "sn", "depth"]``); default
+            ``task{id}``.
     """
 
     def __init__(self, tasks_num_class: Sequence[int], backbone_name: str = "ResNet34",
@@ -146,7 +151,7 @@ class SceneNet(nn.Module):
         self.width_mult = float(width_mult)
         self.tasks_num_class = list(tasks_num_class)
         self.task_ids = task_ids
-        self.tasks = list(tasks) if tasks is not None else None
+        self.tasks = list(tasks) if tasks is not None else [f"task{t}" for t in task_ids]
         self.backbone = DeepLabResNetBackbone(BACKBONE_LAYOUTS[backbone_name], width_mult)
         hidden = _scaled(HEAD_HIDDEN, width_mult)
         for task_id, num_class in zip(task_ids, tasks_num_class):
@@ -166,9 +171,31 @@ class SceneNet(nn.Module):
 
     def architecture(self) -> dict:
         """Everything needed to rebuild an identical (unweighted) network."""
-        return {"tasks_num_class": list(self.tasks_num_class), "backbone_name": self.backbone_name,
-                "width_mult": self.width_mult, "task_ids": list(self.task_ids),
-                "tasks": None if self.tasks is None else list(self.tasks)}
+        return {"model": "SceneNet", "tasks_num_class": list(self.tasks_num_class),
+                "backbone_name": self.backbone_name, "width_mult": self.width_mult,
+                "task_ids": list(self.task_ids), "tasks": list(self.tasks)}
+
+    def shared_modules(self) -> dict[str, nn.Module]:
+        return {"backbone": self.backbone}
+
+    def task_modules(self, task: str) -> dict[str, nn.Module]:
+        task_id = self.task_id(task)
+        return {name: getattr(self, name) for name in head_branch_names(task_id)}
+
+    def task_id(self, task: str) -> int:
+        """The 1-based head id of task ``task``."""
+        if task not in self.tasks:
+            raise KeyError(f"this network has no task {task!r}; tasks: {self.tasks}")
+        return self.task_ids[self.tasks.index(task)]
+
+    def _on_select(self, tasks: list[str]) -> None:
+        index = [self.tasks.index(t) for t in tasks]
+        self.task_ids = [self.task_ids[i] for i in index]
+        self.tasks_num_class = [self.tasks_num_class[i] for i in index]
+        # Register the kept heads in the selected order, as a freshly built compact net would.
+        heads = [name for t in self.task_ids for name in head_branch_names(t)]
+        order = [n for n in self._modules if n not in heads] + heads
+        self._modules = type(self._modules)((n, self._modules[n]) for n in order)
 
     def head(self, task_id: int) -> list[nn.Module]:
         """The four ASPP branches of 1-based task ``task_id``."""
@@ -184,7 +211,5 @@ class SceneNet(nn.Module):
         return self.forward_heads(self.backbone(img))
 
     def forward_dict(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Outputs keyed by task name (requires ``tasks``)."""
-        if self.tasks is None:
-            raise ValueError("this SceneNet was built without task names")
+        """Outputs keyed by task name."""
         return dict(zip(self.tasks, self(img)))

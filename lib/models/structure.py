@@ -9,9 +9,8 @@ from typing import Iterator
 
 import torch.nn as nn
 
+from .contract import PRUNABLE_TYPES
 from .scene_net import SceneNet, head_branch_names
-
-PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 
 
 def check_scene_net(net: nn.Module) -> SceneNet:

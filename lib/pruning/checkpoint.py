@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import torch
 
-from lib.models import SceneNet, check_scene_net, prunable_modules
+from lib.models import SceneNet, build_model, check_scene_net, prunable_modules
 from lib.utils import atomic_torch_save, atomic_write_text, safe_torch_load
 
 from .masks import install_masks, refresh_masked_weights
@@ -69,7 +69,7 @@ def load_pruned(path: str | os.PathLike, map_location: str | torch.device = "cpu
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"{side} is not a pruned-checkpoint sidecar ({exc})") from None
     state = safe_torch_load(path, map_location)
-    net = SceneNet(**arch)
+    net = build_model(arch, str(side))
     masked = {n: torch.ones_like(m.weight, dtype=torch.bool)
               for n, m in prunable_modules(net).items() if f"{n}.weight_mask" in state}
     install_masks(net, masked, fill=False)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from lib.models import SceneNet, backbone_modules, check_scene_net, head_modules, prunable_modules
+from lib.models import SceneNet, build_model, backbone_modules, check_scene_net, head_modules, prunable_modules
 from lib.utils import resolve_device, seed_everything
 
 from .compact import select_tasks
@@ -107,7 +107,7 @@ def fresh_like(net: SceneNet, seed: int) -> SceneNet:
     """An untrained SceneNet of ``net``'s architecture, initialised from ``seed``, same device."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        fresh = SceneNet(**net.architecture())
+        fresh = build_model(net.architecture())
     return fresh.to(next(net.parameters()).device).train(net.training)
 
 

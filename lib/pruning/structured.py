@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from lib.models import SceneNet, check_scene_net, head_modules
+from lib.models import SceneNet, build_model, check_scene_net, head_modules
 
 from .compact import select_tasks
 from .fusion import MinVotes, required_votes
@@ -99,7 +99,7 @@ def _resized(old: nn.Module, counts: Any) -> nn.Module:
 def build_structured(architecture: Mapping[str, Any], spec: Mapping[str, Mapping[str, Any]],
                      state_dict: Mapping[str, torch.Tensor] | None = None) -> SceneNet:
     """Rebuild a structurally pruned SceneNet from its architecture, channel spec and weights."""
-    net = apply_channel_spec(SceneNet(**dict(architecture)), spec)
+    net = apply_channel_spec(build_model(architecture), spec)
     if state_dict is not None:
         net.load_state_dict(dict(state_dict), strict=True)
     return net

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch.nn as nn
 import torch.nn.utils.prune as prune
 
-from lib.models import SceneNet
+from lib.models import SceneNet, build_model
 
 from .checkpoint import load_checkpoint, read_checkpoint
 
@@ -61,12 +61,13 @@ def net_from_checkpoint(path: str | os.PathLike, cfg=None) -> SceneNet:
     """A SceneNet with the checkpoint's architecture, masks and weights (on the CPU)."""
     ckpt = read_checkpoint(path)
     arch = architecture_for(path, ckpt, cfg)
+    if arch.get("tasks") is None and cfg is not None and len(cfg.TASKS) == len(
+            arch.get("tasks_num_class", ())):
+        arch = {**arch, "tasks": list(cfg.TASKS)}   # a record written without task names
     try:
-        net = SceneNet(**arch)
-    except TypeError as exc:
+        net = build_model(arch, str(path))
+    except ValueError as exc:
         raise ValueError(f"architecture of {path} is not a SceneNet's: {exc}") from None
-    if net.tasks is None and cfg is not None and len(cfg.TASKS) == net.num_tasks:
-        net.tasks = list(cfg.TASKS)
     install_identity_masks(net, ckpt["model"].keys())
     load_checkpoint(ckpt, net)
     return net
