@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lib.tasks import SEG_PRIOR_FILE
+
 from .base import IMG_MEAN_BGR, LayoutDataset, to_chw
 from .transforms import augment, resize
 
@@ -39,7 +41,7 @@ TASKONOMY_IGNORE = 255
 DEPTH_MISSING_FROM = 64500          # depth_zbuffer values >= this are masked
 KEYPOINT_RANGE = (0.0, 0.005)
 EDGE_RANGE = (0.0, 0.08)
-PRIOR_FILE = "semseg_prior_factor.npy"
+PRIOR_FILE = SEG_PRIOR_FILE
 
 
 def rewrite_path(path: str) -> str:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from lib.config import load_config
 from lib.losses import SceneNetLoss
-from lib.models import SceneNet
+from lib.models import MultiTaskModel, model_from_config
 from lib.utils import atomic_write_json, resolve_device, seed_everything
 
 DEFAULT_METHODS = ("cut", "lth", "snip", "random", "disparse_static")
@@ -147,9 +147,9 @@ def _loaders(spec: StudySpec, cfg):
 
 
 def base_model(spec: StudySpec, cfg, criterion: SceneNetLoss, out: Path,
-               device: torch.device) -> SceneNet:
+               device: torch.device) -> MultiTaskModel:
     """The dense base model: the given checkpoint, a finished earlier run, or trained now."""
-    from lib.pruning import load_base_model
+    from lib.checkpoints import load_base_model
     from lib.training import train
 
     if spec.base_checkpoint is not None:
@@ -158,7 +158,7 @@ def base_model(spec: StudySpec, cfg, criterion: SceneNetLoss, out: Path,
     if final.exists():
         return load_base_model(final, cfg)
     seed_everything(spec.seed)
-    net = SceneNet.from_config(cfg)
+    net = model_from_config(cfg)
     loaders = _loaders(spec, cfg)
     result = train(net, criterion, loaders.train, cfg, out / "base", val_loader=loaders.val,
                    max_iters=spec.base_iters, seed=spec.seed, device=device,
@@ -167,7 +167,7 @@ def base_model(spec: StudySpec, cfg, criterion: SceneNetLoss, out: Path,
     return load_base_model(result.final_model, cfg)
 
 
-def dense_metrics(spec: StudySpec, cfg, net: SceneNet, out: Path,
+def dense_metrics(spec: StudySpec, cfg, net: MultiTaskModel, out: Path,
                   device: torch.device) -> dict[str, dict[str, float]]:
     """Test metrics of the dense model on every task (cached beside the base model)."""
     from lib.training import evaluate
@@ -179,43 +179,45 @@ def dense_metrics(spec: StudySpec, cfg, net: SceneNet, out: Path,
                     progress=False, metric_options=spec.metric_options)
 
 
-def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
+def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: SceneNetLoss,
              dense: dict, method: str, sparsity: float, selection: Sequence[str], out: Path,
              device: torch.device) -> dict:
     """Prune -> fine-tune -> evaluate one cell; returns its record (row + per-layer data)."""
-    from lib.pruning import prune, reference_keep_ratio, select_tasks, sparsity_report
+    from lib.pruning import (STRUCTURED_METHODS, PruneResult, prune, reference_keep_ratio,
+                             select_tasks, sparsity_report)
     from lib.reports import results_row
     from lib.training import evaluate, finetune
 
     loaders = _loaders(spec, cfg)
     started = time.time()
     if method == DENSE_FINETUNED:
-        pruned = select_tasks(base, list(selection), cfg.TASKS)
-        pruned.pruning_meta = {"keep_ratio": 1.0}
+        dense_net = select_tasks(base, list(selection), cfg.TASKS)
+        pruning = PruneResult(dense_net, None, {"keep_ratio": 1.0},
+                             sparsity_report(dense_net)["deployed"]["sparsity"])
     else:
-        budget = ({"sparsity": float(sparsity)} if spec.sparsity_mode == "target"
+        budget = ({"sparsity": float(sparsity)}
+                  if spec.sparsity_mode == "target" or method in STRUCTURED_METHODS
                   else {"keep_ratio": reference_keep_ratio(cfg, sparsity)})
-        pruned = prune(method, base, criterion, loaders.train, selected_tasks=list(selection),
+        pruning = prune(method, base, criterion, loaders.train, selected_tasks=list(selection),
                        tasks=cfg.TASKS, num_batches=spec.num_batches or cfg.PRUNE_NUM_BATCHES,
                        seed=spec.seed, device=device, **budget)
-    report = sparsity_report(pruned, full_net=base)
-    task_masks = getattr(pruned, "task_masks", None)
+    report = sparsity_report(pruning.net, full_net=base)
     run_dir = out / "cells" / cell_id(method, sparsity, selection)
-    result = finetune(pruned, criterion, loaders.train, cfg, run_dir, val_loader=loaders.val,
+    result = finetune(pruning.net, criterion, loaders.train, cfg, run_dir, val_loader=loaders.val,
                       max_iters=spec.finetune_iters, seed=spec.seed, device=device,
-                      overwrite=True, log=False, split=loaders.split)
+                      overwrite=True, log=False, split=loaders.split, meta=pruning.meta)
     metrics = evaluate(result.net, loaders.test, cfg, device=device, progress=False,
                        metric_options=spec.metric_options)
-    row = results_row(method, selection, float(sparsity), report["deployed"]["sparsity"],
+    row = results_row(method, selection, float(sparsity), pruning.sparsity,
                       metrics, _delta(metrics, dense, selection),
                       reference_sparsity=report["reference"]["sparsity"],
-                      keep_ratio=pruned.pruning_meta["keep_ratio"],
+                      keep_ratio=pruning.meta["keep_ratio"],
                       seconds=round(time.time() - started, 1))
     record = {"row": row,
               "layer_sparsity": {n: v["sparsity"] for n, v in report["layers"].items()}}
-    if task_masks:
+    if pruning.task_masks:
         from lib.pruning import pairwise_mask_iou
-        record["mask_iou"] = pairwise_mask_iou(task_masks)
+        record["mask_iou"] = pairwise_mask_iou(pruning.task_masks)
     # The row is the cell's result; only the fine-tuned model is kept (for export and the
     # prediction figures): at reference width each resumable checkpoint is ~1 GB.
     for name in ("last.pth", "best.pth"):
@@ -303,7 +305,7 @@ def _slug(selection: Sequence[str]) -> str:
     return "-".join(selection)
 
 
-def write_outputs(spec: StudySpec, cfg, base: SceneNet, rows: list[dict], records: dict,
+def write_outputs(spec: StudySpec, cfg, base: MultiTaskModel, rows: list[dict], records: dict,
                   cells, out: Path, device: torch.device, seconds: float) -> StudyResult:
     """The results table (CSV + Markdown) and every figure, rebuilt from the cells' records."""
     from lib.pruning import plot_layer_sparsity, plot_mask_iou
@@ -343,7 +345,7 @@ def write_outputs(spec: StudySpec, cfg, base: SceneNet, rows: list[dict], record
                                                    device)
     best_cut = out / "cells" / cell_id("cut", top, focus) / "final_model.pth"
     if best_cut.exists():
-        from lib.pruning import load_pruned
+        from lib.checkpoints import load_pruned
         compact, _ = load_pruned(best_cut)
         figures["predictions_cut"] = prediction_grid(spec, cfg, compact,
                                                      out / f"predictions_cut_{top:g}.png", device)
@@ -357,7 +359,7 @@ def _save_fig(fig, path: Path) -> Path:
 
 
 @torch.no_grad()
-def prediction_grid(spec: StudySpec, cfg, net: SceneNet, path: Path,
+def prediction_grid(spec: StudySpec, cfg, net: MultiTaskModel, path: Path,
                     device: torch.device, num_samples: int = 3) -> Path:
     """Predictions vs ground truth on the first test images, for every task of ``net``."""
     from lib.data import build_loader

@@ -77,7 +77,6 @@ class DeepLabResNetBackbone(nn.Module):
             inplanes = planes
         self.blocks = nn.ModuleList(blocks)
         self.ds = nn.ModuleList(shortcuts)  # ds[0] is None: no keys, as in the reference
-        self.out_channels = inplanes
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -85,6 +84,11 @@ class DeepLabResNetBackbone(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the features the heads read (fewer after structured pruning)."""
+        return self.blocks[-1][-1].bn2.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -20,12 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lib.models import SceneNet
+    from lib.models import model_from_config
 
     from .train import train
 
     def fresh_net(cfg):
         seed_everything(args.seed)  # same initial weights on every rank
-        return SceneNet.from_config(cfg)
+        return model_from_config(cfg)
 
     return run_and_report(args, fresh_net, train, "trained")
