@@ -201,7 +201,13 @@ class SceneNet(MultiTaskModel):
 
     @classmethod
     def from_config(cls, cfg) -> "SceneNet":
-        """Build the full multi-task network a config describes."""
+        """Build the full multi-task network a config describes (a SceneNet config: one
+        without ``MODEL`` or with ``MODEL = "SceneNet"``)."""
+        model = getattr(cfg, "MODEL", "SceneNet")
+        if model != "SceneNet":
+            raise ValueError(f"config {getattr(cfg, 'CONFIG_NAME', '?')!r} describes a {model}, "
+                             f"not a SceneNet; build it with "
+                             f"lib.models.MODEL_REGISTRY[{model!r}].from_config(cfg)")
         return cls(cfg.TASKS_NUM_CLASS, cfg.BACKBONE_NAME, getattr(cfg, "WIDTH_MULT", 1.0),
                    tasks=cfg.TASKS)
 
