@@ -1,7 +1,9 @@
 """Datasets in the three AdaShare on-disk layouts, loaders from a config, synthetic scenes.
 
     NYUv2, CityScapes, Taskonomy        readers of the real layouts (``lib.data.nyuv2`` ...)
-    build_dataset(cfg, split)           the reader of ``cfg.DATASET`` at ``cfg.DATA_ROOT``
+    build_dataset(cfg, split)           the reader of ``cfg.DATASET`` at ``cfg.DATA_ROOT`` (frames
+                                        resized to ``cfg.IMAGE_SHAPE`` on load when
+                                        ``cfg.RESIZE_TO_IMAGE_SHAPE``, as in the cpu/tiny profiles)
     build_loader(cfg, split, ...)       a seeded DataLoader yielding batch dicts
     lib.data.synthetic                  ray-cast indoor/street scenes written in those layouts
 

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from .base import LayoutDataset, subtract_mean, to_chw
-from .transforms import augment
+from .transforms import BILINEAR, NEAREST, augment
 
 CITYSCAPES_IGNORE = -1
 LABEL_SETS = {2: "label2", 7: "label7", 19: "label19", -1: "label19"}
+RESIZE_RULES = (BILINEAR, NEAREST, NEAREST, NEAREST, NEAREST)   # image, depth, 3 label sets
 
 
 class CityScapes(LayoutDataset):
@@ -39,11 +40,11 @@ class CityScapes(LayoutDataset):
 
     def __init__(self, root, split: str = "train", crop_h: int | None = None,
                  crop_w: int | None = None, seed: int = 0, augment: bool | None = None,
-                 num_class: int = 19):
+                 load_shape: tuple[int, int] | None = None, num_class: int = 19):
         if num_class not in LABEL_SETS:
             raise ValueError(f"CityScapes num_class {num_class} is not supported; expected one "
                              f"of {sorted(LABEL_SETS)}")
-        super().__init__(root, split, crop_h, crop_w, seed, augment)
+        super().__init__(root, split, crop_h, crop_w, seed, augment, load_shape)
         self.num_class = num_class
 
     def read_arrays(self, index: int) -> list[np.ndarray]:
@@ -64,7 +65,8 @@ class CityScapes(LayoutDataset):
         return [image[:, :, ::-1] * 255, depth, *labels]
 
     def load_item(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
-        img, depth, label2, label7, label19 = self.read_arrays(index)
+        img, depth, label2, label7, label19 = self.to_load_shape(self.read_arrays(index),
+                                                                 RESIZE_RULES)
         if rng is not None:
             (img, depth, label2, label7, label19), _ = augment(
                 [img, depth, label2, label7, label19], nearest=[False, True, True, True, True],

@@ -27,10 +27,13 @@ import cv2
 import numpy as np
 
 from .base import LayoutDataset, subtract_mean, to_chw
-from .transforms import augment
+from .transforms import BILINEAR, NEAREST, augment
 
 NYU_IGNORE = 255
 NORMAL_X_CHANNEL = 2   # red channel of the PNG once OpenCV has read it as BGR
+# Load-time resize of img, seg, normal, depth: normals stay encoded (and 255 = invalid), so
+# they, like the labels and depth, are sampled, never blended.
+RESIZE_RULES = (BILINEAR, NEAREST, NEAREST, NEAREST)
 
 
 class NYUv2(LayoutDataset):
@@ -43,8 +46,8 @@ class NYUv2(LayoutDataset):
 
     def __init__(self, root, split: str = "train", crop_h: int | None = None,
                  crop_w: int | None = None, seed: int = 0, augment: bool | None = None,
-                 reference_flip: bool = False):
-        super().__init__(root, split, crop_h, crop_w, seed, augment)
+                 load_shape: tuple[int, int] | None = None, reference_flip: bool = False):
+        super().__init__(root, split, crop_h, crop_w, seed, augment, load_shape)
         self.reference_flip = reference_flip
 
     def read_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -62,7 +65,7 @@ class NYUv2(LayoutDataset):
         return img, seg, normal, depth[:, :, None]
 
     def load_item(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
-        img, seg, normal, depth = self.read_arrays(index)
+        img, seg, normal, depth = self.to_load_shape(self.read_arrays(index), RESIZE_RULES)
         if rng is not None:
             (img, seg, normal, depth), flipped = augment(
                 [img, seg, normal, depth], nearest=[False, True, True, True],
