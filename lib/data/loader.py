@@ -38,8 +38,8 @@ def build_dataset(cfg, split: str, augment: bool | None = None, seed: int = 0) -
     """The dataset of ``cfg.DATASET`` at ``cfg.DATA_ROOT`` for ``split``.
 
     Train crops are ``cfg.CROP_H x cfg.CROP_W``; augmentation defaults to on for ``train`` and
-    off for ``test``. Cityscapes picks its label set from the config's seg class count.
-    Frame size: with ``cfg.RESIZE_TO_IMAGE_SHAPE``
+    off for ``test``. NYU and Cityscapes check labels against the config's seg class count
+    (Cityscapes also picks its label set by it). Frame size: with ``cfg.RESIZE_TO_IMAGE_SHAPE``
     (the cpu and tiny profiles) every frame is resized to ``cfg.IMAGE_SHAPE`` on load, and a
     warning says so once when the stored frames are of another size (their metrics are not
     comparable with published numbers); without it frames are read as stored and Taskonomy
@@ -48,7 +48,7 @@ def build_dataset(cfg, split: str, augment: bool | None = None, seed: int = 0) -
     cls = dataset_class(cfg.DATASET)
     kwargs: dict[str, Any] = dict(split=split, crop_h=cfg.CROP_H, crop_w=cfg.CROP_W, seed=seed,
                                   augment=augment)
-    if cls is CityScapes and "seg" in cfg.TASKS:
+    if cls in (NYUv2, CityScapes) and "seg" in cfg.TASKS:
         kwargs["num_class"] = cfg.TASKS_NUM_CLASS[list(cfg.TASKS).index("seg")]
     resize = bool(cfg.RESIZE_TO_IMAGE_SHAPE)
     if resize:

@@ -5,8 +5,9 @@
 ``<building>/<domain>/<file>``; the files live at ``DATA_ROOT/<domain>/taskonomy/<building>/<file>``
 (the reference rewrites every path so). ``DATA_ROOT/semseg_prior_factor.npy`` holds one float
 weight per class. rgb/normal: 8-bit RGB PNG; segment_semantic: 8-bit PNG, 0 = unlabeled, 1..17;
-depth_zbuffer/keypoints2d/edge_texture: 16-bit PNG (depth 65535 = missing). Every map must be
-of its rgb's size.
+depth_zbuffer/keypoints2d/edge_texture: 16-bit PNG (depth 65535 = missing). Every file's bit
+depth, channels and size (that of its rgb) are checked on read, and the prior must be a finite,
+non-negative float vector; a mismatch raises naming the file.
 
 Item (test split: exactly the reference loader's item), all resized (nearest) to ``size``
 (the reference's step; ``size=None`` keeps the stored size), then to ``load_shape`` if given
@@ -36,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from .base import IMG_MEAN_BGR, LayoutDataset, to_chw
+from .checks import FLOAT_DTYPES, check_channels, check_dtype, check_finite, check_range
 from .transforms import BILINEAR, NEAREST, UNIT_VECTORS, augment, resize
 
 TASKONOMY_IGNORE = 255
@@ -47,6 +49,15 @@ PRIOR_FILE = "semseg_prior_factor.npy"
 # (continuous maps) blended, labels, masks and depth sampled.
 RESIZE_RULES = {"img": BILINEAR, "seg": NEAREST, "seg_mask": NEAREST, "normal": UNIT_VECTORS,
                 "depth": NEAREST, "depth_mask": NEAREST, "keypoint": BILINEAR, "edge": BILINEAR}
+# What each file must hold: (dtype, channels or None for H x W, description).
+FILE_FORMATS = {
+    "rgb": (np.uint8, 3, "an 8-bit RGB PNG"),
+    "segment_semantic": (np.uint8, None, "an 8-bit single-channel PNG, 0 = unlabeled"),
+    "normal": (np.uint8, 3, "an 8-bit RGB PNG of (n+1)*127.5"),
+    "depth_zbuffer": (np.uint16, None, "a 16-bit PNG, 1/512 m, 65535 = missing"),
+    "keypoints2d": (np.uint16, None, "a 16-bit PNG"),
+    "edge_texture": (np.uint16, None, "a 16-bit PNG"),
+}
 
 
 def rewrite_path(path: str) -> str:
@@ -87,6 +98,13 @@ class Taskonomy(LayoutDataset):
             raise FileNotFoundError(f"Taskonomy class prior {prior_path} not found (expected "
                                     f"{self.EXPECTED})")
         self.prior_factor = self.read_npy(prior_path)
+        source = f"Taskonomy class prior {prior_path}"
+        if self.prior_factor.ndim != 1 or len(self.prior_factor) == 0:
+            raise ValueError(f"{source} has shape {self.prior_factor.shape}; expected one "
+                             f"weight per class")
+        check_dtype(source, self.prior_factor, FLOAT_DTYPES, "one weight per class")
+        check_finite(source, self.prior_factor)
+        check_range(source, self.prior_factor, 0.0, None, "class weights")
 
     def rewrite_entry(self, entry: list[str]) -> list[str]:
         for path in entry:
@@ -111,11 +129,15 @@ class Taskonomy(LayoutDataset):
         return resize(array, self.size[0], self.size[1], nearest=True)
 
     def read_file(self, index: int, field: int, shape: tuple[int, int] | None) -> np.ndarray:
-        """Entry ``index``'s ``field`` file decoded (its ``H x W`` checked against ``shape``
-        when given)."""
+        """Entry ``index``'s ``field`` file decoded, its format checked (and its ``H x W``
+        against ``shape`` when given)."""
         path = self.file(index, field)
         array = self.read_pil(path)
-        source = f"Taskonomy {self.ENTRY_FIELDS[field]} {path}"
+        domain = self.ENTRY_FIELDS[field]
+        dtype, channels, expected = FILE_FORMATS[domain]
+        source = f"Taskonomy {domain} {path}"
+        check_dtype(source, array, (dtype,), expected)
+        check_channels(source, array, channels, expected)
         if shape is not None and array.shape[:2] != shape:
             raise ValueError(f"{source} is {array.shape[0]}x{array.shape[1]}; expected "
                              f"{shape[0]}x{shape[1]} (the size of the sample's rgb)")
@@ -124,15 +146,9 @@ class Taskonomy(LayoutDataset):
     def read_arrays(self, index: int) -> dict[str, np.ndarray]:
         """Every map decoded and resized as the reference does, each ``H x W x C`` float32."""
         rgb = self.read_file(index, 0, None)
-        if rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise ValueError(f"Taskonomy rgb {self.file(index, 0)} has shape {rgb.shape}; "
-                             f"expected H x W x 3")
         shape = rgb.shape[:2]
         img = self._resize(rgb.astype(np.float32)[:, :, ::-1])
         seg_raw = self.read_file(index, 1, shape)
-        if seg_raw.ndim != 2:
-            raise ValueError(f"Taskonomy segment_semantic {self.file(index, 1)} has shape "
-                             f"{seg_raw.shape}; expected a single-channel H x W image")
         seg = self._resize(seg_raw)[:, :, 0]
         labeled = seg > 0.1
         seg = np.where(seg == 0, 1, seg).astype(np.int64) - 1
