@@ -1,16 +1,19 @@
 """Dataset configs and run profiles.
 
 A config is the top-level ``config_<name>.py`` module's ``Config`` class (the reference's
-form), or another class of such a module (``"module:Class"`` in :data:`CONFIG_MODULES`). :func:`load_config` returns an *instance* whose attributes can be overridden by a named
+form), or another class of such a module (``"module:Class"`` in :data:`CONFIG_MODULES`).
+:func:`load_config` returns an *instance* whose attributes can be overridden by a named
 profile and by keyword arguments, without touching the class or the file:
 
     cfg = load_config("nyuv2_3task")                     # the reference values
     cfg = load_config("nyuv2_3task", profile="cpu",      # narrow net, small crops, few iters
                       DATA_ROOT="data/synthetic_nyuv2")
 
-Profiles exist so that every step of the workflow runs on a laptop CPU on the synthetic data;
-``reference`` changes nothing. A profile's ``"*"`` values apply to every config that has the
-attribute (the min-max configs have no ``BACKBONE_NAME``), its per-config values must exist.
+Profiles exist so that every step of the workflow runs on a laptop CPU, on the synthetic data
+or on the real datasets: ``cpu`` and ``tiny`` set ``RESIZE_TO_IMAGE_SHAPE``, so frames of any
+stored size are resized to their ``IMAGE_SHAPE`` on load; ``reference`` changes nothing. A
+profile's ``"*"`` values apply to every config that has the attribute (the min-max configs
+have no ``BACKBONE_NAME``); its per-config values must exist.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "*": dict(BACKBONE_NAME="ResNet18", WIDTH_MULT=0.125, BATCH_SIZE=8, MAX_ITERS=300,
                   DECAY_LR_FREQ=150, INIT_LR=1e-3, VAL_FREQ=100, CKPT_FREQ=100,
                   PRUNE_NUM_BATCHES=5, RETRAIN_EPOCH=60, RETRAIN_LR=1e-4,
-                  RETRAIN_DECAY_LR_FREQ=60),
+                  RETRAIN_DECAY_LR_FREQ=60, RESIZE_TO_IMAGE_SHAPE=True),
         "nyuv2_3task": dict(IMAGE_SHAPE=(96, 128), CROP_H=80, CROP_W=112),
         "cityscapes": dict(IMAGE_SHAPE=(96, 192), CROP_H=80, CROP_W=80),
         "taskonomy": dict(IMAGE_SHAPE=(96, 96), CROP_H=80, CROP_W=80),
@@ -54,7 +57,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "*": dict(BACKBONE_NAME="ResNet18", WIDTH_MULT=0.125, BATCH_SIZE=2, MAX_ITERS=4,
                   DECAY_LR_FREQ=2, INIT_LR=1e-3, VAL_FREQ=2, CKPT_FREQ=2,
                   PRUNE_NUM_BATCHES=2, RETRAIN_EPOCH=2, RETRAIN_LR=1e-4,
-                  RETRAIN_DECAY_LR_FREQ=2),
+                  RETRAIN_DECAY_LR_FREQ=2, RESIZE_TO_IMAGE_SHAPE=True),
         "nyuv2_3task": dict(IMAGE_SHAPE=(48, 64), CROP_H=40, CROP_W=48),
         "cityscapes": dict(IMAGE_SHAPE=(48, 96), CROP_H=40, CROP_W=40),
         "taskonomy": dict(IMAGE_SHAPE=(48, 48), CROP_H=40, CROP_W=40),

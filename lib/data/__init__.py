@@ -2,7 +2,9 @@
 
     NYUv2, CityScapes, Taskonomy        readers of the real layouts (``lib.data.nyuv2`` ...)
     NYUv2MTAN, CIFAR100Domain           the min-max framework's data (``nyuv2_mtan``, ``cifar_mtl``)
-    build_dataset(cfg, split)           the reader of ``cfg.DATASET`` at ``cfg.DATA_ROOT``
+    build_dataset(cfg, split)           the reader of ``cfg.DATASET`` at ``cfg.DATA_ROOT`` (frames
+                                        resized to ``cfg.IMAGE_SHAPE`` on load when
+                                        ``cfg.RESIZE_TO_IMAGE_SHAPE``, as in the cpu/tiny profiles)
     build_loader(cfg, split, ...)       a seeded DataLoader yielding batch dicts
     lib.data.synthetic                  ray-cast indoor/street scenes written in those layouts
 
