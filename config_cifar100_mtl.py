@@ -23,6 +23,7 @@ class Config:
     MODEL = "MultiDomainVGG16"
     WIDTH_MULT = 1.0          # 1.0 is the reference network
     IMAGE_SHAPE = (32, 32)
+    RESIZE_TO_IMAGE_SHAPE = False   # CIFAR images are 32x32; nothing is resized
     CROP_H = 32               # RandomCrop(32, padding=4)
     CROP_W = 32
     TASKS = [f"class_{d}" for d in range(DOMAINS)]

@@ -26,6 +26,7 @@ class Config:
     MODEL = "SegNetMTAN"
     WIDTH_MULT = 1.0          # 1.0 is the reference network
     IMAGE_SHAPE = (288, 384)
+    RESIZE_TO_IMAGE_SHAPE = False   # frames are read as stored (the cpu/tiny profiles resize)
     CROP_H = 288              # create_dataset.py crops the scaled sample back to 288x384
     CROP_W = 384
     AUG_SCALES = (1.0, 1.2, 1.5)

@@ -131,11 +131,11 @@ def test_nyu_pads_bottom_right_with_ignore_values(nyu_root):
     ("bad_name", "expected files named <i>.npy"),
     ("missing_label", "label file"),
     ("label_shape", "has shape (4, 4)"),
-    ("label_value", "holds 13"),
-    ("image_range", "expected image values in [0, 1]"),
-    ("depth_nan", "non-finite"),
-    ("depth_negative", "depth >= 0"),
-    ("normal_range", "normal components in [-1, 1]"),
+    ("label_value", "label(s) 13 outside 0..12"),
+    ("image_range", "RGB scaled to [0, 1]"),
+    ("depth_nan", "1 NaN"),
+    ("depth_negative", "metres, 0 = invalid"),
+    ("normal_range", "unit normal components"),
     ("image_object", "allow_pickle"),
 ])
 def test_nyu_bad_inputs_raise_one_line_errors_naming_the_file(nyu_root, tmp_path, case, expected):
@@ -174,6 +174,17 @@ def test_nyu_bad_inputs_raise_one_line_errors_naming_the_file(nyu_root, tmp_path
     assert_one_line_naming(excinfo, expected, bad.parent if case in ("gap", "bad_name") else bad)
 
 
+def test_nyu_load_shape_resizes_targets_nearest(nyu_root):
+    ds = NYUv2MTAN(nyu_root, "test", load_shape=(40, 60))
+    item = ds[0]
+    assert item["img"].shape == (3, 40, 60) and item["seg"].shape == (1, 40, 60)
+    image, label, depth, normal = files(nyu_root, "val", 0)
+    assert set(item["seg"].unique().tolist()) <= set(np.unique(label).astype(int).tolist())
+    assert set(item["depth"].unique().tolist()) <= set(np.unique(depth).tolist())
+    assert NYUv2MTAN(nyu_root, "test", load_shape=(H, W))[0]["img"].equal(
+        NYUv2MTAN(nyu_root, "test")[0]["img"])
+
+
 def test_nyu_missing_root_and_split(tmp_path):
     with pytest.raises(FileNotFoundError) as excinfo:
         NYUv2MTAN(tmp_path / "nope", "test")
@@ -190,7 +201,8 @@ def test_nyu_build_loader_from_a_config(nyu_root):
     from lib.data import build_loader
     cfg = SimpleNamespace(DATASET="nyuv2_mtan", DATA_ROOT=str(nyu_root), CROP_H=H, CROP_W=W,
                           BATCH_SIZE=2, TASKS=["seg", "depth", "normal"],
-                          TASKS_NUM_CLASS=[13, 1, 3], IMAGE_SHAPE=(H, W))
+                          TASKS_NUM_CLASS=[13, 1, 3], IMAGE_SHAPE=(H, W),
+                          RESIZE_TO_IMAGE_SHAPE=False)
     batch = next(iter(build_loader(cfg, "train", seed=0)))
     assert batch["img"].shape == (2, 3, H, W) and batch["seg"].shape == (2, 1, H, W)
     assert batch["normal"].shape == (2, 3, H, W) and batch["depth"].shape == (2, 1, H, W)

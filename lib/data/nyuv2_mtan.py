@@ -23,7 +23,9 @@ random offset; the image is resized bilinearly, the targets nearest; where the r
 smaller than the crop it is padded at the bottom/right (image reflected, seg -1, depth and
 normals 0); depth is divided by the scale (the scene looks closer); a flip negates the normals'
 x component. Draws, in this order, from the item's generator: scale, flip, crop row, crop
-column. Every file is checked (shape, dtype kind, finite values, ranges) before use.
+column. Every file is checked (shape, float/label dtype, finite values, ranges) before use.
+With ``load_shape`` (the cpu/tiny profiles' ``RESIZE_TO_IMAGE_SHAPE``) each frame is first
+resized to it: the image bilinearly, the targets nearest (values and invalid markers kept).
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from .base import LayoutDataset
+from .checks import (FLOAT_DTYPES, LABEL_DTYPES, check_channels, check_dtype, check_finite,
+                     check_labels, check_range)
+from .transforms import BILINEAR, NEAREST
 
 MTAN_SCALES = (1.0, 1.2, 1.5)
 MTAN_NUM_CLASS = 13
@@ -43,6 +48,7 @@ SEG_IGNORE = -1
 SPLIT_DIRS = {"train": "train", "test": "val"}
 FIELDS = ("image", "label", "depth", "normal")
 NORMAL_TOLERANCE = 1e-3   # unit normals stored as float may exceed 1 by rounding
+RESIZE_RULES = (BILINEAR, NEAREST, NEAREST, NEAREST)   # image, label, depth, normal
 _INDEX_NAME = re.compile(r"^(0|[1-9][0-9]*)\.npy$")
 
 
@@ -56,13 +62,14 @@ class NYUv2MTAN(LayoutDataset):
 
     def __init__(self, root, split: str = "train", crop_h: int | None = None,
                  crop_w: int | None = None, seed: int = 0, augment: bool | None = None,
-                 num_class: int = MTAN_NUM_CLASS, scales: Sequence[float] = MTAN_SCALES):
+                 load_shape: tuple[int, int] | None = None, num_class: int = MTAN_NUM_CLASS,
+                 scales: Sequence[float] = MTAN_SCALES):
         scales = tuple(float(s) for s in scales)
         if not scales or min(scales) <= 0:
             raise ValueError(f"NYUv2-MTAN scales must be positive, got {scales}")
         self.num_class = int(num_class)
         self.scales = scales
-        super().__init__(root, split, crop_h, crop_w, seed, augment)
+        super().__init__(root, split, crop_h, crop_w, seed, augment, load_shape)
 
     # -- listing ------------------------------------------------------------------------------
     @property
@@ -99,43 +106,35 @@ class NYUv2MTAN(LayoutDataset):
         """The sample's four arrays, checked: image HxWx3, label HxW, depth HxWx1, normal HxWx3."""
         paths = [self.file(index, k) for k in range(len(FIELDS))]
         image, label, depth, normal = (self.read_npy(p) for p in paths)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"{self.NAME} image {paths[0]} has shape {image.shape}; expected "
-                             f"H x W x 3")
+        source = f"{self.NAME} image {paths[0]}"
+        check_channels(source, image, 3, "RGB in [0, 1]")
+        check_dtype(source, image, FLOAT_DTYPES, "RGB in [0, 1]")
+        check_finite(source, image)
+        check_range(source, image, 0.0, 1.0, "RGB scaled to [0, 1]")
         h, w = image.shape[:2]
         for path, array, shape in zip(paths[1:], (label, depth, normal),
                                       ((h, w), (h, w, 1), (h, w, 3))):
             self.check_shape(path, array, shape)
-        for path, array in zip(paths, (image, label, depth, normal)):
-            if array.dtype.kind not in "fiu":
-                raise ValueError(f"{self.NAME} {path} has dtype {array.dtype}; expected numbers")
-            if not np.isfinite(array).all():
-                raise ValueError(f"{self.NAME} {path} holds non-finite values")
-        self._check_range(paths[0], image, 0.0, 1.0, "image values in [0, 1]")
-        self._check_range(paths[2], depth, 0.0, np.inf, "depth >= 0 (0 = invalid)")
-        self._check_range(paths[3], normal, -1 - NORMAL_TOLERANCE, 1 + NORMAL_TOLERANCE,
-                          "normal components in [-1, 1]")
-        labels = np.unique(label)
-        bad = labels[(labels != np.round(labels)) | (labels < SEG_IGNORE)
-                     | (labels >= self.num_class)]
-        if bad.size:
-            raise ValueError(f"{self.NAME} label {paths[1]} holds {bad[0].item()!r}; expected "
-                             f"classes 0..{self.num_class - 1} or {SEG_IGNORE} (ignore)")
+        source = f"{self.NAME} label {paths[1]}"
+        check_dtype(source, label, LABEL_DTYPES, f"class indices, {SEG_IGNORE} = ignore")
+        check_labels(source, label, self.num_class, SEG_IGNORE)
+        source = f"{self.NAME} depth {paths[2]}"
+        check_dtype(source, depth, FLOAT_DTYPES, "metres, 0 = invalid")
+        check_finite(source, depth)
+        check_range(source, depth, 0.0, None, "metres, 0 = invalid")
+        source = f"{self.NAME} normal {paths[3]}"
+        check_dtype(source, normal, FLOAT_DTYPES, "unit normals, 0 = invalid")
+        check_finite(source, normal)
+        check_range(source, normal, -1 - NORMAL_TOLERANCE, 1 + NORMAL_TOLERANCE,
+                    "unit normal components, 0 = invalid")
         return image, label, depth, normal
-
-    def _check_range(self, path: Path, array: np.ndarray, low: float, high: float,
-                     expected: str) -> None:
-        if array.size == 0:
-            return
-        lo, hi = float(array.min()), float(array.max())
-        if lo < low or hi > high:
-            raise ValueError(f"{self.NAME} {path} has values in [{lo:g}, {hi:g}]; expected "
-                             f"{expected}")
 
     def load_item(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
         image, label, depth, normal = self.read_arrays(index)
+        image, label, depth, normal = self.to_load_shape(
+            [image, label[:, :, None], depth, normal], RESIZE_RULES)
         img = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
-        seg = torch.from_numpy(label.astype(np.int64))[None]
+        seg = torch.from_numpy(label[:, :, 0].astype(np.int64))[None]
         depth_t = torch.from_numpy(np.ascontiguousarray(depth.transpose(2, 0, 1))).float()
         normal_t = torch.from_numpy(np.ascontiguousarray(normal.transpose(2, 0, 1))).float()
         if rng is not None:
