@@ -346,3 +346,21 @@ def test_cifar_bad_files_raise_one_line_errors_naming_the_file(cifar_root, tmp_p
     with pytest.raises((ValueError, FileNotFoundError)) as excinfo:
         CIFAR100Split(root, "train")
     assert_one_line_naming(excinfo, expected, path)
+
+
+def test_prepare_minmax_synthetic_writes_once_and_refuses_other_folders(tmp_path, monkeypatch):
+    from lib.config import load_config
+    from lib.data.synthetic.minmax import prepare_minmax_synthetic
+    monkeypatch.setenv("CUT_SYNTHETIC_DIR", str(tmp_path / "synthetic"))
+    cfg = load_config("cifar100_mtl", profile="tiny")
+    root = prepare_minmax_synthetic(cfg, progress=False)
+    assert prepare_minmax_synthetic(cfg, progress=False) == root
+    assert len(build_domains(root, "test")[0]) == 5              # 1 image x 5 fine classes
+    nyu = load_config("nyuv2_deeplab", profile="tiny")
+    nyu_root = prepare_minmax_synthetic(nyu, num_train=2, num_test=1, progress=False)
+    assert len(NYUv2MTAN(nyu_root, "test")) == 1
+    assert NYUv2MTAN(nyu_root, "test")[0]["img"].shape == (3, *nyu.IMAGE_SHAPE)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x").write_text("x")
+    with pytest.raises(FileExistsError, match="holds other files"):
+        prepare_minmax_synthetic(cfg, root=tmp_path / "other", progress=False)
