@@ -64,15 +64,17 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     return dict(data)
 
 
-def read_architecture(path: str | os.PathLike) -> dict[str, Any]:
-    """The architecture record of a sidecar: its ``"architecture"`` entry, or the whole JSON
-    when the file is a bare record (``net.architecture()`` written on its own)."""
+def read_architecture(path: str | os.PathLike) -> tuple[dict[str, Any], dict | None]:
+    """What rebuilds the network of a sidecar: its architecture record (the ``"architecture"``
+    entry, or the whole JSON when the file is a bare ``net.architecture()`` record) and its
+    channel spec (``"channels"``; None unless channels were removed)."""
     data = read_sidecar(path)
     arch = data.get("architecture", data)
     if not isinstance(arch, Mapping) or not arch or (arch is data and "meta" in data):
         raise ValueError(f"sidecar {path} holds no architecture record (expected an "
                          f"'architecture' entry written by net.architecture())")
-    return dict(arch)
+    channels = data.get("channels") if arch is not data else None
+    return dict(arch), channels
 
 
 # ----------------------------------------------------------------------------- state dicts
@@ -184,7 +186,7 @@ def architecture_for(path: str | os.PathLike, ckpt: Mapping[str, Any],
         return dict(ckpt["architecture"]), ckpt.get("channels")
     side = find_sidecar(path)
     if side is not None:
-        return read_architecture(side), read_sidecar(side).get("channels")
+        return read_architecture(side)
     if cfg is None:
         raise ValueError(f"{path} holds no architecture and has no sidecar "
                          f"{sidecar_path(path).name}: pass the config it was trained with")
@@ -226,10 +228,9 @@ def load_pruned(path: str | os.PathLike, map_location: str | torch.device = "cpu
     if not side.is_file():
         raise FileNotFoundError(f"{side} not found: a pruned checkpoint needs its JSON sidecar "
                                 f"(architecture) next to {Path(path).name}")
-    sidecar = read_sidecar(side)
-    net = load_network(path, architecture=read_architecture(side),
-                       channels=sidecar.get("channels"), map_location=map_location)
-    return net, dict(sidecar.get("meta", {}))
+    arch, channels = read_architecture(side)
+    net = load_network(path, architecture=arch, channels=channels, map_location=map_location)
+    return net, dict(read_sidecar(side).get("meta", {}))
 
 
 def load_base_model(path: str | os.PathLike, cfg=None, net: nn.Module | None = None,

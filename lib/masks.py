@@ -85,6 +85,12 @@ def prune_masks(net: nn.Module) -> dict[str, torch.Tensor]:
     return masks
 
 
+def same_masks(a: nn.Module, b: nn.Module) -> bool:
+    """True when two networks carry masks on the same layers and every mask is equal."""
+    ma, mb = masks_of(a), masks_of(b)
+    return ma.keys() == mb.keys() and all(torch.equal(ma[n].cpu(), mb[n].cpu()) for n in ma)
+
+
 def ones_masks(net: nn.Module) -> Masks:
     """All-keep masks for every maskable layer."""
     return {n: torch.ones_like(weight_parameter(m), dtype=torch.bool)

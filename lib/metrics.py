@@ -545,6 +545,20 @@ def per_task_delta(metrics: Mapping[str, Mapping[str, float]],
     return out
 
 
+def delta_or_none(metrics: Mapping[str, Mapping[str, float]],
+                  dense_metrics: Mapping[str, Mapping[str, float]], tasks: Sequence[str],
+                  **options) -> float | None:
+    """:func:`delta_mtl` over ``tasks``; None (shown empty in tables), with a warning saying
+    why, when a dense metric is 0 and the relative change is undefined (a barely trained
+    model). ``options`` are :func:`delta_mtl`'s ``metric_names`` / ``lower_is_better``."""
+    try:
+        return delta_mtl(metrics, {t: dense_metrics[t] for t in tasks}, tasks=list(tasks),
+                         **options)
+    except ZeroDivisionError as exc:
+        warnings.warn(f"no delta vs dense for {'+'.join(tasks)}: {exc}", stacklevel=2)
+        return None
+
+
 def delta_mtl(metrics: Mapping[str, Mapping[str, float]],
               dense_metrics: Mapping[str, Mapping[str, float]],
               tasks: Sequence[str] | None = None,

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from lib.metrics import LOWER_IS_BETTER, METRIC_NAMES, TASK_ORDER
-from lib.tasks import (IMG_MEAN_BGR, NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS, TARGET_IGNORE_VALUE,
-                       TASKS, depth_valid)
+from lib.metrics import LOWER_IS_BETTER, METRIC_NAMES, TASK_ORDER, delta_or_none
+from lib.tasks import (IMG_MEAN_BGR, INPUT_KEY, NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS,
+                       TARGET_IGNORE_VALUE, TASKS, depth_valid)
 from lib.utils import atomic_write, atomic_write_text
 
 BASE_COLUMNS = ("method", "tasks", "nominal_sparsity", "measured_sparsity")
@@ -460,3 +460,38 @@ def plot_prediction_grid(images: Any, preds: Sequence[Any] | Mapping[str, Any],
         ax.set_axis_off()
     fig.tight_layout()
     return _save_figure(fig, out_png)
+
+
+@torch.no_grad()
+def plot_predictions(net: torch.nn.Module, cfg, out_png: str | os.PathLike,
+                     device: torch.device | str | None = None, num_samples: int = 4,
+                     seed: int = 0) -> Path:
+    """:func:`plot_prediction_grid` of ``net``'s predictions for the first ``num_samples`` test
+    images of ``cfg``'s dataset, for every task of ``net``; the network's mode is restored."""
+    from lib.data import build_loader
+
+    batch = next(iter(build_loader(cfg, "test", batch_size=num_samples, shuffle=False,
+                                   seed=seed)))
+    device = next(net.parameters()).device if device is None else torch.device(device)
+    was_training = net.training
+    net.to(device).eval()
+    try:
+        preds = [p.cpu() for p in net(batch[INPUT_KEY].to(device))]
+    finally:
+        net.train(was_training)
+    return plot_prediction_grid(batch[INPUT_KEY], preds, batch, net.tasks, out_png,
+                                dataset=cfg.DATASET, max_samples=num_samples)
+
+
+def comparison_rows(tasks: Sequence[str], dense: Mapping[str, Mapping[str, float]],
+                    models: Mapping[str, tuple[Mapping[str, Mapping[str, float]], float, float]]
+                    ) -> list[dict[str, Any]]:
+    """Table rows comparing models with the dense one on ``tasks``: the dense row (Δ 0), then
+    one row per ``{label: (metrics, nominal sparsity, measured sparsity)}`` with its Δ vs dense
+    (:func:`lib.metrics.delta_or_none`: empty where a dense metric is 0)."""
+    dense = {t: dense[t] for t in tasks}
+    rows = [results_row("dense", tasks, 0, 0.0, dense, delta=0.0)]
+    rows += [results_row(label, tasks, nominal, measured, metrics,
+                         delta=delta_or_none(metrics, dense, tasks))
+             for label, (metrics, nominal, measured) in models.items()]
+    return rows

@@ -179,3 +179,27 @@ def test_cli_cut_on_synthetic_data(setup, tmp_path, capsys, monkeypatch):
     loaded, meta = load_pruned(tmp_path / "out" / "cut_90_depth-seg.pth")
     assert loaded.tasks == ["depth", "seg"] and meta["min_votes"] == 2 and meta["num_batches"] == 2
     assert abs(sparsity_report(loaded)["deployed"]["sparsity"] - 90) <= 0.5
+
+
+def test_cli_structured_cut_removes_channels_and_exports(setup, tmp_path, capsys, monkeypatch):
+    from lib.data.synthetic import prepare_synthetic
+    from lib.export import load_artifact
+    from lib.models import channel_spec
+    monkeypatch.setenv("CUT_NUM_THREADS", str(torch.get_num_threads()))
+    cfg, net, _, _ = setup
+    root = prepare_synthetic(cfg, root=tmp_path / "data", num_train=4, num_test=1, progress=False)
+    torch.save(net.state_dict(), tmp_path / "base.pth")
+    assert cli_main(["prune", "--config", "nyuv2_3task", "--profile", "tiny", "--checkpoint",
+                     str(tmp_path / "base.pth"), "--method", "structured_cut", "--tasks", "seg",
+                     "depth", "--sparsity", "50", "--num-batches", "1", "--data-root", root,
+                     "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert "structured_cut seg+depth: keep ratio 0.5000" in capsys.readouterr().out
+    loaded, meta = load_pruned(tmp_path / "out" / "structured_cut_50_seg-depth.pth")
+    assert meta["channel_sparsity"] == 0.5 and not masks_of(loaded)
+    assert channel_spec(loaded)["conv"]["backbone.conv1"][0] < net.backbone.conv1.out_channels
+    assert cli_main(["export", "--pruned", str(tmp_path / "out" / "structured_cut_50_seg-depth.pth"),
+                     "--out", str(tmp_path / "edge")]) == 0
+    img = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.equal(load_artifact(tmp_path / "edge" / "structured_cut_50_seg-depth.cutedge")(img)[0],
+                           loaded.eval()(img)[0])

@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -185,6 +184,7 @@ def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: SceneNetLoss
     """Prune -> fine-tune -> evaluate one cell; returns its record (row + per-layer data)."""
     from lib.pruning import (STRUCTURED_METHODS, PruneResult, prune, reference_keep_ratio,
                              select_tasks, sparsity_report)
+    from lib.metrics import delta_or_none
     from lib.reports import results_row
     from lib.training import evaluate, finetune
 
@@ -209,7 +209,7 @@ def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: SceneNetLoss
     metrics = evaluate(result.net, loaders.test, cfg, device=device, progress=False,
                        metric_options=spec.metric_options)
     row = results_row(method, selection, float(sparsity), pruning.sparsity,
-                      metrics, _delta(metrics, dense, selection),
+                      metrics, delta_or_none(metrics, dense, selection),
                       reference_sparsity=report["reference"]["sparsity"],
                       keep_ratio=pruning.meta["keep_ratio"],
                       seconds=round(time.time() - started, 1))
@@ -223,16 +223,6 @@ def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: SceneNetLoss
     for name in ("last.pth", "best.pth"):
         (run_dir / name).unlink(missing_ok=True)
     return record
-
-
-def _delta(metrics: dict, dense: dict, selection: Sequence[str]) -> float | None:
-    """Delta vs dense in percent; None (shown empty) when a dense metric is 0 (undefined)."""
-    from lib.metrics import delta_mtl
-    try:
-        return delta_mtl(metrics, {t: dense[t] for t in selection}, tasks=list(selection))
-    except ZeroDivisionError as exc:
-        warnings.warn(f"no delta vs dense for {'+'.join(selection)}: {exc}")
-        return None
 
 
 def grid(spec: StudySpec, tasks: Sequence[str]) -> list[tuple[tuple[str, ...], str, float]]:
@@ -309,7 +299,8 @@ def write_outputs(spec: StudySpec, cfg, base: MultiTaskModel, rows: list[dict], 
                   cells, out: Path, device: torch.device, seconds: float) -> StudyResult:
     """The results table (CSV + Markdown) and every figure, rebuilt from the cells' records."""
     from lib.pruning import plot_layer_sparsity, plot_mask_iou
-    from lib.reports import plot_delta_vs_sparsity, plot_metric_vs_sparsity, write_results_table
+    from lib.reports import (plot_delta_vs_sparsity, plot_metric_vs_sparsity, plot_predictions,
+                             write_results_table)
 
     csv_path, md_path = write_results_table(rows, out / "results")
     figures: dict[str, Path] = {}
@@ -341,14 +332,15 @@ def write_outputs(spec: StudySpec, cfg, base: MultiTaskModel, rows: list[dict], 
                           title=f"Per-layer IoU of task masks ({iou_source['row']['method']}, "
                                 f"{top:g}%)"),
             out / "mask_iou.png")
-    figures["predictions_dense"] = prediction_grid(spec, cfg, base, out / "predictions_dense.png",
-                                                   device)
+    figures["predictions_dense"] = plot_predictions(base, cfg, out / "predictions_dense.png",
+                                                    device, num_samples=3, seed=spec.seed)
     best_cut = out / "cells" / cell_id("cut", top, focus) / "final_model.pth"
     if best_cut.exists():
         from lib.checkpoints import load_pruned
         compact, _ = load_pruned(best_cut)
-        figures["predictions_cut"] = prediction_grid(spec, cfg, compact,
-                                                     out / f"predictions_cut_{top:g}.png", device)
+        figures["predictions_cut"] = plot_predictions(compact, cfg,
+                                                      out / f"predictions_cut_{top:g}.png",
+                                                      device, num_samples=3, seed=spec.seed)
     table_markdown = md_path.read_text()
     return StudyResult(spec, rows, csv_path, md_path, figures, table_markdown, seconds)
 
@@ -356,20 +348,3 @@ def write_outputs(spec: StudySpec, cfg, base: MultiTaskModel, rows: list[dict], 
 def _save_fig(fig, path: Path) -> Path:
     from lib.utils import atomic_write
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-
-
-@torch.no_grad()
-def prediction_grid(spec: StudySpec, cfg, net: MultiTaskModel, path: Path,
-                    device: torch.device, num_samples: int = 3) -> Path:
-    """Predictions vs ground truth on the first test images, for every task of ``net``."""
-    from lib.data import build_loader
-    from lib.reports import plot_prediction_grid
-
-    batch = next(iter(build_loader(cfg, "test", batch_size=num_samples, shuffle=False,
-                                   seed=spec.seed)))
-    was_training = net.training
-    net.to(device).eval()
-    preds = [p.cpu() for p in net(batch["img"].to(device))]
-    net.train(was_training)
-    return plot_prediction_grid(batch["img"], preds, batch, net.tasks, path,
-                                dataset=cfg.DATASET, max_samples=num_samples)

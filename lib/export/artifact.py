@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch

@@ -54,7 +54,8 @@ def load_network(checkpoint: Path, architecture: Path | None):
     if side is None:
         raise FileNotFoundError(f"no architecture sidecar for {checkpoint}: expected "
                                 f"{sidecar_path(checkpoint)} or pass --architecture")
-    return checkpoints.load_network(checkpoint, architecture=read_architecture(side))
+    arch, channels = read_architecture(side)
+    return checkpoints.load_network(checkpoint, architecture=arch, channels=channels)
 
 
 def run(args: argparse.Namespace) -> int:

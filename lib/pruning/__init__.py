@@ -21,12 +21,13 @@ Public API
     mask_iou_by_layer(a, b), pairwise_mask_iou(task_masks), layer_sparsity(...),
     plot_layer_sparsity(...), plot_mask_iou(...)
     structured.structured_cut_prune(...)              channels removed ("structured_cut")
+    prune_and_save(method, net, ..., path) -> SavedPruning; plot_pruning(saved, folder)
     errors: PruningError, KeepsNoWeightError, UnreachableSparsityError
 """
 from lib.checkpoints import (load_base_model, load_pruned, reference_state_dict,
                              save_initial_model, save_pruned, unwrap_state_dict)
 from lib.masks import (effective_weight, has_masks, install_masks, masks_of, remove_masks,
-                       sparsity_report)
+                       same_masks, sparsity_report)
 from lib.workspace import pruned_filename
 
 from .analysis import (layer_sparsity, mask_iou_by_layer, pairwise_mask_iou, plot_layer_sparsity,
@@ -41,6 +42,7 @@ from .methods import (DATA_FREE_METHODS, METHODS, STRUCTURED_METHODS, PruneConte
 from .scores import (joint_scores, magnitude_scores, random_scores, task_scores,
                      task_scores_reference)
 from .sparsity import check_sparsity, keep_ratio_for_sparsity, mask_sparsity, reference_keep_ratio
+from .workflow import SavedPruning, plot_pruning, prune_and_save
 
 __all__ = [
     "DATA_FREE_METHODS", "METHODS", "STRUCTURED_METHODS", "KeepsNoWeightError", "PruneContext",
@@ -50,8 +52,8 @@ __all__ = [
     "iterative_magnitude_masks", "joint_scores", "keep_ratio_for_sparsity", "layer_sparsity",
     "load_base_model", "load_pruned", "magnitude_scores", "mask_iou_by_layer", "mask_sparsity",
     "masks_of", "pairwise_mask_iou", "per_round_runs", "plot_layer_sparsity", "plot_mask_iou",
-    "prune", "pruned_filename", "random_scores", "reference_keep_ratio", "reference_state_dict",
-    "remove_masks", "required_votes", "save_initial_model", "save_pruned", "select_tasks",
+    "plot_pruning", "prune", "prune_and_save", "pruned_filename", "SavedPruning", "random_scores", "reference_keep_ratio", "reference_state_dict",
+    "remove_masks", "required_votes", "same_masks", "save_initial_model", "save_pruned", "select_tasks",
     "sparsity_report", "task_masks", "task_scores", "task_scores_reference", "topk_mask",
     "unwrap_state_dict", "uses_data",
 ]

@@ -14,15 +14,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.checkpoints import load_base_model, save_pruned
+from lib.checkpoints import load_base_model
 from lib.config import load_config
-from lib.masks import sparsity_report
 from lib.utils import resolve_device, set_cpu_threads
 from lib.workspace import pruned_filename
 
 from .masks import check_keep_ratio
-from .methods import METHODS, STRUCTURED_METHODS, prune, uses_data
+from .methods import METHODS, STRUCTURED_METHODS, uses_data
 from .sparsity import check_sparsity, reference_keep_ratio
+from .workflow import prune_and_save
 
 
 def _min_votes(value: str):
@@ -112,17 +112,13 @@ def _run(args: argparse.Namespace) -> int:
         cfg.DATA_ROOT = _data_root(cfg, args.data_root, args.seed)
         criterion = SceneNetLoss.from_config(cfg)
         loader = build_loader(cfg, "train", batch_size=args.batch_size, seed=args.seed)
-    result = prune(args.method, net, criterion, loader, selected_tasks=args.tasks,
-                   tasks=cfg.TASKS, keep_ratio=keep_ratio, sparsity=sparsity_target,
-                   num_batches=num_batches, seed=args.seed, mode=args.mode, device=device,
-                   **options)
     name = pruned_filename(args.method, args.tasks, sparsity=sparsity,
                            keep_ratio=None if sparsity is not None else keep_ratio)
-    path = save_pruned(result.net, Path(args.out) / name,
-                       meta={**result.meta, "config": cfg.CONFIG_NAME, "profile": args.profile,
-                             "base_checkpoint": str(args.checkpoint)}, full_net=net)
-    report = sparsity_report(result.net, net)
-    print(f"{args.method} {'+'.join(args.tasks)}: keep ratio {result.meta['keep_ratio']:.4f}, "
-          f"deployed sparsity {result.sparsity:.2f}%, reference figure "
-          f"{report['reference']['sparsity']:.2f}% -> {path}")
+    saved = prune_and_save(args.method, net, criterion, loader, Path(args.out) / name,
+                           selected_tasks=args.tasks, tasks=cfg.TASKS, keep_ratio=keep_ratio,
+                           sparsity=sparsity_target, num_batches=num_batches, seed=args.seed,
+                           mode=args.mode, device=device,
+                           meta={"config": cfg.CONFIG_NAME, "profile": args.profile,
+                                 "base_checkpoint": str(args.checkpoint)}, **options)
+    print(saved.summary())
     return 0

@@ -42,6 +42,7 @@ from lib.models import (PRUNABLE_TYPES, MultiTaskModel, apply_channel_spec, buil
 from lib.tasks import INPUT_KEY
 
 from .compact import select_tasks
+from .errors import PruningError
 from .fusion import MinVotes, required_votes
 from .scores import task_scores
 
@@ -86,6 +87,19 @@ def _top_channels(score: torch.Tensor, keep: int) -> torch.Tensor:
     kept = torch.zeros_like(score, dtype=torch.bool)
     kept[order[:keep]] = True
     return kept
+
+
+def _check_forward(net: nn.Module, example: torch.Tensor, name: str) -> None:
+    """A one-line PruningError when the pruned network no longer runs: its channels were
+    coupled in a way the traced graph does not show (e.g. max-unpooling indices)."""
+    try:
+        with torch.no_grad():
+            net(example)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PruningError(f"structured_cut cannot prune {name}: after removing channels its "
+                           f"forward fails ({first}); its channels are coupled in a way "
+                           f"Torch-Pruning does not trace (e.g. max-unpooling indices)") from None
 
 
 # ----------------------------------------------------------------------------- main entry
@@ -169,5 +183,6 @@ def structured_cut_prune(net: MultiTaskModel, criterion, loader: Iterable,
             raise RuntimeError(f"torch-pruning refused to prune {len(prune_idxs)} channels of "
                                f"{names[root]}")
         group.prune()
+    _check_forward(compact, example, type(net).__name__)
     compact.zero_grad(set_to_none=True)
     return compact.train(was_training)
