@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -37,6 +37,18 @@ CHECKPOINT_VERSION = 1
 
 
 # ----------------------------------------------------------------------------- paths
+def pruned_filename(method: str, tasks: Sequence[str], sparsity: float | None = None,
+                    keep_ratio: float | None = None) -> str:
+    """``{method}_{sparsity}_{task-task}.pth`` (``{method}_keep{ratio}_...`` for a keep ratio)."""
+    if sparsity is not None:
+        tag = f"{sparsity:g}"
+    elif keep_ratio is not None:
+        tag = f"keep{keep_ratio:g}"
+    else:
+        raise ValueError("pruned_filename needs sparsity or keep_ratio")
+    return f"{method}_{tag}_{'-'.join(tasks)}.pth"
+
+
 def sidecar_path(path: str | os.PathLike) -> Path:
     """Where the JSON sidecar of ``path`` is written: ``X.json`` beside ``X.pth``."""
     return Path(path).with_suffix(".json")

@@ -19,20 +19,10 @@ from typing import Any, Sequence
 
 import torch
 
+from lib.checkpoints import pruned_filename
+
 RUNS = Path("runs")
 FAST_PROFILE = "tiny"
-
-
-def pruned_filename(method: str, tasks: Sequence[str], sparsity: float | None = None,
-                    keep_ratio: float | None = None) -> str:
-    """``{method}_{sparsity}_{task-task}.pth`` (``{method}_keep{ratio}_...`` for a keep ratio)."""
-    if sparsity is not None:
-        tag = f"{sparsity:g}"
-    elif keep_ratio is not None:
-        tag = f"keep{keep_ratio:g}"
-    else:
-        raise ValueError("pruned_filename needs sparsity or keep_ratio")
-    return f"{method}_{tag}_{'-'.join(tasks)}.pth"
 
 
 def run_root(config: str, profile: str, runs: str | os.PathLike = RUNS) -> Path:

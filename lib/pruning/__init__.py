@@ -24,11 +24,10 @@ Public API
     prune_and_save(method, net, ..., path) -> SavedPruning; plot_pruning(saved, folder)
     errors: PruningError, KeepsNoWeightError, UnreachableSparsityError
 """
-from lib.checkpoints import (load_base_model, load_pruned, reference_state_dict,
+from lib.checkpoints import (load_base_model, load_pruned, pruned_filename, reference_state_dict,
                              save_initial_model, save_pruned, unwrap_state_dict)
 from lib.masks import (effective_weight, has_masks, install_masks, masks_of, remove_masks,
                        same_masks, sparsity_report)
-from lib.workspace import pruned_filename
 
 from .analysis import (layer_sparsity, mask_iou_by_layer, pairwise_mask_iou, plot_layer_sparsity,
                        plot_mask_iou)
@@ -45,15 +44,16 @@ from .sparsity import check_sparsity, keep_ratio_for_sparsity, mask_sparsity, re
 from .workflow import SavedPruning, plot_pruning, prune_and_save
 
 __all__ = [
-    "DATA_FREE_METHODS", "METHODS", "STRUCTURED_METHODS", "KeepsNoWeightError", "PruneContext",
-    "PruneResult", "PruningError", "PruningPlan", "ScoreRanking", "StructuredPlan",
-    "UnreachableSparsityError", "check_keep_ratio", "check_sparsity", "cut_prune", "decide",
-    "effective_weight", "fuse_backbone", "global_magnitude_masks", "has_masks", "install_masks",
-    "iterative_magnitude_masks", "joint_scores", "keep_ratio_for_sparsity", "layer_sparsity",
-    "load_base_model", "load_pruned", "magnitude_scores", "mask_iou_by_layer", "mask_sparsity",
-    "masks_of", "pairwise_mask_iou", "per_round_runs", "plot_layer_sparsity", "plot_mask_iou",
-    "plot_pruning", "prune", "prune_and_save", "pruned_filename", "SavedPruning", "random_scores", "reference_keep_ratio", "reference_state_dict",
-    "remove_masks", "required_votes", "same_masks", "save_initial_model", "save_pruned", "select_tasks",
-    "sparsity_report", "task_masks", "task_scores", "task_scores_reference", "topk_mask",
-    "unwrap_state_dict", "uses_data",
+    "DATA_FREE_METHODS", "KeepsNoWeightError", "METHODS", "PruneContext", "PruneResult",
+    "PruningError", "PruningPlan", "STRUCTURED_METHODS", "SavedPruning", "ScoreRanking",
+    "StructuredPlan", "UnreachableSparsityError", "check_keep_ratio", "check_sparsity",
+    "cut_prune", "decide", "effective_weight", "fuse_backbone", "global_magnitude_masks",
+    "has_masks", "install_masks", "iterative_magnitude_masks", "joint_scores",
+    "keep_ratio_for_sparsity", "layer_sparsity", "load_base_model", "load_pruned",
+    "magnitude_scores", "mask_iou_by_layer", "mask_sparsity", "masks_of", "pairwise_mask_iou",
+    "per_round_runs", "plot_layer_sparsity", "plot_mask_iou", "plot_pruning", "prune",
+    "prune_and_save", "pruned_filename", "random_scores", "reference_keep_ratio",
+    "reference_state_dict", "remove_masks", "required_votes", "same_masks", "save_initial_model",
+    "save_pruned", "select_tasks", "sparsity_report", "task_masks", "task_scores",
+    "task_scores_reference", "topk_mask", "unwrap_state_dict", "uses_data",
 ]

@@ -14,10 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from lib.checkpoints import load_base_model
+from lib.checkpoints import load_base_model, pruned_filename
 from lib.config import load_config
 from lib.utils import resolve_device, set_cpu_threads
-from lib.workspace import pruned_filename
 
 from .masks import check_keep_ratio
 from .methods import METHODS, STRUCTURED_METHODS, uses_data
