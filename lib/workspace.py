@@ -30,11 +30,6 @@ def run_root(config: str, profile: str, runs: str | os.PathLike = RUNS) -> Path:
     return Path(runs) / f"{config}-{profile}"
 
 
-def fast_mode() -> bool:
-    """Whether CI's fast mode is on (``CUT_FAST_MODE=1``): what notebooks read into FAST_MODE."""
-    return os.environ.get("CUT_FAST_MODE", "0") == "1"
-
-
 class Workspace:
     """One notebook's config, data, device and paths.
 

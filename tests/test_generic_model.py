@@ -1,6 +1,7 @@
 """A model the workspace has never seen, written only against the documented contract
 (lib.models.MultiTaskModel), through every pruning method, fine-tuning with masks held,
 evaluation with its own metrics, the edge artifact and ONNX with onnxruntime parity."""
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -8,7 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lib.export import check_onnx_parity, export_onnx, load_artifact, save_artifact
+from lib.export import (check_onnx_parity, export_onnx, load_artifact, save_artifact,
+                        size_speed_report)
 from lib.losses import TaskLosses
 from lib.masks import masked_modules, masks_of, sparsity_report
 from lib.metrics import delta_mtl
@@ -146,16 +148,16 @@ def test_onnx_parity_and_artifact_round_trip(net, method, tmp_path):
     assert parity["ok"], parity
     assert sorted(parity["per_output"]) == sorted(SELECTED)
     save_pruned(pruned, tmp_path / "m.pth")
-    with pytest.warns(UserWarning) if method in STRUCTURED_METHODS else _no_warning():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         save_artifact(pruned, tmp_path / "m.cutedge")
+    assert bool(caught) == (method in STRUCTURED_METHODS)   # no masks: stored dense, said so
     for loaded in (load_artifact(tmp_path / "m.cutedge"), load_pruned(tmp_path / "m.pth")[0]):
         with torch.no_grad():
             assert all(torch.equal(a, b) for a, b in zip(pruned(x), loaded.eval()(x)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                 # the dense row is exported dense
+        rows = size_speed_report(net.select(SELECTED), pruned, tuple(x.shape), threads=1,
+                                 repeats=1, warmup=0, out_dir=tmp_path / "report")
+    assert rows[1]["onnx_parity_ok"] and rows[1]["macs_effective"] < rows[0]["macs_dense"]
 
-
-class _no_warning:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
