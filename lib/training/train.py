@@ -50,14 +50,13 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
     schedule = Schedule.from_config(cfg, retrain=False, max_iters=max_iters, lr=lr,
                                     weight_decay=weight_decay, decay_freq=decay_freq,
                                     decay_rate=decay_rate)
-    sparse_output = {}
-    if hook is not None:
+    output = {"final_name": "base_model.pth"}
+    if hook is not None:   # a sparse network: saved with its masks, as pruned models are
         from .finetune import FINAL_NAME, save_final_pruned
 
-        sparse_output = dict(final_name=FINAL_NAME, save_final=lambda model, path:
-                             save_final_pruned(model, path, {"training": hook.summary()}))
+        output = {"final_name": FINAL_NAME, "save_final": lambda model, path:
+                  save_final_pruned(model, path, {"training": hook.summary()})}
     return run_loop(net, criterion, train_loader, cfg, run_dir, schedule=schedule, phase="train",
-                    final_name="base_model.pth", val_loader=val_loader, seed=seed,
-                    device=device, resume=resume, overwrite=overwrite, amp=amp,
-                    eval_fn=eval_fn, select_metric=select_metric, log=log, split=split,
-                    weighting=weighting, hook=hook, **sparse_output)
+                    val_loader=val_loader, seed=seed, device=device, resume=resume,
+                    overwrite=overwrite, amp=amp, eval_fn=eval_fn, select_metric=select_metric,
+                    log=log, split=split, weighting=weighting, hook=hook, **output)
