@@ -280,4 +280,8 @@ def test_bad_sparse_input_fails_before_writing(cfg, tmp_path):
     with pytest.raises(ValueError, match=r"sparsity must be a percentage in \[0, 100\)"):
         make_sparse("disparse_dynamic", 100, cfg)
     with pytest.raises(ValueError, match="interval must be a positive number"):
-        make_sparse("disparse_dynamic", 90, cfg, interval=0).check(100)
+        make_sparse("disparse_dynamic", 90, cfg, interval=0).check(fresh(cfg), 100)
+    with pytest.raises(ValueError, match="cannot reach 99.99% sparsity with ERK"):
+        train(fresh(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "run",
+              max_iters=7, log=False, hook=make_sparse("rigl", 99.99, cfg, end=3))
+    assert not (tmp_path / "run").exists()

@@ -53,7 +53,7 @@ def test_reweighted_penalty_by_hand(cfg):
     name, module = next(iter(prunable_layers(net).items()))
     assert torch.equal(ref.scales[name], 1 / (module.weight.detach() + 1e-6))
     with pytest.raises(ValueError, match=r"refresh_at \[9\] lie beyond the run's 5 iterations"):
-        ReweightedL1(refresh_at=[9]).check(5)
+        ReweightedL1(refresh_at=[9]).check(fresh(cfg), 5)
 
 
 @pytest.mark.parametrize("ratio", [0.975, 0.983, 0.99])

@@ -90,16 +90,18 @@ def static_from_scratch(cfg, criterion, loader, *, selected_tasks: Sequence[str]
 
 def train_from_scratch(pruned: nn.Module, criterion, train_loader, cfg,
                        run_dir: str | os.PathLike, *, max_iters: int | None = None,
-                       **kwargs: Any):
+                       lr: float | None = None, decay_freq: int | None = None,
+                       decay_rate: float | None = None, **kwargs: Any):
     """Train ``pruned`` (masks held, as :func:`lib.training.finetune`) with the base schedule:
-    ``MAX_ITERS`` iterations (or ``max_iters``) at ``INIT_LR``, StepLR(``DECAY_LR_FREQ``,
-    ``DECAY_LR_RATE``). Other keywords go to ``finetune``."""
+    ``MAX_ITERS`` iterations at ``INIT_LR``, StepLR(``DECAY_LR_FREQ``, ``DECAY_LR_RATE``), each
+    overridable. Other keywords go to ``finetune``."""
     from lib.training import finetune
 
+    pick = lambda value, name: getattr(cfg, name) if value is None else value  # noqa: E731
     return finetune(pruned, criterion, train_loader, cfg, run_dir,
-                    max_iters=int(cfg.MAX_ITERS if max_iters is None else max_iters),
-                    lr=cfg.INIT_LR, decay_freq=cfg.DECAY_LR_FREQ, decay_rate=cfg.DECAY_LR_RATE,
-                    **kwargs)
+                    max_iters=int(pick(max_iters, "MAX_ITERS")), lr=pick(lr, "INIT_LR"),
+                    decay_freq=pick(decay_freq, "DECAY_LR_FREQ"),
+                    decay_rate=pick(decay_rate, "DECAY_LR_RATE"), **kwargs)
 
 
 # ----------------------------------------------------------------------------- IoU analysis

@@ -95,8 +95,13 @@ class DynamicSparse(TrainingHook):
         return {"name": self.name, "sparsity": self.sparsity, "interval": self.interval,
                 "end": self.end, "exclude": list(self.exclude), **self._options()}
 
-    def check(self, max_iters: int) -> None:
+    def check(self, model: nn.Module, max_iters: int) -> None:
         check_schedule(self.name, self.interval, self.end, max_iters)
+        shapes = {n: tuple(weight_parameter(m).shape) for n, m in self.layers(model).items()}
+        if not shapes:
+            raise ValueError(f"{self.name}: the model has no prunable layers left to mask "
+                             f"(exclude={self.exclude})")
+        self._densities(shapes, model)   # an unreachable sparsity fails here, before any file
 
     def setup(self, model: nn.Module, run: RunContext) -> None:
         self.run = run

@@ -58,42 +58,42 @@ class PipelineResult:
     settings: dict
 
 
-def minmax_pipeline(net: nn.Module, criterion, train_loader: DataLoader, cfg,
-                    out_dir: str | os.PathLike, *, prune_ratio: float = 0.975,
-                    sparsity_type: str = "irregular", layers: str = "shared",
-                    weighting: str | Mapping[str, Any] | None = None,
-                    rew_iters: int | None = None, retrain_iters: int | None = None,
-                    penalty: float = 1e-7, eps: float = 1e-6,
-                    refresh_at: list[int] | None = None, reference_eps: bool = False,
-                    val_loader: DataLoader | None = None, seed: int = 0, device=None,
-                    log: bool = True, split: Mapping[str, Any] | None = None) -> PipelineResult:
-    """Run (or resume) the three stages on ``net`` (its tasks; not modified)."""
+def minmax_prune(net: nn.Module, criterion, train_loader: DataLoader, cfg,
+                 out_dir: str | os.PathLike, *, prune_ratio: float = 0.975,
+                 sparsity_type: str = "irregular", layers: str = "shared",
+                 weighting: str | Mapping[str, Any] | None = None,
+                 rew_iters: int | None = None, penalty: float = 1e-7, eps: float = 1e-6,
+                 refresh_at: list[int] | None = None, reference_eps: bool = False,
+                 val_loader: DataLoader | None = None, seed: int = 0, device=None,
+                 log: bool = True, split: Mapping[str, Any] | None = None,
+                 _extra: Mapping[str, Any] | None = None) -> tuple[Path, Path, dict]:
+    """Stages 1 and 2 (reweighted-L1 training, hard prune) on ``net`` (not modified); returns
+    ``(rew/final_model.pth, pruned.pth, settings)``. Fine-tune ``pruned.pth`` with the masks
+    held (:func:`lib.training.finetune`) for stage 3, or call :func:`minmax_pipeline`."""
     prune_ratio = check_ratio(prune_ratio)
     check_kind(sparsity_type)
     rew_iters = int(cfg.RETRAIN_EPOCH if rew_iters is None else rew_iters)
-    retrain_iters = int(cfg.RETRAIN_EPOCH if retrain_iters is None else retrain_iters)
     if refresh_at is None:
         refresh_at = sorted({int(f * rew_iters) for f in REFRESH_FRACTIONS} - {0})
     weighting = dict(DEFAULT_WEIGHTING) if weighting is None else weighting
     hook = ReweightedL1(penalty=penalty, eps=eps, refresh_at=refresh_at, layers=layers,
                         reference_eps=reference_eps)
-    hook.check(rew_iters)
+    hook.check(net, rew_iters)
     out = Path(out_dir)
     settings = {"prune_ratio": prune_ratio, "sparsity_type": sparsity_type, "layers": layers,
-                "weighting": weighting, "rew_iters": rew_iters, "retrain_iters": retrain_iters,
-                "rew": hook.spec(), "seed": seed}
+                "weighting": weighting, "rew_iters": rew_iters, "rew": hook.spec(), "seed": seed,
+                **dict(_extra or {})}
     _record(out, settings)
     tasks = list(net.tasks)
     criterion = criterion.restricted_to(tasks)
-    common = dict(val_loader=val_loader, seed=seed, device=device, log=log, split=split,
-                  weighting=weighting)
 
     rew_final = out / "rew" / "final_model.pth"
     if not rew_final.exists():
         train(_copy(net), criterion, train_loader, cfg, out / "rew", max_iters=rew_iters,
               lr=cfg.RETRAIN_LR, decay_freq=cfg.RETRAIN_DECAY_LR_FREQ,
               decay_rate=cfg.RETRAIN_DECAY_LR_RATE, hook=hook,
-              resume=(out / "rew" / "last.pth").exists(), overwrite=True, **common)
+              resume=(out / "rew" / "last.pth").exists(), overwrite=True, val_loader=val_loader,
+              seed=seed, device=device, log=log, split=split, weighting=weighting)
 
     pruned_path = out / "pruned.pth"
     if not pruned_path.exists():
@@ -104,11 +104,29 @@ def minmax_pipeline(net: nn.Module, criterion, train_loader: DataLoader, cfg,
         regularised.pruning_meta = {"method": "minmax_pipeline", "selected_tasks": tasks,
                                     "keep_ratio": 1 - prune_ratio, **_flat(settings)}
         save_pruned(regularised, pruned_path)
+    return rew_final, pruned_path, settings
 
+
+def minmax_pipeline(net: nn.Module, criterion, train_loader: DataLoader, cfg,
+                    out_dir: str | os.PathLike, *, retrain_iters: int | None = None,
+                    weighting: str | Mapping[str, Any] | None = None,
+                    val_loader: DataLoader | None = None, seed: int = 0, device=None,
+                    log: bool = True, split: Mapping[str, Any] | None = None,
+                    **prune_options: Any) -> PipelineResult:
+    """Run (or resume) all three stages on ``net`` (its tasks; not modified).
+    ``prune_options`` go to :func:`minmax_prune`."""
+    retrain_iters = int(cfg.RETRAIN_EPOCH if retrain_iters is None else retrain_iters)
+    weighting = dict(DEFAULT_WEIGHTING) if weighting is None else weighting
+    common = dict(val_loader=val_loader, seed=seed, device=device, log=log, split=split)
+    rew_final, pruned_path, settings = minmax_prune(
+        net, criterion, train_loader, cfg, out_dir, weighting=weighting,
+        _extra={"retrain_iters": retrain_iters}, **common, **prune_options)
+    out = Path(out_dir)
     pruned, _ = load_pruned(pruned_path)
-    result = finetune(pruned, criterion, train_loader, cfg, out / "retrain",
-                      max_iters=retrain_iters, resume=(out / "retrain" / "last.pth").exists(),
-                      overwrite=True, **common)
+    result = finetune(pruned, criterion.restricted_to(list(net.tasks)), train_loader, cfg,
+                      out / "retrain", max_iters=retrain_iters,
+                      resume=(out / "retrain" / "last.pth").exists(), overwrite=True,
+                      weighting=weighting, **common)
     return PipelineResult(result.net, rew_final, pruned_path, result, settings)
 
 

@@ -63,7 +63,7 @@ class ReweightedL1(TrainingHook):
                 "refresh_at": list(self.refresh_at), "layers": self.layer_scope,
                 "exclude": list(self.exclude), "reference_eps": self.reference_eps}
 
-    def check(self, max_iters: int) -> None:
+    def check(self, model: nn.Module, max_iters: int) -> None:
         late = [i for i in self.refresh_at if i >= max_iters]
         if late:
             raise ValueError(f"reweighted_l1: refresh_at {late} lie beyond the run's "

@@ -79,14 +79,12 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
-                   loop: Callable[..., Any], verb: str,
-                   build_hook: Callable[[Any], Any] | None = None) -> int:
+                   loop: Callable[..., Any], verb: str) -> int:
     """The body shared by ``train`` and ``finetune``, torchrun-ready.
 
     Builds the config and the loaders, ``build_net(cfg)``, runs ``loop`` (``train`` or
-    ``finetune``) with the command's options (and ``hook=build_hook(cfg)`` when given), then
-    (rank 0) evaluates the selected checkpoint on the test split and writes
-    ``<ckpt>.metrics.json``.
+    ``finetune``) with the command's options, then (rank 0) evaluates the selected checkpoint
+    on the test split and writes ``<ckpt>.metrics.json``.
     """
     from lib.losses import SceneNetLoss
 
@@ -99,13 +97,11 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
     try:
         cfg = config_from_args(args)
         weighting = weighting_from_args(args, cfg.TASKS)
-        hook = {} if build_hook is None else {"hook": build_hook(cfg)}
         loaders = make_loaders(cfg, selection=args.selection, val_fraction=args.val_fraction,
                                seed=args.seed)
         net = build_net(cfg)
         result = loop(net, SceneNetLoss.from_config(cfg), loaders.train, cfg, args.run_dir,
-                      weighting=weighting, **hook,
-                      val_loader=loaders.val, max_iters=args.max_iters, lr=args.lr,
+                      weighting=weighting, val_loader=loaders.val, max_iters=args.max_iters, lr=args.lr,
                       seed=args.seed, device=args.device, resume=args.resume,
                       overwrite=args.overwrite, amp=args.amp,
                       eval_fn=metrics_eval_fn(cfg) if args.metrics else None,

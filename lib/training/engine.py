@@ -211,7 +211,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
     selection = Selection.parse(select_metric)
     weighting = make_weighting(weighting, criterion.tasks, criterion.lambdas)
     if hook is not None:
-        hook.check(schedule.max_iters)
+        hook.check(unwrap(net), schedule.max_iters)
     run_dir = Path(run_dir)
     _prepare_everywhere(run_dir, resume, overwrite, info)
 

@@ -3,7 +3,7 @@
 :mod:`lib.sparse` implements them (dynamic sparse training, reweighted-L1 training); the loop
 (:func:`lib.training.engine.run_loop`, ``hook=``) calls them in this order::
 
-    hook.check(max_iters)                  first, before anything is written
+    hook.check(model, max_iters)           first, before anything is written
     hook.setup(model, run)                 once, before the optimiser is built, fresh or resumed
                                            (a resumed run then loads masks and state over it)
     for every iteration i (0-based):
@@ -47,9 +47,9 @@ class TrainingHook(abc.ABC):
     def spec(self) -> dict[str, Any]:
         """Name and settings (JSON-able), recorded in checkpoints and compared on resume."""
 
-    def check(self, max_iters: int) -> None:
-        """Raise a one-line ValueError if the hook cannot run for ``max_iters`` iterations;
-        called before anything is written."""
+    def check(self, model: nn.Module, max_iters: int) -> None:
+        """Raise a one-line ValueError if the hook cannot run on ``model`` for ``max_iters``
+        iterations (schedule, reachable sparsity); called before anything is written."""
 
     def setup(self, model: nn.Module, run: RunContext) -> None:
         """Before the optimiser is built (install masks, check the schedule against the run)."""
