@@ -129,7 +129,7 @@ def test_disparse_dynamic_steps_follow_the_schedule(cfg):
     owner = layer_owner(net)
     shared = [n for n in layers if owner[n] is None and k[n] < layers[n].weight.numel()]
     tasks = len(net.tasks)
-    for step, t in enumerate((0, 2, 4)):
+    for step, t in enumerate((0, 4)):
         batch = make_random_batch(cfg.TASKS, cfg.TASKS_NUM_CLASS, seed=step)
         before = {n: m.weight_orig.detach().clone() for n, m in layers.items()}
         grow = hook.drop(net, t)

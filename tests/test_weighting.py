@@ -158,7 +158,7 @@ def test_bad_weighting_input_is_one_line():
 @pytest.mark.parametrize("name", ["uncertainty", "dwa", "minmax"])
 def test_weighted_run_resumes_exactly(cfg, tmp_path, name):
     ds = make_data(cfg, n=5)   # 3 batches per epoch: one epoch = 3 iterations by default
-    common = dict(val_loader=loader(ds, shuffle=False), max_iters=7, seed=1, log=False,
+    common = dict(max_iters=7, seed=1, log=False,
                   weighting={"name": name, **({"epoch_iters": 2} if name != "uncertainty"
                                               else {})})
     full = train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "a",
