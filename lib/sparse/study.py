@@ -1,11 +1,12 @@
 """The study grid's cells for methods that train, rather than prune a trained model and
 fine-tune it (:func:`lib.experiments.study.run_cell` hands these over).
 
-| method | what the cell does | budget (iterations) |
-|---|---|---|
-| ``disparse_dynamic``, ``minmax_dst``, ``rigl`` | a fresh network of the selected tasks trained from scratch with the method's hook | ``B`` from scratch |
-| ``disparse_static_scratch`` | DiSparse's static protocol: ``disparse_static`` masks on a fresh network, trained from scratch, masks held | ``B`` from scratch |
-| ``minmax_pipeline`` | the base model's selected tasks: reweighted-L1 training, hard prune of every layer, masked retraining | base ``B`` + rew ``F`` + retrain ``F`` |
+- ``disparse_dynamic``, ``minmax_dst``, ``rigl``: a fresh network of the selected tasks trained
+  from scratch with the method's hook; budget ``B`` from scratch;
+- ``disparse_static_scratch``: DiSparse's static protocol, ``disparse_static`` masks on a fresh
+  network trained from scratch with the masks held; budget ``B`` from scratch;
+- ``minmax_pipeline``: the base model's selected tasks through reweighted-L1 training, a hard
+  prune of every layer and masked retraining; budget base ``B`` + rew ``F`` + retrain ``F``.
 
 ``B`` is the study's base-training length (``base_iters``, default ``MAX_ITERS``), ``F`` its
 fine-tuning length (``finetune_iters``, default ``RETRAIN_EPOCH``); one-shot methods cost

@@ -101,8 +101,8 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
                                seed=args.seed)
         net = build_net(cfg)
         result = loop(net, SceneNetLoss.from_config(cfg), loaders.train, cfg, args.run_dir,
-                      weighting=weighting, val_loader=loaders.val, max_iters=args.max_iters, lr=args.lr,
-                      seed=args.seed, device=args.device, resume=args.resume,
+                      weighting=weighting, val_loader=loaders.val, max_iters=args.max_iters,
+                      lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
                       overwrite=args.overwrite, amp=args.amp,
                       eval_fn=metrics_eval_fn(cfg) if args.metrics else None,
                       log=not args.quiet, split=loaders.split)
