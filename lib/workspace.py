@@ -3,6 +3,7 @@
     runs/{CONFIG}-{PROFILE}/base/base_model.pth                  the dense base model
     runs/{CONFIG}-{PROFILE}/pruned/{method}_{S}_{tasks}.pth + .json  a pruned model
     runs/{CONFIG}-{PROFILE}/finetune/<pruned stem>/              its fine-tuning run
+    runs/{CONFIG}-{PROFILE}/minmax/<method>_{S}_{tasks}/         a min-max pipeline's stages
 
 :class:`Workspace` is what a notebook starts with: the config with its profile, the data (the
 built-in synthetic dataset when no ``DATA_ROOT`` is given), the device, those paths and, in
@@ -111,6 +112,10 @@ class Workspace:
     def finetune_dir(self, pruned_path: str | os.PathLike) -> Path:
         return self.root / "finetune" / Path(pruned_path).stem
 
+    def minmax_dir(self, method: str, tasks: Sequence[str], sparsity: float) -> Path:
+        """Where :func:`lib.sparse.minmax_prune` keeps its stages for this selection."""
+        return self.root / "minmax" / Path(pruned_filename(method, tasks, sparsity=sparsity)).stem
+
     def figures(self) -> Path:
         """Where notebooks' figures go: ``runs/{CONFIG}-{PROFILE}/figures`` (FAST_MODE: the
         temporary folder)."""
@@ -140,22 +145,29 @@ class Workspace:
         self._base = {"base_checkpoint": str(path), "stand_in_base_model": stand_in}
         return load_base_model(path, self.cfg).to(self.device), path, stand_in
 
-    def stand_in_pruned(self, method: str, tasks: Sequence[str], sparsity: float,
-                        path: str | os.PathLike, base_iters: int = 2) -> Path:
-        """FAST_MODE's stand-in for what the earlier notebooks write: a base model trained for
-        ``base_iters`` iterations at :meth:`base_path`, pruned with ``method`` at the config's
-        reference keep ratio for ``sparsity`` and saved at ``path``. Returns ``path``."""
-        from lib.checkpoints import save_pruned
+    def stand_in_base(self, base_iters: int = 2):
+        """FAST_MODE's stand-in for what train_baseline writes: a base model trained for
+        ``base_iters`` iterations at :meth:`base_path`; returns the trained network."""
         from lib.models import model_from_config
-        from lib.pruning import prune, reference_keep_ratio
         from lib.training import train
 
         if not self.fast:
             raise RuntimeError("stand-in models exist only in FAST_MODE")
-        loaders, criterion = self.loaders(), self.criterion()
         torch.manual_seed(self.seed)
-        dense = train(model_from_config(self.cfg), criterion, loaders.train, self.cfg,
-                      self.base_dir(), max_iters=base_iters, seed=self.seed, log=False).net
+        return train(model_from_config(self.cfg), self.criterion(), self.loaders().train,
+                     self.cfg, self.base_dir(), max_iters=base_iters, seed=self.seed,
+                     log=False).net
+
+    def stand_in_pruned(self, method: str, tasks: Sequence[str], sparsity: float,
+                        path: str | os.PathLike, base_iters: int = 2) -> Path:
+        """FAST_MODE's stand-in for what the earlier notebooks write: :meth:`stand_in_base`,
+        pruned with ``method`` at the config's reference keep ratio for ``sparsity`` and saved
+        at ``path``. Returns ``path``."""
+        from lib.checkpoints import save_pruned
+        from lib.pruning import prune, reference_keep_ratio
+
+        dense = self.stand_in_base(base_iters)
+        loaders, criterion = self.loaders(), self.criterion()
         result = prune(method, dense, criterion, loaders.train, selected_tasks=list(tasks),
                        keep_ratio=reference_keep_ratio(self.cfg, sparsity), num_batches=1,
                        seed=self.seed)

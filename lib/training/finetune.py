@@ -14,6 +14,7 @@ from lib.masks import check_masks_unchanged, mask_snapshot, refresh_masked_weigh
 from lib.models import check_model
 
 from .engine import EvalFn, Schedule, TrainResult, run_loop
+from .weighting import TaskWeighting
 
 FINAL_NAME = "final_model.pth"
 
@@ -34,7 +35,8 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
              overwrite: bool = False, amp: bool = False, eval_fn: EvalFn | None = None,
              select_metric: str | None = None, log: bool = True,
              split: Mapping[str, Any] | None = None,
-             meta: Mapping[str, Any] | None = None) -> TrainResult:
+             meta: Mapping[str, Any] | None = None,
+             weighting: str | Mapping[str, Any] | TaskWeighting | None = None) -> TrainResult:
     """Fine-tune ``compact_net`` (any :class:`~lib.models.MultiTaskModel`) on its own tasks'
     weighted loss with every mask held.
 
@@ -46,7 +48,8 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
     and after the run; at the end the masks are checked to be identical to the ones given (a
     RuntimeError otherwise). The final model goes to ``run_dir/final_model.pth`` +
     ``final_model.json`` (``lib.checkpoints.save_pruned``'s layout; ``meta``, e.g. the
-    :class:`lib.pruning.PruneResult`'s, is recorded there). Everything else is as in
+    :class:`lib.pruning.PruneResult`'s, is recorded there). ``weighting`` as in
+    :func:`lib.training.train` (built for ``compact_net.tasks``). Everything else is as in
     :func:`lib.training.train`.
     """
     tasks = list(check_model(compact_net).tasks)
@@ -61,7 +64,8 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
                       device=device, resume=resume, overwrite=overwrite, amp=amp,
                       eval_fn=eval_fn, select_metric=select_metric, log=log, split=split,
                       after_step=zero_pruned,
-                      save_final=lambda net, path: save_final_pruned(net, path, meta))
+                      save_final=lambda net, path: save_final_pruned(net, path, meta),
+                      weighting=weighting)
     refresh_masked_weights(result.net)
     check_masks_unchanged(result.net, masks)
     return result
