@@ -91,7 +91,7 @@ def test_structured_cut_is_a_grid_method(finished_study, tmp_path):
     import shutil
     out = tmp_path / "study"
     shutil.copytree(finished_study[0], out)                 # base model and cells reused
-    result = run_study(tiny_spec(out, methods=("cut", "structured_cut"), sparsities=(50,)),
+    result = run_study(tiny_spec(out, methods=("structured_cut",), sparsities=(50,)),
                        progress=False)
     row = next(r for r in result.rows if r["method"] == "structured_cut")
     assert row["tasks"] == "seg+depth" and row["nominal_sparsity"] == 50
