@@ -152,7 +152,7 @@ def test_bad_calibration_and_hooks_are_refused_before_writing(tmp_path):
     out = tmp_path / "q.onnx"
     with pytest.raises(PruneHooksError, match="prune hooks .* plain_copy"):
         quantize_network(net, out, calibration(), SHAPE)
-    with pytest.raises(CalibrationError, match="3 batch.*need at least 4"):
+    with pytest.raises(CalibrationError, match=r"hold 3 batch.*need 8 \(at least 4\)"):
         quantize_compact(net, out, calibration(3), SHAPE)
     with pytest.raises(CalibrationError, match="num_batches=2 is below the minimum"):
         quantize_compact(net, out, calibration(), SHAPE, num_batches=2)

@@ -80,8 +80,8 @@ def calibration_images(calibration: Iterable[Mapping[str, Any]], input_shape: Se
     Each batch's ``img`` (B x 3 x H x W) is cut into chunks of ``input_shape[0]`` images (a
     remainder is dropped). Raises :class:`CalibrationError` (one line) when a batch is not a dict
     with an ``img`` of the network's image size, when the data come from another layout than
-    ``dataset`` (``cfg.DATASET``; told by the loader's dataset or by the batch keys), or when
-    fewer than ``min_batches`` batches are available.
+    ``dataset`` (``cfg.DATASET``; told by the loader's dataset or by the batch keys), when
+    ``num_batches`` is below ``min_batches``, or when fewer than ``num_batches`` batches come.
     """
     n, c, h, w = (int(s) for s in input_shape)
     if num_batches < min_batches:
@@ -113,9 +113,9 @@ def calibration_images(calibration: Iterable[Mapping[str, Any]], input_shape: Se
         img = img.detach().float().cpu().numpy()
         images += [np.ascontiguousarray(img[j:j + n]) for j in range(0, img.shape[0] - n + 1, n)]
         used += 1
-    if used < min_batches or not images:
+    if used < num_batches or not images:
         raise CalibrationError(f"calibration data hold {used} batch(es) ({len(images)} input(s) "
-                               f"of batch {n}), need at least {min_batches}")
+                               f"of batch {n}), need {num_batches} (at least {min_batches})")
     return CalibrationSet(images, used)
 
 
