@@ -199,3 +199,33 @@ def test_pt2e_x86_quantizer_runs_on_scene_net():
     with torch.no_grad():
         ref, got = net(image())[0], q(image())[0]
     assert float((got - ref).abs().max()) <= INT8_REL_TOL * float(ref.abs().max())
+
+
+def test_report_gains_int8_rows_task_deltas_and_tradeoff_plot(tmp_path):
+    from lib.export import plot_report, report_markdown, size_speed_report
+    from lib.export.report_int8 import Int8Options, TaskMetrics
+
+    torch.manual_seed(0)
+    dense = SceneNet(NUM_CLASS, "ResNet18", 0.125, tasks=TASKS).eval().select(["seg"])
+    net = compact(tasks=("seg",))
+    test = [make_random_batch(TASKS, NUM_CLASS, batch_size=1, seed=30 + i) for i in range(2)]
+    rows = size_speed_report(
+        dense, net, SHAPE, threads=1, repeats=1, warmup=0,
+        int8=Int8Options(calibration(), calibration_batches=4, dataset="nyuv2_3"),
+        metrics=TaskMetrics(test, lambda tasks: SceneNetEval(
+            "nyuv2_3", tasks, [dict(zip(TASKS, NUM_CLASS))[t] if t != "sn" else 3
+                               for t in tasks], image_shape=SHAPE[2:])))
+    by_name = {r["model"]: r for r in rows}
+    assert list(by_name) == ["dense", "compact", "dense int8", "compact int8"]
+    q = by_name["compact int8"]
+    assert q["size_ratio_int8"] < 0.5 * by_name["compact"]["size_ratio"]
+    assert q["pruned_nonzero_after_int8"] == 0 and q["onnx_latency_ms"] > 0
+    assert q["macs_dense"] == by_name["compact"]["macs_dense"]
+    assert "torch_latency_ms" not in q                       # no PT2E unless asked for
+    assert by_name["dense"]["delta_mean"] == 0.0
+    assert set(k for k in q if k.startswith("delta_vs_")) == {"delta_vs_float:seg",
+                                                              "delta_vs_dense:seg"}
+    table = report_markdown(rows)
+    assert "| compact int8 |" in table and "Δ seg vs float %" in table and "–" in table
+    fig = plot_report(rows, tmp_path / "r.png")
+    assert len(fig.axes) == 6 and (tmp_path / "r.png").stat().st_size > 0
