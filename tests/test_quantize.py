@@ -34,7 +34,7 @@ def compact(sparsity: float = 0.9, tasks=("depth", "seg")) -> SceneNet:
     return net
 
 
-def calibration(n: int = 4, dataset: str = "nyuv2_3"):
+def calibration(n: int = 8, dataset: str = "nyuv2_3"):
     return [make_random_batch(TASKS, NUM_CLASS, batch_size=2, seed=10 + i, dataset=dataset)
             for i in range(n)]
 
@@ -54,7 +54,7 @@ def int8_model(tmp_path_factory):
 def test_int8_parity_with_float_in_onnxruntime(int8_model):
     net, path, info = int8_model
     assert has_prune_hooks(net)  # quantize_compact worked on a plain copy
-    assert info["calibration_batches"] == 4 and info["calibration_inputs"] == 8
+    assert info["calibration_batches"] == 8 and info["calibration_inputs"] == 16
     assert os.path.getsize(path) == info["bytes"] < 0.4 * info["float_onnx_bytes"]
     with torch.no_grad():
         ref = net(image())
@@ -211,7 +211,7 @@ def test_report_gains_int8_rows_task_deltas_and_tradeoff_plot(tmp_path):
     test = [make_random_batch(TASKS, NUM_CLASS, batch_size=1, seed=30 + i) for i in range(2)]
     rows = size_speed_report(
         dense, net, SHAPE, threads=1, repeats=1, warmup=0,
-        int8=Int8Options(calibration(), calibration_batches=4, dataset="nyuv2_3"),
+        int8=Int8Options(calibration(4), calibration_batches=4, dataset="nyuv2_3"),
         metrics=TaskMetrics(test, lambda tasks: SceneNetEval(
             "nyuv2_3", tasks, [dict(zip(TASKS, NUM_CLASS))[t] if t != "sn" else 3
                                for t in tasks], image_shape=SHAPE[2:])))
