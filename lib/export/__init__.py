@@ -12,9 +12,12 @@
   (onnxruntime QDQ, per-channel weights, calibrated on task data); :func:`save_int8_artifact`
   stores it with sparse int8 weights; :func:`int8_fidelity` measures its task metrics against
   the float model.
+- :func:`fit_budget` (:mod:`lib.export.budget`): the largest keep / channel ratio whose
+  measured file size and latency fit "X MB" / "Y ms" on this machine.
 """
 from .artifact import (ARTIFACT_SUFFIX, load_artifact, max_output_difference, read_manifest,
                        save_artifact)
+from .budget import BudgetResult, BudgetUnreachable, budget_markdown, fit_budget, solve_budget
 from .container import FORMAT_VERSION, MAGIC, ArtifactFormatError
 from .fidelity import OnnxNet, int8_fidelity
 from .int8_artifact import (INT8_SUFFIX, int8_session, load_int8_model, read_int8_manifest,
@@ -25,9 +28,12 @@ from .onnx_io import check_onnx_parity, export_onnx
 from .quantize import (INT8_SCHEME, CalibrationError, PruneHooksError, calibration_images,
                        pruned_zeros_kept, quantize_compact, quantize_network, quantized_weights)
 from .report import (MAC_UNIT, conv_macs, onnx_latency_ms, parameter_counts, plot_report,
-                     report_markdown, size_speed_report, torch_latency_ms)
+                     plot_tradeoff, report_markdown, size_speed_report, torch_latency_ms)
+from .report_int8 import Int8Options, TaskMetrics
 
-__all__ = ["CalibrationError", "INT8_SCHEME", "INT8_SUFFIX", "OnnxNet", "PruneHooksError",
+__all__ = ["BudgetResult", "BudgetUnreachable", "Int8Options", "TaskMetrics", "budget_markdown",
+           "fit_budget", "plot_tradeoff", "solve_budget",
+           "CalibrationError", "INT8_SCHEME", "INT8_SUFFIX", "OnnxNet", "PruneHooksError",
            "calibration_images", "int8_fidelity", "int8_session", "load_int8_model",
            "pruned_zeros_kept", "quantize_compact", "quantize_network", "quantized_weights",
            "read_int8_manifest", "save_int8_artifact",
