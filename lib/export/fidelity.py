@@ -68,18 +68,22 @@ def _relative_changes(new: Mapping[str, Mapping[str, float]],
     return out
 
 
-def int8_fidelity(float_net: nn.Module, int8_net: nn.Module, loader: Iterable[Mapping[str, Any]],
-                  evaluator, max_batches: int | None = None,
-                  device: torch.device | str = "cpu") -> dict[str, Any]:
+def int8_fidelity(float_net: nn.Module | None, int8_net: nn.Module,
+                  loader: Iterable[Mapping[str, Any]], evaluator, max_batches: int | None = None,
+                  device: torch.device | str = "cpu",
+                  float_metrics: Mapping[str, Mapping[str, float]] | None = None
+                  ) -> dict[str, Any]:
     """Evaluate ``float_net`` and ``int8_net`` (e.g. an :class:`OnnxNet`) on ``loader``.
 
     Returns ``{"float": metrics, "int8": metrics, "delta": {task: Δ %}, "metric_change_pct":
     {task: {metric: %}}, "max_abs_metric_change_pct"}``. ``delta`` uses the metrics of
     ``lib.metrics.DELTA_METRICS``; a task whose float metric is 0 has ``None`` there (a relative
-    change is undefined), and so has a single metric change.
+    change is undefined), and so has a single metric change. ``float_metrics`` (already
+    measured on the same loader) skips evaluating ``float_net`` again.
     """
-    float_metrics = evaluate(float_net, loader, evaluator, device=device,
-                             max_batches=max_batches, progress=False)
+    if float_metrics is None:
+        float_metrics = evaluate(float_net, loader, evaluator, device=device,
+                                 max_batches=max_batches, progress=False)
     int8_metrics = evaluate(int8_net, loader, evaluator, device=device,
                             max_batches=max_batches, progress=False)
     changes = _relative_changes(int8_metrics, float_metrics)

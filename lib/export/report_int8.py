@@ -117,9 +117,9 @@ def add_task_metrics(rows: list[dict], nets: Mapping[str, nn.Module], metrics: T
         name = row.get("float_model", row["model"])
         net = nets[name]
         if "float_model" in row:
-            result = int8_fidelity(plain_copy(net).cpu() if has_prune_hooks(net) else net,
-                                   OnnxNet(row["onnx_path"], net.tasks, threads), metrics.loader,
-                                   metrics.evaluator_for(list(net.tasks)), metrics.max_batches)
+            result = int8_fidelity(None, OnnxNet(row["onnx_path"], net.tasks, threads),
+                                   metrics.loader, metrics.evaluator_for(list(net.tasks)),
+                                   metrics.max_batches, float_metrics=floats[name])
             measured = result["int8"]
             row.update({f"delta_vs_float:{t}": d for t, d in result["delta"].items()})
             row["max_abs_metric_change_pct"] = result["max_abs_metric_change_pct"]
