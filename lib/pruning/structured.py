@@ -27,7 +27,7 @@ Unstructured masks leave dense CPU kernels as slow as before. This variant keeps
    plain, smaller :class:`~lib.models.SceneNet` without masks that the training engine
    fine-tunes like any network.
 
-Scoring (steps 1-3) is done once by :func:`structured_cut_plan`; its :meth:`StructuredPlan.prune`
+Scoring (steps 1-3) is done once by :func:`structured_cut_plan`; its :meth:`ChannelPlan.prune`
 decides and prunes at any channel sparsity (a search over sparsities re-scores nothing).
 
 Saving: a structurally pruned network no longer matches ``architecture()`` alone. Its
@@ -177,7 +177,7 @@ class ChannelGroup:
     scores: dict[str, torch.Tensor]    # {task: score per channel}
 
 
-class StructuredPlan:
+class ChannelPlan:
     """Structured CUT with the scores computed once; :meth:`prune` decides at any sparsity.
 
     Build it with :func:`structured_cut_plan`. ``prune`` never modifies the plan's network.
@@ -247,7 +247,7 @@ class StructuredPlan:
 # ----------------------------------------------------------------------------- main entry
 def structured_cut_plan(net: SceneNet, criterion, loader: Iterable, selected_tasks: Sequence[str],
                         num_batches: int, min_votes: MinVotes = 2,
-                        tasks: Sequence[str] | None = None, mode: str = "eval") -> StructuredPlan:
+                        tasks: Sequence[str] | None = None, mode: str = "eval") -> ChannelPlan:
     """Steps 1-3 of structured CUT: select, score, group coupled channels and score them.
 
     ``criterion`` is a :class:`lib.losses.SceneNetLoss` knowing the selected tasks;
@@ -310,7 +310,7 @@ def structured_cut_plan(net: SceneNet, criterion, loader: Iterable, selected_tas
     compact.train(was_training)
     info = {"method": "structured_cut", "selected": selected, "min_votes": min_votes,
             "num_batches": num_batches, "mode": mode}
-    return StructuredPlan(compact, groups, example, info)
+    return ChannelPlan(compact, groups, example, info)
 
 
 def structured_cut_prune(net: SceneNet, criterion, loader: Iterable, selected_tasks: Sequence[str],
