@@ -8,7 +8,9 @@ For one task selection (``--tasks``, default ``seg``):
 - structured CUT with uniform ranking (``structured_cut``) and with global ranking
   (``structured_cut_global``) at ``--channel-sparsities`` percent of the channels;
 
-each fine-tuned ``--finetune-iters`` with the same engine (masks held), evaluated on the
+each fine-tuned ``--finetune-iters`` with the same engine (masks held; ``dense_ft``: the
+selected dense heads fine-tuned alike, the control for what fine-tuning alone does), evaluated
+on the
 synthetic test split (Δ vs dense, ``lib.metrics.delta_mtl``), and measured
 (``lib.experiments.equal_cost.cost_columns``: non-zero parameters, onnxruntime latency at
 ``--threads`` threads, median of ``--repeats``). Prints every row, then structured CUT's Δ
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
              **cost_columns(selected, shape, threads=args.threads, repeats=args.repeats)}]
     print(f"{'dense (selected heads)':22s}   0.0 %  Δ   +0.00 %  "
           f"{rows[0]['params_nonzero'] / 1e6:6.3f} M non-zero  {rows[0]['latency_ms']:6.2f} ms")
+    # The control: the selected dense heads fine-tuned alike (what fine-tuning alone does).
+    rows.append(measure("dense_ft", 0.0, base.select(tasks)))
     for s in args.sparsities:
         rows.append(measure("cut", s, cut_prune(base, criterion, loader, cfg.PRUNE_NUM_BATCHES,
                                                 None, tasks, cfg.TASKS, sparsity=s)))

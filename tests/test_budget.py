@@ -117,6 +117,17 @@ def test_cli_budget_mode_int8_writes_the_chosen_model(cli_inputs, tmp_path, caps
     assert "channel ratio" in capsys.readouterr().out
 
 
+def test_cli_budget_report_has_the_chosen_network_its_metrics_and_the_budget(cli_inputs,
+                                                                             tmp_path):
+    root, data = cli_inputs
+    out = tmp_path / "out"
+    assert cli_main(_budget_args(root, data, "--budget-mb", "0.5", "--out", str(out),
+                                 "--dense", str(root / "base.pth"))) == 0
+    report = (out / "report.md").read_text()
+    assert "| compact |" in report and "Δ seg vs dense %" in report and "**Budget**" in report
+    assert (out / "report.png").is_file()
+
+
 def test_cli_unreachable_budget_is_one_line_and_writes_nothing(cli_inputs, tmp_path, capsys):
     root, data = cli_inputs
     out = tmp_path / "out"

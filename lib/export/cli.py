@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
                         default=None, help="input shape for ONNX / the report")
     parser.add_argument("--dense", type=Path, default=None,
-                        help="dense base checkpoint: write a size/speed report against it")
+                        help="dense base checkpoint: write a size/speed report against it (in "
+                             "budget mode: of the chosen network, with task metrics)")
     parser.add_argument("--dense-architecture", type=Path, default=None,
                         help="architecture JSON of --dense (default: its sidecar)")
     parser.add_argument("--config", default=None,

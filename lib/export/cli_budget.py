@@ -148,4 +148,33 @@ def run_budget(args: argparse.Namespace) -> int:
     table = budget_markdown(result)
     atomic_write_text(table + "\n", args.out / "budget.md")
     print(table)
+    if args.dense is not None:
+        write_budget_report(args, cfg, result, calibration)
     return 0
+
+
+def write_budget_report(args: argparse.Namespace, cfg, result, calibration) -> None:
+    """``report.md``/``report.png``: the chosen network (and its int8 row) against ``--dense``,
+    with task metrics on the test split and the budget result appended."""
+    from lib.data import build_loader
+    from lib.metrics import SceneNetEval
+    from lib.pruning import load_base_model
+
+    from .budget import budget_markdown
+    from .report import plot_report, report_markdown, size_speed_report
+    from .report_int8 import Int8Options, TaskMetrics
+
+    dense = load_base_model(args.dense, cfg).eval()
+    shape = [int(s) for s in args.input_shape]
+    test = build_loader(cfg, "test", batch_size=shape[0], shuffle=False, seed=args.seed)
+    int8 = (Int8Options(calibration, args.calibration_batches, cfg.DATASET) if args.int8
+            else None)
+    rows = size_speed_report(
+        dense, result.net, shape, threads=args.threads, repeats=args.repeats,
+        out_dir=args.out / "report_files", int8=int8,
+        metrics=TaskMetrics(test, lambda tasks: SceneNetEval.from_config(cfg, tasks=tasks),
+                            args.eval_batches))
+    table = report_markdown(rows) + "\n\n" + budget_markdown(result)
+    atomic_write_text(table + "\n", args.out / "report.md")
+    plot_report(rows, args.out / "report.png")
+    print(report_markdown(rows))
