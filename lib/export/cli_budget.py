@@ -86,8 +86,9 @@ def export_int8(net, inputs: Int8Inputs, stem: Path) -> dict[str, Any]:
     """Write ``{stem}_int8.onnx`` and ``{stem}.int8.cutedge``; measure int8 vs float metrics."""
     from .fidelity import OnnxNet, int8_fidelity
     from .int8_artifact import INT8_SUFFIX, save_int8_artifact
-    from .masks import has_prune_hooks, plain_copy
+    from .masks import has_prune_hooks
     from .quantize import pruned_zeros_kept, quantize_compact
+    from .report import _cpu_plain
 
     onnx_path = Path(f"{stem}_int8.onnx")
     info = quantize_compact(net, onnx_path, inputs.calibration, inputs.input_shape,
@@ -98,7 +99,7 @@ def export_int8(net, inputs: Int8Inputs, stem: Path) -> dict[str, Any]:
                                         "architecture": net.architecture(),
                                         "input_shape": inputs.input_shape,
                                         "calibration_inputs": info["calibration_inputs"]})
-    float_net = plain_copy(net).cpu() if has_prune_hooks(net) else net.cpu()
+    float_net = _cpu_plain(net)  # the network itself stays where it is, hooks and all
     fidelity = int8_fidelity(float_net, OnnxNet(onnx_path, net.tasks, inputs.threads),
                              inputs.test_loader, inputs.evaluator, inputs.eval_batches)
     atomic_write_json(fidelity, Path(f"{stem}_int8_fidelity.json"))
