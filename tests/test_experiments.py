@@ -85,3 +85,15 @@ def test_grid_validation_and_default_selections():
         grid(tiny_spec("x", selections=[("seg", "normals")]), ["seg", "sn", "depth"])
     with pytest.raises(ValueError, match="sparsity 100"):
         tiny_spec("x", sparsities=(100,))
+
+
+def test_structured_cut_is_a_grid_method(finished_study, tmp_path):
+    import shutil
+    out = tmp_path / "study"
+    shutil.copytree(finished_study[0], out)                 # base model and cells reused
+    result = run_study(tiny_spec(out, methods=("structured_cut",), sparsities=(50,)),
+                       progress=False)
+    row = next(r for r in result.rows if r["method"] == "structured_cut")
+    assert row["tasks"] == "seg+depth" and row["nominal_sparsity"] == 50
+    assert row["measured_sparsity"] > 50                    # half the channels: most weights go
+    assert (out / "cells" / "structured_cut_50_seg-depth" / "final_model.pth").exists()

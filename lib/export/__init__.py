@@ -14,7 +14,15 @@
   the float model.
 - :func:`fit_budget` (:mod:`lib.export.budget`): the largest keep / channel ratio whose
   measured file size and latency fit "X MB" / "Y ms" on this machine.
+
+Every layer takes any registered :class:`lib.models.MultiTaskModel`. Masks on a network
+(``effective_state_dict``, ``prune_masks``, ``plain_copy``, ``has_prune_hooks``) are
+:mod:`lib.masks`' and re-exported here.
 """
+from lib.checkpoints import net_from_state
+from lib.masks import effective_state_dict, plain_copy, prune_masks
+from lib.masks import has_masks as has_prune_hooks
+
 from .artifact import (ARTIFACT_SUFFIX, load_artifact, max_output_difference, read_manifest,
                        save_artifact)
 from .budget import BudgetResult, BudgetUnreachable, budget_markdown, fit_budget, solve_budget
@@ -22,8 +30,6 @@ from .container import FORMAT_VERSION, MAGIC, ArtifactFormatError
 from .fidelity import OnnxNet, int8_fidelity
 from .int8_artifact import (INT8_SUFFIX, int8_session, load_int8_model, read_int8_manifest,
                             save_int8_artifact)
-from .masks import (effective_state_dict, has_prune_hooks, net_from_pruned_state, plain_copy,
-                    prune_masks)
 from .onnx_io import check_onnx_parity, export_onnx
 from .quantize import (INT8_SCHEME, CalibrationError, PruneHooksError, calibration_images,
                        pruned_zeros_kept, quantize_compact, quantize_network, quantized_weights)
@@ -40,6 +46,6 @@ __all__ = ["BudgetResult", "BudgetUnreachable", "Int8Options", "TaskMetrics", "b
            "ARTIFACT_SUFFIX", "FORMAT_VERSION", "MAGIC", "MAC_UNIT", "ArtifactFormatError",
            "check_onnx_parity", "conv_macs", "effective_state_dict", "export_onnx",
            "has_prune_hooks", "load_artifact", "max_output_difference",
-           "net_from_pruned_state", "onnx_latency_ms", "parameter_counts", "plain_copy",
+           "net_from_state", "onnx_latency_ms", "parameter_counts", "plain_copy",
            "plot_report", "prune_masks", "read_manifest", "report_markdown", "save_artifact",
            "size_speed_report", "torch_latency_ms"]

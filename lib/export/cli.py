@@ -1,10 +1,11 @@
 """``python -m lib export``: pruned checkpoint -> edge artifact (+ ONNX, + size/speed report).
 
-A pruned checkpoint (``lib.pruning.save_pruned``) is a plain state dict (``weight_orig``/
+A pruned checkpoint (``lib.checkpoints.save_pruned``) is a plain state dict (``weight_orig``/
 ``weight_mask`` for pruned tensors) with a JSON sidecar holding the architecture
-(``SceneNet.architecture()``, either the whole JSON or under its ``"architecture"`` key). The
-sidecar is ``--architecture`` or, by default, ``X.json`` / ``X.pth.json`` next to ``X.pth``.
-A dense checkpoint for the report takes ``--dense`` and either its sidecar or ``--config``.
+(``net.architecture()`` of a registered model, either the whole JSON or under its
+``"architecture"`` key). The sidecar is ``--architecture`` or, by default, ``X.json`` /
+``X.pth.json`` next to ``X.pth``. A dense checkpoint for the report takes ``--dense`` and
+either its sidecar or ``--config``.
 
 ``--int8`` also writes the int8 model (``X_int8.onnx``, QDQ) and its sparse artifact
 (``X.int8.cutedge``), calibrated on ``--calibration-batches`` train batches of ``--config``'s
@@ -20,16 +21,17 @@ latency fit, instead of exporting ``--pruned``::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
-from lib.utils import atomic_write_json, atomic_write_text, safe_torch_load
+from lib import checkpoints
+from lib.checkpoints import find_sidecar, read_architecture, sidecar_path
+from lib.masks import has_masks
+from lib.utils import atomic_write_json, atomic_write_text
 
 from .artifact import load_artifact, max_output_difference, save_artifact
-from .masks import has_prune_hooks, net_from_pruned_state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,44 +89,17 @@ def add_int8_and_budget_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--seed", type=int, default=0)
 
 
-def sidecar_path(checkpoint: Path, explicit: Path | None) -> Path:
-    """The architecture JSON of ``checkpoint``: ``explicit`` or ``X.json`` / ``X.pth.json``."""
-    if explicit is not None:
-        return explicit
-    for candidate in (checkpoint.with_suffix(".json"), Path(f"{checkpoint}.json")):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"no architecture sidecar for {checkpoint}: expected "
-                            f"{checkpoint.with_suffix('.json')} or pass --architecture")
-
-
-def read_architecture(path: Path) -> dict[str, Any]:
-    """The architecture dict of a sidecar (whole JSON or its ``"architecture"`` entry)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"architecture file {path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"architecture file {path} is not valid JSON: {exc}") from None
-    if isinstance(data, Mapping) and isinstance(data.get("architecture"), Mapping):
-        data = data["architecture"]
-    if not isinstance(data, Mapping) or "tasks_num_class" not in data:
-        raise ValueError(f"architecture file {path} holds no SceneNet architecture "
-                         f"(expected a 'tasks_num_class' key)")
-    return dict(data)
-
-
 def load_network(checkpoint: Path, architecture: Path | None):
-    """A (masked) SceneNet from ``checkpoint`` and its architecture JSON (sidecar or explicit).
-
-    Plain state dicts, ``{"state_dict"|"model": ...}`` wrappers and DataParallel prefixes are
-    accepted (``lib.pruning.unwrap_state_dict``); ``weight_orig``/``weight_mask`` pairs become
-    prune hooks.
-    """
-    from lib.pruning import unwrap_state_dict
-    state = unwrap_state_dict(safe_torch_load(checkpoint), checkpoint)
-    arch = read_architecture(sidecar_path(checkpoint, architecture))
-    return net_from_pruned_state(state, arch, source=f"checkpoint {checkpoint}")
+    """A (masked) network from ``checkpoint`` and its architecture JSON (``--architecture`` or
+    the sidecar ``X.json`` / ``X.pth.json``), through :func:`lib.checkpoints.load_network`:
+    plain state dicts, ``{"state_dict"|"model": ...}`` wrappers and DataParallel prefixes are
+    accepted; ``weight_orig``/``weight_mask`` pairs become prune masks."""
+    side = architecture or find_sidecar(checkpoint)
+    if side is None:
+        raise FileNotFoundError(f"no architecture sidecar for {checkpoint}: expected "
+                                f"{sidecar_path(checkpoint)} or pass --architecture")
+    arch, channels = read_architecture(side)
+    return checkpoints.load_network(checkpoint, architecture=arch, channels=channels)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.int8:  # every int8 input is checked before anything is written
         from .cli_budget import prepare_int8
         int8_inputs = prepare_int8(args, net.tasks)
-    if not has_prune_hooks(net):
+    if not has_masks(net):
         print(f"note: {args.pruned} has no weight_mask entries: exported dense")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.pruned.stem
@@ -172,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
         from .report import plot_report, report_markdown, size_speed_report
         if args.config is not None and args.dense_architecture is None:
             from lib.config import load_config
-            from lib.pruning import load_base_model
-            dense = load_base_model(args.dense, load_config(args.config, args.profile)).eval()
+            dense = checkpoints.load_base_model(args.dense,
+                                                load_config(args.config, args.profile)).eval()
         else:
             dense = load_network(args.dense, args.dense_architecture).eval()
         rows = size_speed_report(dense, net, args.input_shape, threads=args.threads,

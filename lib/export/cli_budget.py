@@ -86,14 +86,14 @@ def export_int8(net, inputs: Int8Inputs, stem: Path) -> dict[str, Any]:
     """Write ``{stem}_int8.onnx`` and ``{stem}.int8.cutedge``; measure int8 vs float metrics."""
     from .fidelity import OnnxNet, int8_fidelity
     from .int8_artifact import INT8_SUFFIX, save_int8_artifact
-    from .masks import has_prune_hooks
+    from lib.masks import has_masks
     from .quantize import pruned_zeros_kept, quantize_compact
     from .report import _cpu_plain
 
     onnx_path = Path(f"{stem}_int8.onnx")
     info = quantize_compact(net, onnx_path, inputs.calibration, inputs.input_shape,
                             num_batches=len(inputs.calibration), min_batches=1)
-    zeros = pruned_zeros_kept(net, onnx_path) if has_prune_hooks(net) else None
+    zeros = pruned_zeros_kept(net, onnx_path) if has_masks(net) else None
     artifact = save_int8_artifact(onnx_path, Path(f"{stem}{INT8_SUFFIX}"),
                                   meta={"tasks": list(net.tasks),
                                         "architecture": net.architecture(),

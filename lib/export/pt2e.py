@@ -17,7 +17,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .masks import has_prune_hooks
+from lib.masks import has_masks
+
 from .quantize import (DEFAULT_CALIBRATION_BATCHES, MIN_CALIBRATION_BATCHES, PruneHooksError,
                        calibration_images)
 
@@ -101,7 +102,7 @@ def quantize_pt2e_x86(net: nn.Module, calibration: Iterable[Mapping[str, Any]],
     Run it as it is (reference q/dq kernels: slow) or through ``torch.compile`` (Inductor
     lowers the patterns to oneDNN int8 kernels; needs a C++ compiler on the machine).
     """
-    if has_prune_hooks(net):
+    if has_masks(net):
         raise PruneHooksError("network has prune hooks: quantize plain_copy(net) (masks made "
                               "permanent on a copy)")
     prepare_pt2e, convert_pt2e, x86 = _require_torchao()

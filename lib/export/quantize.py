@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from lib.masks import has_masks, plain_copy, prune_masks
 from lib.utils import atomic_write
 
-from .masks import has_prune_hooks, plain_copy, prune_masks
 from .onnx_io import export_onnx
 
 INT8_SCHEME = {"format": "QDQ (onnxruntime)",
@@ -183,7 +183,7 @@ def quantize_network(net: nn.Module, out_path: str | os.PathLike,
     Returns ``{"path", "bytes", "float_onnx_bytes", "calibration_batches",
     "calibration_inputs", "scheme", "input_shape"}``.
     """
-    if has_prune_hooks(net):
+    if has_masks(net):
         example = next(iter(prune_masks(net)))
         raise PruneHooksError(f"network has prune hooks on {len(prune_masks(net))} tensor(s) "
                               f"(e.g. {example!r}): quantize plain_copy(net) (masks made "
@@ -206,7 +206,7 @@ def quantize_compact(net: nn.Module, out_path: str | os.PathLike,
 
     ``net`` itself is not modified (its masks keep working for fine-tuning).
     """
-    plain = plain_copy(net) if has_prune_hooks(net) else net
+    plain = plain_copy(net) if has_masks(net) else net
     return quantize_network(plain, out_path, calibration, input_shape, **options)
 
 

@@ -24,7 +24,7 @@ import torch.nn as nn
 from lib.utils import atomic_write, atomic_torch_save
 
 from .artifact import save_artifact
-from .masks import effective_state_dict, has_prune_hooks, plain_copy
+from lib.masks import effective_state_dict, has_masks, plain_copy
 from .onnx_io import check_onnx_parity, export_onnx, onnx_session
 
 MAC_UNIT = "MACs (multiply-accumulates, Conv2d+Linear; 1 MAC = 2 FLOPs)"
@@ -72,7 +72,7 @@ def conv_macs(net: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
 def _cpu_plain(net: nn.Module) -> nn.Module:
     """An eval-mode CPU network without prune hooks (a copy unless ``net`` already is one)."""
     on_cpu = next(net.parameters()).device.type == "cpu"
-    if has_prune_hooks(net) or not on_cpu:
+    if has_masks(net) or not on_cpu:
         return plain_copy(net).cpu().eval()
     return net
 
@@ -150,7 +150,7 @@ def measure_files(name: str, net: nn.Module, input_shape: Sequence[int], out_dir
         art32 = save_artifact(net, out_dir / f"{stem}.cutedge")
         art16 = save_artifact(net, out_dir / f"{stem}_fp16.cutedge", dtype="float16")
     row: dict[str, Any] = {
-        "model": name, "tasks": getattr(net, "tasks", None), "masked": has_prune_hooks(net),
+        "model": name, "tasks": getattr(net, "tasks", None), "masked": has_masks(net),
         "params_total": params["total"], "params_nonzero": params["nonzero"],
         "macs_dense": macs["dense"], "macs_effective": macs["effective"], "mac_unit": MAC_UNIT,
         "state_dict_bytes": os.path.getsize(state_path), "state_dict_path": str(state_path),

@@ -23,9 +23,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
+from lib.masks import has_masks
+
 from .fidelity import OnnxNet, int8_fidelity
 from .int8_artifact import INT8_SUFFIX, save_int8_artifact
-from .masks import has_prune_hooks
 from .quantize import (DEFAULT_CALIBRATION_BATCHES, calibration_images, pruned_zeros_kept,
                        quantize_compact)
 from .report import MAC_UNIT, _cpu_plain, conv_macs, onnx_runner, parameter_counts
@@ -64,9 +65,9 @@ def int8_rows(nets: Mapping[str, nn.Module], input_shape: Sequence[int], folder:
         art = save_int8_artifact(info["path"], folder / f"{name.replace(' ', '_')}{INT8_SUFFIX}",
                                  meta={"tasks": list(getattr(net, "tasks", []))})
         params, macs = parameter_counts(net), conv_macs(net, input_shape)
-        zeros = pruned_zeros_kept(net, info["path"]) if has_prune_hooks(net) else None
+        zeros = pruned_zeros_kept(net, info["path"]) if has_masks(net) else None
         row = {"model": f"{name} int8", "float_model": name,
-               "tasks": getattr(net, "tasks", None), "masked": has_prune_hooks(net),
+               "tasks": getattr(net, "tasks", None), "masked": has_masks(net),
                "params_total": params["total"], "params_nonzero": params["nonzero"],
                "macs_dense": macs["dense"], "macs_effective": macs["effective"],
                "mac_unit": MAC_UNIT, "artifact_int8_bytes": art["bytes"],
