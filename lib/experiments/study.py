@@ -38,8 +38,9 @@ DEFAULT_METHODS = ("cut", "lth", "snip", "random", "disparse_static")
 # pruned models. Its delta is what fine-tuning alone (and its BatchNorm drift) does.
 DENSE_FINETUNED = "dense_ft"
 DEFAULT_SPARSITIES = (30, 50, 70, 90)
-# Cells whose network's cost (non-zero parameters, measured latency) is recorded, so structured
-# and unstructured CUT can be compared at equal cost (lib.experiments.equal_cost).
+# Cells whose network's cost (non-zero parameters, measured latency) is recorded when the study
+# has structured_cut, so structured and unstructured CUT are compared at equal cost
+# (lib.experiments.equal_cost); other studies pay nothing for it.
 EQUAL_COST_METHODS = ("cut", "structured_cut", DENSE_FINETUNED)
 
 
@@ -248,7 +249,7 @@ def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: SceneNetLoss
     if task_masks:
         from lib.pruning import pairwise_mask_iou
         record["mask_iou"] = pairwise_mask_iou(task_masks)
-    if method in EQUAL_COST_METHODS:  # for the structured-vs-unstructured figure
+    if method in EQUAL_COST_METHODS and "structured_cut" in spec.methods:  # equal-cost figure
         from lib.experiments.equal_cost import cost_columns
         record["cost"] = cost_columns(net, (1, 3, *cfg.IMAGE_SHAPE))
     # The row is the cell's result; only the fine-tuned model is kept (for export and the
