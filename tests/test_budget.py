@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lib.cli import main as cli_main
-from lib.export.budget import (MB, BudgetUnreachable, Measurer, budget_markdown, fit_budget,
-                               solve_budget)
+from lib.experiments.budget import fit_budget
+from lib.export.budget import MB, BudgetUnreachable, Measurer, budget_markdown, solve_budget
 
 
 def _size_of_full(setup, structure, dtype="float32"):

@@ -12,8 +12,9 @@
   (onnxruntime QDQ, per-channel weights, calibrated on task data); :func:`save_int8_artifact`
   stores it with sparse int8 weights; :func:`int8_fidelity` measures its task metrics against
   the float model.
-- :func:`fit_budget` (:mod:`lib.export.budget`): the largest keep / channel ratio whose
-  measured file size and latency fit "X MB" / "Y ms" on this machine.
+- :func:`solve_budget` (:mod:`lib.export.budget`): the largest keep / channel ratio whose
+  measured file size and latency fit "X MB" / "Y ms" on this machine (from a base model:
+  :func:`lib.experiments.budget.fit_budget`).
 
 Every layer takes any registered :class:`lib.models.MultiTaskModel`. Masks on a network
 (``effective_state_dict``, ``prune_masks``, ``plain_copy``, ``has_prune_hooks``) are
@@ -25,7 +26,7 @@ from lib.masks import has_masks as has_prune_hooks
 
 from .artifact import (ARTIFACT_SUFFIX, load_artifact, max_output_difference, read_manifest,
                        save_artifact)
-from .budget import BudgetResult, BudgetUnreachable, budget_markdown, fit_budget, solve_budget
+from .budget import BudgetResult, BudgetUnreachable, Measurer, budget_markdown, solve_budget
 from .container import FORMAT_VERSION, MAGIC, ArtifactFormatError
 from .fidelity import OnnxNet, int8_fidelity
 from .int8_artifact import (INT8_SUFFIX, int8_session, load_int8_model, read_int8_manifest,
@@ -38,7 +39,7 @@ from .report import (MAC_UNIT, conv_macs, onnx_latency_ms, parameter_counts, plo
 from .report_int8 import Int8Options, TaskMetrics
 
 __all__ = ["BudgetResult", "BudgetUnreachable", "Int8Options", "TaskMetrics", "budget_markdown",
-           "fit_budget", "plot_tradeoff", "solve_budget",
+           "Measurer", "plot_tradeoff", "solve_budget",
            "CalibrationError", "INT8_SCHEME", "INT8_SUFFIX", "OnnxNet", "PruneHooksError",
            "calibration_images", "int8_fidelity", "int8_session", "load_int8_model",
            "pruned_zeros_kept", "quantize_compact", "quantize_network", "quantized_weights",

@@ -1,9 +1,12 @@
 """Budget mode: the largest compact network that fits "X MB" and/or runs in "Y ms" here.
 
-    result = fit_budget(base, criterion, train_loader, ["seg"], (1, 3, 224, 288),
-                        budget_mb=10, budget_ms=200, structure="structured", dtype="int8",
-                        out_dir="export/budget")
+    result = solve_budget(build, Measurer((1, 3, 224, 288), dtype="int8", calibration=loader),
+                          budget_mb=10, budget_ms=200, structure="structured")
     print(budget_markdown(result))
+
+``build(ratio) -> network`` is any candidate family; pruning's live in
+:mod:`lib.experiments.budget` (``fit_budget``: score a base model once, then solve), since
+the export layer does not import pruning.
 
 The knob is the keep ratio of unstructured CUT (``structure="unstructured"``) or the channel
 ratio (1 - channel sparsity) of structured CUT (``"structured"``). Sizes and latencies are
@@ -21,7 +24,6 @@ dense kernels, so a latency budget is met by the structured search, not the unst
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import shutil
@@ -161,38 +163,6 @@ class Measurer:
         return os.path.getsize(files["artifact"]), latency, files
 
 
-# ----------------------------------------------------------------------------- candidates
-def unstructured_builder(net, criterion, loader, selected_tasks: Sequence[str], num_batches: int,
-                         method: str = "cut", tasks: Sequence[str] | None = None, seed: int = 0,
-                         **options: Any) -> Callable[[float], nn.Module]:
-    """``keep ratio -> masked compact network`` of ``method`` (scored once)."""
-    from lib.pruning import METHODS, PruneContext, install_masks, select_tasks
-    from lib.utils import seed_everything
-
-    if method not in METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; available: {sorted(METHODS)}")
-    compact = select_tasks(net, selected_tasks, tasks)
-    seed_everything(seed)
-    plan = METHODS[method](compact, PruneContext(criterion, loader, num_batches, seed, None),
-                           **options)
-
-    def build(keep_ratio: float) -> nn.Module:
-        candidate = copy.deepcopy(plan.net)
-        return install_masks(candidate, plan.masks_for(keep_ratio)).eval()
-    return build
-
-
-def structured_builder(net, criterion, loader, selected_tasks: Sequence[str], num_batches: int,
-                       ranking: str = "uniform", tasks: Sequence[str] | None = None,
-                       **options: Any) -> Callable[[float], nn.Module]:
-    """``channel ratio -> structurally pruned network`` of structured CUT (scored once)."""
-    from lib.pruning.structured import structured_cut_plan
-
-    plan = structured_cut_plan(net, criterion, loader, selected_tasks, num_batches, tasks=tasks,
-                               **options)
-    return lambda ratio: plan.prune(1.0 - ratio, ranking).eval()
-
-
 # ----------------------------------------------------------------------------- the search
 def solve_budget(build: Callable[[float], nn.Module], measurer: Measurer,
                  budget_mb: float | None = None, budget_ms: float | None = None,
@@ -285,38 +255,6 @@ def _write_outputs(result: BudgetResult, files: Mapping[str, Path], out_dir: Pat
     result.files = dict(final)
     final["summary"] = str(atomic_write_json(result.to_dict(), out_dir / "budget.json"))
     return final
-
-
-def fit_budget(net, criterion, loader, selected_tasks: Sequence[str], input_shape: Sequence[int],
-               budget_mb: float | None = None, budget_ms: float | None = None,
-               structure: str = "structured", dtype: str = "float32",
-               engine: str = "onnxruntime", threads: int | None = None, repeats: int = 5,
-               num_batches: int = 2, ranking: str = "uniform", method: str = "cut",
-               tasks: Sequence[str] | None = None, calibration=None,
-               calibration_batches: int = DEFAULT_CALIBRATION_BATCHES, dataset: str | None = None,
-               iterations: int = 6, out_dir: str | os.PathLike | None = None,
-               seed: int = 0, verbose: bool = True) -> BudgetResult:
-    """The notebook call: score ``net`` for ``selected_tasks`` once, then :func:`solve_budget`.
-
-    ``loader`` (batch dicts) scores; int8 calibrates on ``calibration`` (default: ``loader``).
-    Everything is checked before any scoring starts.
-    """
-    check_budget(budget_mb, budget_ms)
-    if structure not in STRUCTURES:
-        raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
-    measurer = Measurer(input_shape, dtype, engine, threads, repeats,
-                        calibration=calibration if calibration is not None else loader,
-                        calibration_batches=calibration_batches, dataset=dataset)
-    if structure == "structured":
-        build = structured_builder(net, criterion, loader, selected_tasks, num_batches,
-                                   ranking=ranking, tasks=tasks)
-    else:
-        build = unstructured_builder(net, criterion, loader, selected_tasks, num_batches,
-                                     method=method, tasks=tasks, seed=seed)
-    return solve_budget(build, measurer, budget_mb, budget_ms, structure,
-                        iterations=iterations, out_dir=out_dir,
-                        stem=f"{structure}_{'-'.join(selected_tasks)}",
-                        progress=print if verbose else None)
 
 
 def budget_markdown(result: BudgetResult) -> str:

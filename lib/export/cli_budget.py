@@ -118,7 +118,9 @@ def run_budget(args: argparse.Namespace) -> int:
     from lib.losses import SceneNetLoss
     from lib.pruning import load_base_model
 
-    from .budget import budget_markdown, check_budget, fit_budget
+    from lib.experiments.budget import fit_budget
+
+    from .budget import budget_markdown, check_budget
 
     check_budget(args.budget_mb, args.budget_ms)
     if args.pruned is not None:

@@ -15,7 +15,6 @@ dense row's metrics), ``delta_mean`` and, for int8 rows, ``delta_vs_float:<task>
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
