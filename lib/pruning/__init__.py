@@ -9,6 +9,7 @@ Public API
     task_scores(net, criterion, loader, tasks, num_batches, mode="eval", device=None)
     task_scores_reference(...)                        naive oracle (the reference's procedure)
     task_masks(scores, keep_ratio)                    per-task normalised top-k, ties kept
+    ScoreRanking(scores, ...)                         top-k by selection (linear time)
     fuse_backbone(masks, min_votes=2)                 int | "all" | "any" | "majority"
     cut_prune(net, criterion, loader, num_batches, keep_ratio, selected_tasks, tasks, min_votes=2)
     METHODS, prune(method, net, criterion, loader, *, selected_tasks, keep_ratio | sparsity, ...)
@@ -26,17 +27,19 @@ from .checkpoint import (load_base_model, load_pruned, pruned_filename, referenc
 from .compact import select_tasks, task_id_map
 from .fusion import fuse_backbone, required_votes
 from .lth import global_magnitude_masks, iterative_magnitude_masks, per_round_runs
-from .masks import (ScoreRanking, check_keep_ratio, effective_weight, has_masks, install_masks,
-                    masks_of, remove_masks, task_masks, topk_mask)
+from .masks import (check_keep_ratio, effective_weight, has_masks, install_masks, masks_of,
+                    remove_masks)
 from .methods import (DATA_FREE_METHODS, METHODS, PruneContext, PruningPlan, cut_prune, decide,
                       prune, uses_data)
+from .ranking import ScoreRanking, SortedRanking, VotedSparsityCurve, task_masks, topk_mask
 from .scores import (joint_scores, magnitude_scores, random_scores, task_scores,
                      task_scores_reference)
-from .sparsity import (check_sparsity, keep_ratio_for_sparsity, mask_sparsity,
-                       reference_keep_ratio, sparsity_report)
+from .sparsity import (MaskSparsityCurve, SparsityCurve, check_sparsity, keep_ratio_for_sparsity,
+                       mask_sparsity, reference_keep_ratio, sparsity_report)
 
 __all__ = [
-    "DATA_FREE_METHODS", "METHODS", "PruneContext", "PruningPlan", "ScoreRanking",
+    "DATA_FREE_METHODS", "METHODS", "MaskSparsityCurve", "PruneContext", "PruningPlan",
+    "ScoreRanking", "SortedRanking", "SparsityCurve", "VotedSparsityCurve",
     "check_keep_ratio", "check_sparsity", "cut_prune", "decide", "effective_weight",
     "fuse_backbone", "global_magnitude_masks", "has_masks", "install_masks",
     "iterative_magnitude_masks", "joint_scores", "keep_ratio_for_sparsity", "layer_sparsity",

@@ -16,7 +16,8 @@ import torch
 
 from lib.models import SceneNet
 
-from .masks import Masks, install_masks, ones_masks, remove_masks, topk_mask
+from .masks import Masks, install_masks, ones_masks, remove_masks
+from .ranking import topk_mask
 from .scores import magnitude_scores
 
 TrainFn = Callable[[SceneNet], None]

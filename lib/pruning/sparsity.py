@@ -6,12 +6,14 @@ and BatchNorm are never pruned, as in the reference).
 """
 from __future__ import annotations
 
+import abc
 from typing import Callable, Mapping
 
 import torch
 
 from lib.models import SceneNet, backbone_modules, check_scene_net, head_modules, prunable_modules
 
+from .errors import KeepsNoWeightError, UnreachableSparsityError
 from .masks import Masks, effective_weight
 
 SPARSITY_TOLERANCE = 0.5  # percentage points a target-sparsity search may miss by
@@ -86,32 +88,63 @@ def _dropped_percent(masks: Masks, zero_weights: Mapping[str, torch.Tensor] | No
         if zero_weights is not None:
             dropped = dropped | zero_weights[name]
         total += mask.numel()
-        zeros += int(dropped.sum())
+        zeros += int(torch.count_nonzero(dropped))
     return 100.0 * zeros / max(total, 1)
 
 
-def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks], sparsity: float,
+class SparsityCurve(abc.ABC):
+    """Deployed sparsity (percent) as a function of the keep ratio, for the target search.
+
+    ``at(keep)`` must not increase with ``keep`` and may raise KeepsNoWeightError (counted as
+    100 %). The search calls ``narrow(lo, hi)`` after each step: from then on it asks only for
+    keep ratios inside [lo, hi], one of which was the last ``at``; a curve may use that to look
+    at fewer weights.
+    """
+
+    @abc.abstractmethod
+    def at(self, keep: float) -> float:
+        """Deployed sparsity in percent at keep ratio ``keep``."""
+
+    def narrow(self, lo: float, hi: float) -> None:
+        """The search will only ask inside [lo, hi] from now on."""
+
+
+class MaskSparsityCurve(SparsityCurve):
+    """The curve of any ``masks_for(keep)`` (masks of every prunable layer of the deployed
+    network), counted on the masks themselves with ``weights``' zeros: O(n) per step."""
+
+    def __init__(self, masks_for: Callable[[float], Masks],
+                 weights: Mapping[str, torch.Tensor] | None = None):
+        self.masks_for = masks_for
+        self.zero_weights = None if weights is None else {n: w == 0 for n, w in weights.items()}
+
+    def at(self, keep: float) -> float:
+        return _dropped_percent(self.masks_for(keep), self.zero_weights)
+
+
+def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks] | SparsityCurve, sparsity: float,
                             weights: Mapping[str, torch.Tensor] | None = None,
                             tolerance: float = SPARSITY_TOLERANCE, max_steps: int = 40) -> float:
     """Bisect the keep ratio whose masks give ``sparsity`` % deployed sparsity (± ``tolerance`` pp).
 
     ``masks_for(keep_ratio)`` must return the masks of every prunable layer of the deployed
-    network; deployed sparsity falls monotonically as the keep ratio grows (per-task top-k
-    sets are nested and vote fusion preserves nesting). Raises a one-line ValueError naming
-    the closest reachable sparsity when ties in the scores make the target unreachable.
+    network (``weights`` gives its already-zero weights), or be a :class:`SparsityCurve` that
+    counts the deployed sparsity itself (``weights`` is then its business); deployed sparsity
+    falls monotonically as the keep ratio grows (per-task top-k sets are nested and vote fusion
+    preserves nesting). Raises a one-line UnreachableSparsityError naming the closest reachable
+    sparsity when ties in the scores make the target unreachable.
     """
     target = check_sparsity(sparsity)
-    zero_weights = None if weights is None else {n: w == 0 for n, w in weights.items()}
+    curve = (masks_for if isinstance(masks_for, SparsityCurve)
+             else MaskSparsityCurve(masks_for, weights))
     lo, hi = 0.0, 1.0
     best: tuple[float, float] | None = None  # (|error|, keep ratio)
     achieved = {}
     for _ in range(max_steps):
         keep = hi if best is None else (lo + hi) / 2
         try:
-            value = _dropped_percent(masks_for(keep), zero_weights)
-        except ValueError as exc:
-            if "keeps no weight" not in str(exc):
-                raise
+            value = curve.at(keep)
+        except KeepsNoWeightError:
             value = 100.0
         achieved[keep] = value
         error = abs(value - target)
@@ -125,10 +158,12 @@ def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks], sparsity: float
             hi = keep
         if hi - lo < 1e-9:
             break
+        curve.narrow(lo, hi)
     if best[0] > tolerance:
-        raise ValueError(f"cannot reach {target}% deployed sparsity within {tolerance} pp: "
-                         f"closest is {achieved[best[1]]:.2f}% at keep ratio {best[1]:.6f} "
-                         f"(ties in the scores)")
+        raise UnreachableSparsityError(
+            f"cannot reach {target}% deployed sparsity within {tolerance} pp: closest is "
+            f"{achieved[best[1]]:.2f}% at keep ratio {best[1]:.6f} (ties in the scores)",
+            closest=achieved[best[1]], keep_ratio=best[1])
     return best[1]
 
 
