@@ -105,6 +105,25 @@ def test_selection_gives_the_thresholds_and_masks_of_a_sort(case):
             ranking.masks(0.5 / n)
 
 
+@pytest.mark.parametrize("exact", [False, True])
+def test_cuts_inside_a_focused_bracket_equal_a_sort(exact):
+    g = gen(6)
+    scores = {"a": torch.randint(0, 300, (200, 100), generator=g).float() ** 2,
+              "b": torch.zeros(5000), "c": torch.rand(7000, generator=g)}
+    tie_break = tie_breaks(scores)
+    ranking = ScoreRanking(scores, tie_break=tie_break)
+    oracle = SortedRanking(scores, tie_break=tie_break)
+    n = ranking.numel
+    upper, lower = ranking.cut(int(n * 0.1), exact), ranking.cut(int(n * 0.2), exact)
+    ranking.focus(upper.key, lower.key, exact)
+    for keep in torch.linspace(0.1, 0.2, 9).tolist():
+        got, want = ranking.masks(keep, exact), oracle.masks(keep, exact)
+        assert all(torch.equal(got[name], want[name]) for name in want), keep
+    window = ranking._window
+    assert window is not None and window.keys.numel() < n // 8  # later cuts used it
+    assert (window.positions is not None) == exact
+
+
 def test_ranking_errors_are_one_line():
     with pytest.raises(ValueError, match="cannot normalise"):
         ScoreRanking({"a": torch.zeros(3)})
@@ -147,20 +166,22 @@ def fused_masks(rankings, need_rule, keep, exact, bug=False):
 
 
 class Recorded(SparsityCurve):
-    """Wraps a curve and records every (keep, sparsity) the search asks for."""
+    """Wraps a curve; records each step's keep (its first question) and every exact value."""
 
     def __init__(self, curve):
-        self.curve, self.calls = curve, []
+        self.curve, self.steps, self.values, self.intervals = curve, [], {}, {}
 
     def at(self, keep):
-        try:
-            value = self.curve.at(keep)
-        except KeepsNoWeightError:
-            value = "keeps no weight"
-        self.calls.append((keep, value))
-        if value == "keeps no weight":
-            raise KeepsNoWeightError("keeps no weight")
+        value = self.curve.at(keep)
+        self.values[keep] = value
         return value
+
+    def bounds(self, keep):
+        self.steps.append(keep)
+        self.intervals[keep] = interval = self.curve.bounds(keep)
+        if interval[0] == interval[1]:
+            self.values[keep] = interval[0]
+        return interval
 
     def narrow(self, lo, hi):
         self.curve.narrow(lo, hi)
@@ -186,12 +207,14 @@ def test_voted_curve_walks_the_search_exactly_as_counting_masks(tasks, rule, nee
                 outcomes.append(keep_ratio_for_sparsity(curve, target))
             except UnreachableSparsityError as exc:
                 outcomes.append((str(exc), exc.closest, exc.keep_ratio))
-        assert fast.calls == slow.calls, (target, fast.calls, slow.calls)
         assert outcomes[0] == outcomes[1]
-        longest = max(longest, len(fast.calls))
+        assert fast.steps == slow.steps                  # the same bisection, step for step
+        for keep, value in fast.values.items():          # exact values: to the bit
+            assert value == slow.values[keep]
+        for keep, (low, high) in fast.intervals.items():  # intervals hold the value
+            assert low <= slow.values[keep] <= high
+        longest = max(longest, len(fast.steps))
     assert longest > 5  # the bracket narrowed many times
-    if not exact:  # the search kept the entries inside its bracket at hand
-        assert any(r._window is not None for r in rankings.values())
 
 
 def test_voted_curve_at_any_keep_equals_mask_count():
@@ -210,6 +233,40 @@ def test_voted_curve_refuses_a_ranking_without_the_shared_layers_first():
     rankings = {t: ScoreRanking(s) for t, s in scores.items()}
     with pytest.raises(ValueError, match="shared layers"):
         VotedSparsityCurve(rankings, list(SHARED), 2, weights)
+
+
+class PlateauCurve(SparsityCurve):
+    """Sparsity by keep ratio with steps and a jump (ties), known exactly or within ``slack``."""
+
+    def __init__(self, slack):
+        self.slack, self.exact_calls = slack, 0
+
+    @staticmethod
+    def value(keep):
+        kept = round(keep * 64) / 64
+        return 100.0 * (1 - kept) if kept < 0.4 or kept > 0.6 else 45.0  # jumps over 40..60
+
+    def at(self, keep):
+        self.exact_calls += 1
+        return self.value(keep)
+
+    def bounds(self, keep):
+        if not self.slack:
+            return super().bounds(keep)
+        v = self.value(keep)
+        return max(0.0, v - self.slack), min(100.0, v + self.slack)
+
+
+@pytest.mark.parametrize("target", [3.0, 30.0, 45.1, 50.0, 58.0, 62.5, 97.0])
+def test_search_with_intervals_decides_as_with_values(target):
+    def outcome(curve):
+        try:
+            return keep_ratio_for_sparsity(curve, target)
+        except UnreachableSparsityError as exc:
+            return str(exc), exc.closest, exc.keep_ratio
+    exact, loose = PlateauCurve(0.0), PlateauCurve(2.0)
+    assert outcome(loose) == outcome(exact)
+    assert loose.exact_calls < exact.exact_calls
 
 
 def test_search_raises_typed_error_with_the_closest_value():

@@ -172,6 +172,7 @@ class ScoreRanking:
         self._high_hist = torch.bincount(self._digits, minlength=_BINS)
         self._low_hists: dict[int, torch.Tensor] = {}
         self._window: _Window | None = None
+        self._bracket: tuple[int, int, bool, int] | None = None  # digits, exact, full passes
         self._tie_break = tie_break
         self._tie_keys: torch.Tensor | None = None
         self._cuts: dict[tuple[int, bool], Cut] = {}
@@ -204,23 +205,40 @@ class ScoreRanking:
             self._cuts[(num_keep, exact)] = self._select(num_keep, exact)
         return self._cuts[(num_keep, exact)]
 
-    def focus(self, upper: Cut | None, lower: Cut | None) -> None:
-        """Later cuts will rank between ``upper`` and ``lower`` (None: no bound that side)."""
-        low = 0 if lower is None else self._digit(lower.key)
-        high = self._digit(_NAN_KEY) if upper is None else self._digit(upper.key)
-        count = int(self._high_hist[low:high + 1].sum())
+    def focus(self, upper: int | None, lower: int | None, exact: bool = False) -> None:
+        """Later cuts will have keys in [``lower``, ``upper``] (None: no bound that side);
+        ``exact``: they will break ties. Once a second pass over all entries would be needed
+        inside that bracket, its entries are gathered and later cuts look at those only."""
+        low = 0 if lower is None else self._digit(lower)
+        high = self._digit(_NAN_KEY) if upper is None else self._digit(upper)
+        if self._bracket is None or (low, high) != self._bracket[:2]:
+            self._bracket = (low, high, exact, 0)
+
+    def _window_for(self, b: int) -> _Window | None:
+        """The gathered entries covering digit ``b``, gathering them when that pays."""
         window = self._window
-        if 8 * count > (self.numel if window is None else window.keys.numel()):
-            return  # not worth a pass
-        exact = any(cut is not None and cut.position is not None for cut in (upper, lower))
-        source = window or _Window(0, 0, self.keys, self._digits, None)
-        inside = (source.digits >= low) & (source.digits <= high)
+        if window is not None and window.low <= b <= window.high:
+            return window
+        if self._bracket is None or not self._bracket[0] <= b <= self._bracket[1]:
+            return None
+        low, high, exact, full_passes = self._bracket
+        self._bracket = (low, high, exact, full_passes + 1)
+        if window is not None and not window.low <= low <= high <= window.high:
+            window = None  # left from an earlier search: start from all entries
+        count = int(self._high_hist[low:high + 1].sum())
+        if full_passes < 1 or 8 * count > (self.numel if window is None else window.keys.numel()):
+            return None  # one pass over everything costs less than gathering
+        keys = self.keys if window is None else window.keys
+        inside = keys >= self._first_key(low)
+        if high < self._digit(_NAN_KEY):
+            inside &= keys < self._first_key(high + 1)
         positions = None
         if exact:
             local = inside.nonzero().squeeze(1)
-            positions = local if window is None else source.positions[local]
-        keys = source.keys[inside]
+            positions = local if window is None else window.positions[local]
+        keys = keys[inside]
         self._window = _Window(low, high, keys, high_digits(keys, self.signed), positions)
+        return self._window
 
     def member(self, cut: Cut, keys: torch.Tensor, positions: torch.Tensor | int) -> torch.Tensor:
         """Which of the entries with order ``keys`` at flat ``positions`` (a tensor, or the
@@ -245,9 +263,9 @@ class ScoreRanking:
     def _digit(self, key: int) -> int:
         return (key >> _DIGIT) + (_SIGNED_OFFSET if self.signed else 0)
 
-    def _covering(self, b: int) -> _Window | None:
-        window = self._window
-        return window if window is not None and window.low <= b <= window.high else None
+    def _first_key(self, digit: int) -> int:
+        """The smallest key whose high digit is ``digit``."""
+        return (digit - (_SIGNED_OFFSET if self.signed else 0)) << _DIGIT
 
     def _select(self, num_keep: int, exact: bool) -> Cut:
         if num_keep == self.numel and not exact:  # everything: the smallest key
@@ -255,7 +273,7 @@ class ScoreRanking:
         key, above, equal = _resolve(self._high_hist, self._low_hist, num_keep, self.signed)
         if not exact:
             return Cut(key, None, None, above + equal)
-        window = self._covering(self._digit(key))
+        window = self._window_for(self._digit(key))
         if window is None or window.positions is None:
             positions = (self.keys == key).nonzero().squeeze(1)
         else:
@@ -273,7 +291,7 @@ class ScoreRanking:
         if b not in self._low_hists:
             if len(self._low_hists) >= self.CACHED_BINS:
                 self._low_hists.pop(next(iter(self._low_hists)))
-            window = self._covering(b)
+            window = self._window_for(b)
             self._low_hists[b] = (_low_histogram(self.keys, self._digits, b) if window is None
                                   else _low_histogram(window.keys, window.digits, b))
         return self._low_hists[b]
@@ -317,6 +335,14 @@ def task_masks(scores: Mapping[str, Mapping[str, torch.Tensor]],
             for task, s in scores.items()}
 
 
+class _Mark(NamedTuple):
+    """What one task's cut at one keep ratio says of an entry with order key K: kept if
+    K >= ``sure``, possibly kept if K >= ``possible``; no cut key in between exceeds ``top``."""
+    sure: int
+    possible: int
+    top: int
+
+
 class VotedSparsityCurve(SparsityCurve):
     """Deployed sparsity of per-task top-k masks fused by votes, counted without building masks.
 
@@ -327,12 +353,12 @@ class VotedSparsityCurve(SparsityCurve):
     ``ScoreRanking.masks(keep, exact=True)`` does. ``at(keep)`` equals the sparsity of the
     fused masks exactly.
 
-    Between the search's bounds lo < hi a weight can change its fate only if some task ranks
-    it between its cut at hi and its cut at lo: after each step only those shared weights are
-    looked at again (and only those entries can hold each ranking's next cut), so a whole
-    search costs a few passes over the scores rather than a few per step. Own weights are
-    counted as what their task keeps in all minus what it keeps among the shared weights (and
-    among its zero own weights).
+    ``bounds(keep)`` needs no cut, only the histogram bin each task's cut falls in: entries of
+    higher bins are kept, of lower bins dropped, so one pass of comparisons bounds the count.
+    Between the search's bounds lo < hi a weight can change its fate only if some task ranks it
+    between its cuts at hi and at lo: once that halves the shared weights looked at, only those
+    are looked at again. Own weights are counted as what their task keeps in all minus what it
+    keeps among the shared weights (and among its zero own weights).
     """
 
     def __init__(self, rankings: Mapping[str, ScoreRanking], shared: Sequence[str], need: int,
@@ -348,64 +374,117 @@ class VotedSparsityCurve(SparsityCurve):
         self.num_shared = sum(first.sizes[:len(shared)])
         self.total = self.num_shared + sum(r.numel - self.num_shared for r in self.rankings)
         nonzero = [weights[n].detach().flatten() != 0 for n in shared]
-        self._nonzero = torch.cat(nonzero) if nonzero else first.keys.new_zeros(0, dtype=torch.bool)
+        self._all_nonzero = (torch.cat(nonzero) if nonzero
+                             else first.keys.new_zeros(0, dtype=torch.bool))
         self._zero_own = [self._zero_entries(r, len(shared), weights) for r in self.rankings]
-        # the shared weights still looked at: None = all, else their (ascending) positions
-        self._entries: torch.Tensor | None = None
-        self._keys: list[torch.Tensor] | None = None
-        self._kept_fused = 0                       # kept, among the weights no longer looked at
-        self._kept_single = [0] * len(self.rankings)
-        self._lo: list[Cut] | None = None
-        self._hi: list[Cut] | None = None
-        self._last: tuple | None = None
+        self._reset()
 
     def at(self, keep: float) -> float:
-        cuts = [r.cut(r.num_keep(keep), self.exact) for r in self.rankings]
-        keys = self._entry_keys()
-        if self.need <= len(cuts) and all(c.kept == r.numel for c, r in zip(cuts, self.rankings)):
-            singles = fused = None  # every entry kept
-            fused_count = self._kept_fused + int(torch.count_nonzero(self._nonzero))
-            single_counts = [k + self._nonzero.numel() for k in self._kept_single]
-        else:
-            positions = 0 if self._entries is None else self._entries
-            singles = [r.member(c, k, positions) for r, c, k in zip(self.rankings, cuts, keys)]
-            fused = self._fuse(singles) & self._nonzero
-            fused_count = self._kept_fused + int(torch.count_nonzero(fused))
-            single_counts = [k + int(torch.count_nonzero(s))
-                             for k, s in zip(self._kept_single, singles)]
-        kept = fused_count
-        for r, cut, shared_kept, (z_keys, z_positions) in zip(self.rankings, cuts, single_counts,
-                                                             self._zero_own):
-            zero_kept = int(torch.count_nonzero(r.member(cut, z_keys, z_positions)))
-            kept += cut.kept - shared_kept - zero_kept
-        self._last = (keep, cuts, singles, fused)
-        return 100.0 * (self.total - kept) / max(self.total, 1)
+        return self._evaluate(keep, True)[0]
+
+    def bounds(self, keep: float) -> tuple[float, float]:
+        return self._evaluate(keep, False)
 
     def narrow(self, lo: float, hi: float) -> None:
-        if self._last is None or self._last[0] not in (lo, hi) or self._last[2] is None:
+        if self._last is None or self._last[0] not in (lo, hi):
             return
-        keep, cuts, singles, fused = self._last
+        keep, marks, sure, possible = self._last
         self._last = None
-        if keep == lo:
-            self._lo = cuts
-        else:
-            self._hi = cuts
+        moved = "lo" if keep == lo else "hi"
+        self._marks[moved] = marks
+        self._bracket = (lo, hi)
+        for j, ranking in enumerate(self.rankings):
+            upper, lower = self._marks["lo"], self._marks["hi"]
+            ranking.focus(upper and upper[j].top, lower and lower[j].possible, self.exact)
+        # entries decided for the bracket keep the fate they had at its bound just set: the
+        # sure one at lo, the possible one at hi
+        fate = sure if moved == "lo" else possible
         keys = self._entry_keys()
-        undecided = self._between_cuts(keys[0], singles[0], 0, keep == hi)
-        for j, (k, single) in enumerate(zip(keys[1:], singles[1:]), 1):
-            undecided |= self._between_cuts(k, single, j, keep == hi)
+        undecided = self._between_marks(keys[0], 0, fate, moved)
+        for j in range(1, len(keys)):
+            undecided |= self._between_marks(keys[j], j, fate, moved)
+        looked_at = self._nonzero.numel()
+        if 2 * int(torch.count_nonzero(undecided)) > looked_at:
+            return  # gathering the open ones would cost more than it saves
         decided = ~undecided
-        self._kept_fused += int(torch.count_nonzero(fused & decided))
-        self._kept_single = [k + int(torch.count_nonzero(s & decided))
-                             for k, s in zip(self._kept_single, singles)]
+        self._kept_fused += int(torch.count_nonzero(fate[-1] & decided))
+        self._kept_single = [k + int(torch.count_nonzero(f & decided))
+                             for k, f in zip(self._kept_single, fate[:-1])]
         local = undecided.nonzero().squeeze(1)
         self._entries = local if self._entries is None else self._entries[local]
         self._keys = [k[local] for k in keys]
         self._nonzero = self._nonzero[local]
-        for j, ranking in enumerate(self.rankings):
-            ranking.focus(self._lo and self._lo[j], self._hi and self._hi[j])
 
     # ------------------------------------------------------------------------------ internals
+    def _reset(self) -> None:
+        """Look at every shared weight again (the state for the bracket [0, 1])."""
+        self._entries: torch.Tensor | None = None  # shared weights looked at: None = all
+        self._keys: list[torch.Tensor] | None = None
+        self._nonzero = self._all_nonzero
+        self._kept_fused = 0                         # kept, among the weights not looked at
+        self._kept_single = [0] * len(self.rankings)
+        self._bracket = (0.0, 1.0)
+        self._marks: dict[str, list[_Mark] | None] = {"lo": None, "hi": None}
+        self._last: tuple | None = None
+
+    def _evaluate(self, keep: float, exact_value: bool) -> tuple[float, float]:
+        if not self._bracket[0] <= keep <= self._bracket[1]:
+            self._reset()
+        num_keep = [r.num_keep(keep) for r in self.rankings]
+        if self.need <= len(num_keep) and num_keep == [r.numel for r in self.rankings]:
+            self._last = None  # every weight kept: only the zero ones count as dropped
+            zeros = (self._all_nonzero.numel() - int(torch.count_nonzero(self._all_nonzero)) +
+                     sum(z.numel() for z, _ in self._zero_own))
+            return (100.0 * zeros / max(self.total, 1),) * 2
+        if exact_value:
+            cuts = [r.cut(m, self.exact) for r, m in zip(self.rankings, num_keep)]
+            marks = [self._mark(c) for c in cuts]
+            kept = [(c.kept, c.kept) for c in cuts]
+        else:
+            marks, kept = zip(*(self._bin_mark(r, m) for r, m in zip(self.rankings, num_keep)))
+        keys = self._entry_keys()
+        if exact_value:
+            positions = 0 if self._entries is None else self._entries
+            sure = [r.member(c, k, positions) for r, c, k in zip(self.rankings, cuts, keys)]
+            possible = sure
+        else:
+            sure = [k >= mark.sure for k, mark in zip(keys, marks)]
+            possible = [k >= mark.possible for k, mark in zip(keys, marks)]
+        sure.append(self._fuse(sure) & self._nonzero)
+        possible = possible + [self._fuse(possible) & self._nonzero] if not exact_value else sure
+        low = high = 0
+        for j, (r, mark, (at_least, at_most)) in enumerate(zip(self.rankings, marks, kept)):
+            z_keys, z_positions = self._zero_own[j]
+            if exact_value:
+                zero_sure = zero_possible = int(torch.count_nonzero(
+                    r.member(cuts[j], z_keys, z_positions)))
+            else:
+                zero_sure = int(torch.count_nonzero(z_keys >= mark.sure))
+                zero_possible = int(torch.count_nonzero(z_keys >= mark.possible))
+            shared_sure = self._kept_single[j] + int(torch.count_nonzero(sure[j]))
+            shared_possible = self._kept_single[j] + int(torch.count_nonzero(possible[j]))
+            low += at_least - shared_sure - zero_sure
+            high += at_most - shared_possible - zero_possible
+        low += self._kept_fused + int(torch.count_nonzero(sure[-1]))
+        high += self._kept_fused + int(torch.count_nonzero(possible[-1]))
+        self._last = (keep, marks, sure, possible)
+        # the very expression mask_sparsity evaluates, so the values agree to the bit
+        return (100.0 * (self.total - high) / max(self.total, 1),
+                100.0 * (self.total - low) / max(self.total, 1))
+
+    def _mark(self, cut: Cut) -> _Mark:
+        if cut.position is None:
+            return _Mark(cut.key, cut.key, cut.key)
+        return _Mark(cut.key + 1, cut.key, cut.key)  # entries tied with it may go either way
+
+    @staticmethod
+    def _bin_mark(ranking: ScoreRanking, num_keep: int) -> tuple[_Mark, tuple[int, int]]:
+        """The mark of the histogram bin holding the cut, and how many entries of the ranking
+        lie above that bin / at or above it."""
+        b, above = _bin_from_top(ranking._high_hist, num_keep)
+        first, after = ranking._first_key(b), ranking._first_key(b + 1)
+        return _Mark(after, first, after - 1), (above, above + int(ranking._high_hist[b]))
+
     @staticmethod
     def _zero_entries(ranking: ScoreRanking, num_shared_layers: int,
                       weights: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -429,23 +508,25 @@ class VotedSparsityCurve(SparsityCurve):
         if len(singles) == 1 and self.need <= 1:
             return singles[0]
         votes = singles[0].to(torch.uint8)
-        for s in singles[1:]:
+        for s in singles[1:len(self.rankings)]:
             votes += s
         return votes >= self.need
 
-    def _between_cuts(self, keys: torch.Tensor, single: torch.Tensor, j: int,
-                      hi_moved: bool) -> torch.Tensor:
-        """Entries whose fate in task ``j`` may differ between the bounds' cuts (``single``: its
-        mask at the bound that just moved)."""
-        hi, lo = self._hi and self._hi[j], self._lo and self._lo[j]
-        if self.exact:  # entries tied with a cut's score stay open
-            inside = keys >= hi.key if hi else None
-            if lo:
-                inside = keys <= lo.key if inside is None else inside & (keys <= lo.key)
-            return inside
-        if hi_moved:  # kept at hi: at or above hi's cut
-            return single & (keys < lo.key) if lo else single.clone()
-        return ~single & (keys >= hi.key) if hi else ~single
+    def _between_marks(self, keys: torch.Tensor, j: int, fate: list[torch.Tensor],
+                       moved: str) -> torch.Tensor:
+        """Entries whose fate in task ``j`` may differ inside the bracket (``fate``: the masks
+        at the bound that just ``moved``, which already hold one side of the comparison)."""
+        lo, hi = self._marks["lo"], self._marks["hi"]
+        if moved == "hi":  # at or above hi's possible key: the possible mask at hi
+            inside = fate[j].clone()
+            if lo is not None:
+                inside &= keys < lo[j].sure
+        else:              # below lo's sure key: outside the sure mask at lo
+            inside = ~fate[j]
+            if hi is not None:
+                inside &= keys >= hi[j].possible
+        return inside
+
 
 class SortedRanking:
     """The plain sort :class:`ScoreRanking` replaced, kept as its oracle (tests, benchmarks).

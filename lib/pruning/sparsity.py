@@ -96,17 +96,23 @@ class SparsityCurve(abc.ABC):
     """Deployed sparsity (percent) as a function of the keep ratio, for the target search.
 
     ``at(keep)`` must not increase with ``keep`` and may raise KeepsNoWeightError (counted as
-    100 %). The search calls ``narrow(lo, hi)`` after each step: from then on it asks only for
-    keep ratios inside [lo, hi], one of which was the last ``at``; a curve may use that to look
-    at fewer weights.
+    100 %). ``bounds(keep)`` may return a cheaper interval holding ``at(keep)``; the search
+    asks for the value itself only where the interval cannot decide its step. After each step
+    the search calls ``narrow(lo, hi)``: it will mostly ask inside [lo, hi] from now on, and
+    one of them was its last question; a curve may use that to look at fewer weights.
     """
 
     @abc.abstractmethod
     def at(self, keep: float) -> float:
         """Deployed sparsity in percent at keep ratio ``keep``."""
 
+    def bounds(self, keep: float) -> tuple[float, float]:
+        """An interval holding ``at(keep)`` (by default the value itself)."""
+        value = self.at(keep)
+        return value, value
+
     def narrow(self, lo: float, hi: float) -> None:
-        """The search will only ask inside [lo, hi] from now on."""
+        """The search will mostly ask inside [lo, hi] from now on."""
 
 
 class MaskSparsityCurve(SparsityCurve):
@@ -122,49 +128,80 @@ class MaskSparsityCurve(SparsityCurve):
         return _dropped_percent(self.masks_for(keep), self.zero_weights)
 
 
+def _value(curve: SparsityCurve, keep: float) -> float:
+    try:
+        return curve.at(keep)
+    except KeepsNoWeightError:
+        return 100.0
+
+
+def _bounds(curve: SparsityCurve, keep: float) -> tuple[float, float]:
+    try:
+        return curve.bounds(keep)
+    except KeepsNoWeightError:
+        return 100.0, 100.0
+
+
 def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks] | SparsityCurve, sparsity: float,
                             weights: Mapping[str, torch.Tensor] | None = None,
                             tolerance: float = SPARSITY_TOLERANCE, max_steps: int = 40) -> float:
-    """Bisect the keep ratio whose masks give ``sparsity`` % deployed sparsity (± ``tolerance`` pp).
+    """Bisect the keep ratio whose masks give ``sparsity`` % deployed sparsity (± ``tolerance``).
 
     ``masks_for(keep_ratio)`` must return the masks of every prunable layer of the deployed
     network (``weights`` gives its already-zero weights), or be a :class:`SparsityCurve` that
     counts the deployed sparsity itself (``weights`` is then its business); deployed sparsity
     falls monotonically as the keep ratio grows (per-task top-k sets are nested and vote fusion
-    preserves nesting). Raises a one-line UnreachableSparsityError naming the closest reachable
-    sparsity when ties in the scores make the target unreachable.
+    preserves nesting). The bisection stops within ``tolerance / 4`` and returns the keep ratio
+    whose sparsity came closest (the first such). A step whose interval (``curve.bounds``) lies
+    off that band goes the way its value would, so only steps near the target are evaluated
+    exactly, and the result is the one exact values at every step give. Raises a one-line
+    UnreachableSparsityError naming the closest reachable sparsity when ties in the scores
+    make the target unreachable.
     """
     target = check_sparsity(sparsity)
     curve = (masks_for if isinstance(masks_for, SparsityCurve)
              else MaskSparsityCurve(masks_for, weights))
+    band = tolerance / 4
     lo, hi = 0.0, 1.0
-    best: tuple[float, float] | None = None  # (|error|, keep ratio)
-    achieved = {}
+    steps: list[list[float]] = []  # [keep, low, high]: the sparsity at keep lies in [low, high]
     for _ in range(max_steps):
-        keep = hi if best is None else (lo + hi) / 2
-        try:
-            value = curve.at(keep)
-        except KeepsNoWeightError:
-            value = 100.0
-        achieved[keep] = value
-        error = abs(value - target)
-        if best is None or error < best[0]:
-            best = (error, keep)
-        if error <= tolerance / 4:
+        keep = hi if not steps else (lo + hi) / 2
+        low, high = _bounds(curve, keep)
+        if low != high and low <= target + band and high >= target - band:
+            low = high = _value(curve, keep)  # near the target: the value itself
+        steps.append([keep, low, high])
+        if low == high and abs(low - target) <= band:
             break
-        if value > target:
+        if low > target:
             lo = keep
         else:
             hi = keep
         if hi - lo < 1e-9:
             break
         curve.narrow(lo, hi)
-    if best[0] > tolerance:
+    best = _closest(steps, target, curve)
+    if abs(steps[best][1] - target) > tolerance:
+        keep, achieved = steps[best][0], steps[best][1]
         raise UnreachableSparsityError(
             f"cannot reach {target}% deployed sparsity within {tolerance} pp: closest is "
-            f"{achieved[best[1]]:.2f}% at keep ratio {best[1]:.6f} (ties in the scores)",
-            closest=achieved[best[1]], keep_ratio=best[1])
-    return best[1]
+            f"{achieved:.2f}% at keep ratio {keep:.6f} (ties in the scores)",
+            closest=achieved, keep_ratio=keep)
+    return steps[best][0]
+
+
+def _closest(steps: list[list[float]], target: float, curve: SparsityCurve) -> int:
+    """The first step whose sparsity is closest to ``target``, evaluating exactly any step known
+    only by an interval that could still hold it."""
+    while True:
+        exact = [(abs(low - target), i) for i, (_, low, high) in enumerate(steps) if low == high]
+        best_error, best = min(exact, default=(float("inf"), len(steps)))
+        for i, (keep, low, high) in enumerate(steps):
+            closest = max(0.0, low - target, target - high)
+            if low != high and (closest < best_error or (closest == best_error and i < best)):
+                steps[i][1:] = [_value(curve, keep)] * 2
+                break
+        else:
+            return best
 
 
 def reference_keep_ratio(cfg, sparsity: float) -> float:
