@@ -166,22 +166,22 @@ def fused_masks(rankings, need_rule, keep, exact, bug=False):
 
 
 class Recorded(SparsityCurve):
-    """Wraps a curve; records each step's keep (its first question) and every exact value."""
+    """Wraps a curve; records each step's keep, every interval and every exact value."""
 
     def __init__(self, curve):
-        self.curve, self.steps, self.values, self.intervals = curve, [], {}, {}
+        self.curve, self.steps, self.values, self.bounds = curve, [], {}, []
 
     def at(self, keep):
-        value = self.curve.at(keep)
-        self.values[keep] = value
+        self.values[keep] = value = self.curve.at(keep)
         return value
 
-    def bounds(self, keep):
+    def intervals(self, keep):
         self.steps.append(keep)
-        self.intervals[keep] = interval = self.curve.bounds(keep)
-        if interval[0] == interval[1]:
-            self.values[keep] = interval[0]
-        return interval
+        for low, high in self.curve.intervals(keep):
+            self.bounds.append((keep, low, high))
+            if low == high:
+                self.values[keep] = low
+            yield low, high
 
     def narrow(self, lo, hi):
         self.curve.narrow(lo, hi)
@@ -211,7 +211,7 @@ def test_voted_curve_walks_the_search_exactly_as_counting_masks(tasks, rule, nee
         assert fast.steps == slow.steps                  # the same bisection, step for step
         for keep, value in fast.values.items():          # exact values: to the bit
             assert value == slow.values[keep]
-        for keep, (low, high) in fast.intervals.items():  # intervals hold the value
+        for keep, low, high in fast.bounds:                 # intervals hold the value
             assert low <= slow.values[keep] <= high
         longest = max(longest, len(fast.steps))
     assert longest > 5  # the bracket narrowed many times
@@ -250,11 +250,13 @@ class PlateauCurve(SparsityCurve):
         self.exact_calls += 1
         return self.value(keep)
 
-    def bounds(self, keep):
-        if not self.slack:
-            return super().bounds(keep)
+    def intervals(self, keep):
         v = self.value(keep)
-        return max(0.0, v - self.slack), min(100.0, v + self.slack)
+        if self.slack:
+            yield max(0.0, v - 2 * self.slack), min(100.0, v + 2 * self.slack)
+            yield max(0.0, v - self.slack), min(100.0, v + self.slack)
+        value = self.at(keep)
+        yield value, value
 
 
 @pytest.mark.parametrize("target", [3.0, 30.0, 45.1, 50.0, 58.0, 62.5, 97.0])

@@ -16,9 +16,8 @@ so the masks are bit for bit the ones of ``sort(descending=True).values[k - 1]``
 """
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple, Sequence
-
 import sys
+from typing import Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 
@@ -351,14 +350,16 @@ class VotedSparsityCurve(SparsityCurve):
     own weight when its task does; zero ``weights`` count as dropped whatever the masks say
     (as :func:`lib.pruning.mask_sparsity` counts them). ``exact`` breaks ties as
     ``ScoreRanking.masks(keep, exact=True)`` does. ``at(keep)`` equals the sparsity of the
-    fused masks exactly.
+    fused masks to the bit.
 
-    ``bounds(keep)`` needs no cut, only the histogram bin each task's cut falls in: entries of
-    higher bins are kept, of lower bins dropped, so one pass of comparisons bounds the count.
-    Between the search's bounds lo < hi a weight can change its fate only if some task ranks it
-    between its cuts at hi and at lo: once that halves the shared weights looked at, only those
-    are looked at again. Own weights are counted as what their task keeps in all minus what it
-    keeps among the shared weights (and among its zero own weights).
+    ``intervals(keep)`` needs no cut, only the histogram bin each task's cut falls in (entries
+    of higher bins are kept, of lower bins dropped): first from per-task histograms of the
+    shared weights alone, by counting (an entry with ``need`` votes has a vote in any
+    ``T - need + 1`` tasks; the votes add up to what the tasks keep), then from one pass of
+    comparisons. Between the search's bounds lo < hi a weight can change its fate only if some
+    task ranks it between its cuts at hi and at lo: once that halves the shared weights looked
+    at, only those are looked at again. Own weights are counted as what their task keeps in
+    all minus what it keeps among the shared weights (and among its zero own weights).
     """
 
     def __init__(self, rankings: Mapping[str, ScoreRanking], shared: Sequence[str], need: int,
@@ -376,14 +377,33 @@ class VotedSparsityCurve(SparsityCurve):
         nonzero = [weights[n].detach().flatten() != 0 for n in shared]
         self._all_nonzero = (torch.cat(nonzero) if nonzero
                              else first.keys.new_zeros(0, dtype=torch.bool))
+        self._zero_shared = self.num_shared - int(torch.count_nonzero(self._all_nonzero))
         self._zero_own = [self._zero_entries(r, len(shared), weights) for r in self.rankings]
+        # per task: how many shared entries have a high digit >= d, for every digit d
+        self._shared_from = []
+        for r in self.rankings:
+            hist = torch.bincount(r._digits[:self.num_shared], minlength=_BINS)
+            from_top = torch.cat([hist.flip(0).cumsum(0).flip(0), hist.new_zeros(1)])
+            self._shared_from.append(from_top.tolist())
         self._reset()
 
     def at(self, keep: float) -> float:
-        return self._evaluate(keep, True)[0]
+        self._enter(keep)
+        return self._exact_value(keep)
 
-    def bounds(self, keep: float) -> tuple[float, float]:
-        return self._evaluate(keep, False)
+    def intervals(self, keep: float) -> Iterator[tuple[float, float]]:
+        self._enter(keep)
+        num_keep = [r.num_keep(keep) for r in self.rankings]
+        if num_keep == [r.numel for r in self.rankings] and self.need <= len(num_keep):
+            self._last = None  # every weight kept: only the zero ones count as dropped
+            zeros = self._zero_shared + sum(z.numel() for z, _ in self._zero_own)
+            yield self._percent(self.total - zeros, self.total - zeros)
+            return
+        marks, kept = zip(*(self._bin_mark(r, m) for r, m in zip(self.rankings, num_keep)))
+        if self._entries is None:
+            yield self._from_histograms(keep, marks, kept)
+        yield self._from_one_pass(keep, marks, kept)
+        yield (self._exact_value(keep),) * 2
 
     def narrow(self, lo: float, hi: float) -> None:
         if self._last is None or self._last[0] not in (lo, hi):
@@ -396,6 +416,8 @@ class VotedSparsityCurve(SparsityCurve):
         for j, ranking in enumerate(self.rankings):
             upper, lower = self._marks["lo"], self._marks["hi"]
             ranking.focus(upper and upper[j].top, lower and lower[j].possible, self.exact)
+        if sure is None:
+            return  # known from the histograms alone: nothing to gather by
         # entries decided for the bracket keep the fate they had at its bound just set: the
         # sure one at lo, the possible one at hi
         fate = sure if moved == "lo" else possible
@@ -403,8 +425,7 @@ class VotedSparsityCurve(SparsityCurve):
         undecided = self._between_marks(keys[0], 0, fate, moved)
         for j in range(1, len(keys)):
             undecided |= self._between_marks(keys[j], j, fate, moved)
-        looked_at = self._nonzero.numel()
-        if 2 * int(torch.count_nonzero(undecided)) > looked_at:
+        if 2 * int(torch.count_nonzero(undecided)) > self._nonzero.numel():
             return  # gathering the open ones would cost more than it saves
         decided = ~undecided
         self._kept_fused += int(torch.count_nonzero(fate[-1] & decided))
@@ -427,52 +448,82 @@ class VotedSparsityCurve(SparsityCurve):
         self._marks: dict[str, list[_Mark] | None] = {"lo": None, "hi": None}
         self._last: tuple | None = None
 
-    def _evaluate(self, keep: float, exact_value: bool) -> tuple[float, float]:
+    def _enter(self, keep: float) -> None:
         if not self._bracket[0] <= keep <= self._bracket[1]:
-            self._reset()
-        num_keep = [r.num_keep(keep) for r in self.rankings]
-        if self.need <= len(num_keep) and num_keep == [r.numel for r in self.rankings]:
-            self._last = None  # every weight kept: only the zero ones count as dropped
-            zeros = (self._all_nonzero.numel() - int(torch.count_nonzero(self._all_nonzero)) +
-                     sum(z.numel() for z, _ in self._zero_own))
-            return (100.0 * zeros / max(self.total, 1),) * 2
-        if exact_value:
-            cuts = [r.cut(m, self.exact) for r, m in zip(self.rankings, num_keep)]
-            marks = [self._mark(c) for c in cuts]
-            kept = [(c.kept, c.kept) for c in cuts]
+            self._reset()  # asked outside the bracket: every weight may matter again
+
+    def _percent(self, kept_low: int, kept_high: int) -> tuple[float, float]:
+        # the very expression mask_sparsity evaluates, so the values agree to the bit
+        return (100.0 * (self.total - kept_high) / max(self.total, 1),
+                100.0 * (self.total - kept_low) / max(self.total, 1))
+
+    def _from_histograms(self, keep, marks, kept) -> tuple[float, float]:
+        """Bounds from each task's bin counts over the shared weights, without a pass."""
+        tasks, need, n = len(self.rankings), self.need, self.num_shared
+        sure, possible = [], []
+        for j, mark in enumerate(marks):
+            from_digit, ranking = self._shared_from[j], self.rankings[j]
+            sure.append(from_digit[ranking._digit(mark.sure)])
+            possible.append(from_digit[ranking._digit(mark.possible)])
+        if need > tasks:
+            fused_low = fused_high = 0
         else:
-            marks, kept = zip(*(self._bin_mark(r, m) for r, m in zip(self.rankings, num_keep)))
+            # an entry short of need votes holds at most need - 1 of the votes cast, one with
+            # need votes at most all; and it has a vote in any tasks - need + 1 of the tasks
+            spare = tasks - need + 1
+            fused_low = max(0, -(-(sum(sure) - (need - 1) * n) // spare))  # ceiling division
+            if need == 1:
+                fused_low = max(fused_low, *sure)
+            fused_low = max(0, fused_low - self._zero_shared)  # zero weights: never kept
+            fused_high = min(n - self._zero_shared, sum(sorted(possible)[:spare]))
+        low, high = fused_low, fused_high
+        for j, (mark, (at_least, at_most)) in enumerate(zip(marks, kept)):
+            zero_sure, zero_possible = self._zero_own_kept(j, mark)
+            low += at_least - sure[j] - zero_sure
+            high += at_most - possible[j] - zero_possible
+        self._last = (keep, marks, None, None)
+        return self._percent(low, high)
+
+    def _from_one_pass(self, keep, marks, kept) -> tuple[float, float]:
+        """Bounds from comparing every shared weight looked at with the cuts' bins."""
         keys = self._entry_keys()
-        if exact_value:
-            positions = 0 if self._entries is None else self._entries
-            sure = [r.member(c, k, positions) for r, c, k in zip(self.rankings, cuts, keys)]
-            possible = sure
-        else:
-            sure = [k >= mark.sure for k, mark in zip(keys, marks)]
-            possible = [k >= mark.possible for k, mark in zip(keys, marks)]
+        sure = [k >= mark.sure for k, mark in zip(keys, marks)]
+        possible = [k >= mark.possible for k, mark in zip(keys, marks)]
         sure.append(self._fuse(sure) & self._nonzero)
-        possible = possible + [self._fuse(possible) & self._nonzero] if not exact_value else sure
-        low = high = 0
-        for j, (r, mark, (at_least, at_most)) in enumerate(zip(self.rankings, marks, kept)):
-            z_keys, z_positions = self._zero_own[j]
-            if exact_value:
-                zero_sure = zero_possible = int(torch.count_nonzero(
-                    r.member(cuts[j], z_keys, z_positions)))
-            else:
-                zero_sure = int(torch.count_nonzero(z_keys >= mark.sure))
-                zero_possible = int(torch.count_nonzero(z_keys >= mark.possible))
+        possible.append(self._fuse(possible) & self._nonzero)
+        low = self._kept_fused + int(torch.count_nonzero(sure[-1]))
+        high = self._kept_fused + int(torch.count_nonzero(possible[-1]))
+        for j, (mark, (at_least, at_most)) in enumerate(zip(marks, kept)):
+            zero_sure, zero_possible = self._zero_own_kept(j, mark)
             shared_sure = self._kept_single[j] + int(torch.count_nonzero(sure[j]))
             shared_possible = self._kept_single[j] + int(torch.count_nonzero(possible[j]))
             low += at_least - shared_sure - zero_sure
             high += at_most - shared_possible - zero_possible
-        low += self._kept_fused + int(torch.count_nonzero(sure[-1]))
-        high += self._kept_fused + int(torch.count_nonzero(possible[-1]))
         self._last = (keep, marks, sure, possible)
-        # the very expression mask_sparsity evaluates, so the values agree to the bit
-        return (100.0 * (self.total - high) / max(self.total, 1),
-                100.0 * (self.total - low) / max(self.total, 1))
+        return self._percent(low, high)
 
-    def _mark(self, cut: Cut) -> _Mark:
+    def _exact_value(self, keep: float) -> float:
+        cuts = [r.cut(r.num_keep(keep), self.exact) for r in self.rankings]
+        keys = self._entry_keys()
+        positions = 0 if self._entries is None else self._entries
+        singles = [r.member(c, k, positions) for r, c, k in zip(self.rankings, cuts, keys)]
+        singles.append(self._fuse(singles) & self._nonzero)
+        kept = self._kept_fused + int(torch.count_nonzero(singles[-1]))
+        for j, (r, cut) in enumerate(zip(self.rankings, cuts)):
+            z_keys, z_positions = self._zero_own[j]
+            zero_kept = int(torch.count_nonzero(r.member(cut, z_keys, z_positions)))
+            shared_kept = self._kept_single[j] + int(torch.count_nonzero(singles[j]))
+            kept += cut.kept - shared_kept - zero_kept
+        self._last = (keep, [self._mark(c) for c in cuts], singles, singles)
+        return self._percent(kept, kept)[0]
+
+    def _zero_own_kept(self, j: int, mark: _Mark) -> tuple[int, int]:
+        z_keys = self._zero_own[j][0]
+        return (int(torch.count_nonzero(z_keys >= mark.sure)),
+                int(torch.count_nonzero(z_keys >= mark.possible)))
+
+    @staticmethod
+    def _mark(cut: Cut) -> _Mark:
         if cut.position is None:
             return _Mark(cut.key, cut.key, cut.key)
         return _Mark(cut.key + 1, cut.key, cut.key)  # entries tied with it may go either way
@@ -508,7 +559,7 @@ class VotedSparsityCurve(SparsityCurve):
         if len(singles) == 1 and self.need <= 1:
             return singles[0]
         votes = singles[0].to(torch.uint8)
-        for s in singles[1:len(self.rankings)]:
+        for s in singles[1:]:
             votes += s
         return votes >= self.need
 

@@ -7,7 +7,7 @@ and BatchNorm are never pruned, as in the reference).
 from __future__ import annotations
 
 import abc
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 
@@ -96,20 +96,21 @@ class SparsityCurve(abc.ABC):
     """Deployed sparsity (percent) as a function of the keep ratio, for the target search.
 
     ``at(keep)`` must not increase with ``keep`` and may raise KeepsNoWeightError (counted as
-    100 %). ``bounds(keep)`` may return a cheaper interval holding ``at(keep)``; the search
-    asks for the value itself only where the interval cannot decide its step. After each step
-    the search calls ``narrow(lo, hi)``: it will mostly ask inside [lo, hi] from now on, and
-    one of them was its last question; a curve may use that to look at fewer weights.
+    100 %). ``intervals(keep)`` may yield cheaper intervals holding ``at(keep)``, each tighter
+    than the last, the last one the value itself; the search stops asking as soon as one
+    decides its step. After each step the search calls ``narrow(lo, hi)``: it will mostly ask
+    inside [lo, hi] from now on, and one of them was its last question; a curve may use that to
+    look at fewer weights.
     """
 
     @abc.abstractmethod
     def at(self, keep: float) -> float:
         """Deployed sparsity in percent at keep ratio ``keep``."""
 
-    def bounds(self, keep: float) -> tuple[float, float]:
-        """An interval holding ``at(keep)`` (by default the value itself)."""
+    def intervals(self, keep: float) -> Iterator[tuple[float, float]]:
+        """Intervals holding ``at(keep)``, tightening to the value (by default just that)."""
         value = self.at(keep)
-        return value, value
+        yield value, value
 
     def narrow(self, lo: float, hi: float) -> None:
         """The search will mostly ask inside [lo, hi] from now on."""
@@ -135,11 +136,17 @@ def _value(curve: SparsityCurve, keep: float) -> float:
         return 100.0
 
 
-def _bounds(curve: SparsityCurve, keep: float) -> tuple[float, float]:
+def _decided(curve: SparsityCurve, keep: float, target: float, band: float
+             ) -> tuple[float, float]:
+    """The first of the curve's intervals at ``keep`` that is the value or lies off the band
+    ``target ± band`` (the value then lies off it too)."""
     try:
-        return curve.bounds(keep)
+        for low, high in curve.intervals(keep):
+            if low == high or low > target + band or high < target - band:
+                return low, high
     except KeepsNoWeightError:
         return 100.0, 100.0
+    raise ValueError(f"{type(curve).__name__}.intervals({keep}) ended before the value")
 
 
 def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks] | SparsityCurve, sparsity: float,
@@ -152,9 +159,9 @@ def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks] | SparsityCurve,
     counts the deployed sparsity itself (``weights`` is then its business); deployed sparsity
     falls monotonically as the keep ratio grows (per-task top-k sets are nested and vote fusion
     preserves nesting). The bisection stops within ``tolerance / 4`` and returns the keep ratio
-    whose sparsity came closest (the first such). A step whose interval (``curve.bounds``) lies
-    off that band goes the way its value would, so only steps near the target are evaluated
-    exactly, and the result is the one exact values at every step give. Raises a one-line
+    whose sparsity came closest (the first such). A step whose interval (``curve.intervals``)
+    lies off that band goes the way its value would, so only steps near the target need the
+    value itself, and the result is the one exact values at every step give. Raises a one-line
     UnreachableSparsityError naming the closest reachable sparsity when ties in the scores
     make the target unreachable.
     """
@@ -166,9 +173,7 @@ def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks] | SparsityCurve,
     steps: list[list[float]] = []  # [keep, low, high]: the sparsity at keep lies in [low, high]
     for _ in range(max_steps):
         keep = hi if not steps else (lo + hi) / 2
-        low, high = _bounds(curve, keep)
-        if low != high and low <= target + band and high >= target - band:
-            low = high = _value(curve, keep)  # near the target: the value itself
+        low, high = _decided(curve, keep, target, band)
         steps.append([keep, low, high])
         if low == high and abs(low - target) <= band:
             break
