@@ -26,7 +26,9 @@ import cProfile
 import gc
 import os
 import pstats
+import re
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -124,13 +126,39 @@ def original_prune_net(net, criterion, loader, num_batches, keep_ratio, selected
 
 
 # -------------------------------------------------------------------------------- timing
+class Timing:
+    """Median wall and CPU (this process, all threads) seconds of repeated runs."""
+
+    def __init__(self):
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def record(self, wall: float, cpu: float) -> None:
+        self.wall.append(wall)
+        self.cpu.append(cpu)
+
+    @property
+    def s(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def cpu_s(self) -> float:
+        return statistics.median(self.cpu)
+
+    def __str__(self) -> str:
+        return f"{self.s:6.2f} s (cpu {self.cpu_s:6.2f} s)"
+
+    def ratio(self, other: "Timing") -> str:
+        return f"{self.s / other.s:.2f} (cpu {self.cpu_s / other.cpu_s:.2f})"
+
+
 def paired_times(first, second, repeats: int):
-    """Median wall times of ``first()`` and ``second()``, run alternately ``repeats`` times each
-    so both see the same load on a shared machine; returns both last outputs and medians.
+    """Time ``first()`` and ``second()`` alternately, ``repeats`` times each, so both see the
+    same load on a shared machine; returns both last outputs and both Timings.
 
     Each callable may be ``(setup, fn)``: ``fn(setup())`` is timed, ``setup`` is not.
     """
-    runs = {0: [], 1: []}
+    timings = (Timing(), Timing())
     outputs: list = [None, None]
     for _ in range(repeats):
         for i, job in enumerate((first, second)):
@@ -138,10 +166,10 @@ def paired_times(first, second, repeats: int):
             arg = setup() if setup else None
             outputs[i] = None
             gc.collect()
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             outputs[i] = fn(arg) if setup else fn()
-            runs[i].append(time.perf_counter() - start)
-    return outputs[0], outputs[1], statistics.median(runs[0]), statistics.median(runs[1])
+            timings[i].record(time.perf_counter() - wall, time.process_time() - cpu)
+    return outputs[0], outputs[1], timings[0], timings[1]
 
 
 def median_time(fn, repeats: int) -> float:
@@ -199,7 +227,13 @@ def masks_on(net, layers) -> dict:
             if n in layers}
 
 
-SECTIONS = ("cut", "target", "methods")
+SECTIONS = ("cut", "target", "methods", "memory")
+MEMORY_RUNS = {  # variant -> (prune options, ranking as before)
+    "keep ratio, after": ({"keep_ratio": 0.1}, False),
+    "keep ratio, before": ({"keep_ratio": 0.1}, True),
+    "target 90 %, after": ({"sparsity": 90.0}, False),
+    "target 90 %, before": ({"sparsity": 90.0}, True),
+}
 
 
 def main() -> None:
@@ -215,6 +249,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*",
                         default=["cut", "disparse_static", "disparse_pt", "snip", "lth", "random"])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--peak-memory-of", choices=MEMORY_RUNS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     set_cpu_threads(args.threads)
     cfg = load_config("nyuv2_3task")  # reference width
@@ -227,10 +262,16 @@ def main() -> None:
     print(f"{weights / 1e6:.1f} M prunable weights, batches of {args.batch_size}x3x{args.height}x"
           f"{args.width}, {torch.get_num_threads()} threads "
           f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), keep ratio {args.keep_ratio}, "
-          f"median of {args.repeats} runs")
+          f"median of {args.repeats} runs, each pair timed alternately; cpu: this process's "
+          f"CPU time")
     selections = (["seg", "depth"], list(cfg.TASKS))
     cut = lambda nb, tasks, **kw: lambda: prune("cut", net, criterion, loader,  # noqa: E731
                                                  selected_tasks=tasks, num_batches=nb, **kw)
+    if args.peak_memory_of:  # a child of the memory section: one run, its peak
+        options, before = MEMORY_RUNS[args.peak_memory_of]
+        run = cut(args.num_batches[0], selections[1], **options)
+        print(f"PEAK {peak_rss_above_start(in_plain_sort(run) if before else run):.0f}")
+        return
     cut(1, selections[1], keep_ratio=args.keep_ratio)()  # warm-up, untimed
     if "cut" in args.sections:
         compare_with_original(args, cfg, net, criterion, loader, selections, cut)
@@ -238,6 +279,34 @@ def main() -> None:
         compare_target_mode(args, selections, cut)
     if "methods" in args.sections:
         compare_methods(args, net, criterion, loader, selections)
+    if "memory" in args.sections:
+        compare_memory(args)
+
+
+def _rss_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        return int(re.search(rf"{field}:\s+(\d+)", status.read()).group(1)) / 1024
+
+
+def peak_rss_above_start(fn) -> float:
+    """MB the process's resident set peaks above where it stood when ``fn`` started (Linux)."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # reset the peak (VmHWM) to the current resident set
+    start = _rss_mb("VmRSS")
+    fn()
+    return _rss_mb("VmHWM") - start
+
+
+def compare_memory(args) -> None:
+    print(f"\npeak memory of prune (3 of 3, nb {args.num_batches[0]}) above the network and "
+          f"batches, one fresh process each")
+    for variant in MEMORY_RUNS:
+        child = subprocess.run([sys.executable, __file__, "--peak-memory-of", variant,
+                                "--num-batches", str(args.num_batches[0]),
+                                "--threads", str(args.threads)],
+                               capture_output=True, text=True, check=True)
+        print(f"{variant:>22}: {child.stdout.split('PEAK')[-1].strip()} MB")
 
 
 def compare_with_original(args, cfg, net, criterion, loader, selections, cut) -> None:
@@ -254,9 +323,9 @@ def compare_with_original(args, cfg, net, criterion, loader, selections, cut) ->
             identical = same(masks_of(pruned), masks_on(original, layers))
             del original
             t_select = median_time(lambda: select_tasks(net, tasks), args.repeats)
-            print(f"{label}: prune {t_new:6.2f} s | original {t_old:6.2f} s | ratio "
-                  f"{t_new / t_old:.2f} | masks identical: {identical} | compact build "
-                  f"{t_select:.2f} s ({100 * t_select / t_new:.0f} %)")
+            print(f"{label}: prune {t_new} | original {t_old} | ratio {t_new.ratio(t_old)} | "
+                  f"masks identical: {identical} | compact build {t_select:.2f} s "
+                  f"({100 * t_select / t_new.s:.0f} %)")
             del pruned
         print(f"  where prune (nb {nb}, 3 of 3) goes: "
               f"{phase_breakdown(cut(nb, selections[1], keep_ratio=args.keep_ratio))}")
@@ -270,8 +339,8 @@ def compare_target_mode(args, selections, cut) -> None:
         target, fixed, t_target, t_fixed = paired_times(
             cut(nb, selections[1], sparsity=args.sparsity),
             cut(nb, selections[1], keep_ratio=keep), args.repeats)
-        line = (f"nb {nb}: target {t_target:6.2f} s | keep ratio {keep:.6f} {t_fixed:6.2f} s | "
-                f"ratio {t_target / t_fixed:.2f} | ties {target.pruning_meta['ties']} | deployed "
+        line = (f"nb {nb}: target {t_target} | keep ratio {keep:.6f} {t_fixed} | "
+                f"ratio {t_target.ratio(t_fixed)} | ties {target.pruning_meta['ties']} | deployed "
                 f"{sparsity_report(target)['deployed']['sparsity']:.2f} % | masks identical: "
                 f"{same(masks_of(target), masks_of(fixed))}")
         del fixed
@@ -279,8 +348,8 @@ def compare_target_mode(args, selections, cut) -> None:
             _, before, t_after, t_before = paired_times(
                 cut(nb, selections[1], sparsity=args.sparsity),
                 in_plain_sort(cut(nb, selections[1], sparsity=args.sparsity)), args.repeats)
-            line += (f" | before (plain sort) {t_before:6.2f} s, after/before "
-                     f"{t_after / t_before:.2f}, same masks: "
+            line += (f" | before (plain sort) {t_before}, after/before "
+                     f"{t_after.ratio(t_before)}, same masks: "
                      f"{same(masks_of(target), masks_of(before))}")
             del before
         print(line)
@@ -295,12 +364,13 @@ def compare_methods(args, net, criterion, loader, selections) -> None:
     print(f"\nmethods sharing the ranking, before (plain sort) vs after, nb {nb}, 3 of 3, keep "
           f"ratio {args.keep_ratio}")
     for method in args.methods:
-        run = lambda: prune(method, net, criterion, loader, selected_tasks=selections[1],  # noqa: E731
-                            num_batches=nb, keep_ratio=args.keep_ratio)
+        def run(method=method):
+            return prune(method, net, criterion, loader, selected_tasks=selections[1],
+                         num_batches=nb, keep_ratio=args.keep_ratio)
         after, before, t_after, t_before = paired_times(run, in_plain_sort(run), args.repeats)
         identical = same(masks_of(after), masks_of(before))
-        print(f"{method:>16}: after {t_after:6.2f} s | before {t_before:6.2f} s | ratio "
-              f"{t_after / t_before:.2f} | masks identical: {identical}")
+        print(f"{method:>16}: after {t_after} | before {t_before} | ratio "
+              f"{t_after.ratio(t_before)} | masks identical: {identical}")
         del after, before
 
 

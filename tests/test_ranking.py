@@ -122,6 +122,12 @@ def test_cuts_inside_a_focused_bracket_equal_a_sort(exact):
     window = ranking._window
     assert window is not None and window.keys.numel() < n // 8  # later cuts used it
     assert (window.positions is not None) == exact
+    # a second search, breaking ties inside the first one's bracket
+    ranking.focus(upper.key, lower.key, exact=True)
+    for keep in torch.linspace(0.11, 0.19, 7).tolist():
+        got, want = ranking.masks(keep, True), oracle.masks(keep, True)
+        assert all(torch.equal(got[name], want[name]) for name in want), keep
+    assert ranking._window.positions is not None
 
 
 def test_ranking_errors_are_one_line():

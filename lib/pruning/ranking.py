@@ -171,7 +171,7 @@ class ScoreRanking:
         self._high_hist = torch.bincount(self._digits, minlength=_BINS)
         self._low_hists: dict[int, torch.Tensor] = {}
         self._window: _Window | None = None
-        self._bracket: tuple[int, int, bool, int] | None = None  # digits, exact, full passes
+        self._focus: tuple[int, int, bool, int] | None = None  # digits, exact, full passes
         self._tie_break = tie_break
         self._tie_keys: torch.Tensor | None = None
         self._cuts: dict[tuple[int, bool], Cut] = {}
@@ -210,34 +210,8 @@ class ScoreRanking:
         inside that bracket, its entries are gathered and later cuts look at those only."""
         low = 0 if lower is None else self._digit(lower)
         high = self._digit(_NAN_KEY) if upper is None else self._digit(upper)
-        if self._bracket is None or (low, high) != self._bracket[:2]:
-            self._bracket = (low, high, exact, 0)
-
-    def _window_for(self, b: int) -> _Window | None:
-        """The gathered entries covering digit ``b``, gathering them when that pays."""
-        window = self._window
-        if window is not None and window.low <= b <= window.high:
-            return window
-        if self._bracket is None or not self._bracket[0] <= b <= self._bracket[1]:
-            return None
-        low, high, exact, full_passes = self._bracket
-        self._bracket = (low, high, exact, full_passes + 1)
-        if window is not None and not window.low <= low <= high <= window.high:
-            window = None  # left from an earlier search: start from all entries
-        count = int(self._high_hist[low:high + 1].sum())
-        if full_passes < 1 or 8 * count > (self.numel if window is None else window.keys.numel()):
-            return None  # one pass over everything costs less than gathering
-        keys = self.keys if window is None else window.keys
-        inside = keys >= self._first_key(low)
-        if high < self._digit(_NAN_KEY):
-            inside &= keys < self._first_key(high + 1)
-        positions = None
-        if exact:
-            local = inside.nonzero().squeeze(1)
-            positions = local if window is None else window.positions[local]
-        keys = keys[inside]
-        self._window = _Window(low, high, keys, high_digits(keys, self.signed), positions)
-        return self._window
+        if self._focus is None or self._focus[:3] != (low, high, exact):
+            self._focus = (low, high, exact, 0)
 
     def member(self, cut: Cut, keys: torch.Tensor, positions: torch.Tensor | int) -> torch.Tensor:
         """Which of the entries with order ``keys`` at flat ``positions`` (a tensor, or the
@@ -285,6 +259,35 @@ class ScoreRanking:
             positions = positions[tie_keys == tie_key]
             rank -= above_tie
         return Cut(key, tie_key, int(positions[rank - 1]), num_keep)
+
+    def _window_for(self, b: int) -> _Window | None:
+        """The gathered entries covering high digit ``b``, gathering them when that pays."""
+        window, focus = self._window, self._focus
+        exact = focus is not None and focus[2]
+        if (window is not None and window.low <= b <= window.high and
+                (window.positions is not None or not exact)):
+            return window
+        if focus is None or not focus[0] <= b <= focus[1]:
+            return None
+        low, high, exact, full_passes = focus
+        self._focus = (low, high, exact, full_passes + 1)
+        if window is not None and not (window.low <= low <= high <= window.high and
+                                       (window.positions is not None or not exact)):
+            window = None  # left from an earlier search: start from all entries
+        count = int(self._high_hist[low:high + 1].sum())
+        if full_passes < 1 or 8 * count > (self.numel if window is None else window.keys.numel()):
+            return None  # one pass over everything costs less than gathering
+        keys = self.keys if window is None else window.keys
+        inside = keys >= self._first_key(low)
+        if high < self._digit(_NAN_KEY):
+            inside &= keys < self._first_key(high + 1)
+        positions = None
+        if exact:
+            local = inside.nonzero().squeeze(1)
+            positions = local if window is None else window.positions[local]
+        keys = keys[inside]
+        self._window = _Window(low, high, keys, high_digits(keys, self.signed), positions)
+        return self._window
 
     def _low_hist(self, b: int) -> torch.Tensor:
         if b not in self._low_hists:
