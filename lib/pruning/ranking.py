@@ -377,11 +377,13 @@ class VotedSparsityCurve(SparsityCurve):
         first = self.rankings[0]
         self.num_shared = sum(first.sizes[:len(shared)])
         self.total = self.num_shared + sum(r.numel - self.num_shared for r in self.rankings)
-        nonzero = [weights[n].detach().flatten() != 0 for n in shared]
-        self._all_nonzero = (torch.cat(nonzero) if nonzero
-                             else first.keys.new_zeros(0, dtype=torch.bool))
-        self._zero_shared = self.num_shared - int(torch.count_nonzero(self._all_nonzero))
-        self._zero_own = [self._zero_entries(r, len(shared), weights) for r in self.rankings]
+        zeros = {n: w.numel() - int(torch.count_nonzero(w)) for n, w in weights.items()}
+        self._zero_shared = sum(zeros[n] for n in shared)
+        # which shared weights are nonzero; None: all of them (no mask to apply)
+        self._all_nonzero = (torch.cat([weights[n].detach().flatten() != 0 for n in shared])
+                             if self._zero_shared else None)
+        self._zero_own = [self._zero_entries(r, len(shared), weights, zeros)
+                          for r in self.rankings]
         # per task: how many shared entries have a high digit >= d, for every digit d
         self._shared_from = []
         for r in self.rankings:
@@ -428,7 +430,7 @@ class VotedSparsityCurve(SparsityCurve):
         undecided = self._between_marks(keys[0], 0, fate, moved)
         for j in range(1, len(keys)):
             undecided |= self._between_marks(keys[j], j, fate, moved)
-        if 2 * int(torch.count_nonzero(undecided)) > self._nonzero.numel():
+        if 2 * int(torch.count_nonzero(undecided)) > undecided.numel():
             return  # gathering the open ones would cost more than it saves
         decided = ~undecided
         self._kept_fused += int(torch.count_nonzero(fate[-1] & decided))
@@ -437,7 +439,7 @@ class VotedSparsityCurve(SparsityCurve):
         local = undecided.nonzero().squeeze(1)
         self._entries = local if self._entries is None else self._entries[local]
         self._keys = [k[local] for k in keys]
-        self._nonzero = self._nonzero[local]
+        self._nonzero = None if self._nonzero is None else self._nonzero[local]
 
     # ------------------------------------------------------------------------------ internals
     def _reset(self) -> None:
@@ -492,8 +494,8 @@ class VotedSparsityCurve(SparsityCurve):
         keys = self._entry_keys()
         sure = [k >= mark.sure for k, mark in zip(keys, marks)]
         possible = [k >= mark.possible for k, mark in zip(keys, marks)]
-        sure.append(self._fuse(sure) & self._nonzero)
-        possible.append(self._fuse(possible) & self._nonzero)
+        sure.append(self._fuse(sure))
+        possible.append(self._fuse(possible))
         low = self._kept_fused + int(torch.count_nonzero(sure[-1]))
         high = self._kept_fused + int(torch.count_nonzero(possible[-1]))
         for j, (mark, (at_least, at_most)) in enumerate(zip(marks, kept)):
@@ -510,7 +512,7 @@ class VotedSparsityCurve(SparsityCurve):
         keys = self._entry_keys()
         positions = 0 if self._entries is None else self._entries
         singles = [r.member(c, k, positions) for r, c, k in zip(self.rankings, cuts, keys)]
-        singles.append(self._fuse(singles) & self._nonzero)
+        singles.append(self._fuse(singles))
         kept = self._kept_fused + int(torch.count_nonzero(singles[-1]))
         for j, (r, cut) in enumerate(zip(self.rankings, cuts)):
             z_keys, z_positions = self._zero_own[j]
@@ -541,13 +543,15 @@ class VotedSparsityCurve(SparsityCurve):
 
     @staticmethod
     def _zero_entries(ranking: ScoreRanking, num_shared_layers: int,
-                      weights: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+                      weights: Mapping[str, torch.Tensor], zeros: Mapping[str, int]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """Order keys and positions of the ranking's own weights that are zero."""
         positions, start = [], sum(ranking.sizes[:num_shared_layers])
         for name, size in zip(ranking.names[num_shared_layers:],
                               ranking.sizes[num_shared_layers:]):
-            zeros = (weights[name].detach().flatten() == 0).nonzero().squeeze(1)
-            positions.append(zeros.to(ranking.keys.device) + start)
+            if zeros[name]:
+                found = (weights[name].detach().flatten() == 0).nonzero().squeeze(1)
+                positions.append(found.to(ranking.keys.device) + start)
             start += size
         positions = (torch.cat(positions) if positions
                      else ranking.keys.new_zeros(0, dtype=torch.long))
@@ -559,12 +563,15 @@ class VotedSparsityCurve(SparsityCurve):
         return [r.keys[:self.num_shared] for r in self.rankings]
 
     def _fuse(self, singles: list[torch.Tensor]) -> torch.Tensor:
+        """Which shared weights looked at the vote keeps (zero weights never)."""
         if len(singles) == 1 and self.need <= 1:
-            return singles[0]
-        votes = singles[0].to(torch.uint8)
-        for s in singles[1:]:
-            votes += s
-        return votes >= self.need
+            fused = singles[0]
+        else:
+            votes = singles[0].to(torch.uint8)
+            for s in singles[1:]:
+                votes += s
+            fused = votes >= self.need
+        return fused if self._nonzero is None else fused & self._nonzero
 
     def _between_marks(self, keys: torch.Tensor, j: int, fate: list[torch.Tensor],
                        moved: str) -> torch.Tensor:
