@@ -13,9 +13,11 @@ batches (median of ``--repeats`` runs; the machine is shared):
   * before: this pipeline with the ranking it had before, a full sort (``SortedRanking``; the
     target search then counts the fused masks at every step), for every method sharing it.
 
-Prints times, ratios, whether masks are identical, and where ``prune("cut")`` spends its time.
+Prints wall and CPU times, ratios, whether masks are identical, where ``prune("cut")`` spends
+its time, and the peak memory of each mode before and after (a fresh process each).
 
     python benchmarks/bench_prune.py [--num-batches 2 8] [--repeats 3] [--threads 2]
+        [--sections cut target methods memory] [--methods cut lth ...]
 """
 from __future__ import annotations
 
@@ -228,11 +230,11 @@ def masks_on(net, layers) -> dict:
 
 
 SECTIONS = ("cut", "target", "methods", "memory")
-MEMORY_RUNS = {  # variant -> (prune options, ranking as before)
-    "keep ratio, after": ({"keep_ratio": 0.1}, False),
-    "keep ratio, before": ({"keep_ratio": 0.1}, True),
-    "target 90 %, after": ({"sparsity": 90.0}, False),
-    "target 90 %, before": ({"sparsity": 90.0}, True),
+MEMORY_RUNS = {  # variant -> (the prune option given, ranking as before)
+    "keep ratio, after": ("keep_ratio", False),
+    "keep ratio, before": ("keep_ratio", True),
+    "target, after": ("sparsity", False),
+    "target, before": ("sparsity", True),
 }
 
 
@@ -268,8 +270,8 @@ def main() -> None:
     cut = lambda nb, tasks, **kw: lambda: prune("cut", net, criterion, loader,  # noqa: E731
                                                  selected_tasks=tasks, num_batches=nb, **kw)
     if args.peak_memory_of:  # a child of the memory section: one run, its peak
-        options, before = MEMORY_RUNS[args.peak_memory_of]
-        run = cut(args.num_batches[0], selections[1], **options)
+        option, before = MEMORY_RUNS[args.peak_memory_of]
+        run = cut(args.num_batches[0], selections[1], **{option: getattr(args, option)})
         print(f"PEAK {peak_rss_above_start(in_plain_sort(run) if before else run):.0f}")
         return
     cut(1, selections[1], keep_ratio=args.keep_ratio)()  # warm-up, untimed
@@ -304,7 +306,10 @@ def compare_memory(args) -> None:
     for variant in MEMORY_RUNS:
         child = subprocess.run([sys.executable, __file__, "--peak-memory-of", variant,
                                 "--num-batches", str(args.num_batches[0]),
-                                "--threads", str(args.threads)],
+                                "--keep-ratio", str(args.keep_ratio),
+                                "--sparsity", str(args.sparsity), "--threads", str(args.threads),
+                                "--batch-size", str(args.batch_size), "--height", str(args.height),
+                                "--width", str(args.width)],
                                capture_output=True, text=True, check=True)
         print(f"{variant:>22}: {child.stdout.split('PEAK')[-1].strip()} MB")
 
