@@ -27,6 +27,9 @@ class Config:
     INIT_LR = 1e-4
     WEIGHT_DECAY = 1e-4
     IMAGE_SHAPE = (480, 640)
+    # False: frames are read at their stored size, as the reference reads them. True (the cpu
+    # and tiny profiles): every frame is resized to IMAGE_SHAPE on load (docs/DATA.md).
+    RESIZE_TO_IMAGE_SHAPE = False
     VAL_FREQ = 1000
     CKPT_FREQ = 1000
 

@@ -45,11 +45,12 @@ import torch.nn.functional as F  # noqa: E402
 import torch.nn.utils.prune as torch_prune  # noqa: E402
 
 from bench_scoring import random_batch, same  # noqa: E402
+import lib.masks  # noqa: E402
 from lib.config import load_config  # noqa: E402
 from lib.losses import SceneNetLoss  # noqa: E402
-from lib.models import SceneNet, prunable_modules  # noqa: E402
-from lib.pruning import SortedRanking, masks_of, prune, select_tasks, sparsity_report  # noqa: E402
-from lib.pruning import compact, masks, ranking, scores  # noqa: E402
+from lib.models import SceneNet, prunable_layers  # noqa: E402
+from lib.pruning import SortedRanking, prune, select_tasks  # noqa: E402
+from lib.pruning import compact, ranking, scores  # noqa: E402
 from lib.pruning import methods as pruning_methods  # noqa: E402
 from lib.utils import set_cpu_threads  # noqa: E402
 
@@ -209,7 +210,7 @@ def phase_breakdown(fn) -> str:
               scores.joint_scores: "scoring", ranking.ScoreRanking.__init__: "rankings",
               pruning_methods._keep_ratio_for_target: "target search",
               ranking.ScoreRanking.masks: "masks", pruning_methods.decide: "fusion",
-              masks.install_masks: "install"}
+              lib.masks.install_masks: "install"}
     keys = {(f.__code__.co_filename, f.__code__.co_firstlineno, f.__code__.co_name): label
             for f, label in phases.items()}
     profile = cProfile.Profile()
@@ -225,7 +226,7 @@ def phase_breakdown(fn) -> str:
 
 
 def masks_on(net, layers) -> dict:
-    return {n: m.weight_mask.detach().bool() for n, m in prunable_modules(net).items()
+    return {n: m.weight_mask.detach().bool() for n, m in prunable_layers(net).items()
             if n in layers}
 
 
@@ -260,7 +261,7 @@ def main() -> None:
     criterion = SceneNetLoss.from_config(cfg)
     loader = [random_batch(cfg, args.batch_size, args.height, args.width, i)
               for i in range(max(args.num_batches))]
-    weights = sum(m.weight.numel() for m in prunable_modules(net).values())
+    weights = sum(m.weight.numel() for m in prunable_layers(net).values())
     print(f"{weights / 1e6:.1f} M prunable weights, batches of {args.batch_size}x3x{args.height}x"
           f"{args.width}, {torch.get_num_threads()} threads "
           f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), keep ratio {args.keep_ratio}, "
@@ -324,8 +325,8 @@ def compare_with_original(args, cfg, net, criterion, loader, selections, cut) ->
                                                          args.keep_ratio, tasks, cfg.TASKS))
             pruned, (original, _), t_new, t_old = paired_times(
                 cut(nb, tasks, keep_ratio=args.keep_ratio), original, args.repeats)
-            layers = set(prunable_modules(pruned))
-            identical = same(masks_of(pruned), masks_on(original, layers))
+            layers = set(prunable_layers(pruned.net))
+            identical = same(pruned.masks, masks_on(original, layers))
             del original
             t_select = median_time(lambda: select_tasks(net, tasks), args.repeats)
             print(f"{label}: prune {t_new} | original {t_old} | ratio {t_new.ratio(t_old)} | "
@@ -340,14 +341,13 @@ def compare_with_original(args, cfg, net, criterion, loader, selections, cut) ->
 def compare_target_mode(args, selections, cut) -> None:
     print(f"\ntarget mode ({args.sparsity:g} % deployed, 3 of 3) vs keep-ratio mode")
     for nb in args.num_batches:
-        keep = cut(nb, selections[1], sparsity=args.sparsity)().pruning_meta["keep_ratio"]
+        keep = cut(nb, selections[1], sparsity=args.sparsity)().meta["keep_ratio"]
         target, fixed, t_target, t_fixed = paired_times(
             cut(nb, selections[1], sparsity=args.sparsity),
             cut(nb, selections[1], keep_ratio=keep), args.repeats)
         line = (f"nb {nb}: target {t_target} | keep ratio {keep:.6f} {t_fixed} | "
-                f"ratio {t_target.ratio(t_fixed)} | ties {target.pruning_meta['ties']} | deployed "
-                f"{sparsity_report(target)['deployed']['sparsity']:.2f} % | masks identical: "
-                f"{same(masks_of(target), masks_of(fixed))}")
+                f"ratio {t_target.ratio(t_fixed)} | ties {target.meta['ties']} | deployed "
+                f"{target.sparsity:.2f} % | masks identical: {same(target.masks, fixed.masks)}")
         del fixed
         if nb == args.num_batches[0]:
             _, before, t_after, t_before = paired_times(
@@ -355,7 +355,7 @@ def compare_target_mode(args, selections, cut) -> None:
                 in_plain_sort(cut(nb, selections[1], sparsity=args.sparsity)), args.repeats)
             line += (f" | before (plain sort) {t_before}, after/before "
                      f"{t_after.ratio(t_before)}, same masks: "
-                     f"{same(masks_of(target), masks_of(before))}")
+                     f"{same(target.masks, before.masks)}")
             del before
         print(line)
         profiled = phase_breakdown(cut(nb, selections[1], sparsity=args.sparsity))
@@ -373,7 +373,7 @@ def compare_methods(args, net, criterion, loader, selections) -> None:
             return prune(method, net, criterion, loader, selected_tasks=selections[1],
                          num_batches=nb, keep_ratio=args.keep_ratio)
         after, before, t_after, t_before = paired_times(run, in_plain_sort(run), args.repeats)
-        identical = same(masks_of(after), masks_of(before))
+        identical = same(after.masks, before.masks)
         print(f"{method:>16}: after {t_after} | before {t_before} | ratio "
               f"{t_after.ratio(t_before)} | masks identical: {identical}")
         del after, before

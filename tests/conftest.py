@@ -47,3 +47,28 @@ def tiny_setup():
     criterion = SceneNetLoss.from_config(cfg)
     loader = [make_random_batch(cfg.TASKS, cfg.TASKS_NUM_CLASS, seed=i) for i in range(2)]
     return cfg, net, criterion, loader
+
+
+# The layouts at the size the real files are stored at: NYU-v2 480x640 (AdaShare's samples),
+# Cityscapes 256x512 (AdaShare's preprocessed set), Taskonomy 512x512 (the released PNGs,
+# which the reference resizes to 256x256). Two train frames and one test frame each.
+REAL_SIZES = {"nyuv2_3task": ("nyuv2_3", 480, 640), "cityscapes": ("cityscapes", 256, 512),
+              "taskonomy": ("taskonomy", 512, 512)}
+
+
+@pytest.fixture(scope="session")
+def real_size_root(tmp_path_factory):
+    """``real_size_root(config_name)``: a synthetic dataset of that config's layout written at
+    the real stored size (generated once per session)."""
+    from lib.data.synthetic import write_dataset
+
+    roots = {}
+
+    def root(config_name):
+        if config_name not in roots:
+            layout, height, width = REAL_SIZES[config_name]
+            folder = tmp_path_factory.mktemp(f"real_{layout}") / "ds"
+            roots[config_name] = str(write_dataset(folder, layout, 2, 1, height, width, seed=1))
+        return roots[config_name]
+
+    return root

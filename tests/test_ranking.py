@@ -4,12 +4,10 @@ single-element layers, denormal and huge values, negative values, keep ratios at
 import pytest
 import torch
 
-from lib.pruning import (MaskSparsityCurve, ScoreRanking, SortedRanking, SparsityCurve,
-                         VotedSparsityCurve,
-                         fuse_backbone, keep_ratio_for_sparsity, mask_sparsity, masks_of, prune,
-                         topk_mask)
+from lib.pruning import (KeepsNoWeightError, MaskSparsityCurve, ScoreRanking, SortedRanking,
+                         SparsityCurve, UnreachableSparsityError, VotedSparsityCurve, fuse_backbone,
+                         keep_ratio_for_sparsity, mask_sparsity, prune, topk_mask)
 from lib.pruning import methods as pruning_methods
-from lib.pruning.errors import KeepsNoWeightError, UnreachableSparsityError
 from lib.pruning.ranking import key_value, kth_largest, order_keys
 
 
@@ -20,7 +18,8 @@ def gen(seed):
 # ------------------------------------------------------------------------- keys, selection
 def test_order_keys_order_like_the_floats():
     g = gen(0)
-    values = torch.cat([torch.randn(500, generator=g) * 10.0 ** torch.randint(-40, 38, (500,), generator=g),
+    scale = 10.0 ** torch.randint(-40, 38, (500,), generator=g)
+    values = torch.cat([torch.randn(500, generator=g) * scale,
                         torch.tensor([0.0, -0.0, 1e-45, -1e-45, 3.4e38, -3.4e38, float("inf"),
                                       float("-inf"), 1.0, 1.0, -2.0, -2.0])])
     keys = order_keys(values)
@@ -57,9 +56,10 @@ def score_cases():
     return {
         "heavy ties": ({"a": torch.randint(0, 4, (40, 30), generator=g).float(),
                         "b": torch.randint(0, 4, (333,), generator=g).float()}, True),
-        "zero plateau": ({"a": plateau, "b": torch.zeros(17), "c": torch.rand(5, generator=g)}, True),
-        "single-element layers": ({f"l{i}": torch.rand(1, generator=g) * (i % 3) for i in range(40)},
-                                  True),
+        "zero plateau": ({"a": plateau, "b": torch.zeros(17), "c": torch.rand(5, generator=g)},
+                         True),
+        "single-element layers": (
+            {f"l{i}": torch.rand(1, generator=g) * (i % 3) for i in range(40)}, True),
         "denormal": ({"a": torch.tensor([1e-45, 2e-45, 1e-45, 1e-40, 0.0, 1e-38, 3e-39]),
                       "b": torch.rand(50, generator=g) * 1e-39}, True),
         "huge": ({"a": torch.tensor([3.4e38, 3.4e38, 1e38, 1.0, 0.0]),
@@ -100,7 +100,8 @@ def test_selection_gives_the_thresholds_and_masks_of_a_sort(case):
                     assert got[name].dtype == torch.bool and got[name].shape == scores[name].shape
                     assert torch.equal(got[name], want[name]), (case, keep, exact, name)
             if keep < 1.0:  # exact keeps exactly int(n * keep)
-                assert sum(int(m.sum()) for m in ranking.masks(keep, True).values()) == int(n * keep)
+                kept = sum(int(m.sum()) for m in ranking.masks(keep, True).values())
+                assert kept == int(n * keep)
         with pytest.raises(KeepsNoWeightError, match="keeps no weight"):
             ranking.masks(0.5 / n)
 
@@ -200,13 +201,14 @@ class Recorded(SparsityCurve):
 @pytest.mark.parametrize("exact", [False, True])
 def test_voted_curve_walks_the_search_exactly_as_counting_masks(tasks, rule, need, bug, exact):
     scores, weights = voted_fixture(tasks=tasks)
-    make = lambda cls: {t: cls(s, normalise=True, label=t, tie_break={n: w.abs() for n, w in weights.items()})  # noqa: E731
-                        for t, s in scores.items()}
-    rankings, oracle = make(ScoreRanking), make(SortedRanking)
+    magnitudes = {n: w.abs() for n, w in weights.items()}
+    rankings, oracle = ({t: cls(s, normalise=True, label=t, tie_break=magnitudes)
+                         for t, s in scores.items()} for cls in (ScoreRanking, SortedRanking))
     longest = 0
     for target in (0.0, 12.0, 50.0, 71.3, 90.0, 99.5):
         fast = Recorded(VotedSparsityCurve(rankings, list(SHARED), need, weights, exact))
-        slow = Recorded(MaskSparsityCurve(lambda k: fused_masks(oracle, rule, k, exact, bug), weights))
+        slow = Recorded(MaskSparsityCurve(lambda k: fused_masks(oracle, rule, k, exact, bug),
+                                          weights))
         outcomes = []
         for curve in (fast, slow):
             try:
@@ -291,16 +293,17 @@ def test_search_raises_typed_error_with_the_closest_value():
 def test_target_mode_gives_the_keep_ratio_and_masks_of_the_sorted_search(tiny_setup, method,
                                                                          sparsity, monkeypatch):
     _, net, criterion, loader = tiny_setup
-    run = lambda: prune(method, net, criterion, loader, selected_tasks=["seg", "depth"],  # noqa: E731
-                        tasks=net.tasks, sparsity=sparsity, num_batches=2)
+    def run():
+        return prune(method, net, criterion, loader, selected_tasks=["seg", "depth"],
+                     tasks=net.tasks, sparsity=sparsity, num_batches=2)
     new = run()
     with monkeypatch.context() as patch:  # before: a full sort, the search counting masks
         patch.setattr(pruning_methods, "ScoreRanking", SortedRanking)
         patch.setattr(pruning_methods, "_voted_curve", lambda *args: None)
         old = run()
     for key in ("keep_ratio", "ties"):
-        assert new.pruning_meta[key] == old.pruning_meta[key]
-    assert new.pruning_meta["ties"] == ("broken" if sparsity == 50.0 else "kept")
-    new_masks, old_masks = masks_of(new), masks_of(old)
+        assert new.meta[key] == old.meta[key]
+    assert new.meta["ties"] == ("broken" if sparsity == 50.0 else "kept")
+    new_masks, old_masks = new.masks, old.masks
     assert list(new_masks) == list(old_masks)
     assert all(torch.equal(new_masks[n], old_masks[n]) for n in new_masks)

@@ -1,4 +1,10 @@
-"""What the three AdaShare layouts share: the index json, path checks, per-item seeded RNG.
+"""What the three AdaShare layouts share: the index json, path checks, per-item seeded RNG, the
+load-time resize.
+
+Load size: with ``load_shape=None`` (the reference) frames are read at their stored size;
+with ``load_shape=(H, W)`` every frame, train and test, is resized to ``H x W`` right after it
+is read and checked, before any augmentation, by the rule of each map
+(:func:`lib.data.transforms.resize_frame`; each reader's ``RESIZE_RULES``).
 
 Indexing: ``ds[i]`` augments item ``i`` with ``ds.epoch`` (default 0, see :meth:`set_epoch`);
 ``ds[(epoch, i)]`` names the epoch explicitly (what :func:`lib.data.build_loader`'s sampler
@@ -16,9 +22,14 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
-# Caffe-style mean of the ImageNet-pretrained ResNet, BGR order, 0..255 scale (no std).
-IMG_MEAN_BGR = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)
+from .transforms import resize_frame
+
+from lib.tasks import IMG_MEAN_BGR as _MEAN
+
+# The image mean of the task table (lib.tasks), as the loaders subtract it.
+IMG_MEAN_BGR = np.array(_MEAN, dtype=np.float32)
 
 SPLITS = ("train", "test")
 
@@ -33,7 +44,8 @@ class LayoutDataset(torch.utils.data.Dataset, abc.ABC):
     EXPECTED = ""        # one-line description of the layout for error messages
 
     def __init__(self, root: str | Path, split: str = "train", crop_h: int | None = None,
-                 crop_w: int | None = None, seed: int = 0, augment: bool | None = None):
+                 crop_w: int | None = None, seed: int = 0, augment: bool | None = None,
+                 load_shape: Sequence[int] | None = None):
         if split not in SPLITS:
             raise ValueError(f"{self.NAME} split {split!r} is not one of {SPLITS}")
         self.root = Path(root)
@@ -47,6 +59,7 @@ class LayoutDataset(torch.utils.data.Dataset, abc.ABC):
         self.crop_h, self.crop_w = self._crop_size(crop_h, crop_w)
         self.seed = int(seed)
         self.epoch = 0
+        self.load_shape = self._check_load_shape(load_shape)
 
     # -- index -------------------------------------------------------------------------------
     def _read_index(self) -> list[list[str]]:
@@ -81,6 +94,35 @@ class LayoutDataset(torch.utils.data.Dataset, abc.ABC):
             raise ValueError(f"{self.NAME} with augmentation ({self.split} split) needs crop_h "
                              f"and crop_w, got {crop_h}, {crop_w}")
         return crop_h, crop_w
+
+    def _check_load_shape(self, load_shape: Sequence[int] | None) -> tuple[int, int] | None:
+        if load_shape is None:
+            return None
+        shape = tuple(load_shape)
+        if len(shape) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in shape):
+            raise ValueError(f"{self.NAME} load_shape {load_shape!r} is not (height, width) in "
+                             f"positive pixels")
+        return int(shape[0]), int(shape[1])
+
+    # -- load size ---------------------------------------------------------------------------
+    def to_load_shape(self, arrays: Sequence[np.ndarray], rules: Sequence[str]) -> list[np.ndarray]:
+        """A frame's ``H x W x C`` arrays at ``load_shape`` (as they are when it is ``None``)."""
+        if self.load_shape is None:
+            return list(arrays)
+        return resize_frame(arrays, rules, *self.load_shape)
+
+    def stored_frame_shape(self, index: int = 0) -> tuple[int, int]:
+        """``(H, W)`` of entry ``index``'s image on disk, read from the file header only."""
+        path = self.file(index, 0)
+        try:
+            if path.suffix == ".npy":
+                return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape[:2])
+            with Image.open(path) as image:
+                return image.height, image.width
+        except Exception as exc:  # ValueError, OSError, PIL.UnidentifiedImageError
+            raise ValueError(f"{self.NAME} cannot read the size of {path}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                             ) from None
 
     # -- per-item access ---------------------------------------------------------------------
     def __len__(self) -> int:

@@ -2,8 +2,10 @@
 
 ``DATA_ROOT/cityscape.json`` = ``{"train": [...], "test": [...]}``, each entry
 ``[image, depth, label_2, label_7, label_19]``: ``.npy`` paths relative to DATA_ROOT.
-Files: image ``H x W x 3`` RGB in [0, 1]; depth ``H x W x 1`` (0 = invalid); labels ``H x W``
-with -1 = void.
+Files (checked on every read, naming the file): image ``H x W x 3`` float RGB in [0, 1];
+depth ``H x W x 1`` float, finite, >= 0 (0 = invalid); labels ``H x W`` of integral values,
+classes ``0..n-1`` of their set (n = 2, 7, 19) or -1 = void, stored as a signed integer or a
+float dtype (AdaShare's code reads any of them alike; the files' own dtype is not documented).
 
 Item (test split: exactly the reference loader's item):
 
@@ -23,10 +25,14 @@ from typing import Any
 import numpy as np
 
 from .base import LayoutDataset, subtract_mean, to_chw
-from .transforms import augment
+from .checks import (FLOAT_DTYPES, LABEL_DTYPES, check_channels, check_dtype, check_finite,
+                     check_labels, check_range)
+from .transforms import BILINEAR, NEAREST, augment
 
 CITYSCAPES_IGNORE = -1
 LABEL_SETS = {2: "label2", 7: "label7", 19: "label19", -1: "label19"}
+LABEL_FILE_CLASSES = (2, 7, 19)          # classes in label_2, label_7, label_19
+RESIZE_RULES = (BILINEAR, NEAREST, NEAREST, NEAREST, NEAREST)   # image, depth, 3 label sets
 
 
 class CityScapes(LayoutDataset):
@@ -39,32 +45,42 @@ class CityScapes(LayoutDataset):
 
     def __init__(self, root, split: str = "train", crop_h: int | None = None,
                  crop_w: int | None = None, seed: int = 0, augment: bool | None = None,
-                 num_class: int = 19):
+                 load_shape: tuple[int, int] | None = None, num_class: int = 19):
         if num_class not in LABEL_SETS:
             raise ValueError(f"CityScapes num_class {num_class} is not supported; expected one "
                              f"of {sorted(LABEL_SETS)}")
-        super().__init__(root, split, crop_h, crop_w, seed, augment)
+        super().__init__(root, split, crop_h, crop_w, seed, augment, load_shape)
         self.num_class = num_class
 
     def read_arrays(self, index: int) -> list[np.ndarray]:
         """image (HxWx3 BGR, 0..255), depth (HxWx1), label2/7/19 (HxWx1), as the reference."""
         paths = [self.file(index, k) for k in range(5)]
         image = self.read_npy(paths[0])
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"CityScapes image {paths[0]} has shape {image.shape}; expected "
-                             f"H x W x 3 RGB in [0, 1]")
+        source = f"CityScapes image {paths[0]}"
+        check_channels(source, image, 3, "RGB in [0, 1]")
+        check_dtype(source, image, FLOAT_DTYPES, "RGB in [0, 1]")
+        check_finite(source, image)
+        check_range(source, image, 0.0, 1.0, "RGB scaled to [0, 1]")
         h, w = image.shape[:2]
         depth = self.read_npy(paths[1])
         self.check_shape(paths[1], depth, (h, w, 1))
+        source = f"CityScapes depth {paths[1]}"
+        check_dtype(source, depth, FLOAT_DTYPES, "depth, 0 = invalid")
+        check_finite(source, depth)
+        check_range(source, depth, 0.0, None, "0 = invalid")
         labels = []
-        for path in paths[2:]:
+        for path, field, num_class in zip(paths[2:], self.ENTRY_FIELDS[2:], LABEL_FILE_CLASSES):
             label = self.read_npy(path)
             self.check_shape(path, label, (h, w))
+            source = f"CityScapes {field} {path}"
+            check_dtype(source, label, LABEL_DTYPES, f"class indices, {CITYSCAPES_IGNORE} = void")
+            check_labels(source, label, num_class, CITYSCAPES_IGNORE)
             labels.append(label[:, :, None])
         return [image[:, :, ::-1] * 255, depth, *labels]
 
     def load_item(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
-        img, depth, label2, label7, label19 = self.read_arrays(index)
+        img, depth, label2, label7, label19 = self.to_load_shape(self.read_arrays(index),
+                                                                 RESIZE_RULES)
         if rng is not None:
             (img, depth, label2, label7, label19), _ = augment(
                 [img, depth, label2, label7, label19], nearest=[False, True, True, True, True],

@@ -8,6 +8,7 @@ do not change anything: no global random state is used.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -17,12 +18,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .base import LayoutDataset
 from .cityscapes import CityScapes
 from .nyuv2 import NYUv2
+from .nyuv2_mtan import NYUv2MTAN
 from .taskonomy import Taskonomy
 
 DATASETS: dict[str, type[LayoutDataset]] = {
     "nyuv2_3": NYUv2,
     "cityscapes": CityScapes,
     "taskonomy": Taskonomy,
+    "nyuv2_mtan": NYUv2MTAN,
 }
 
 
@@ -37,17 +40,47 @@ def build_dataset(cfg, split: str, augment: bool | None = None, seed: int = 0) -
     """The dataset of ``cfg.DATASET`` at ``cfg.DATA_ROOT`` for ``split``.
 
     Train crops are ``cfg.CROP_H x cfg.CROP_W``; augmentation defaults to on for ``train`` and
-    off for ``test``. Cityscapes picks its label set from the config's seg class count;
-    Taskonomy resizes to ``cfg.IMAGE_SHAPE`` (256x256 in the reference config).
+    off for ``test``. NYU and Cityscapes check labels against the config's seg class count
+    (Cityscapes also picks its label set by it). Frame size: with ``cfg.RESIZE_TO_IMAGE_SHAPE``
+    (the cpu and tiny profiles) every frame is resized to ``cfg.IMAGE_SHAPE`` on load, and a
+    warning says so once when the stored frames are of another size (their metrics are not
+    comparable with published numbers); without it frames are read as stored and Taskonomy
+    alone is resized, the reference's way, to ``cfg.IMAGE_SHAPE``.
     """
     cls = dataset_class(cfg.DATASET)
     kwargs: dict[str, Any] = dict(split=split, crop_h=cfg.CROP_H, crop_w=cfg.CROP_W, seed=seed,
                                   augment=augment)
-    if cls is CityScapes and "seg" in cfg.TASKS:
+    if cls in (NYUv2, CityScapes) and "seg" in cfg.TASKS:
         kwargs["num_class"] = cfg.TASKS_NUM_CLASS[list(cfg.TASKS).index("seg")]
+    resize = bool(cfg.RESIZE_TO_IMAGE_SHAPE)
+    if resize:
+        kwargs["load_shape"] = tuple(cfg.IMAGE_SHAPE)
     if cls is Taskonomy:
-        kwargs["size"] = tuple(cfg.IMAGE_SHAPE)
-    return cls(cfg.DATA_ROOT, **kwargs)
+        kwargs["size"] = None if resize else tuple(cfg.IMAGE_SHAPE)
+    dataset = cls(cfg.DATA_ROOT, **kwargs)
+    if resize and len(dataset):
+        warn_if_resized(dataset)
+    return dataset
+
+
+_ANNOUNCED_RESIZES: set[str] = set()
+
+
+def warn_if_resized(dataset: LayoutDataset) -> None:
+    """Warn, once per process and dataset, when ``dataset``'s first stored frame is not of its
+    ``load_shape``: every frame is then resized, and metrics on it are not comparable with
+    published ones (docs/DATA.md). A run builds several datasets (train, validation, test) of
+    one root; it is told once."""
+    stored = dataset.stored_frame_shape(0)
+    if stored == dataset.load_shape:
+        return
+    (h, w), (load_h, load_w) = stored, dataset.load_shape
+    message = (f"{dataset.NAME} frames in {dataset.root} are stored at {h}x{w} and are resized "
+               f"to {load_h}x{load_w} on load (RESIZE_TO_IMAGE_SHAPE): metrics of this run are "
+               f"not comparable with published numbers (docs/DATA.md)")
+    if message not in _ANNOUNCED_RESIZES:
+        _ANNOUNCED_RESIZES.add(message)
+        warnings.warn(message, stacklevel=2)
 
 
 class IndexedSubset(Dataset):

@@ -3,6 +3,11 @@
 ``DATA_ROOT/nyu_v2_3task.json`` = ``{"train": [...], "test": [...]}``, each entry
 ``[img/<id>.png, seg/<id>.png, normal_mask/<id>.png, depth/<id>.npy]`` relative to DATA_ROOT.
 
+Files as AdaShare's (checked on every read, naming the file): img 8-bit 3-channel PNG; seg
+8-bit single-channel PNG of classes ``0..num_class-1`` and 255; normal_mask 8-bit 3-channel PNG
+(every value is a valid encoding); depth float32 ``H x W`` .npy, finite, in
+``[0, MAX_DEPTH_M]`` metres (a uint16 file is millimetres and is refused).
+
 Item (test split: exactly the reference loader's item):
 
     img     float32 3xHxW  BGR, 0..255 minus IMG_MEAN_BGR
@@ -27,10 +32,15 @@ import cv2
 import numpy as np
 
 from .base import LayoutDataset, subtract_mean, to_chw
-from .transforms import augment
+from .checks import check_channels, check_dtype, check_finite, check_labels, check_range
+from .transforms import BILINEAR, NEAREST, augment
 
 NYU_IGNORE = 255
 NORMAL_X_CHANNEL = 2   # red channel of the PNG once OpenCV has read it as BGR
+MAX_DEPTH_M = 20.0     # the Kinect reads up to about 10 m; more means the file is not metres
+# Load-time resize of img, seg, normal, depth: normals stay encoded (and 255 = invalid), so
+# they, like the labels and depth, are sampled, never blended.
+RESIZE_RULES = (BILINEAR, NEAREST, NEAREST, NEAREST)
 
 
 class NYUv2(LayoutDataset):
@@ -43,26 +53,45 @@ class NYUv2(LayoutDataset):
 
     def __init__(self, root, split: str = "train", crop_h: int | None = None,
                  crop_w: int | None = None, seed: int = 0, augment: bool | None = None,
-                 reference_flip: bool = False):
-        super().__init__(root, split, crop_h, crop_w, seed, augment)
+                 load_shape: tuple[int, int] | None = None, reference_flip: bool = False,
+                 num_class: int = 40):
+        super().__init__(root, split, crop_h, crop_w, seed, augment, load_shape)
         self.reference_flip = reference_flip
+        self.num_class = int(num_class)
 
     def read_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The sample's files as the reference reads them: HxWx3 uint8 BGR image, HxWx1 uint8
         seg, HxWx3 uint8 normal (BGR order), HxWx1 depth (the file's dtype)."""
         img_path, seg_path, normal_path, depth_path = (self.file(index, k) for k in range(4))
-        img = self.read_cv2(img_path, cv2.IMREAD_COLOR)
-        seg = self.read_cv2(seg_path, cv2.IMREAD_GRAYSCALE)[:, :, None]
-        normal = self.read_cv2(normal_path, cv2.IMREAD_COLOR)
+        # IMREAD_UNCHANGED decodes an 8-bit RGB (grey) PNG exactly as IMREAD_COLOR
+        # (IMREAD_GRAYSCALE) does, and lets a 16-bit, grey or RGBA file be refused, not converted.
+        img = self.read_cv2(img_path, cv2.IMREAD_UNCHANGED)
+        self._check_8bit(img_path, "img", img, 3, "an 8-bit RGB PNG")
+        seg = self.read_cv2(seg_path, cv2.IMREAD_UNCHANGED)
+        self._check_8bit(seg_path, "seg", seg, None, "an 8-bit single-channel PNG of classes")
+        normal = self.read_cv2(normal_path, cv2.IMREAD_UNCHANGED)
+        self._check_8bit(normal_path, "normal", normal, 3, "an 8-bit RGB PNG of (n+1)*127.5")
         depth = self.read_npy(depth_path)
         h, w = img.shape[:2]
-        self.check_shape(seg_path, seg, (h, w, 1))
+        self.check_shape(seg_path, seg, (h, w))
         self.check_shape(normal_path, normal, (h, w, 3))
         self.check_shape(depth_path, depth, (h, w))
-        return img, seg, normal, depth[:, :, None]
+        check_labels(f"NYUv2 seg {seg_path}", seg, self.num_class, NYU_IGNORE)
+        source = f"NYUv2 depth {depth_path}"
+        check_dtype(source, depth, (np.float32,), "depth in metres; uint16 files hold millimetres")
+        check_finite(source, depth)
+        check_range(source, depth, 0.0, MAX_DEPTH_M, "metres, 0 = invalid")
+        return img, seg[:, :, None], normal, depth[:, :, None]
+
+    @staticmethod
+    def _check_8bit(path, field: str, array: np.ndarray, channels: int | None,
+                    expected: str) -> None:
+        source = f"NYUv2 {field} {path}"
+        check_dtype(source, array, (np.uint8,), expected)
+        check_channels(source, array, channels, expected)
 
     def load_item(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
-        img, seg, normal, depth = self.read_arrays(index)
+        img, seg, normal, depth = self.to_load_shape(self.read_arrays(index), RESIZE_RULES)
         if rng is not None:
             (img, seg, normal, depth), flipped = augment(
                 [img, seg, normal, depth], nearest=[False, True, True, True],

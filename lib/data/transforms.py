@@ -1,4 +1,5 @@
-"""The reference's train-time augmentation: random scale, horizontal flip, centred pad, random crop.
+"""Frame transforms: the load-time resize of a profile, and the reference's train-time augmentation
+(random scale, horizontal flip, centred pad, random crop).
 
 Every function takes the sample's arrays as ``H x W x C`` numpy arrays and a
 ``numpy.random.Generator``; nothing here touches global random state, so an item's augmentation
@@ -28,6 +29,36 @@ def resize(array: np.ndarray, height: int, width: int, nearest: bool) -> np.ndar
     if out.ndim == 2:
         out = out[:, :, None]
     return out.astype(array.dtype, copy=False) if proxy is not None else out
+
+
+# How each kind of map is resized to a profile's frame size (:func:`resize_frame`).
+BILINEAR = "bilinear"          # images and continuous maps (Taskonomy keypoints, edges)
+NEAREST = "nearest"            # labels, masks, depth (values unchanged), encoded normals
+UNIT_VECTORS = "unit_vectors"  # decoded normals: bilinear, then re-normalised to unit length
+RESIZE_RULES = (BILINEAR, NEAREST, UNIT_VECTORS)
+
+
+def resize_frame(arrays: Sequence[np.ndarray], rules: Sequence[str], height: int,
+                 width: int) -> list[np.ndarray]:
+    """A frame's ``H x W x C`` arrays resized to ``height x width``, each by its rule.
+
+    A frame already of that size is returned unchanged (the same arrays), so data stored at
+    the target size reads bit for bit as without the resize. Vectors of (near) zero length
+    stay as they are under :data:`UNIT_VECTORS` (there is no direction to keep).
+    """
+    if arrays[0].shape[:2] == (height, width):
+        return list(arrays)
+    out = []
+    for array, rule in zip(arrays, rules, strict=True):
+        if rule not in RESIZE_RULES:
+            raise ValueError(f"unknown resize rule {rule!r}; expected one of {RESIZE_RULES}")
+        resized = resize(array, height, width, nearest=rule == NEAREST)
+        if rule == UNIT_VECTORS:
+            norm = np.linalg.norm(resized, axis=2, keepdims=True)
+            resized = np.where(norm > 1e-6, resized / np.maximum(norm, 1e-6), resized)
+            resized = resized.astype(array.dtype, copy=False)
+        out.append(resized)
+    return out
 
 
 def random_scale(arrays: Sequence[np.ndarray], nearest: Sequence[bool],

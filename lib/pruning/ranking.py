@@ -9,7 +9,8 @@ so the masks are bit for bit the ones of ``sort(descending=True).values[k - 1]``
 
     ScoreRanking           top-k masks of one score set for any keep ratio: ties kept (the
                            reference's rule), or broken by a tie-break then position (``exact``)
-    topk_mask, task_masks  the one-shot forms
+    topk_mask, task_masks  the one-shot forms (global top-k; per-task normalised top-k)
+    check_keep_ratio       what a keep ratio may be: (0, 1], ``int(n * keep)`` entries kept
     VotedSparsityCurve     deployed sparsity of vote-fused per-task masks by keep ratio, counted
                            without building masks (what the target-sparsity search bisects)
     SortedRanking          the plain sort this module replaces: the oracle of tests and benchmarks
@@ -21,14 +22,26 @@ from typing import Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 
+from lib.masks import Masks
+
 from .errors import KeepsNoWeightError
-from .masks import Masks, check_keep_ratio
 from .sparsity import SparsityCurve
 
 _DIGIT = 16                   # bits resolved per histogram pass
 _BINS = 1 << _DIGIT
 _SIGNED_OFFSET = 1 << (_DIGIT - 1)
 _NAN_KEY = 0x7F800000          # keys above this (or below its negative) are NaNs
+
+
+def check_keep_ratio(keep_ratio: float) -> float:
+    """Return ``keep_ratio`` as float if it lies in (0, 1], else raise a one-line ValueError."""
+    try:
+        value = float(keep_ratio)
+    except (TypeError, ValueError):
+        raise ValueError(f"keep_ratio must be a number in (0, 1], got {keep_ratio!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+    return value
 
 
 def order_keys(values: torch.Tensor) -> torch.Tensor:
