@@ -115,7 +115,9 @@ def per_task_plan(net: MultiTaskModel, scores: dict[str, dict[str, torch.Tensor]
                   reproduce_single_task_bug: bool = False, info: dict | None = None) -> PruningPlan:
     required_votes(min_votes, len(scores))  # validate the rule before any search
     magnitude = _magnitudes(net)
-    rankings = {t: ScoreRanking(s, normalise=True, label=f"task {t!r}", tie_break=magnitude)
+    shared = list(shared_layers(net))
+    rankings = {t: ScoreRanking(s, normalise=True, label=f"task {t!r}", tie_break=magnitude,
+                                leading=shared if list(s)[:len(shared)] == shared else ())
                 for t, s in scores.items()}
 
     @functools.lru_cache(maxsize=1)  # the fused masks and net.task_masks share one computation

@@ -144,7 +144,9 @@ class ScoreRanking:
     ``masks(keep_ratio, exact=True)`` keeps exactly ``int(n * keep_ratio)``: ties are broken by
     ``tie_break`` (larger first, e.g. ``|w|``), then by position. Needed where many scores tie
     (exact zeros: dead ReLUs, dilated taps that only see padding) and a target sparsity must be
-    met; the reference's keep-ties rule stays the default.
+    met; the reference's keep-ties rule stays the default. ``leading``: the first layers of
+    ``scores`` (the shared ones, for :class:`VotedSparsityCurve`) whose bin counts are kept
+    apart as ``leading_hist``.
 
     The threshold is the k-th largest score found by selection (:func:`kth_largest`), in time
     linear in the number of scores; the masks equal those of a full sort (:class:`SortedRanking`).
@@ -156,7 +158,8 @@ class ScoreRanking:
     CACHED_BINS = 8
 
     def __init__(self, scores: Mapping[str, torch.Tensor], normalise: bool = True,
-                 label: str = "scores", tie_break: Mapping[str, torch.Tensor] | None = None):
+                 label: str = "scores", tie_break: Mapping[str, torch.Tensor] | None = None,
+                 leading: Sequence[str] = ()):
         if not scores:
             raise ValueError(f"{label}: no scores to threshold")
         self.label = label
@@ -181,7 +184,15 @@ class ScoreRanking:
             raise ValueError(f"{label}: scores contain NaN, cannot rank them")
         self.signed = int(self.keys.min()) < 0
         self._digits = high_digits(self.keys, self.signed)
-        self._high_hist = torch.bincount(self._digits, minlength=_BINS)
+        # the leading layers' bin counts kept apart, at no extra cost: the high-digit histogram
+        # is theirs plus the rest's
+        self.leading = list(leading)
+        if self.names[:len(self.leading)] != self.leading:
+            raise ValueError(f"{label}: leading layers {self.leading[:2]}... do not open the "
+                             f"scores {self.names[:2]}...")
+        split = sum(self.sizes[:len(self.leading)])
+        self.leading_hist = torch.bincount(self._digits[:split], minlength=_BINS)
+        self._high_hist = self.leading_hist + torch.bincount(self._digits[split:], minlength=_BINS)
         self._low_hists: dict[int, torch.Tensor] = {}
         self._window: _Window | None = None
         self._focus: tuple[int, int, bool, int] | None = None  # digits, exact, full passes
@@ -400,7 +411,8 @@ class VotedSparsityCurve(SparsityCurve):
         # per task: how many shared entries have a high digit >= d, for every digit d
         self._shared_from = []
         for r in self.rankings:
-            hist = torch.bincount(r._digits[:self.num_shared], minlength=_BINS)
+            hist = r.leading_hist if r.leading == shared else torch.bincount(
+                r._digits[:self.num_shared], minlength=_BINS)
             from_top = torch.cat([hist.flip(0).cumsum(0).flip(0), hist.new_zeros(1)])
             self._shared_from.append(from_top.tolist())
         self._reset()
@@ -434,12 +446,15 @@ class VotedSparsityCurve(SparsityCurve):
         for j, ranking in enumerate(self.rankings):
             upper, lower = self._marks["lo"], self._marks["hi"]
             ranking.focus(upper and upper[j].top, lower and lower[j].possible, self.exact)
-        if sure is None:
+        if possible is None:
             return  # known from the histograms alone: nothing to gather by
+        keys = self._entry_keys()
+        if moved == "lo" and sure is None:
+            sure = [k >= mark.sure for k, mark in zip(keys, marks)]
+            sure.append(self._fuse(sure))
         # entries decided for the bracket keep the fate they had at its bound just set: the
         # sure one at lo, the possible one at hi
         fate = sure if moved == "lo" else possible
-        keys = self._entry_keys()
         undecided = self._between_marks(keys[0], 0, fate, moved)
         for j in range(1, len(keys)):
             undecided |= self._between_marks(keys[j], j, fate, moved)
@@ -478,11 +493,8 @@ class VotedSparsityCurve(SparsityCurve):
     def _from_histograms(self, keep, marks, kept) -> tuple[float, float]:
         """Bounds from each task's bin counts over the shared weights, without a pass."""
         tasks, need, n = len(self.rankings), self.need, self.num_shared
-        sure, possible = [], []
-        for j, mark in enumerate(marks):
-            from_digit, ranking = self._shared_from[j], self.rankings[j]
-            sure.append(from_digit[ranking._digit(mark.sure)])
-            possible.append(from_digit[ranking._digit(mark.possible)])
+        sure = [self._shared_at_or_above(j, mark.sure) for j, mark in enumerate(marks)]
+        possible = [self._shared_at_or_above(j, mark.possible) for j, mark in enumerate(marks)]
         if need > tasks:
             fused_low = fused_high = 0
         else:
@@ -494,31 +506,37 @@ class VotedSparsityCurve(SparsityCurve):
                 fused_low = max(fused_low, *sure)
             fused_low = max(0, fused_low - self._zero_shared)  # zero weights: never kept
             fused_high = min(n - self._zero_shared, sum(sorted(possible)[:spare]))
-        low, high = fused_low, fused_high
-        for j, (mark, (at_least, at_most)) in enumerate(zip(marks, kept)):
-            zero_sure, zero_possible = self._zero_own_kept(j, mark)
-            low += at_least - sure[j] - zero_sure
-            high += at_most - possible[j] - zero_possible
+        own_low, own_high = self._own_bounds(marks, kept)
         self._last = (keep, marks, None, None)
-        return self._percent(low, high)
+        return self._percent(fused_low + own_low, fused_high + own_high)
 
     def _from_one_pass(self, keep, marks, kept) -> tuple[float, float]:
-        """Bounds from comparing every shared weight looked at with the cuts' bins."""
+        """Bounds from comparing every shared weight looked at with the cuts' bins: which the
+        vote may keep; those surely kept differ by at most the entries in the cuts' bins."""
         keys = self._entry_keys()
-        sure = [k >= mark.sure for k, mark in zip(keys, marks)]
         possible = [k >= mark.possible for k, mark in zip(keys, marks)]
-        sure.append(self._fuse(sure))
         possible.append(self._fuse(possible))
-        low = self._kept_fused + int(torch.count_nonzero(sure[-1]))
         high = self._kept_fused + int(torch.count_nonzero(possible[-1]))
+        in_cut_bins = sum(self._shared_at_or_above(j, mark.possible) -
+                          self._shared_at_or_above(j, mark.sure) for j, mark in enumerate(marks))
+        low = max(self._kept_fused, high - in_cut_bins)
+        own_low, own_high = self._own_bounds(marks, kept)
+        self._last = (keep, marks, None, possible)
+        return self._percent(low + own_low, high + own_high)
+
+    def _own_bounds(self, marks, kept) -> tuple[int, int]:
+        """How many of their own nonzero weights the tasks keep at least / at most: all their
+        entries at or above the cut's bin, less the shared and the zero ones, by bin counts."""
+        low = high = 0
         for j, (mark, (at_least, at_most)) in enumerate(zip(marks, kept)):
             zero_sure, zero_possible = self._zero_own_kept(j, mark)
-            shared_sure = self._kept_single[j] + int(torch.count_nonzero(sure[j]))
-            shared_possible = self._kept_single[j] + int(torch.count_nonzero(possible[j]))
-            low += at_least - shared_sure - zero_sure
-            high += at_most - shared_possible - zero_possible
-        self._last = (keep, marks, sure, possible)
-        return self._percent(low, high)
+            low += at_least - self._shared_at_or_above(j, mark.sure) - zero_sure
+            high += at_most - self._shared_at_or_above(j, mark.possible) - zero_possible
+        return low, high
+
+    def _shared_at_or_above(self, j: int, key: int) -> int:
+        """How many shared entries of task ``j`` have a high digit at or above ``key``'s."""
+        return self._shared_from[j][self.rankings[j]._digit(key)]
 
     def _exact_value(self, keep: float) -> float:
         cuts = [r.cut(r.num_keep(keep), self.exact) for r in self.rankings]
@@ -606,12 +624,14 @@ class SortedRanking:
     """The plain sort :class:`ScoreRanking` replaced, kept as its oracle (tests, benchmarks).
 
     Same interface and masks: one full descending sort of all scores (ties kept), or a
-    lexicographic argsort on (score, tie-break, position) for ``exact``. O(n log n).
+    lexicographic argsort on (score, tie-break, position) for ``exact``. O(n log n). A sort
+    keeps no bin counts: ``leading`` is only recorded.
     """
 
     def __init__(self, scores: Mapping[str, torch.Tensor], normalise: bool = True,
-                 label: str = "scores", tie_break: Mapping[str, torch.Tensor] | None = None):
-        self.label = label
+                 label: str = "scores", tie_break: Mapping[str, torch.Tensor] | None = None,
+                 leading: Sequence[str] = ()):
+        self.label, self.leading = label, list(leading)
         self.scores = {n: s.detach().float() for n, s in scores.items()}
         flat = torch.cat([s.flatten() for s in self.scores.values()])
         if normalise:
