@@ -13,6 +13,7 @@ Public API
     task_scores(net, criterion, loader, tasks, num_batches, mode="eval", device=None)
     task_scores_reference(...)                        naive oracle (the reference's procedure)
     task_masks(scores, keep_ratio)                    per-task normalised top-k, ties kept
+    ScoreRanking(scores, ...)                         top-k by selection (linear time)
     fuse_backbone(masks, min_votes=2)                 int | "all" | "any" | "majority"
     masks_of(net), install_masks(net, masks), remove_masks(net)          (from lib.masks)
     sparsity_report(net, full_net=None), keep_ratio_for_sparsity(...), reference_keep_ratio(cfg, S)
@@ -35,18 +36,21 @@ from .compact import select_tasks
 from .errors import KeepsNoWeightError, PruningError, UnreachableSparsityError
 from .fusion import fuse_backbone, required_votes
 from .lth import global_magnitude_masks, iterative_magnitude_masks, per_round_runs
-from .masks import ScoreRanking, check_keep_ratio, task_masks, topk_mask
 from .methods import (DATA_FREE_METHODS, METHODS, STRUCTURED_METHODS, PruneContext, PruneResult,
                       PruningPlan, StructuredPlan, cut_prune, decide, prune, uses_data)
+from .ranking import (ScoreRanking, SortedRanking, VotedSparsityCurve, check_keep_ratio,
+                      task_masks, topk_mask)
 from .scores import (joint_scores, magnitude_scores, random_scores, task_scores,
                      task_scores_reference)
-from .sparsity import check_sparsity, keep_ratio_for_sparsity, mask_sparsity, reference_keep_ratio
+from .sparsity import (MaskSparsityCurve, SparsityCurve, check_sparsity, keep_ratio_for_sparsity,
+                       mask_sparsity, reference_keep_ratio)
 from .workflow import SavedPruning, plot_pruning, prune_and_save
 
 __all__ = [
-    "DATA_FREE_METHODS", "KeepsNoWeightError", "METHODS", "PruneContext", "PruneResult",
-    "PruningError", "PruningPlan", "STRUCTURED_METHODS", "SavedPruning", "ScoreRanking",
-    "StructuredPlan", "UnreachableSparsityError", "check_keep_ratio", "check_sparsity",
+    "DATA_FREE_METHODS", "KeepsNoWeightError", "METHODS", "MaskSparsityCurve", "PruneContext",
+    "PruneResult", "PruningError", "PruningPlan", "STRUCTURED_METHODS", "SavedPruning",
+    "ScoreRanking", "SortedRanking", "SparsityCurve", "StructuredPlan",
+    "UnreachableSparsityError", "VotedSparsityCurve", "check_keep_ratio", "check_sparsity",
     "cut_prune", "decide", "effective_weight", "fuse_backbone", "global_magnitude_masks",
     "has_masks", "install_masks", "iterative_magnitude_masks", "joint_scores",
     "keep_ratio_for_sparsity", "layer_sparsity", "load_base_model", "load_pruned",

@@ -8,9 +8,8 @@ from typing import Mapping
 
 from matplotlib.figure import Figure
 
+from lib.masks import Masks
 from lib.utils import atomic_write
-
-from .masks import Masks
 
 
 def mask_iou_by_layer(masks_a: Masks, masks_b: Masks) -> dict[str, float]:

@@ -18,8 +18,8 @@ from lib.checkpoints import load_base_model, pruned_filename
 from lib.config import load_config
 from lib.utils import check_output_file, resolve_device, set_cpu_threads
 
-from .masks import check_keep_ratio
 from .methods import METHODS, STRUCTURED_METHODS, uses_data
+from .ranking import check_keep_ratio
 from .sparsity import check_sparsity, reference_keep_ratio
 from .workflow import prune_and_save
 

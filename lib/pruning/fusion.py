@@ -5,7 +5,7 @@ from typing import Mapping, Union
 
 import torch
 
-from .masks import Masks
+from lib.masks import Masks
 
 MinVotes = Union[int, str]
 NAMED_RULES = ("all", "any", "majority")

@@ -17,7 +17,7 @@ import torch
 from lib.masks import Masks, install_masks, ones_masks, remove_masks
 from lib.models import MultiTaskModel
 
-from .masks import topk_mask
+from .ranking import topk_mask
 from .scores import magnitude_scores
 
 TrainFn = Callable[[MultiTaskModel], None]

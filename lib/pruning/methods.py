@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -26,13 +26,16 @@ from lib.models import (MultiTaskModel, architecture_of, build_model, check_mode
 from lib.utils import resolve_device, seed_everything
 
 from .compact import select_tasks
-from .errors import PruningError
+from .errors import PruningError, UnreachableSparsityError
 from .fusion import MinVotes, fuse_backbone, required_votes
 from .lth import TrainFn, iterative_magnitude_masks
-from .masks import ScoreRanking, check_keep_ratio
+from .ranking import ScoreRanking, VotedSparsityCurve, check_keep_ratio
 from .scores import (check_criterion, joint_scores, magnitude_scores, random_scores, task_scores)
-from .sparsity import SPARSITY_TOLERANCE, check_sparsity, keep_ratio_for_sparsity, mask_sparsity
+from .sparsity import (SPARSITY_TOLERANCE, MaskSparsityCurve, SparsityCurve, check_sparsity,
+                       keep_ratio_for_sparsity, mask_sparsity)
 from .structured import structured_cut_prune
+
+CurveFactory = Callable[[bool, Mapping[str, torch.Tensor]], "SparsityCurve | None"]
 
 
 @dataclass
@@ -54,12 +57,16 @@ class PruningPlan:
     ties), so a target sparsity S maps to keep ratio 1 - S/100 without a search.
     ``masks_for(keep, exact=False)``: ``exact=True`` breaks score ties (see ScoreRanking).
     ``task_masks_for``: optional keep ratio -> per-task masks, kept for mask analysis.
+    ``sparsity_curve(exact, weights)``: optional; the deployed sparsity by keep ratio counted
+    without building masks, for the target-sparsity search (None, or returning None: the
+    search counts ``masks_for``'s).
     """
     net: MultiTaskModel
     masks_for: Callable[[float], Masks]
     global_budget: bool
     task_masks_for: Callable[[float], dict[str, Masks]] | None = None
     info: dict = field(default_factory=dict)
+    sparsity_curve: CurveFactory | None = None
 
 
 @dataclass
@@ -108,9 +115,12 @@ def per_task_plan(net: MultiTaskModel, scores: dict[str, dict[str, torch.Tensor]
                   reproduce_single_task_bug: bool = False, info: dict | None = None) -> PruningPlan:
     required_votes(min_votes, len(scores))  # validate the rule before any search
     magnitude = _magnitudes(net)
-    rankings = {t: ScoreRanking(s, normalise=True, label=f"task {t!r}", tie_break=magnitude)
+    shared = list(shared_layers(net))
+    rankings = {t: ScoreRanking(s, normalise=True, label=f"task {t!r}", tie_break=magnitude,
+                                leading=shared if list(s)[:len(shared)] == shared else ())
                 for t, s in scores.items()}
 
+    @functools.lru_cache(maxsize=1)  # the fused masks and net.task_masks share one computation
     def task_masks_for(keep: float, exact: bool = False) -> dict[str, Masks]:
         return {t: r.masks(keep, exact) for t, r in rankings.items()}
 
@@ -118,7 +128,27 @@ def per_task_plan(net: MultiTaskModel, scores: dict[str, dict[str, torch.Tensor]
         return decide(net, task_masks_for(keep, exact), min_votes, reproduce_single_task_bug)
 
     return PruningPlan(net, masks_for, False, task_masks_for,
-                       {"min_votes": min_votes, **(info or {})})
+                       {"min_votes": min_votes, **(info or {})},
+                       _voted_curve(net, rankings, min_votes, reproduce_single_task_bug))
+
+
+def _voted_curve(net: MultiTaskModel, rankings: dict[str, ScoreRanking], min_votes: MinVotes,
+                 reproduce_single_task_bug: bool):
+    """``(exact, weights) -> VotedSparsityCurve`` of what :func:`decide` makes of ``rankings``,
+    or None where fusion refuses the rule or a ranking is not the shared layers followed by its
+    task's own (the search then counts the masks themselves, and meets decide's errors)."""
+    def curve(exact: bool, weights: Mapping[str, torch.Tensor]) -> SparsityCurve | None:
+        tasks = list(rankings)
+        need = required_votes(min_votes, len(tasks))
+        if len(tasks) == 1 and not reproduce_single_task_bug:
+            need = 1  # one task: its own mask is the backbone's
+        elif need > len(tasks) and not reproduce_single_task_bug:
+            return None
+        shared = list(shared_layers(net))
+        if any(rankings[t].names != shared + list(task_layers(net, t)) for t in tasks):
+            return None
+        return VotedSparsityCurve(rankings, shared, need, weights, exact)
+    return curve
 
 
 def global_plan(net: MultiTaskModel, scores: dict[str, torch.Tensor], normalise: bool,
@@ -128,9 +158,25 @@ def global_plan(net: MultiTaskModel, scores: dict[str, torch.Tensor], normalise:
     return PruningPlan(net, ranking.masks, True, None, info or {})
 
 
-def _magnitudes(net: MultiTaskModel) -> dict[str, torch.Tensor]:
+class _Magnitudes(Mapping):
+    """``|w|`` per layer, computed when read: only weights tied at a cut are ever looked at."""
+
+    def __init__(self, weights: Mapping[str, torch.Tensor]):
+        self._weights = weights
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._weights[name].abs()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._weights)
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+
+def _magnitudes(net: MultiTaskModel) -> Mapping[str, torch.Tensor]:
     """``|w|`` per prunable layer: the tie-break between equal scores in target-sparsity mode."""
-    return {n: w.abs() for n, w in layer_weights(net).items()}
+    return _Magnitudes(layer_weights(net))
 
 
 def _require_data(ctx: PruneContext, net: MultiTaskModel, method: str) -> None:
@@ -376,16 +422,19 @@ def _keep_ratio_for_target(plan: PruningPlan, sparsity: float,
             if abs(achieved - sparsity) <= SPARSITY_TOLERANCE:
                 return keep, exact
             continue
+        curve = plan.sparsity_curve(exact, weights) if plan.sparsity_curve else None
+        if curve is None:
+            curve = MaskSparsityCurve(lambda keep: plan.masks_for(keep, exact), weights)
         try:
-            return keep_ratio_for_sparsity(lambda keep: plan.masks_for(keep, exact), sparsity,
-                                           weights), exact
-        except ValueError as exc:
-            if "ties in the scores" not in str(exc) or exact:
+            return keep_ratio_for_sparsity(curve, sparsity), exact
+        except UnreachableSparsityError:
+            if exact:
                 raise
     # With ties broken a global budget keeps exactly 1 - S/100 of the weights; missing the
     # target then means the kept weights themselves hold zeros.
-    raise ValueError(f"cannot reach {sparsity}% deployed sparsity: {achieved:.2f}% of the "
-                     f"weights end up zero (zeros among the kept weights)")
+    raise UnreachableSparsityError(
+        f"cannot reach {sparsity}% deployed sparsity: {achieved:.2f}% of the weights end up "
+        f"zero (zeros among the kept weights)", closest=achieved, keep_ratio=keep)
 
 
 def _jsonable(value: Any) -> bool:

@@ -6,11 +6,14 @@ and BatchNorm are never pruned, as in the reference).
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import abc
+from typing import Callable, Iterator, Mapping
 
 import torch
 
 from lib.masks import Masks
+
+from .errors import KeepsNoWeightError, UnreachableSparsityError
 
 SPARSITY_TOLERANCE = 0.5  # percentage points a target-sparsity search may miss by
 
@@ -39,50 +42,125 @@ def _dropped_percent(masks: Masks, zero_weights: Mapping[str, torch.Tensor] | No
         if zero_weights is not None:
             dropped = dropped | zero_weights[name]
         total += mask.numel()
-        zeros += int(dropped.sum())
+        zeros += int(torch.count_nonzero(dropped))
     return 100.0 * zeros / max(total, 1)
 
 
-def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks], sparsity: float,
+class SparsityCurve(abc.ABC):
+    """Deployed sparsity (percent) as a function of the keep ratio, for the target search.
+
+    ``at(keep)`` must not increase with ``keep`` and may raise KeepsNoWeightError (counted as
+    100 %). ``intervals(keep)`` may yield cheaper intervals holding ``at(keep)``, each tighter
+    than the last, the last one the value itself; the search stops asking as soon as one
+    decides its step. After each step the search calls ``narrow(lo, hi)``: it will mostly ask
+    inside [lo, hi] from now on, and one of them was its last question; a curve may use that to
+    look at fewer weights.
+    """
+
+    @abc.abstractmethod
+    def at(self, keep: float) -> float:
+        """Deployed sparsity in percent at keep ratio ``keep``."""
+
+    def intervals(self, keep: float) -> Iterator[tuple[float, float]]:
+        """Intervals holding ``at(keep)``, tightening to the value (by default just that)."""
+        value = self.at(keep)
+        yield value, value
+
+    def narrow(self, lo: float, hi: float) -> None:
+        """The search will mostly ask inside [lo, hi] from now on."""
+
+
+class MaskSparsityCurve(SparsityCurve):
+    """The curve of any ``masks_for(keep)`` (masks of every prunable layer of the deployed
+    network), counted on the masks themselves with ``weights``' zeros: O(n) per step."""
+
+    def __init__(self, masks_for: Callable[[float], Masks],
+                 weights: Mapping[str, torch.Tensor] | None = None):
+        self.masks_for = masks_for
+        self.zero_weights = None if weights is None else {n: w == 0 for n, w in weights.items()}
+
+    def at(self, keep: float) -> float:
+        return _dropped_percent(self.masks_for(keep), self.zero_weights)
+
+
+def _value(curve: SparsityCurve, keep: float) -> float:
+    try:
+        return curve.at(keep)
+    except KeepsNoWeightError:
+        return 100.0
+
+
+def _decided(curve: SparsityCurve, keep: float, target: float, band: float
+             ) -> tuple[float, float]:
+    """The first of the curve's intervals at ``keep`` that is the value or lies off the band
+    ``target ± band`` (the value then lies off it too)."""
+    try:
+        for low, high in curve.intervals(keep):
+            if low == high or low > target + band or high < target - band:
+                return low, high
+    except KeepsNoWeightError:
+        return 100.0, 100.0
+    raise ValueError(f"{type(curve).__name__}.intervals({keep}) ended before the value")
+
+
+def keep_ratio_for_sparsity(masks_for: Callable[[float], Masks] | SparsityCurve, sparsity: float,
                             weights: Mapping[str, torch.Tensor] | None = None,
                             tolerance: float = SPARSITY_TOLERANCE, max_steps: int = 40) -> float:
-    """Bisect the keep ratio whose masks give ``sparsity`` % deployed sparsity (± ``tolerance`` pp).
+    """Bisect the keep ratio whose masks give ``sparsity`` % deployed sparsity (± ``tolerance``).
 
     ``masks_for(keep_ratio)`` must return the masks of every prunable layer of the deployed
-    network; deployed sparsity falls monotonically as the keep ratio grows (per-task top-k
-    sets are nested and vote fusion preserves nesting). Raises a one-line ValueError naming
-    the closest reachable sparsity when ties in the scores make the target unreachable.
+    network (``weights`` gives its already-zero weights), or be a :class:`SparsityCurve` that
+    counts the deployed sparsity itself (``weights`` is then its business); deployed sparsity
+    falls monotonically as the keep ratio grows (per-task top-k sets are nested and vote fusion
+    preserves nesting). The bisection stops within ``tolerance / 4`` and returns the keep ratio
+    whose sparsity came closest (the first such). A step whose interval (``curve.intervals``)
+    lies off that band goes the way its value would, so only steps near the target need the
+    value itself, and the result is the one exact values at every step give. Raises a one-line
+    UnreachableSparsityError naming the closest reachable sparsity when ties in the scores
+    make the target unreachable.
     """
     target = check_sparsity(sparsity)
-    zero_weights = None if weights is None else {n: w == 0 for n, w in weights.items()}
+    curve = (masks_for if isinstance(masks_for, SparsityCurve)
+             else MaskSparsityCurve(masks_for, weights))
+    band = tolerance / 4
     lo, hi = 0.0, 1.0
-    best: tuple[float, float] | None = None  # (|error|, keep ratio)
-    achieved = {}
+    steps: list[list[float]] = []  # [keep, low, high]: the sparsity at keep lies in [low, high]
     for _ in range(max_steps):
-        keep = hi if best is None else (lo + hi) / 2
-        try:
-            value = _dropped_percent(masks_for(keep), zero_weights)
-        except ValueError as exc:
-            if "keeps no weight" not in str(exc):
-                raise
-            value = 100.0
-        achieved[keep] = value
-        error = abs(value - target)
-        if best is None or error < best[0]:
-            best = (error, keep)
-        if error <= tolerance / 4:
+        keep = hi if not steps else (lo + hi) / 2
+        low, high = _decided(curve, keep, target, band)
+        steps.append([keep, low, high])
+        if low == high and abs(low - target) <= band:
             break
-        if value > target:
+        if low > target:
             lo = keep
         else:
             hi = keep
         if hi - lo < 1e-9:
             break
-    if best[0] > tolerance:
-        raise ValueError(f"cannot reach {target}% deployed sparsity within {tolerance} pp: "
-                         f"closest is {achieved[best[1]]:.2f}% at keep ratio {best[1]:.6f} "
-                         f"(ties in the scores)")
-    return best[1]
+        curve.narrow(lo, hi)
+    best = _closest(steps, target, curve)
+    if abs(steps[best][1] - target) > tolerance:
+        keep, achieved = steps[best][0], steps[best][1]
+        raise UnreachableSparsityError(
+            f"cannot reach {target}% deployed sparsity within {tolerance} pp: closest is "
+            f"{achieved:.2f}% at keep ratio {keep:.6f} (ties in the scores)",
+            closest=achieved, keep_ratio=keep)
+    return steps[best][0]
+
+
+def _closest(steps: list[list[float]], target: float, curve: SparsityCurve) -> int:
+    """The first step whose sparsity is closest to ``target``, evaluating exactly any step known
+    only by an interval that could still hold it."""
+    while True:
+        exact = [(abs(low - target), i) for i, (_, low, high) in enumerate(steps) if low == high]
+        best_error, best = min(exact, default=(float("inf"), len(steps)))
+        for i, (keep, low, high) in enumerate(steps):
+            closest = max(0.0, low - target, target - high)
+            if low != high and (closest < best_error or (closest == best_error and i < best)):
+                steps[i][1:] = [_value(curve, keep)] * 2
+                break
+        else:
+            return best
 
 
 def reference_keep_ratio(cfg, sparsity: float) -> float:
