@@ -1,6 +1,8 @@
 """The iteration loop shared by :func:`lib.training.train` and :func:`lib.training.finetune`.
 
-Adam + StepLR stepped once per iteration, the criterion's weighted multi-task loss, seeded and
+The config's optimiser and schedule (:class:`Schedule`: Adam + StepLR by default, SGD with
+momentum and cosine annealing as the min-max trainers use; stepped once per iteration), the
+criterion's weighted multi-task loss, seeded and
 exactly resumable data order and RNG, periodic validation (RNG-neutral, so it never changes the
 training trajectory), atomic checkpoints, a NaN/inf guard, tqdm and tensorboardX on rank 0.
 
@@ -38,14 +40,28 @@ History = dict[str, list[tuple[int, float]]]
 EvalFn = Callable[[nn.Module, DataLoader, torch.device], Mapping[str, Any]]
 
 
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("step", "cosine")
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """Optimiser and schedule hyper-parameters of one run (recorded in every checkpoint)."""
+    """Optimiser and schedule of one run (recorded in every checkpoint; resume refuses another).
+
+    ``optimizer``: ``"adam"`` (default) or ``"sgd"`` (with ``momentum``); both apply
+    ``weight_decay`` as an L2 term, as ``torch.optim`` does. ``lr_schedule``: ``"step"``
+    (default; StepLR: multiply by ``decay_rate`` every ``decay_freq`` iterations) or
+    ``"cosine"`` (CosineAnnealingLR from ``lr`` to 0 over ``decay_freq`` iterations;
+    ``decay_rate`` unused). The scheduler is stepped once per iteration.
+    """
     max_iters: int
     lr: float
     weight_decay: float
     decay_freq: int
     decay_rate: float
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    lr_schedule: str = "step"
 
     @classmethod
     def from_config(cls, cfg, *, retrain: bool, max_iters: int | None = None,
@@ -53,7 +69,9 @@ class Schedule:
                     decay_freq: int | None = None, decay_rate: float | None = None) -> "Schedule":
         """The config's base-training values (``MAX_ITERS``, ``INIT_LR``, ``DECAY_LR_*``) or, with
         ``retrain``, its fine-tuning values (``RETRAIN_EPOCH``, ``RETRAIN_LR``,
-        ``RETRAIN_DECAY_LR_*``); ``WEIGHT_DECAY`` for both. A keyword given overrides its value."""
+        ``RETRAIN_DECAY_LR_*``); ``WEIGHT_DECAY``, ``OPTIMIZER``, ``MOMENTUM`` and
+        ``LR_SCHEDULE`` for both (a config without the last three: Adam + StepLR, the
+        reference configs' choice). A keyword given overrides its value."""
         names = (("RETRAIN_EPOCH", "RETRAIN_LR", "RETRAIN_DECAY_LR_FREQ", "RETRAIN_DECAY_LR_RATE")
                  if retrain else ("MAX_ITERS", "INIT_LR", "DECAY_LR_FREQ", "DECAY_LR_RATE"))
         given = (max_iters, lr, decay_freq, decay_rate)
@@ -61,7 +79,10 @@ class Schedule:
                                     for n, v in zip(names, given))
         return cls(max_iters=int(iters), lr=float(rate),
                    weight_decay=float(cfg.WEIGHT_DECAY if weight_decay is None else weight_decay),
-                   decay_freq=int(freq), decay_rate=float(gamma))
+                   decay_freq=int(freq), decay_rate=float(gamma),
+                   optimizer=str(getattr(cfg, "OPTIMIZER", "adam")),
+                   momentum=float(getattr(cfg, "MOMENTUM", 0.0)),
+                   lr_schedule=str(getattr(cfg, "LR_SCHEDULE", "step")))
 
     def validate(self) -> None:
         if self.max_iters < 1:
@@ -69,7 +90,43 @@ class Schedule:
         if not self.lr > 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
         if self.decay_freq < 1:
-            raise ValueError(f"decay_freq (StepLR step_size) must be >= 1, got {self.decay_freq}")
+            raise ValueError(f"decay_freq (the schedule's period in iterations) must be >= 1, "
+                             f"got {self.decay_freq}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"OPTIMIZER {self.optimizer!r} is not one of {OPTIMIZERS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"LR_SCHEDULE {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"MOMENTUM must be in [0, 1), got {self.momentum}")
+        if self.optimizer == "adam" and self.momentum != 0.0:
+            raise ValueError(f"MOMENTUM {self.momentum} is an SGD setting; OPTIMIZER 'adam' "
+                             f"takes MOMENTUM = 0")
+
+    def optimizer_for(self, groups: list[dict]) -> torch.optim.Optimizer:
+        """The run's optimiser over ``groups`` (``torch.optim`` parameter groups)."""
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum,
+                                   weight_decay=self.weight_decay)
+        return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
+
+    def scheduler_for(self, optimizer: torch.optim.Optimizer):
+        """The run's learning-rate scheduler, stepped once per iteration."""
+        if self.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.decay_freq)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.decay_freq,
+                                               gamma=self.decay_rate)
+
+    def check_resumable(self, saved: Mapping[str, Any] | None, source: str) -> None:
+        """One-line error when the checkpoint ``source``'s recorded schedule ``saved`` used
+        another optimiser or learning-rate schedule: its optimiser and scheduler states would
+        not mean the same (a record from before these were recorded is Adam + StepLR)."""
+        defaults = {"optimizer": "adam", "momentum": 0.0, "lr_schedule": "step"}
+        recorded = {k: (saved or {}).get(k, v) for k, v in defaults.items()}
+        current = {k: getattr(self, k) for k in defaults}
+        if recorded != current:
+            raise ValueError(f"cannot resume from {source}: it was trained with {recorded}, this "
+                             f"run has {current}; resume with the same OPTIMIZER, MOMENTUM and "
+                             f"LR_SCHEDULE")
 
 
 @dataclass
@@ -235,9 +292,8 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
         raise ValueError("the network has no trainable parameters")
     groups = [{"params": params}] + ([{"params": weighting.parameters()}]
                                      if weighting.parameters() else [])
-    optimizer = torch.optim.Adam(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=schedule.decay_freq,
-                                                gamma=schedule.decay_rate)
+    optimizer = schedule.optimizer_for(groups)
+    scheduler = schedule.scheduler_for(optimizer)
     scaler = torch.amp.GradScaler("cuda") if amp else None
     train_net: nn.Module = model
     if info.enabled:
@@ -251,7 +307,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
         source = rd.resume_path(run_dir, resume)
         ckpt = read_checkpoint(source)
         saved_weighting, saved_hook = _check_resumable(ckpt, source, phase, info, criterion,
-                                                       weighting, hook)
+                                                       weighting, hook, schedule)
         load_checkpoint(ckpt, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                         restore_rng=True, rank=info.rank)
         weighting.load_state_dict(saved_weighting["state"])
@@ -379,7 +435,8 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
 
 
 def _check_resumable(ckpt: Mapping[str, Any], source: Path, phase: str, info: DistInfo,
-                     criterion, weighting: TaskWeighting, hook: TrainingHook | None):
+                     criterion, weighting: TaskWeighting, hook: TrainingHook | None,
+                     schedule: Schedule):
     """One-line errors, before anything is loaded, when ``ckpt`` cannot continue this run;
     returns its recorded weighting and hook records."""
     if int(ckpt.get("world_size", 1)) != info.world_size:
@@ -389,6 +446,7 @@ def _check_resumable(ckpt: Mapping[str, Any], source: Path, phase: str, info: Di
     if ckpt.get("phase") != phase:
         raise ValueError(f"cannot resume {phase!r} from {source}: it is a "
                          f"{ckpt.get('phase')!r} checkpoint")
+    schedule.check_resumable(ckpt.get("schedule"), str(source))
     # A checkpoint from before task weightings were recorded used the fixed LAMBDAS.
     saved_weighting = ckpt.get("weighting") or {
         "spec": make_weighting(None, criterion.tasks, criterion.lambdas).spec(), "state": {}}
