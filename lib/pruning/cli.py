@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lib.checkpoints import load_base_model, pruned_filename
-from lib.config import load_config
+from lib.config import CONFIG_MODULES, load_config
 from lib.utils import resolve_device, set_cpu_threads
 
 from .masks import check_keep_ratio
@@ -29,7 +29,8 @@ def _min_votes(value: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="nyuv2_3task | cityscapes | taskonomy")
+    parser.add_argument("--config", required=True, help=f"dataset config: "
+                                                         f"{', '.join(sorted(CONFIG_MODULES))}")
     parser.add_argument("--profile", default="cpu", help="reference | cpu | tiny (default: cpu)")
     parser.add_argument("--checkpoint", required=True, help="dense base model state dict (.pth)")
     parser.add_argument("--method", default="cut", choices=sorted(METHODS))
@@ -107,9 +108,9 @@ def _run(args: argparse.Namespace) -> int:
     criterion = loader = None
     if uses_data(args.method, cfg.DATASET):
         from lib.data import build_loader  # imported lazily: data-free methods need no dataset
-        from lib.losses import SceneNetLoss
+        from lib.losses import losses_from_config
         cfg.DATA_ROOT = _data_root(cfg, args.data_root, args.seed)
-        criterion = SceneNetLoss.from_config(cfg)
+        criterion = losses_from_config(cfg)
         loader = build_loader(cfg, "train", batch_size=args.batch_size, seed=args.seed)
     name = pruned_filename(args.method, args.tasks, sparsity=sparsity,
                            keep_ratio=None if sparsity is not None else keep_ratio)

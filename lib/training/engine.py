@@ -25,12 +25,13 @@ from tqdm.auto import tqdm
 
 from lib.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint, unwrap
 from lib.config import config_to_dict
-from lib.tasks import INPUT_KEY, lower_is_better
+from lib.models import TaskOutputs, task_outputs
+from lib.tasks import batch_items, batch_to, lower_is_better, network_input
 from lib.utils import (atomic_torch_save, atomic_write_json, rng_state, seed_everything,
                        set_rng_state)
 
 from . import run_dir as rd
-from .data_order import EpochLoader
+from .data_order import epoch_loader
 from .distributed import (DistInfo, all_gather_objects, broadcast_buffers, device_for,
                           dist_info)
 from .hooks import RunContext, TrainingHook, check_same_spec
@@ -185,12 +186,6 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "val") -> dict[str
     return out
 
 
-def move_batch(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
-            for k, v in batch.items()}
-
-
 @torch.no_grad()
 def validation_losses(net: nn.Module, criterion, loader: DataLoader,
                       device: torch.device) -> dict[str, float]:
@@ -198,10 +193,10 @@ def validation_losses(net: nn.Module, criterion, loader: DataLoader,
     sums: dict[str, float] = {}
     count = 0
     for batch in loader:
-        batch = move_batch(batch, device)
-        preds = net(batch[INPUT_KEY])
+        batch = batch_to(batch, device)
+        preds = task_outputs(net, network_input(batch))
         losses = criterion.per_task(preds, batch)
-        n = batch[INPUT_KEY].shape[0]
+        n = batch_items(batch)
         values = {f"val/loss/{t}": float(v) for t, v in losses.items()}
         values["val/loss"] = float(criterion.weighted(losses))
         for k, v in values.items():
@@ -279,7 +274,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                          f"network's tasks {list(net_tasks)}; build it with "
                          f"criterion.restricted_to(net.tasks)")
     seed_everything(seed + info.rank)
-    data = EpochLoader(train_loader, seed=seed, rank=info.rank, world_size=info.world_size)
+    data = epoch_loader(train_loader, seed=seed, rank=info.rank, world_size=info.world_size)
     weighting.bind(data.batches_per_epoch, device)
     if hook is not None:   # may install masks: before the optimiser sees the parameters
         hook.setup(model, RunContext(criterion, weighting, device, seed, schedule.max_iters,
@@ -295,10 +290,11 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
     optimizer = schedule.optimizer_for(groups)
     scheduler = schedule.scheduler_for(optimizer)
     scaler = torch.amp.GradScaler("cuda") if amp else None
-    train_net: nn.Module = model
+    # Runs either batch form (one input for all tasks, or one per task) through a forward.
+    train_net: nn.Module = TaskOutputs(model)
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        train_net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_net = DDP(train_net, device_ids=[device.index] if device.type == "cuda" else None)
 
     iteration, history, best = 0, {}, {"metric": selection.metric, "mode": selection.mode,
                                        "value": None, "iteration": None}
@@ -353,11 +349,11 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
     try:
         batches = iter(data)
         while iteration < schedule.max_iters:
-            batch = move_batch(next(batches), device)
+            batch = batch_to(next(batches), device)
             if hook is not None:
                 hook.before_forward(model, batch, iteration)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                preds = train_net(batch[INPUT_KEY])
+                preds = train_net(network_input(batch))
                 losses = criterion.per_task(preds, batch)
                 total = weighting.total(losses)
                 penalty = hook.penalty(model) if hook is not None else None
