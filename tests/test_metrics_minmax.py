@@ -147,3 +147,29 @@ def test_errors_are_one_line_and_nothing_non_finite_is_returned():
         NYUv2MTANEval(averaging="mean")
     with pytest.raises(ValueError, match="no image was evaluated for task"):
         DomainAccuracy(["class_3"]).compute()
+
+
+def test_metrics_from_config_picks_the_benchmark_evaluator_and_its_delta():
+    from lib.config import load_config
+    from lib.metrics import SceneNetEval, delta_mtl, metrics_from_config
+    nyu = metrics_from_config(load_config("nyuv2_mtan"), tasks=["seg", "normal"],
+                              averaging="pixel")
+    assert isinstance(nyu, NYUv2MTANEval) and nyu.tasks == ["seg", "normal"]
+    assert nyu.averaging == "pixel" and nyu.num_class == 13
+    # The evaluators take the streaming protocol's {task: prediction} dicts too.
+    [normals], targets = normal_batch([unit(0, 0, 1)] * 2, [unit(0, 0, 1)] * 2)
+    nyu.update({"normal": normals, "seg": seg_logits([[[0, 1]]], 13)},
+               {"seg": torch.tensor([[[[0, 1]]]]), **targets})
+    assert nyu.compute()["seg"]["mIoU"] == pytest.approx(1.0)
+    cifar = metrics_from_config(load_config("cifar100_mtl"), tasks=["class_4"])
+    assert isinstance(cifar, DomainAccuracy) and cifar.tasks == ["class_4"]
+    assert isinstance(metrics_from_config(load_config("nyuv2_3task")), SceneNetEval)
+    # Δ vs dense over every reported NYUv2 metric, and over each domain's accuracy.
+    dense = {"class_4": {"Acc": 0.5}}
+    assert delta_mtl({"class_4": {"Acc": 0.6}}, dense, **cifar.delta_options()) == \
+        pytest.approx(20.0)
+    assert nyu.delta_options()["metric_names"]["normal"][-1] == "Angle 30"
+    with pytest.raises(ValueError, match=r"option\(s\) \['miou'\] do not apply to nyuv2_mtan"):
+        metrics_from_config(load_config("nyuv2_mtan"), miou="present")
+    with pytest.raises(ValueError, match=r"task\(s\) \['sn'\] not in the config's TASKS"):
+        metrics_from_config(load_config("nyuv2_mtan"), tasks=["sn"])
