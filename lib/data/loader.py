@@ -222,6 +222,10 @@ class MultiDomainLoader:
     def task_loaders(self) -> dict[str, DataLoader]:
         return dict(zip(self.tasks, self.loaders))
 
+    @property
+    def task_datasets(self) -> dict[str, Dataset]:
+        return dict(zip(self.tasks, self.datasets))
+
     def __len__(self) -> int:
         return min(len(loader) for loader in self.loaders)
 

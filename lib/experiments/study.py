@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from lib.config import load_config
 from lib.losses import TaskLosses, losses_from_config
+from lib.metrics import delta_or_none, metrics_from_config
 from lib.models import MultiTaskModel, model_from_config
 from lib.sparse.study import TRAINED_METHODS
 from lib.utils import atomic_write_json, resolve_device, seed_everything
@@ -195,7 +196,6 @@ def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: TaskLosses,
     """Prune -> fine-tune -> evaluate one cell; returns its record (row + per-layer data)."""
     from lib.pruning import (STRUCTURED_METHODS, PruneResult, prune, reference_keep_ratio,
                              select_tasks, sparsity_report)
-    from lib.metrics import delta_or_none, metrics_from_config
     from lib.reports import results_row
     from lib.training import evaluate, finetune
 
@@ -301,6 +301,7 @@ def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
     device = resolve_device(spec.device)
     cfg = study_config(spec)
     cells = grid(spec, cfg.TASKS)       # validate before any work
+    metrics_from_config(cfg, **spec.metric_options)
     prepare_data(spec, cfg)
     _record_spec(spec, out)
     criterion = losses_from_config(cfg)

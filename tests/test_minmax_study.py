@@ -1,0 +1,43 @@
+"""``python -m lib reproduce`` on the min-max benchmarks (SegNet-MTAN on NYUv2 in MTAN's
+format, VGG-16 on CIFAR-100's domains): CUT, SNIP, LTH and random rows on the tiny profile
+and synthetic data, with each method's sparsity hit and the figures written."""
+import csv
+import math
+
+import matplotlib.image
+import pytest
+
+from lib.cli import main
+
+CASES = {
+    "nyuv2_mtan": (["seg", "depth"], ["--synthetic-train", "6", "--synthetic-test", "2"]),
+    # three of the twenty domains; counts are images per fine class (5 fine classes a domain)
+    "cifar100_mtl": (["class_0", "class_7", "class_19"],
+                     ["--synthetic-train", "2", "--synthetic-test", "1"]),
+}
+METHODS = ["cut", "snip", "lth", "random"]
+
+
+@pytest.mark.parametrize("config", sorted(CASES))
+def test_reproduce_runs_cut_and_the_baselines(config, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CUT_SYNTHETIC_DIR", str(tmp_path / "data"))
+    selection, counts = CASES[config]
+    out = tmp_path / "study"
+    code = main(["reproduce", "--config", config, "--profile", "tiny", "--methods", *METHODS,
+                 "--sparsities", "50", "--selection", *selection, "--base-iters", "2",
+                 "--finetune-iters", "1", "--num-batches", "1", "--out", str(out), *counts])
+    assert code == 0, capsys.readouterr().err
+    with open(out / "results.csv", newline="") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"dense", "dense_ft", *METHODS}
+    for method in METHODS:
+        row = rows[method]
+        assert row["tasks"] == "+".join(selection)
+        assert abs(float(row["measured_sparsity"]) - 50) <= 0.5, (method, row)
+        assert math.isfinite(float(row["delta"]))
+        for task in selection:     # every selected task scored with its benchmark's metrics
+            metric = "mIoU" if task == "seg" else "abs_err" if task == "depth" else "Acc"
+            assert math.isfinite(float(row[f"{task}/{metric}"]))
+    for figure in ("layer_sparsity", "mask_iou", "predictions_dense", "predictions_cut_50",
+                   f"delta_vs_sparsity_{'-'.join(selection)}"):
+        assert matplotlib.image.imread(out / f"{figure}.png").size > 0
