@@ -41,3 +41,32 @@ def test_reproduce_runs_cut_and_the_baselines(config, tmp_path, monkeypatch, cap
     for figure in ("layer_sparsity", "mask_iou", "predictions_dense", "predictions_cut_50",
                    f"delta_vs_sparsity_{'-'.join(selection)}"):
         assert matplotlib.image.imread(out / f"{figure}.png").size > 0
+
+
+TRAINED = ("disparse_dynamic", "minmax_dst", "rigl", "disparse_static_scratch",
+           "minmax_pipeline")
+
+
+@pytest.mark.parametrize("config, methods", [
+    ("cifar100_mtl", TRAINED + ("structured_cut",)),
+    ("nyuv2_mtan", TRAINED)])
+def test_study_grid_trains_every_sparse_method_on_the_min_max_models(config, methods, tmp_path,
+                                                                     monkeypatch):
+    from lib.experiments import StudySpec, run_study
+    monkeypatch.setenv("CUT_SYNTHETIC_DIR", str(tmp_path / "data"))
+    selection, counts = CASES[config]
+    spec = StudySpec(config=config, profile="tiny", out_dir=str(tmp_path / "s"), methods=methods,
+                     sparsities=(50,), selections=[tuple(selection[:2])], base_iters=3,
+                     finetune_iters=2, num_batches=1, synthetic_train=int(counts[1]),
+                     synthetic_test=int(counts[3]), dense_control=False,
+                     method_options={"minmax_dst": {"epoch_iters": 1, "every_epochs": 1,
+                                                    "stop_epoch": 2}})
+    rows = {r["method"]: r for r in run_study(spec, progress=False).rows}
+    assert set(rows) == {"dense", *methods}
+    for method in methods:
+        measured = rows[method]["measured_sparsity"]
+        if method == "structured_cut":     # half of every channel group: most weights go
+            assert measured > 50
+        else:
+            assert abs(measured - 50) < 1.0, method
+        assert rows[method]["tasks"] == "+".join(selection[:2])
