@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from lib.metrics import LOWER_IS_BETTER, METRIC_NAMES, TASK_ORDER, delta_or_none
+from lib.metrics import (LOWER_IS_BETTER, METRIC_NAMES, TASK_ORDER, delta_or_none,
+                         metrics_from_config)
 from lib.models import task_outputs
 from lib.tasks import (IMG_MEAN_BGR, NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS,
                        TARGET_IGNORE_VALUE, TASKS, TaskBatches, batch_to, depth_valid,
@@ -550,14 +551,17 @@ def plot_predictions(net: torch.nn.Module, cfg, out_png: str | os.PathLike,
 
 
 def comparison_rows(tasks: Sequence[str], dense: Mapping[str, Mapping[str, float]],
-                    models: Mapping[str, tuple[Mapping[str, Mapping[str, float]], float, float]]
-                    ) -> list[dict[str, Any]]:
+                    models: Mapping[str, tuple[Mapping[str, Mapping[str, float]], float, float]],
+                    cfg=None) -> list[dict[str, Any]]:
     """Table rows comparing models with the dense one on ``tasks``: the dense row (Δ 0), then
     one row per ``{label: (metrics, nominal sparsity, measured sparsity)}`` with its Δ vs dense
-    (:func:`lib.metrics.delta_or_none`: empty where a dense metric is 0)."""
+    (:func:`lib.metrics.delta_or_none`: empty where a dense metric is 0). With ``cfg`` the Δ
+    uses that config's metrics (``metrics_from_config(cfg).delta_options()``), else the task
+    table's."""
+    options = {} if cfg is None else metrics_from_config(cfg, tasks).delta_options()
     dense = {t: dense[t] for t in tasks}
     rows = [results_row("dense", tasks, 0, 0.0, dense, delta=0.0)]
     rows += [results_row(label, tasks, nominal, measured, metrics,
-                         delta=delta_or_none(metrics, dense, tasks))
+                         delta=delta_or_none(metrics, dense, tasks, **options))
              for label, (metrics, nominal, measured) in models.items()]
     return rows

@@ -29,7 +29,7 @@ _EXPORTS = {
     "NYUv2MTAN": "nyuv2_mtan",
     "CIFAR100Domain": "cifar_mtl", "CifarUnpickler": "cifar_mtl", "build_domains": "cifar_mtl",
     "MultiDomainLoader": "loader", "TASK_DATASETS": "loader", "build_task_datasets": "loader",
-    "has_task_datasets": "loader",
+    "has_task_datasets": "loader", "num_items": "loader",
 }
 __all__ = list(_EXPORTS)
 

@@ -239,6 +239,14 @@ class MultiDomainLoader:
             yield TaskBatches({task: next(it) for task, it in zip(self.tasks, iterators)})
 
 
+def num_items(loader) -> int:
+    """The items a loader reads per pass (a :class:`MultiDomainLoader`: over all its tasks)."""
+    datasets = getattr(loader, "task_datasets", None)
+    if datasets is not None:
+        return sum(len(d) for d in datasets.values())
+    return len(loader.dataset)
+
+
 def _domain_seed(seed: int, key: int) -> int:
     return int(np.random.SeedSequence([int(seed) % 2**63, int(key)]).generate_state(1)[0])
 

@@ -16,6 +16,23 @@ class RunLoaders:
     test: DataLoader
     split: dict[str, Any]
 
+    def summary(self) -> str:
+        """How many items each loader holds, e.g. ``train 144 items, selection (val) 16,
+        test 32`` (one dataset per task: over all tasks)."""
+        from lib.data import num_items
+        return (f"train {num_items(self.train)} items, selection ({self.split['selection']}) "
+                f"{num_items(self.val)}, test {num_items(self.test)}")
+
+    def overlap(self) -> int:
+        """How many train-list items both train and validate (0 for an honest ``val`` split;
+        a ``test`` selection has no train-list validation items)."""
+        train, val = self.split["train_indices"], self.split["val_indices"]
+        if val is None:
+            return 0
+        if isinstance(val, dict):     # one dataset per task: {task: indices}
+            return sum(len(set(train[t]) & set(val[t])) for t in val)
+        return len(set(train) & set(val))
+
 
 def make_loaders(cfg, *, selection: str = "val", val_fraction: float = 0.1, seed: int = 0,
                  batch_size: int | None = None, eval_batch_size: int | None = None,
