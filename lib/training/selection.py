@@ -34,6 +34,16 @@ class RunLoaders:
         return len(set(train) & set(val))
 
 
+def default_eval_batch_size(cfg) -> int:
+    """The reference's test batch: ``cfg.EVAL_BATCH_SIZE`` where the config has one (the
+    min-max configs: their trainers' batch, which their per-batch metrics depend on), else 1
+    (``BATCH_SIZE`` on Taskonomy)."""
+    own = getattr(cfg, "EVAL_BATCH_SIZE", None)
+    if own is not None:
+        return int(own)
+    return int(cfg.BATCH_SIZE) if cfg.DATASET == "taskonomy" else 1
+
+
 def make_loaders(cfg, *, selection: str = "val", val_fraction: float = 0.1, seed: int = 0,
                  batch_size: int | None = None, eval_batch_size: int | None = None,
                  num_workers: int = 0) -> RunLoaders:
@@ -43,9 +53,8 @@ def make_loaders(cfg, *, selection: str = "val", val_fraction: float = 0.1, seed
     ``seed``, is held out (read in test mode: no augmentation) and the rest trains.
     ``selection="test"`` (the reference's behaviour): train on the whole train list and select
     on the test split. The test loader is the full test split either way.
-    ``eval_batch_size`` defaults to the reference's test batch: the config's
-    ``EVAL_BATCH_SIZE`` (the min-max configs: their trainers' batch, which their per-batch
-    metrics depend on), else 1, ``BATCH_SIZE`` on Taskonomy. A per-task dataset (one dataset
+    ``eval_batch_size`` defaults to the reference's test batch
+    (:func:`default_eval_batch_size`). A per-task dataset (one dataset
     per task: ``lib.data.has_task_datasets``) is split task by task with the same fraction.
     """
     from lib.data import build_dataset, build_loader, has_task_datasets
@@ -53,8 +62,7 @@ def make_loaders(cfg, *, selection: str = "val", val_fraction: float = 0.1, seed
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     if eval_batch_size is None:
-        eval_batch_size = getattr(cfg, "EVAL_BATCH_SIZE", None) or (
-            cfg.BATCH_SIZE if cfg.DATASET == "taskonomy" else 1)
+        eval_batch_size = default_eval_batch_size(cfg)
     if has_task_datasets(cfg):
         return _per_task_loaders(cfg, selection, val_fraction, seed, batch_size,
                                  eval_batch_size, num_workers)
