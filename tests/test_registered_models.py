@@ -1,12 +1,13 @@
 """Every model registered in lib, at a tiny width, through the contract's pipeline: CUT at a
-target sparsity, structured CUT, the pruned checkpoint and the edge artifact read back exactly.
+target sparsity (ONNX parity of the pruned network included), structured CUT, the pruned
+checkpoint and the edge artifact read back exactly, every one-shot baseline, CUT's vote.
 A model registered in lib without an entry in TINY fails here: add one."""
 import warnings
 
 import pytest
 import torch
 
-from lib.export import load_artifact, save_artifact
+from lib.export import check_onnx_parity, export_onnx, load_artifact, save_artifact
 from lib.losses import TaskLosses
 from lib.models import (MODEL_REGISTRY, MTANDeepLabv3, MultiDomainVGG16, SceneNet, SegNetMTAN,
                         SplitDeepLabv3, prunable_layers)
@@ -69,6 +70,10 @@ def test_prune_and_read_back(model, method, tmp_path):
     assert result.net.tasks == selected and isinstance(result.net, type(net))
     if method == "cut":
         assert abs(result.sparsity - 50) <= 0.5
+        x = loader[0]["img"][:1]
+        parity = check_onnx_parity(result.net, export_onnx(result.net, tmp_path / "m.onnx",
+                                                           tuple(x.shape)), x, threads=1)
+        assert parity["ok"], parity
     else:
         assert result.sparsity > 50 and not result.masks
     reads_back(result.net, tmp_path / "m", loader[0]["img"])
