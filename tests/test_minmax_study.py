@@ -1,6 +1,7 @@
 """``python -m lib reproduce`` on the min-max benchmarks (SegNet-MTAN on NYUv2 in MTAN's
 format, VGG-16 on CIFAR-100's domains): CUT, SNIP, LTH and random rows on the tiny profile
-and synthetic data, with each method's sparsity hit and the figures written."""
+and synthetic data, with each method's sparsity hit and the figures written; the study grid's
+sparse-training methods on the min-max models."""
 import csv
 import math
 
@@ -16,6 +17,9 @@ CASES = {
                      ["--synthetic-train", "2", "--synthetic-test", "1"]),
 }
 METHODS = ["cut", "snip", "lth", "random"]
+# SegNet-MTAN also goes through the min-max framework's own compression pipeline in the same
+# run (its base model reused); VGG-16 runs every sparse-training method below.
+TRAINED_ALSO = {"nyuv2_mtan": ["minmax_pipeline"], "cifar100_mtl": []}
 
 
 @pytest.mark.parametrize("config", sorted(CASES))
@@ -23,17 +27,19 @@ def test_reproduce_runs_cut_and_the_baselines(config, tmp_path, monkeypatch, cap
     monkeypatch.setenv("CUT_SYNTHETIC_DIR", str(tmp_path / "data"))
     selection, counts = CASES[config]
     out = tmp_path / "study"
-    code = main(["reproduce", "--config", config, "--profile", "tiny", "--methods", *METHODS,
+    methods = METHODS + TRAINED_ALSO[config]
+    code = main(["reproduce", "--config", config, "--profile", "tiny", "--methods", *methods,
                  "--sparsities", "50", "--selection", *selection, "--base-iters", "2",
                  "--finetune-iters", "1", "--num-batches", "1", "--out", str(out), *counts])
     assert code == 0, capsys.readouterr().err
     with open(out / "results.csv", newline="") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"dense", "dense_ft", *METHODS}
-    for method in METHODS:
+    assert set(rows) == {"dense", "dense_ft", *methods}
+    for method in methods:
         row = rows[method]
         assert row["tasks"] == "+".join(selection)
-        assert abs(float(row["measured_sparsity"]) - 50) <= 0.5, (method, row)
+        assert abs(float(row["measured_sparsity"]) - 50) <= (0.5 if method in METHODS else 1.0), \
+            (method, row)
         assert math.isfinite(float(row["delta"]))
         for task in selection:     # every selected task scored with its benchmark's metrics
             metric = "mIoU" if task == "seg" else "abs_err" if task == "depth" else "Acc"
@@ -47,13 +53,10 @@ TRAINED = ("disparse_dynamic", "minmax_dst", "rigl", "disparse_static_scratch",
            "minmax_pipeline")
 
 
-@pytest.mark.parametrize("config, methods", [
-    ("cifar100_mtl", TRAINED + ("structured_cut",)),
-    ("nyuv2_mtan", TRAINED)])
-def test_study_grid_trains_every_sparse_method_on_the_min_max_models(config, methods, tmp_path,
-                                                                     monkeypatch):
+def test_study_grid_trains_every_sparse_method_on_vgg_s_domains(tmp_path, monkeypatch):
     from lib.experiments import StudySpec, run_study
     monkeypatch.setenv("CUT_SYNTHETIC_DIR", str(tmp_path / "data"))
+    config, methods = "cifar100_mtl", TRAINED + ("structured_cut",)
     selection, counts = CASES[config]
     spec = StudySpec(config=config, profile="tiny", out_dir=str(tmp_path / "s"), methods=methods,
                      sparsities=(50,), selections=[tuple(selection[:2])], base_iters=3,
