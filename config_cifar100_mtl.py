@@ -34,6 +34,7 @@ class Config:
     MOMENTUM = 0.9
     LR_SCHEDULE = "cosine"
     BATCH_SIZE = 32           # per domain and step
+    EVAL_BATCH_SIZE = 32      # the test loaders' batch (trainer_cifar.py)
     EPOCHS = 200
     ITERS_PER_EPOCH = math.ceil(DOMAIN_TRAIN_SIZE / BATCH_SIZE)
     MAX_ITERS = EPOCHS * ITERS_PER_EPOCH

@@ -6,8 +6,9 @@ Configurations used for NYU-v2 in MTAN's format (13-class segmentation, depth, s
 StepLR(100 epochs, 0.5), batch 2, 200 epochs, losses weighted 1 / 1.5 / 3 (the trainer's
 fixed depth and normal multipliers under equal task weighting). `DeepLabConfig`
 ("nyuv2_deeplab") is the DeepLabv3 setup of `trainer_nyuv2.py`: SGD 0.1, momentum 0.9,
-weight decay 5e-4, cosine annealing over 200 epochs, batch 4, equal weights; MODEL is the MTAN
-variant (its default `--network mtan`), "SplitDeepLabv3" is the split one.
+weight decay 5e-4, cosine annealing over 200 epochs, batch 4, equal weights, an L1 loss on the
+normals (NORMAL_LOSS; SegNet-MTAN's trainer uses 1 - cosine); MODEL is the MTAN variant (its
+default `--network mtan`), "SplitDeepLabv3" is the split one.
 
 The training engine counts iterations: epochs are converted with the reference's iterations
 per epoch (795 training images, last batch kept). The reference steps its schedules once per
@@ -33,11 +34,13 @@ class Config:
     TASKS = ["seg", "depth", "normal"]
     TASKS_NUM_CLASS = [13, 1, 3]
     LAMBDAS = [1, 1.5, 3]
+    NORMAL_LOSS = "cosine"    # prune_apgda's model_fit: 1 - cosine
 
     OPTIMIZER = "adam"
     MOMENTUM = 0.0
     LR_SCHEDULE = "step"
     BATCH_SIZE = 2
+    EVAL_BATCH_SIZE = 2       # the test loader's batch: the metrics average per batch
     EPOCHS = 200
     ITERS_PER_EPOCH = math.ceil(NYUV2_MTAN_TRAIN_SIZE / BATCH_SIZE)
     MAX_ITERS = EPOCHS * ITERS_PER_EPOCH
@@ -62,11 +65,13 @@ class Config:
 class DeepLabConfig(Config):
     MODEL = "MTANDeepLabv3"   # or "SplitDeepLabv3"
     LAMBDAS = [1, 1, 1]
+    NORMAL_LOSS = "l1"        # utils.compute_loss: L1 on the normal components
 
     OPTIMIZER = "sgd"
     MOMENTUM = 0.9
     LR_SCHEDULE = "cosine"
     BATCH_SIZE = 4
+    EVAL_BATCH_SIZE = 4
     EPOCHS = 200
     ITERS_PER_EPOCH = math.ceil(NYUV2_MTAN_TRAIN_SIZE / BATCH_SIZE)
     MAX_ITERS = EPOCHS * ITERS_PER_EPOCH

@@ -2,13 +2,16 @@
 
 Sub-packages and modules (see README for the workflow, docs/ARCHITECTURE.md for the layers):
     lib.config       dataset configs and run profiles (reference / cpu / tiny)
-    lib.tasks        the task table (TaskSpec per task) and the dataset conventions
+    lib.tasks        the task table (TaskSpec per task), the dataset conventions, batch forms
     lib.data         the on-disk dataset layouts and the synthetic scene generator
     lib.models       the MultiTaskModel contract and registry; SceneNet and the min-max models
-    lib.losses       TaskLosses (per-task and weighted multi-task loss); SceneNetLoss
+    lib.losses       TaskLosses (per-task and weighted multi-task loss); SceneNetLoss; every
+                     config's loss (losses_from_config)
     lib.masks        pruning masks on any network: install, inspect, hold, make permanent
     lib.checkpoints  every file format and the one loader of networks
-    lib.metrics      streaming evaluators (reference tasks, user functions) and the Δ
+    lib.metrics      streaming evaluators (reference tasks, user functions), every config's
+                     evaluator (metrics_from_config) and the Δ
+    lib.metrics_minmax  the min-max benchmarks' evaluators (NYUv2 in MTAN's format, CIFAR-100)
     lib.pruning      CUT and its baselines, one registry (METHODS), PruneResult
     lib.training     train / fine-tune / evaluate loops with atomic, resumable checkpoints
     lib.export       compact edge artifact, ONNX, size and latency report

@@ -13,6 +13,12 @@ Build one from plain functions for your own model::
 come from the task table (:mod:`lib.tasks`), with the reference's definitions. ``preds`` may be
 a list aligned with ``tasks`` (what a network's ``forward`` returns) or a ``{task: tensor}``
 dict.
+
+The min-max framework's benchmarks keep their own conventions, so their losses live here as
+plain functions, not in the task table (NYUv2 in MTAN's format: :func:`mtan_seg_loss`,
+:func:`mtan_depth_loss`, :func:`mtan_normal_loss`; CIFAR-100's domains: :func:`domain_loss`).
+:func:`losses_from_config` is the one place that picks a config's loss: ``SceneNetLoss`` for
+the reference datasets, a :class:`TaskLosses` of those functions for the others.
 """
 from __future__ import annotations
 
@@ -22,12 +28,14 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from lib.tasks import (DEPTH_VALID_MIN, SEG_IGNORE_INDEX, TASKS, check_dataset, check_tasks,
-                       load_seg_prior)
+                       load_seg_prior, task_batch)
 
-__all__ = ["TaskLosses", "SceneNetLoss", "load_seg_prior", "DEPTH_VALID_MIN",
-           "SEG_IGNORE_INDEX", "TARGET_KEYS"]
+__all__ = ["TaskLosses", "SceneNetLoss", "losses_from_config", "load_seg_prior",
+           "DEPTH_VALID_MIN", "SEG_IGNORE_INDEX", "TARGET_KEYS", "mtan_seg_loss",
+           "mtan_depth_loss", "mtan_normal_loss", "domain_loss"]
 
 # Which batch key holds the ground truth of each task of the table (``sn`` -> ``normal``).
 TARGET_KEYS = {name: spec.target_key for name, spec in TASKS.items()}
@@ -82,10 +90,11 @@ class TaskLosses(nn.Module):
         return preds[self.tasks.index(task)]
 
     def task_loss(self, preds, batch: Mapping[str, Any], task: str) -> torch.Tensor:
-        """Task ``task``'s own loss, unweighted (the loss used for per-task pruning scores)."""
+        """Task ``task``'s own loss, unweighted (the loss used for per-task pruning scores).
+        For a ``lib.tasks.TaskBatches`` step the function sees ``task``'s own batch."""
         if task not in self.tasks:
             raise ValueError(f"task {task!r} is not one of this loss's tasks {self.tasks}")
-        return self.losses[task](self._pred(preds, task), batch)
+        return self.losses[task](self._pred(preds, task), task_batch(batch, task))
 
     def per_task(self, preds, batch) -> dict[str, torch.Tensor]:
         """``{task: unweighted loss}`` for every task."""
@@ -140,3 +149,90 @@ class SceneNetLoss(TaskLosses):
                            f"{sorted(batch)}")
         gt = batch[spec.target_key].to(pred.device)
         return spec.loss(pred, gt, batch, self.dataset, self.seg_class_weight)
+
+
+# ----------------------------------------------------------------------------- the min-max benchmarks
+# NYUv2 in MTAN's format (lib.data.NYUv2MTAN): targets under the task names, seg -1 = ignore,
+# depth 0 = invalid, normals (0, 0, 0) = invalid. CIFAR-100 domains: batch["label"].
+MTAN_SEG_IGNORE = -1
+NORMAL_LOSSES = ("cosine", "l1")
+
+
+def _target(batch: Mapping[str, Any], key: str, pred: torch.Tensor) -> torch.Tensor:
+    if key not in batch:
+        raise KeyError(f"batch has no {key!r} target; keys: {sorted(batch)}")
+    return batch[key].to(pred.device)
+
+
+def mtan_seg_loss(pred: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+    """Cross-entropy of the N x C x H x W logits over the labelled pixels (label -1 ignored),
+    as ``model_fit``'s NLL of the log-softmax in the min-max code."""
+    labels = _target(batch, "seg", pred).long()
+    return F.cross_entropy(pred, labels.reshape(labels.shape[0], *labels.shape[-2:]),
+                           ignore_index=MTAN_SEG_IGNORE)
+
+
+def mtan_depth_loss(pred: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+    """Mean |p - g| over the pixels with depth (g != 0)."""
+    gt = _target(batch, "depth", pred)
+    valid = gt != 0
+    return (pred - gt).abs()[valid].mean()
+
+
+def mtan_normal_loss(pred: torch.Tensor, batch: Mapping[str, Any],
+                     kind: str = "cosine") -> torch.Tensor:
+    """Surface-normal loss over the pixels whose target is not (0, 0, 0).
+
+    ``"cosine"`` (``prune_apgda``'s ``model_fit``, SegNet-MTAN): ``1 - mean(p . g)`` for unit
+    predictions, i.e. 1 - the mean cosine. ``"l1"`` (``utils.compute_loss`` of the DeepLab
+    trainer): the mean over those pixels of ``sum_c |p_c - g_c|``. The reference tells valid
+    pixels by a non-zero *sum* of the components, which also drops valid normals such as
+    (0.71, -0.71, 0); here only the (0, 0, 0) marker is invalid (docs/METRICS.md).
+    """
+    gt = _target(batch, "normal", pred)
+    valid = (gt != 0).any(dim=1)
+    if kind == "cosine":
+        return 1 - (pred * gt).sum(dim=1)[valid].mean()
+    if kind == "l1":
+        return (pred - gt).abs().sum(dim=1)[valid].mean()
+    raise ValueError(f"normal loss {kind!r} is not one of {NORMAL_LOSSES}")
+
+
+def domain_loss(pred: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+    """Cross-entropy of a domain's N x classes logits against ``batch["label"]``."""
+    return F.cross_entropy(pred, _target(batch, "label", pred).long())
+
+
+def _mtan_losses(cfg) -> dict[str, TaskLossFn]:
+    kind = getattr(cfg, "NORMAL_LOSS", "cosine")
+    if kind not in NORMAL_LOSSES:
+        raise ValueError(f"config NORMAL_LOSS {kind!r} is not one of {NORMAL_LOSSES}")
+    known = {"seg": mtan_seg_loss, "depth": mtan_depth_loss,
+             "normal": functools.partial(mtan_normal_loss, kind=kind)}
+    unknown = [t for t in cfg.TASKS if t not in known]
+    if unknown:
+        raise ValueError(f"config {cfg.DATASET!r} task(s) {unknown} have no loss; its tasks "
+                         f"are {list(known)}")
+    return {t: known[t] for t in cfg.TASKS}
+
+
+def _domain_losses(cfg) -> dict[str, TaskLossFn]:
+    return {t: domain_loss for t in cfg.TASKS}
+
+
+# The min-max datasets' losses (cfg.DATASET -> cfg -> {task: fn(pred, batch)}).
+BENCHMARK_LOSSES: dict[str, Callable[[Any], dict[str, TaskLossFn]]] = {
+    "nyuv2_mtan": _mtan_losses, "cifar100_mtl": _domain_losses}
+
+
+def losses_from_config(cfg, tasks: Sequence[str] | None = None) -> TaskLosses:
+    """The weighted multi-task loss of ``cfg`` (``LAMBDAS``), restricted to ``tasks`` if given:
+    :class:`SceneNetLoss` for the reference datasets, the min-max benchmarks' functions
+    (:data:`BENCHMARK_LOSSES`; NYUv2's normal loss by ``cfg.NORMAL_LOSS``) for the others."""
+    if cfg.DATASET not in BENCHMARK_LOSSES:
+        return SceneNetLoss.from_config(cfg, tasks)
+    if len(cfg.LAMBDAS) != len(cfg.TASKS):
+        raise ValueError(f"config LAMBDAS {list(cfg.LAMBDAS)} must have one weight per task "
+                         f"{list(cfg.TASKS)}")
+    loss = TaskLosses(BENCHMARK_LOSSES[cfg.DATASET](cfg), cfg.LAMBDAS)
+    return loss if tasks is None else loss.restricted_to(tasks)

@@ -26,7 +26,9 @@ task table :mod:`lib.tasks`.
 
 :class:`TaskMetrics` is the same streaming protocol (``reset`` / ``update`` / ``compute``) over
 user-supplied ``{task: fn(pred, batch) -> {metric: value}}`` functions, for tasks outside the
-table; :func:`evaluate` runs either over a loader.
+table; :func:`evaluate` runs either over a loader. :func:`metrics_from_config` is the one place
+that picks a config's evaluator: ``SceneNetEval`` for the reference datasets, the min-max
+benchmarks' (:mod:`lib.metrics_minmax`) for the others.
 """
 from __future__ import annotations
 
@@ -40,8 +42,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lib.tasks import (INPUT_KEY, NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS, SEG_IGNORE_INDEX,
-                       TASKS, check_dataset, load_seg_prior)
+from lib.metrics_minmax import OPTIONS as MINMAX_OPTIONS
+from lib.metrics_minmax import DomainAccuracy, NYUv2MTANEval
+from lib.models import task_outputs
+from lib.tasks import (NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS, SEG_IGNORE_INDEX, TASKS,
+                       batch_to, check_dataset, load_seg_prior, network_input, task_batch)
 from lib.utils import NonFiniteError, atomic_write_json, check_finite_tensors, read_json
 
 # Derived from the task table (lib.tasks.TASKS): metric names in report order, their
@@ -446,6 +451,11 @@ class SceneNetEval:
             weight = load_seg_prior(cfg.DATA_ROOT)
         return cls(cfg.DATASET, tasks, num_class, cfg.IMAGE_SHAPE, weight, **options)
 
+    def delta_options(self) -> dict:
+        """:func:`delta_mtl`'s options for these tasks: the task table's Δ metrics."""
+        return {"metric_names": {t: DELTA_METRICS[t] for t in self.tasks},
+                "lower_is_better": dict(LOWER_IS_BETTER)}
+
     def reset(self) -> None:
         """Forget everything accumulated so far."""
         self.num_images = 0
@@ -556,7 +566,7 @@ class TaskMetrics:
             if task not in preds:
                 raise KeyError(f"predictions have no task {task!r}; got {sorted(preds)}")
             batch_size = int(preds[task].shape[0])
-            values = self.metrics[task](preds[task], batch)
+            values = self.metrics[task](preds[task], task_batch(batch, task))
             if not isinstance(values, Mapping):
                 raise TypeError(f"metric function of task {task!r} returned "
                                 f"{type(values).__name__}; expected {{metric name: value}}")
@@ -576,6 +586,34 @@ class TaskMetrics:
                                for t, means in self._means.items()}, "TaskMetrics")
 
 
+# The min-max datasets' evaluators (cfg.DATASET -> class with from_config(cfg, tasks, **options))
+# and the options each takes.
+BENCHMARK_METRICS = {"nyuv2_mtan": (NYUv2MTANEval, MINMAX_OPTIONS),
+                     "cifar100_mtl": (DomainAccuracy, {})}
+
+
+def metrics_from_config(cfg, tasks: Sequence[str] | None = None, **options: str):
+    """The streaming evaluator of ``cfg`` for ``tasks`` (default: all of ``cfg.TASKS``):
+    :class:`SceneNetEval` for the reference datasets (options ``miou``, ``pixel_acc``,
+    ``normals``, ``depth_sigma``, ``angle_median``), :data:`BENCHMARK_METRICS` for the min-max
+    ones (NYUv2-MTAN: ``averaging``, ``normal_mask``; CIFAR-100 domains: none). Every evaluator
+    has ``reset`` / ``update(preds, batch)`` / ``compute`` and ``delta_options()``; an option
+    the evaluator does not take is a one-line ValueError."""
+    if cfg.DATASET not in BENCHMARK_METRICS:
+        cls, allowed = SceneNetEval, OPTIONS
+    else:
+        cls, allowed = BENCHMARK_METRICS[cfg.DATASET]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"metric option(s) {unknown} do not apply to {cfg.DATASET}; its "
+                         f"options: {sorted(allowed) or 'none'}")
+    tasks = list(cfg.TASKS) if tasks is None else list(tasks)
+    missing = [t for t in tasks if t not in cfg.TASKS]
+    if missing:
+        raise ValueError(f"task(s) {missing} not in the config's TASKS {list(cfg.TASKS)}")
+    return cls.from_config(cfg, tasks, **options)
+
+
 @torch.no_grad()
 def evaluate(net: nn.Module, loader: Iterable[Mapping[str, Any]],
              evaluator: SceneNetEval | TaskMetrics,
@@ -585,7 +623,8 @@ def evaluate(net: nn.Module, loader: Iterable[Mapping[str, Any]],
 
     ``device`` defaults to the device of the network's parameters; the network's train/eval
     mode is restored afterwards. A network with task names (``SceneNet(..., tasks=...)``) may
-    have more tasks than the evaluator: its outputs are matched by name.
+    have more tasks than the evaluator: its outputs are matched by name. Batches of either
+    form (``lib.tasks.TaskBatches`` included) are run with ``lib.models.task_outputs``.
     """
     if device is None:
         device = next(net.parameters()).device
@@ -600,14 +639,16 @@ def evaluate(net: nn.Module, loader: Iterable[Mapping[str, Any]],
         for i, batch in enumerate(tqdm(loader, total=total, desc="evaluate", disable=not progress)):
             if max_batches is not None and i >= max_batches:
                 break
-            preds = net(batch[INPUT_KEY].to(device))
-            names = getattr(net, "tasks", None)
-            outputs = (dict(zip(names, preds)) if names is not None else
-                       {f"output {i}": p for i, p in enumerate(preds)})
+            batch = batch_to(batch, device)
+            inputs = network_input(batch)
+            if getattr(net, "tasks", None) is not None:
+                preds = task_outputs(net, inputs)  # lets the evaluator cover a subset of tasks
+                outputs = preds
+            else:
+                preds = net(inputs)
+                outputs = {f"output {i}": p for i, p in enumerate(preds)}
             check_finite_tensors(outputs, f"the network's outputs on batch "
                                           f"{batch.get('name', i)}")
-            if names is not None:
-                preds = outputs  # lets the evaluator cover a subset of tasks
             evaluator.update(preds, batch)
     finally:
         net.train(was_training)

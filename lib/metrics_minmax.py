@@ -11,17 +11,20 @@ min-max code print for NYUv2 (``prune_apgda/utils.py``):
   ``Angle Mean``, ``Angle Median``, and ``Angle 11.25`` / ``Angle 22.5`` / ``Angle 30`` = the
   percentage of pixels with an angle *below* the threshold (the reference prints fractions).
 
-Defaults, and the reference's behaviour by name (see ``docs/METRICS.md``):
+Defaults follow the workspace's rule (docs/METRICS.md): a *definition* of the reference stays
+the default, so numbers compare with published ones, and the other definition is one option
+away; a reference *bug* is corrected by default and stays available under a clear name.
 
-- ``averaging="pixel"`` (default): depth and normal metrics pool every valid pixel of the
-  split (each pixel counts once; the median is the exact median of all angles, one float32 per
-  valid pixel kept on the CPU: ~290 MB for NYUv2's 654 val images at 288x384).
-  ``averaging="batch"`` is the reference's: each batch's value, then the mean over batches
-  (every batch weighs the same whatever its size or valid count, and the "median" is the mean
-  of per-batch medians).
-- ``normal_mask="nonzero"`` (default): a normal target is valid unless it is (0, 0, 0).
-  ``normal_mask="sum"`` is the reference's: valid where the components' *sum* is non-zero,
-  which also drops valid normals whose components happen to sum to 0, e.g. (0.71, -0.71, 0).
+- ``averaging="batch"`` (default, a definition: the reference's): depth and normal metrics are
+  each batch's value, then the plain mean over batches (every batch weighs the same whatever
+  its size or valid count, and the "median" is the mean of per-batch medians).
+  ``averaging="pixel"``: every valid pixel of the split counts once and the median is the
+  exact median of all angles (one float32 per valid pixel kept on the CPU: ~290 MB for
+  NYUv2's 654 val images at 288x384).
+- ``normal_mask="nonzero"`` (default, a correction): a normal target is valid unless it is
+  (0, 0, 0). ``normal_mask="sum"`` is the reference's bug: valid where the components' *sum*
+  is non-zero, which also drops valid normals whose components happen to sum to 0, e.g.
+  (0.71, -0.71, 0).
 - mIoU averages the classes that occur in the target or the prediction; the reference's plain
   mean is NaN as soon as one class occurs in neither (on NYUv2's val split all 13 occur, and
   then both agree). A batch without any valid pixel for a task is left out of that task's
@@ -34,6 +37,11 @@ normal Angle Mean (-1), and ``B`` = :data:`NYUV2_SINGLE_TASK`, the reference's c
 
 :class:`DomainAccuracy` is the CIFAR-100 side: per-domain accuracy (``Acc``, fraction, pooled
 over images) and :func:`mean_accuracy`, the reference's "All" for CIFAR-100.
+
+Both are streaming evaluators with the protocol of :mod:`lib.metrics` (``reset`` /
+``update(preds, batch)`` / ``compute``, ``preds`` a list aligned with ``tasks`` or a
+``{task: tensor}`` dict), so ``lib.metrics.evaluate`` runs them; ``delta_options`` are the
+metric names and directions the multi-task Δ vs a dense model uses for them.
 """
 from __future__ import annotations
 
@@ -43,6 +51,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+
+from lib.tasks import task_batch
 
 NYUV2_MTAN_TASKS = ("seg", "depth", "normal")
 NYUV2_MTAN_NUM_CLASS = 13
@@ -58,7 +68,8 @@ ANGLE_THRESHOLDS = (11.25, 22.5, 30.0)
 # Single-task NYUv2 results the min-max code measures Δ against (utils.py, TaskMetric).
 NYUV2_SINGLE_TASK = {"seg": 0.4337, "depth": 0.5224, "normal": 22.40}
 DELTA_METRIC = {"seg": "mIoU", "depth": "abs_err", "normal": "Angle Mean"}
-OPTIONS = {"averaging": ("pixel", "batch"), "normal_mask": ("nonzero", "sum")}
+OPTIONS = {"averaging": ("batch", "pixel"), "normal_mask": ("nonzero", "sum")}
+DOMAIN_METRIC = "Acc"
 
 
 def _option(name: str, value: str) -> str:
@@ -66,6 +77,18 @@ def _option(name: str, value: str) -> str:
         raise ValueError(f"{name}={value!r} is not a metric option; expected one of "
                          f"{OPTIONS[name]}")
     return value
+
+
+def _aligned(preds, tasks: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``preds`` (a list aligned with ``tasks`` or ``{task: tensor}``) as ``{task: tensor}``."""
+    if isinstance(preds, Mapping):
+        missing = [t for t in tasks if t not in preds]
+        if missing:
+            raise KeyError(f"predictions have no task(s) {missing}; got {sorted(preds)}")
+        return {t: preds[t] for t in tasks}
+    if len(preds) != len(tasks):
+        raise ValueError(f"got {len(preds)} predictions for tasks {list(tasks)}")
+    return dict(zip(tasks, preds))
 
 
 def _target(batch: Mapping, task: str, pred: torch.Tensor, channels: int) -> torch.Tensor:
@@ -105,13 +128,14 @@ class _Mean:
 class NYUv2MTANEval:
     """Streaming NYUv2 (MTAN format) metrics for ``tasks`` (see the module docstring).
 
-    ``update(preds, batch)``: ``preds`` aligned with ``tasks`` (seg logits N x C x H x W, depth
-    N x 1 x H x W, normals N x 3 x H x W); ``batch`` the loader's dict (``seg``, ``depth``,
-    ``normal`` at the predictions' size). ``compute()`` -> ``{task: {metric: float}}``.
+    ``update(preds, batch)``: ``preds`` aligned with ``tasks`` or ``{task: tensor}`` (seg
+    logits N x C x H x W, depth N x 1 x H x W, normals N x 3 x H x W); ``batch`` the loader's
+    dict (``seg``, ``depth``, ``normal`` at the predictions' size). ``compute()`` ->
+    ``{task: {metric: float}}``.
     """
 
     def __init__(self, tasks: Sequence[str] = NYUV2_MTAN_TASKS,
-                 num_class: int = NYUV2_MTAN_NUM_CLASS, averaging: str = "pixel",
+                 num_class: int = NYUV2_MTAN_NUM_CLASS, averaging: str = "batch",
                  normal_mask: str = "nonzero"):
         unknown = [t for t in tasks if t not in METRIC_NAMES]
         if unknown or not tasks:
@@ -123,6 +147,20 @@ class NYUv2MTANEval:
         self.normal_mask = _option("normal_mask", normal_mask)
         self.reset()
 
+    @classmethod
+    def from_config(cls, cfg, tasks: Sequence[str] | None = None,
+                    **options: str) -> "NYUv2MTANEval":
+        """The evaluator of ``cfg`` (seg classes from ``TASKS_NUM_CLASS``) for ``tasks``."""
+        tasks = list(cfg.TASKS) if tasks is None else list(tasks)
+        num_class = (cfg.TASKS_NUM_CLASS[list(cfg.TASKS).index("seg")] if "seg" in cfg.TASKS
+                     else NYUV2_MTAN_NUM_CLASS)
+        return cls(tasks, num_class, **options)
+
+    def delta_options(self) -> dict:
+        """Δ vs dense over every reported metric (Auto-Lambda's Δ_MTL over NYUv2)."""
+        return {"metric_names": {t: METRIC_NAMES[t] for t in self.tasks},
+                "lower_is_better": dict(LOWER_IS_BETTER)}
+
     def reset(self) -> None:
         self.confusion: torch.Tensor | None = None
         self.depth = _Mean(self.averaging)
@@ -131,12 +169,11 @@ class NYUv2MTANEval:
         self.batch_medians: list[float] = []      # batch averaging
         self.batches = 0
 
-    def update(self, preds: Sequence[torch.Tensor], batch: Mapping) -> None:
-        if len(preds) != len(self.tasks):
-            raise ValueError(f"got {len(preds)} predictions for tasks {self.tasks}")
+    def update(self, preds, batch: Mapping) -> None:
+        preds = _aligned(preds, self.tasks)
         self.batches += 1
         with torch.no_grad():
-            for task, pred in zip(self.tasks, preds):
+            for task, pred in preds.items():
                 getattr(self, f"_update_{task}")(pred.detach(), batch)
 
     def _skip(self, task: str, batch: Mapping) -> None:
@@ -232,17 +269,41 @@ def delta_vs_single_task(metrics: Mapping[str, Mapping[str, float]],
 
 
 class DomainAccuracy:
-    """Per-domain classification accuracy, pooled over images: ``update(task, logits, labels)``,
-    ``compute() -> {task: {"Acc": fraction}}``."""
+    """Per-domain classification accuracy, pooled over images.
+
+    ``update(preds, batch)`` (the streaming protocol): ``preds`` ``{task: logits}`` or a list
+    aligned with ``tasks``, ``batch`` the step's ``TaskBatches`` (or one dict for all tasks)
+    with ``label``; ``add(task, logits, labels)`` adds one domain's batch directly.
+    ``compute() -> {task: {"Acc": fraction}}``.
+    """
 
     def __init__(self, tasks: Sequence[str]):
         if not tasks:
             raise ValueError("DomainAccuracy needs at least one task")
         self.tasks = list(tasks)
+        self.reset()
+
+    @classmethod
+    def from_config(cls, cfg, tasks: Sequence[str] | None = None) -> "DomainAccuracy":
+        return cls(list(cfg.TASKS) if tasks is None else list(tasks))
+
+    def reset(self) -> None:
         self.correct = dict.fromkeys(self.tasks, 0)
         self.total = dict.fromkeys(self.tasks, 0)
 
-    def update(self, task: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def delta_options(self) -> dict:
+        """Δ vs dense over each domain's accuracy."""
+        return {"metric_names": {t: (DOMAIN_METRIC,) for t in self.tasks},
+                "lower_is_better": {DOMAIN_METRIC: False}}
+
+    def update(self, preds, batch: Mapping) -> None:
+        for task, logits in _aligned(preds, self.tasks).items():
+            part = task_batch(batch, task)
+            if "label" not in part:
+                raise KeyError(f"batch of task {task!r} has no 'label'; keys: {sorted(part)}")
+            self.add(task, logits, part["label"])
+
+    def add(self, task: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
         if task not in self.correct:
             raise KeyError(f"unknown task {task!r}; tasks: {self.tasks}")
         if logits.dim() != 2 or labels.shape != logits.shape[:1]:
@@ -256,11 +317,11 @@ class DomainAccuracy:
         empty = [t for t in self.tasks if self.total[t] == 0]
         if empty:
             raise ValueError(f"no image was evaluated for task(s) {empty}")
-        return {t: {"Acc": self.correct[t] / self.total[t]} for t in self.tasks}
+        return {t: {DOMAIN_METRIC: self.correct[t] / self.total[t]} for t in self.tasks}
 
 
 def mean_accuracy(metrics: Mapping[str, Mapping[str, float]]) -> float:
     """The mean of the domains' accuracies (the min-max code's "All" for CIFAR-100)."""
     if not metrics:
         raise ValueError("mean_accuracy needs at least one task")
-    return float(np.mean([m["Acc"] for m in metrics.values()]))
+    return float(np.mean([m[DOMAIN_METRIC] for m in metrics.values()]))

@@ -25,9 +25,12 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from lib.metrics import LOWER_IS_BETTER, METRIC_NAMES, TASK_ORDER, delta_or_none
-from lib.tasks import (IMG_MEAN_BGR, INPUT_KEY, NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS,
-                       TARGET_IGNORE_VALUE, TASKS, depth_valid)
+from lib.metrics import (LOWER_IS_BETTER, METRIC_NAMES, TASK_ORDER, delta_or_none,
+                         metrics_from_config)
+from lib.models import task_outputs
+from lib.tasks import (IMG_MEAN_BGR, NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS,
+                       TARGET_IGNORE_VALUE, TASKS, TaskBatches, batch_to, depth_valid,
+                       network_input)
 from lib.utils import atomic_write, atomic_write_text
 
 BASE_COLUMNS = ("method", "tasks", "nominal_sparsity", "measured_sparsity")
@@ -331,9 +334,19 @@ def _as_tensor(x: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu()
 
 
-def _image_rgb(image: torch.Tensor, mean_bgr: Sequence[float]) -> np.ndarray:
-    bgr = image.float().numpy() + np.asarray(mean_bgr, dtype=np.float32)[:, None, None]
-    return np.clip(bgr[::-1].transpose(1, 2, 0) / 255.0, 0.0, 1.0)
+def _image_rgb(image: torch.Tensor, mean_bgr: Sequence[float], dataset: str) -> np.ndarray:
+    """An input image as H x W x 3 RGB in [0, 1], undoing its loader's encoding: MTAN's NYUv2
+    ``2 x RGB - 1``, CIFAR-100's standardised RGB, else BGR minus ``mean_bgr`` (0..255)."""
+    x = image.float().numpy()
+    if dataset == "nyuv2_mtan":
+        rgb = (x + 1.0) / 2.0
+    elif dataset == "cifar100_mtl":
+        from lib.data.cifar_mtl import MEAN, STD
+        rgb = x * np.asarray(STD, np.float32)[:, None, None] + \
+            np.asarray(MEAN, np.float32)[:, None, None]
+    else:
+        rgb = (x + np.asarray(mean_bgr, dtype=np.float32)[:, None, None])[::-1] / 255.0
+    return np.clip(rgb.transpose(1, 2, 0), 0.0, 1.0)
 
 
 def _seg_rgb(labels: np.ndarray, num_class: int) -> np.ndarray:
@@ -363,7 +376,7 @@ def _scalar_rgb(values: np.ndarray, valid: np.ndarray, cmap: str, vmin: float,
 
 
 def _target_for(targets: Mapping[str, Any], task: str) -> torch.Tensor:
-    key = TASKS[task].target_key
+    key = TASKS[task].target_key if task in TASKS else task
     for name in (key, task):
         if name in targets:
             return _as_tensor(targets[name])
@@ -382,7 +395,8 @@ def _labels_panel(pred, gt, dataset, depth_mask):
 def _normals_panel(pred, gt, dataset, depth_mask):
     raw = dataset in RAW_NORMAL_DATASETS
     g = gt.float().numpy()
-    valid_gt = ~(g == NORMAL_INVALID_VALUE).all(axis=0) if raw else np.ones(g.shape[1:], dtype=bool)
+    # raw encoding: (255, 255, 255) is the invalid marker; decoded normals: (0, 0, 0) is
+    valid_gt = ~(g == NORMAL_INVALID_VALUE).all(axis=0) if raw else (g != 0).any(axis=0)
     return (_normal_rgb(pred.float().numpy(), raw, np.ones(g.shape[1:], dtype=bool)),
             _normal_rgb(g, raw, valid_gt))
 
@@ -405,6 +419,15 @@ def _signed_panel(pred, gt, dataset, depth_mask):
 
 PANELS = {"labels": _labels_panel, "normals": _normals_panel, "depth": _depth_panel,
           "signed": _signed_panel}
+# The panels of the min-max NYUv2 tasks (the task table names the reference tasks' panels).
+BENCHMARK_PANELS = {"nyuv2_mtan": {"seg": "labels", "depth": "depth", "normal": "normals"}}
+
+
+def task_panel(task: str, dataset: str) -> str | None:
+    """How ``task`` of ``dataset`` is drawn (a key of :data:`PANELS`), None if it has no map."""
+    if dataset in BENCHMARK_PANELS:
+        return BENCHMARK_PANELS[dataset].get(task)
+    return TASKS[task].panel if task in TASKS else None
 
 
 def plot_prediction_grid(images: Any, preds: Sequence[Any] | Mapping[str, Any],
@@ -424,9 +447,10 @@ def plot_prediction_grid(images: Any, preds: Sequence[Any] | Mapping[str, Any],
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"plot_prediction_grid: images have shape {tuple(images.shape)}; "
                          f"expected B x 3 x H x W")
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if task_panel(t, dataset) is None]
     if unknown:
-        raise ValueError(f"plot_prediction_grid: unknown task(s) {unknown}")
+        raise ValueError(f"plot_prediction_grid: no figure panel for task(s) {unknown} of "
+                         f"{dataset}")
     if not isinstance(preds, Mapping):
         if len(preds) != len(tasks):
             raise ValueError(f"plot_prediction_grid: got {len(preds)} predictions for tasks "
@@ -444,14 +468,15 @@ def plot_prediction_grid(images: Any, preds: Sequence[Any] | Mapping[str, Any],
     upsampled = {t: F.interpolate(_as_tensor(preds[t]).float()[:num], size=(height, width),
                                   mode="nearest") for t in tasks}
     for i in range(num):
-        axes[i, 0].imshow(_image_rgb(images[i], image_mean_bgr))
+        axes[i, 0].imshow(_image_rgb(images[i], image_mean_bgr, dataset))
         for j, task in enumerate(tasks):
             gt = _target_for(targets, task)[i]
             if tuple(gt.shape[-2:]) != (height, width):
                 raise ValueError(f"plot_prediction_grid: target of {task!r} has size "
                                  f"{tuple(gt.shape[-2:])}, images {(height, width)}")
             mask = None if depth_mask is None else depth_mask[i]
-            pred_img, gt_img = PANELS[TASKS[task].panel](upsampled[task][i], gt, dataset, mask)
+            panel = PANELS[task_panel(task, dataset)]
+            pred_img, gt_img = panel(upsampled[task][i], gt, dataset, mask)
             axes[i, 1 + 2 * j].imshow(pred_img, interpolation="nearest")
             axes[i, 2 + 2 * j].imshow(gt_img, interpolation="nearest")
     for j, name in enumerate(columns):
@@ -462,36 +487,81 @@ def plot_prediction_grid(images: Any, preds: Sequence[Any] | Mapping[str, Any],
     return _save_figure(fig, out_png)
 
 
+def plot_classification_grid(images: Mapping[str, Any], logits: Mapping[str, Any],
+                             labels: Mapping[str, Any], tasks: Sequence[str],
+                             out_png: str | os.PathLike, dataset: str = "cifar100_mtl",
+                             max_samples: int = 4,
+                             class_names: Mapping[str, Sequence[str]] | None = None) -> Path:
+    """Rows = tasks (domains), columns = samples: each image titled with the predicted and the
+    true class (green when they agree, red when not). ``images``, ``logits`` and ``labels`` are
+    ``{task: B x 3 x H x W}``, ``{task: B x classes}`` and ``{task: B}``."""
+    missing = [t for t in tasks if t not in images or t not in logits or t not in labels]
+    if missing:
+        raise KeyError(f"plot_classification_grid: no images, predictions or labels for "
+                       f"task(s) {missing}")
+    num = min(max_samples, min(_as_tensor(images[t]).shape[0] for t in tasks))
+    fig = Figure(figsize=(1.6 * num + 1.2, 1.7 * len(tasks) + 0.3))
+    axes = fig.subplots(len(tasks), num, squeeze=False)
+    for r, task in enumerate(tasks):
+        names = (class_names or {}).get(task)
+        predicted = _as_tensor(logits[task]).argmax(1)
+        truth = _as_tensor(labels[task])
+        for c in range(num):
+            ax = axes[r, c]
+            ax.imshow(_image_rgb(_as_tensor(images[task])[c], IMG_MEAN_BGR, dataset),
+                      interpolation="nearest")
+            p, g = int(predicted[c]), int(truth[c])
+            ax.set_title(f"{names[p]} / {names[g]}" if names else f"{p} / {g}", fontsize=7,
+                         color="green" if p == g else "red")
+            ax.set_axis_off()
+        axes[r, 0].text(-0.1, 0.5, task, transform=axes[r, 0].transAxes, ha="right",
+                        va="center", fontsize=8)
+    fig.suptitle("predicted / true class", fontsize=9)
+    fig.tight_layout()
+    return _save_figure(fig, out_png)
+
+
 @torch.no_grad()
 def plot_predictions(net: torch.nn.Module, cfg, out_png: str | os.PathLike,
                      device: torch.device | str | None = None, num_samples: int = 4,
                      seed: int = 0) -> Path:
     """:func:`plot_prediction_grid` of ``net``'s predictions for the first ``num_samples`` test
-    images of ``cfg``'s dataset, for every task of ``net``; the network's mode is restored."""
+    images of ``cfg``'s dataset, for every task of ``net`` (one batch per task, as CIFAR-100's
+    domains: :func:`plot_classification_grid`); the network's mode is restored."""
     from lib.data import build_loader
 
-    batch = next(iter(build_loader(cfg, "test", batch_size=num_samples, shuffle=False,
-                                   seed=seed)))
+    loader = build_loader(cfg, "test", batch_size=num_samples, shuffle=False, seed=seed)
+    batch = next(iter(loader))
     device = next(net.parameters()).device if device is None else torch.device(device)
     was_training = net.training
     net.to(device).eval()
     try:
-        preds = [p.cpu() for p in net(batch[INPUT_KEY].to(device))]
+        preds = {t: p.cpu() for t, p in
+                 task_outputs(net, network_input(batch_to(batch, device))).items()}
     finally:
         net.train(was_training)
-    return plot_prediction_grid(batch[INPUT_KEY], preds, batch, net.tasks, out_png,
+    if isinstance(batch, TaskBatches):
+        names = {t: getattr(d, "classes", None) for t, d in loader.task_datasets.items()}
+        return plot_classification_grid({t: batch[t]["img"] for t in net.tasks}, preds,
+                                        {t: batch[t]["label"] for t in net.tasks}, net.tasks,
+                                        out_png, dataset=cfg.DATASET, max_samples=num_samples,
+                                        class_names=names)
+    return plot_prediction_grid(network_input(batch), preds, batch, net.tasks, out_png,
                                 dataset=cfg.DATASET, max_samples=num_samples)
 
 
 def comparison_rows(tasks: Sequence[str], dense: Mapping[str, Mapping[str, float]],
-                    models: Mapping[str, tuple[Mapping[str, Mapping[str, float]], float, float]]
-                    ) -> list[dict[str, Any]]:
+                    models: Mapping[str, tuple[Mapping[str, Mapping[str, float]], float, float]],
+                    cfg=None) -> list[dict[str, Any]]:
     """Table rows comparing models with the dense one on ``tasks``: the dense row (Δ 0), then
     one row per ``{label: (metrics, nominal sparsity, measured sparsity)}`` with its Δ vs dense
-    (:func:`lib.metrics.delta_or_none`: empty where a dense metric is 0)."""
+    (:func:`lib.metrics.delta_or_none`: empty where a dense metric is 0). With ``cfg`` the Δ
+    uses that config's metrics (``metrics_from_config(cfg).delta_options()``), else the task
+    table's."""
+    options = {} if cfg is None else metrics_from_config(cfg, tasks).delta_options()
     dense = {t: dense[t] for t in tasks}
     rows = [results_row("dense", tasks, 0, 0.0, dense, delta=0.0)]
     rows += [results_row(label, tasks, nominal, measured, metrics,
-                         delta=delta_or_none(metrics, dense, tasks))
+                         delta=delta_or_none(metrics, dense, tasks, **options))
              for label, (metrics, nominal, measured) in models.items()]
     return rows

@@ -11,6 +11,12 @@ Also the dataset conventions those rules depend on: ignore values, the depth val
 the image mean the loaders subtract, Taskonomy's class-prior file. Tasks of other models need
 no entry here: :class:`lib.losses.TaskLosses` and :class:`lib.metrics.TaskMetrics` take plain
 functions.
+
+And the two forms a batch takes. Usually one dict feeds every task (``batch[INPUT_KEY]`` and
+each task's target). When every task has data of its own (the domains of a multi-domain
+benchmark, one batch per domain and step), a step is a :class:`TaskBatches`,
+``{task: batch dict}``. Whatever runs a network on a batch goes through :func:`network_input`,
+:func:`task_batch` and :func:`batch_to`, so either form works everywhere.
 """
 from __future__ import annotations
 
@@ -35,6 +41,49 @@ RAW_NORMAL_DATASETS = ("nyuv2_3",)     # normal targets are the raw PNG encoding
 # every loader subtracts from its images.
 IMG_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 SEG_PRIOR_FILE = "semseg_prior_factor.npy"   # Taskonomy: per-class CE weights at DATA_ROOT
+
+
+class TaskBatches(dict):
+    """One step's data when every task has its own: ``{task: batch dict}``, each with its
+    ``INPUT_KEY`` input and that task's targets (see the module docstring)."""
+
+
+def network_input(batch: Mapping[str, Any]) -> torch.Tensor | dict[str, torch.Tensor]:
+    """What the network is fed: ``batch[INPUT_KEY]``, or for :class:`TaskBatches`
+    ``{task: that task's input}`` (``lib.models.task_outputs`` runs either)."""
+    if isinstance(batch, TaskBatches):
+        return {task: network_input(part) for task, part in batch.items()}
+    if INPUT_KEY not in batch:
+        raise KeyError(f"batch has no input key {INPUT_KEY!r}; keys: {sorted(batch)}")
+    return batch[INPUT_KEY]
+
+
+def task_batch(batch: Mapping[str, Any], task: str) -> Mapping[str, Any]:
+    """The batch dict holding ``task``'s targets: ``batch`` itself, or its own one in a
+    :class:`TaskBatches`."""
+    if not isinstance(batch, TaskBatches):
+        return batch
+    if task not in batch:
+        raise KeyError(f"the step has no batch for task {task!r}; it has {sorted(batch)}")
+    return batch[task]
+
+
+def batch_to(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """``batch`` (either form) with every tensor on ``device`` (non-blocking to CUDA); other
+    values as they are."""
+    device = torch.device(device)
+    if isinstance(batch, TaskBatches):
+        return TaskBatches({task: batch_to(part, device) for task, part in batch.items()})
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
+
+
+def batch_items(batch: Mapping[str, Any]) -> int:
+    """How many items ``batch`` holds (a :class:`TaskBatches`: over all its tasks)."""
+    if isinstance(batch, TaskBatches):
+        return sum(batch_items(part) for part in batch.values())
+    return int(network_input(batch).shape[0])
 
 
 def check_dataset(dataset: str) -> str:

@@ -88,10 +88,11 @@ class Workspace:
                             seed=self.seed)
 
     def criterion(self):
-        """The config's weighted multi-task loss over all its tasks."""
-        from lib.losses import SceneNetLoss
+        """The config's weighted multi-task loss over all its tasks
+        (:func:`lib.losses.losses_from_config`)."""
+        from lib.losses import losses_from_config
         self.data()
-        return SceneNetLoss.from_config(self.cfg)
+        return losses_from_config(self.cfg)
 
     # ------------------------------------------------------------------------- paths
     def base_dir(self) -> Path:

@@ -7,7 +7,7 @@ LIB = Path(__file__).resolve().parents[1] / "lib"
 # Each layer may import only from earlier layers (docs/ARCHITECTURE.md, "The one-way data flow").
 # Command-line entry points (``cli*.py``) sit on top of everything and are not checked.
 LAYERS = [["utils", "config"], ["tasks"], ["data", "models"], ["losses", "masks"],
-          ["checkpoints"], ["metrics", "metrics_minmax"], ["pruning", "training", "export"],
+          ["checkpoints", "metrics_minmax"], ["metrics"], ["pruning", "training", "export"],
           ["reports", "sparse"], ["experiments", "workspace", "cli"], ["__main__"]]
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib.data.cifar_mtl import (MEAN, STD, CIFAR100Split, MultiDomainLoader, build_domains,
-                                load_cifar_pickle)
+from lib.data.cifar_mtl import MEAN, STD, CIFAR100Split, build_domains, load_cifar_pickle
+from lib.data.loader import MultiDomainLoader
 from lib.data.cifar_classes import CIFAR100_FINE_NAMES, FINE_TO_COARSE
 from lib.data.nyuv2_mtan import NYUv2MTAN
 from lib.data.synthetic.minmax import _Py2Pickle, write_cifar100, write_nyuv2_mtan

@@ -1,6 +1,5 @@
 """Structured vs unstructured CUT at equal parameter count / latency: table, figure, columns."""
 import pytest
-import torch
 
 from lib.experiments.equal_cost import compare_at_equal_cost, cost_columns, plot_equal_cost
 

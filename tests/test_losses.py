@@ -167,3 +167,47 @@ def test_restricted_to_after_moving_the_loss_to_another_device():
     loss = SceneNetLoss("taskonomy", ["seg", "depth"], [1.0, 1.0], seg_class_weight=[3.0, 1.0])
     sub = loss.to("meta").restricted_to(["seg"])        # "meta" stands in for a CUDA device
     assert sub.seg_class_weight.shape == (2,)
+
+
+# ---------------------------------------------------------------------- the min-max benchmarks
+def test_min_max_nyuv2_losses_by_hand():
+    from lib.config import load_config
+    from lib.losses import losses_from_config
+
+    def columns(*pixels):   # 1 x C x 1 x W from per-pixel vectors
+        return torch.tensor(pixels, dtype=torch.float32).T[None, :, None, :]
+
+    seg_logits = columns((2.0, 0.0), (0.0, 1.0))
+    depth_pred = columns((1.0,), (3.0,), (9.0,))
+    # normals: a unit target, a tilted one whose components sum to 0 (valid), (0, 0, 0) invalid
+    normal_target = columns((0.0, 0.0, 1.0), (0.6, -0.8, 0.0), (0.0, 0.0, 0.0))
+    normal_pred = columns((0.0, 0.0, 1.0), (1.0, 0.0, 0.0), (1.0, 0.0, 0.0))
+    batch = {"seg": torch.tensor([[[[1, -1]]]]),            # the -1 pixel is ignored
+             "depth": columns((2.0,), (3.0,), (0.0,)),      # 0 = invalid
+             "normal": normal_target}
+    loss = losses_from_config(load_config("nyuv2_mtan"))
+    per = loss.per_task([seg_logits, depth_pred, normal_pred], batch)
+    assert per["seg"] == pytest.approx(float(-torch.log_softmax(torch.tensor([2.0, 0.0]), 0)[1]))
+    assert per["depth"] == pytest.approx((1 + 0) / 2)
+    assert per["normal"] == pytest.approx(1 - (1.0 + 0.6) / 2)     # 1 - mean cosine
+    assert loss.lambdas == [1, 1.5, 3]
+    deeplab = losses_from_config(load_config("nyuv2_deeplab"))     # L1 on the components
+    assert deeplab.task_loss([seg_logits, depth_pred, normal_pred], batch, "normal") == \
+        pytest.approx((0 + (0.4 + 0.8 + 0)) / 2)
+
+
+def test_min_max_cifar_losses_and_bad_configs():
+    from lib.config import load_config
+    from lib.losses import losses_from_config
+    cfg = load_config("cifar100_mtl")
+    loss = losses_from_config(cfg, tasks=["class_2", "class_9"])
+    logits = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0]])
+    expected = float(torch.nn.functional.cross_entropy(logits, torch.tensor([3])))
+    assert loss.tasks == ["class_2", "class_9"]
+    assert loss.task_loss({"class_2": logits}, {"label": torch.tensor([3])}, "class_2") == \
+        pytest.approx(expected)
+    bad = load_config("nyuv2_mtan", NORMAL_LOSS="dot")
+    with pytest.raises(ValueError, match="NORMAL_LOSS 'dot' is not one of"):
+        losses_from_config(bad)
+    with pytest.raises(ValueError, match=r"task\(s\) \['sn'\] have no loss"):
+        losses_from_config(load_config("nyuv2_mtan", TASKS=["seg", "sn"], LAMBDAS=[1, 1]))

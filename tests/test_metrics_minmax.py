@@ -41,7 +41,7 @@ def depth_batch(pred, target):
 
 
 def test_depth_errors_pool_pixels_or_average_batches():
-    pixel, batch = NYUv2MTANEval(["depth"]), NYUv2MTANEval(["depth"], averaging="batch")
+    pixel, batch = NYUv2MTANEval(["depth"], averaging="pixel"), NYUv2MTANEval(["depth"])
     first = depth_batch([[[1.0, 2.0, 9.0]]], [[[2.0, 2.0, 0.0]]])        # 0 = invalid
     second = depth_batch([[[4.0, 4.0, 4.0, 4.0]]], [[[1.0, 2.0, 4.0, 8.0]]])
     for ev in (pixel, batch):
@@ -100,8 +100,8 @@ def test_normal_mask_sum_is_the_references():
 def test_batch_averaged_median_is_the_mean_of_batch_medians():
     z = unit(0, 0, 1)
     at = [unit(math.sin(math.radians(a)), 0, math.cos(math.radians(a))) for a in (10, 20, 60)]
-    ev = NYUv2MTANEval(["normal"], averaging="batch")
-    pooled = NYUv2MTANEval(["normal"])
+    ev = NYUv2MTANEval(["normal"])
+    pooled = NYUv2MTANEval(["normal"], averaging="pixel")
     for e in (ev, pooled):
         e.update(*normal_batch([at[0]], [z]))               # median 10
         e.update(*normal_batch([at[1], at[2]], [z, z]))     # median 40
@@ -125,9 +125,9 @@ def test_delta_against_the_reference_single_task_constants():
 
 def test_domain_accuracy_and_mean():
     acc = DomainAccuracy(["class_0", "class_1"])
-    acc.update("class_0", torch.tensor([[2.0, 1.0], [0.0, 1.0]]), torch.tensor([0, 0]))  # 1/2
-    acc.update("class_0", torch.tensor([[0.0, 1.0]]), torch.tensor([1]))                 # 2/3
-    acc.update("class_1", torch.tensor([[0.0, 1.0]]), torch.tensor([1]))                 # 1/1
+    acc.add("class_0", torch.tensor([[2.0, 1.0], [0.0, 1.0]]), torch.tensor([0, 0]))  # 1/2
+    acc.add("class_0", torch.tensor([[0.0, 1.0]]), torch.tensor([1]))                 # 2/3
+    acc.add("class_1", torch.tensor([[0.0, 1.0]]), torch.tensor([1]))                 # 1/1
     out = acc.compute()
     assert out == {"class_0": {"Acc": pytest.approx(2 / 3)}, "class_1": {"Acc": 1.0}}
     assert mean_accuracy(out) == pytest.approx((2 / 3 + 1) / 2)
@@ -147,3 +147,29 @@ def test_errors_are_one_line_and_nothing_non_finite_is_returned():
         NYUv2MTANEval(averaging="mean")
     with pytest.raises(ValueError, match="no image was evaluated for task"):
         DomainAccuracy(["class_3"]).compute()
+
+
+def test_metrics_from_config_picks_the_benchmark_evaluator_and_its_delta():
+    from lib.config import load_config
+    from lib.metrics import SceneNetEval, delta_mtl, metrics_from_config
+    nyu = metrics_from_config(load_config("nyuv2_mtan"), tasks=["seg", "normal"],
+                              averaging="pixel")
+    assert isinstance(nyu, NYUv2MTANEval) and nyu.tasks == ["seg", "normal"]
+    assert nyu.averaging == "pixel" and nyu.num_class == 13
+    # The evaluators take the streaming protocol's {task: prediction} dicts too.
+    [normals], targets = normal_batch([unit(0, 0, 1)] * 2, [unit(0, 0, 1)] * 2)
+    nyu.update({"normal": normals, "seg": seg_logits([[[0, 1]]], 13)},
+               {"seg": torch.tensor([[[[0, 1]]]]), **targets})
+    assert nyu.compute()["seg"]["mIoU"] == pytest.approx(1.0)
+    cifar = metrics_from_config(load_config("cifar100_mtl"), tasks=["class_4"])
+    assert isinstance(cifar, DomainAccuracy) and cifar.tasks == ["class_4"]
+    assert isinstance(metrics_from_config(load_config("nyuv2_3task")), SceneNetEval)
+    # Δ vs dense over every reported NYUv2 metric, and over each domain's accuracy.
+    dense = {"class_4": {"Acc": 0.5}}
+    assert delta_mtl({"class_4": {"Acc": 0.6}}, dense, **cifar.delta_options()) == \
+        pytest.approx(20.0)
+    assert nyu.delta_options()["metric_names"]["normal"][-1] == "Angle 30"
+    with pytest.raises(ValueError, match=r"option\(s\) \['miou'\] do not apply to nyuv2_mtan"):
+        metrics_from_config(load_config("nyuv2_mtan"), miou="present")
+    with pytest.raises(ValueError, match=r"task\(s\) \['sn'\] not in the config's TASKS"):
+        metrics_from_config(load_config("nyuv2_mtan"), tasks=["sn"])

@@ -39,3 +39,23 @@ def test_no_code_cell_longer_than_three_lines_is_shared_between_notebooks():
     shared = {cell.splitlines()[0]: sorted(names) for cell, names in where.items()
               if len(names) > 1}
     assert not shared, f"code cells repeated across notebooks (move them into lib): {shared}"
+
+
+def test_a_notebook_runs_on_a_min_max_config(monkeypatch, tmp_path):
+    """train_prune (stand-ins in FAST_MODE, fine-tuning, evaluation, the comparison table) with
+    CONFIG = "cifar100_mtl": every step takes the config's model, data, losses and metrics."""
+    import re
+    monkeypatch.setenv("CUT_FAST_MODE", "1")
+    monkeypatch.setenv("CUT_SYNTHETIC_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    path = next(p for p in NOTEBOOKS if p.name == "train_prune.ipynb")
+    namespace = {}
+    for i, cell in enumerate(code_cells(path)):
+        source = "".join(cell["source"])
+        if i == 0:
+            source = re.sub(r'CONFIG = "\w+"', 'CONFIG = "cifar100_mtl"', source)
+            source = re.sub(r"SELECTED_TASKS = \[[^]]*\]", 'SELECTED_TASKS = ["class_2", "class_9"]',
+                            source)
+        exec(compile(source, f"{path.name} cell {i}", "exec"), namespace)
+    assert namespace["cfg"].DATASET == "cifar100_mtl"
+    assert [r["method"] for r in namespace["rows"]] == ["dense", "cut (pruned)", "cut (fine-tuned)"]

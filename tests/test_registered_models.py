@@ -1,15 +1,16 @@
 """Every model registered in lib, at a tiny width, through the contract's pipeline: CUT at a
-target sparsity, structured CUT, the pruned checkpoint and the edge artifact read back exactly.
+target sparsity (ONNX parity of the pruned network included), structured CUT, the pruned
+checkpoint and the edge artifact read back exactly, every one-shot baseline, CUT's vote.
 A model registered in lib without an entry in TINY fails here: add one."""
 import warnings
 
 import pytest
 import torch
 
-from lib.export import load_artifact, save_artifact
+from lib.export import check_onnx_parity, export_onnx, load_artifact, save_artifact
 from lib.losses import TaskLosses
 from lib.models import (MODEL_REGISTRY, MTANDeepLabv3, MultiDomainVGG16, SceneNet, SegNetMTAN,
-                        SplitDeepLabv3)
+                        SplitDeepLabv3, prunable_layers)
 from lib.pruning import PruningError, load_pruned, prune, save_pruned
 
 TINY = {
@@ -28,15 +29,20 @@ def test_every_registered_lib_model_has_a_tiny_entry():
     assert in_lib == set(TINY)
 
 
-@pytest.fixture(scope="module", params=sorted(TINY))
-def model(request):
+def tiny_setup(name):
+    """(name, tiny network in eval mode, a TaskLosses over its tasks, two random batches)."""
     torch.manual_seed(0)
-    net = TINY[request.param]().eval()
+    net = TINY[name]().eval()
     g = torch.Generator().manual_seed(1)
     loader = [{"img": torch.randn(2, 3, 32, 32, generator=g)} for _ in range(2)]
     # Any differentiable per-task loss will do: the pipeline only needs a TaskLosses.
     criterion = TaskLosses({t: lambda pred, batch: pred.float().pow(2).mean() for t in net.tasks})
-    return request.param, net, criterion, loader
+    return name, net, criterion, loader
+
+
+@pytest.fixture(scope="module", params=sorted(TINY))
+def model(request):
+    return tiny_setup(request.param)
 
 
 def reads_back(net, path, x):
@@ -64,6 +70,44 @@ def test_prune_and_read_back(model, method, tmp_path):
     assert result.net.tasks == selected and isinstance(result.net, type(net))
     if method == "cut":
         assert abs(result.sparsity - 50) <= 0.5
+        x = loader[0]["img"][:1]
+        parity = check_onnx_parity(result.net, export_onnx(result.net, tmp_path / "m.onnx",
+                                                           tuple(x.shape)), x, threads=1)
+        assert parity["ok"], parity
     else:
         assert result.sparsity > 50 and not result.masks
     reads_back(result.net, tmp_path / "m", loader[0]["img"])
+
+
+ONE_SHOT = ["lth", "snip", "snip_untrained", "random", "random_untrained", "disparse_static",
+            "disparse_pt"]
+
+
+# SceneNet's baselines have their own tests (tests/test_pruning_baselines.py).
+@pytest.mark.parametrize("name", sorted(set(TINY) - {"SceneNet"}))
+@pytest.mark.parametrize("method", ONE_SHOT)
+def test_every_one_shot_baseline_prunes_every_model(name, method):
+    name, net, criterion, loader = tiny_setup(name)
+    selected = list(net.tasks[-2:])
+    result = prune(method, net, criterion, loader, selected_tasks=selected, sparsity=50,
+                   num_batches=1)
+    assert result.net.tasks == selected and abs(result.sparsity - 50) <= 0.5
+    assert set(result.masks) == set(prunable_layers(result.net))
+
+
+@pytest.mark.parametrize("name", ["SegNetMTAN", "MultiDomainVGG16", "MTANDeepLabv3"])
+@pytest.mark.parametrize("rule, votes", [(2, 2), ("all", 3), ("any", 1), ("majority", 2)])
+def test_cut_votes_over_every_shared_layer_of_the_min_max_models(name, rule, votes):
+    from lib.models import shared_layers, task_layers
+    name, net, criterion, loader = tiny_setup(name)
+    selected = list(net.tasks[-3:])
+    result = prune("cut", net, criterion, loader, selected_tasks=selected, keep_ratio=0.3,
+                   num_batches=1, min_votes=rule)
+    shared = shared_layers(result.net)
+    assert shared and set(result.task_masks) == set(selected)
+    for layer in shared:     # kept iff at least `votes` of the three task masks keep it
+        count = sum(result.task_masks[t][layer].int() for t in selected)
+        assert torch.equal(result.masks[layer].cpu(), count >= votes), layer
+    for task in selected:    # a task's own layers follow its own mask
+        for layer in task_layers(result.net, task):
+            assert torch.equal(result.masks[layer].cpu(), result.task_masks[task][layer])

@@ -7,7 +7,6 @@ errors name the file, 8 artifact manifest schema + checksum, 9 stale temporaries
 before work, 11 empty synthetic datasets and reproducible results files.
 """
 import json
-import math
 import random
 import shutil
 import struct
@@ -25,7 +24,7 @@ from lib.config import load_config
 from lib.data.synthetic import prepare_synthetic, write_dataset
 from lib.export import ArtifactFormatError, load_artifact, save_artifact
 from lib.export.container import FORMAT_VERSION, MAGIC
-from lib.masks import install_masks, masked_modules
+from lib.masks import install_masks
 from lib.metrics import SceneNetEval, delta_or_none, read_metrics, write_metrics
 from lib.models import MultiTaskModel, SceneNet, register_model
 from lib.pruning import prune

@@ -205,3 +205,32 @@ def test_worker_processes_write_identical_files(tmp_path):
     assert files == all_files(b)
     _, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)
     assert not mismatch and not errors
+
+
+def test_cli_writes_the_min_max_layouts_a_config_reads(tmp_path):
+    from lib.data import build_loader, cli
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.run(parser.parse_args(["--config", "nyuv2_mtan", "--profile", "tiny", "--root",
+                                      str(tmp_path / "nyu"), "--num-train", "2",
+                                      "--num-test", "1"])) == 0
+    cfg = load_config("nyuv2_mtan", profile="tiny", DATA_ROOT=str(tmp_path / "nyu"))
+    batch = next(iter(build_loader(cfg, "test")))
+    assert batch["img"].shape == (1, 3, *cfg.IMAGE_SHAPE) and batch["normal"].shape[1] == 3
+    assert cli.run(parser.parse_args(["--layout", "cifar100_mtl", "--root",
+                                      str(tmp_path / "cifar"), "--num-train", "1",
+                                      "--num-test", "1"])) == 0
+    cfg = load_config("cifar100_mtl", DATA_ROOT=str(tmp_path / "cifar"))
+    step = next(iter(build_loader(cfg, "test")))
+    assert len(step) == 20 and step["class_3"]["img"].shape == (5, 3, 32, 32)   # 5 fine classes
+    with pytest.raises(ValueError, match="CIFAR-100 images are 32x32"):
+        cli.run(parser.parse_args(["--layout", "cifar100_mtl", "--root", str(tmp_path / "c2"),
+                                   "--height", "64"]))
+    assert not (tmp_path / "c2").exists()
+
+
+def test_prepare_synthetic_writes_the_config_s_min_max_layout(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUT_SYNTHETIC_DIR", str(tmp_path))
+    root = prepare_synthetic(load_config("cifar100_mtl", profile="tiny"), progress=False)
+    assert (Path(root) / "cifar-100-python" / "meta").is_file()
+    assert prepare_synthetic(load_config("cifar100_mtl", profile="tiny"), progress=False) == root

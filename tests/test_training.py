@@ -389,3 +389,36 @@ def test_resume_of_a_finished_run_rewrites_final_files_only(cfg, tmp_path):
     with pytest.raises(ValueError, match="beyond max_iters=1"):
         train(make_net(cfg), crit, loader(ds), cfg, tmp_path / "r", max_iters=1, resume=True,
               log=False)
+
+
+def test_sgd_cosine_from_the_config_resumes_exactly_and_is_recorded(cfg, tmp_path):
+    import math
+    cfg.OPTIMIZER, cfg.MOMENTUM, cfg.LR_SCHEDULE = "sgd", 0.9, "cosine"
+    cfg.INIT_LR, cfg.DECAY_LR_FREQ = 0.01, 4
+    ds = make_data(cfg, n=5)
+    common = dict(max_iters=4, seed=1, log=False)
+    full = train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "a",
+                 **common)
+    # lr after iteration i (1-based) is the cosine from INIT_LR to 0 over DECAY_LR_FREQ steps.
+    expected = [0.01 * (1 + math.cos(math.pi * i / 4)) / 2 for i in range(1, 5)]
+    assert [v for _, v in full.history["lr"]] == pytest.approx(expected)
+    last = read_checkpoint(tmp_path / "a" / "last.pth")
+    assert last["schedule"]["optimizer"] == "sgd" and last["schedule"]["lr_schedule"] == "cosine"
+    assert last["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    assert any("momentum_buffer" in s for s in last["optimizer"]["state"].values())
+    with pytest.raises(KeyboardInterrupt):
+        train(make_net(cfg), FailingLoss(cfg, at=3, mode="interrupt"), loader(ds), cfg,
+              tmp_path / "b", **{**common, "max_iters": 4})
+    resumed = train(make_net(cfg, seed=4), SceneNetLoss.from_config(cfg), loader(ds), cfg,
+                    tmp_path / "b", resume=True, **common)
+    assert state_equal(full.net.state_dict(), resumed.net.state_dict())
+    # Another optimiser or schedule would misread the saved states: refused before loading.
+    cfg.OPTIMIZER, cfg.MOMENTUM = "adam", 0.0
+    with pytest.raises(ValueError, match=r"cannot resume .*differs in .*'optimizer'.*optimizer: 'sgd' -> 'adam'"):
+        train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "b",
+              resume=True, **{**common, "max_iters": 6})
+    cfg.MOMENTUM = 0.5
+    with pytest.raises(ValueError, match="MOMENTUM 0.5 is an SGD setting"):
+        train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "c",
+              **common)
+    assert not (tmp_path / "c").exists()

@@ -5,7 +5,9 @@
     build_dataset(cfg, split)           the reader of ``cfg.DATASET`` at ``cfg.DATA_ROOT`` (frames
                                         resized to ``cfg.IMAGE_SHAPE`` on load when
                                         ``cfg.RESIZE_TO_IMAGE_SHAPE``, as in the cpu/tiny profiles)
-    build_loader(cfg, split, ...)       a seeded DataLoader yielding batch dicts
+    build_loader(cfg, split, ...)       a seeded DataLoader yielding batch dicts (per-task data,
+                                        e.g. CIFAR-100's domains: a MultiDomainLoader yielding
+                                        lib.tasks.TaskBatches, one batch per task and step)
     lib.data.synthetic                  ray-cast indoor/street scenes written in those layouts
 
 Batch keys: ``img`` (BGR, 0..255 minus :data:`IMG_MEAN_BGR`), ``seg``, ``normal``, ``depth``,
@@ -26,8 +28,9 @@ _EXPORTS = {
     "build_dataset": "loader", "build_loader": "loader", "dataset_class": "loader",
     "check_files": "loader", "collate_batch": "loader",
     "NYUv2MTAN": "nyuv2_mtan",
-    "CIFAR100Domain": "cifar_mtl", "CifarUnpickler": "cifar_mtl", "MultiDomainLoader": "cifar_mtl",
-    "build_domains": "cifar_mtl", "build_multidomain_loader": "cifar_mtl",
+    "CIFAR100Domain": "cifar_mtl", "CifarUnpickler": "cifar_mtl", "build_domains": "cifar_mtl",
+    "MultiDomainLoader": "loader", "TASK_DATASETS": "loader", "build_task_datasets": "loader",
+    "has_task_datasets": "loader", "num_items": "loader",
 }
 __all__ = list(_EXPORTS)
 

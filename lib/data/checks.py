@@ -66,3 +66,17 @@ def check_labels(source: str, array: np.ndarray, num_class: int, ignore: int) ->
         shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
         raise ValueError(f"{source} has label(s) {shown} outside 0..{num_class - 1}; expected "
                          f"class indices 0..{num_class - 1} or {ignore} (ignore)")
+
+
+def check_floats(source: str, array: np.ndarray, low: float | None, high: float | None,
+                 expected: str) -> None:
+    """A float array (:data:`FLOAT_DTYPES`) of finite values in ``[low, high]``."""
+    check_dtype(source, array, FLOAT_DTYPES, expected)
+    check_finite(source, array)
+    check_range(source, array, low, high, expected)
+
+
+def check_unit_rgb(source: str, image: np.ndarray) -> None:
+    """An ``H x W x 3`` float RGB image scaled to [0, 1] (the layouts stored as ``.npy``)."""
+    check_channels(source, image, 3, "RGB in [0, 1]")
+    check_floats(source, image, 0.0, 1.0, "RGB scaled to [0, 1]")

@@ -18,22 +18,24 @@ Item of a domain:
 
 Train augmentation (``trainer_cifar.py``): a 32x32 crop of the image zero-padded by 4, at a
 random offset, then a horizontal flip with probability 1/2; draws, in this order: crop row,
-crop column, flip. :class:`MultiDomainLoader` yields one batch per domain per step,
-``{task: batch}``, as the reference's training loop (``next()`` on each domain's loader).
+crop column, flip. ``lib.data.build_loader`` steps the domains with
+:class:`lib.data.loader.MultiDomainLoader`: one batch per domain per step, ``{task: batch}`` (a
+``lib.tasks.TaskBatches``), as the reference's training loop (``next()`` on each domain's
+loader); models run each domain's batch through its own path
+(``MultiDomainVGG16.forward_task``, via ``lib.models.task_outputs``).
 """
 from __future__ import annotations
 
 import io
 import pickle
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .cifar_classes import FINE_TO_COARSE
-from .loader import EpochSampler
 
 CIFAR_DIR = "cifar-100-python"
 SPLIT_FILES = {"train": "train", "test": "test"}
@@ -242,51 +244,15 @@ def build_domains(root: str | Path, split: str, domains: Sequence[int] | None = 
     return [CIFAR100Domain(source, d, augment, seed) for d in domains]
 
 
-class MultiDomainLoader:
-    """One DataLoader per domain, stepped together: each step yields ``{task: batch}``.
-
-    A pass lasts as many steps as the shortest domain loader (all domains are the same size in
-    CIFAR-100). Each domain's order is seeded with ``(seed, domain)`` and changes per pass.
-    """
-
-    def __init__(self, datasets: Sequence[CIFAR100Domain], batch_size: int,
-                 shuffle: bool, seed: int = 0, num_workers: int = 0,
-                 drop_last: bool = False):
-        if not datasets:
-            raise ValueError("MultiDomainLoader needs at least one domain")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.datasets = list(datasets)
-        self.tasks = [d.task for d in self.datasets]
-        self.loaders = [
-            DataLoader(d, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
-                       sampler=EpochSampler(len(d), shuffle, seed * NUM_COARSE + d.domain),
-                       pin_memory=torch.cuda.is_available())
-            for d in self.datasets]
-
-    def __len__(self) -> int:
-        return min(len(loader) for loader in self.loaders)
-
-    def set_epoch(self, epoch: int) -> None:
-        for loader in self.loaders:
-            loader.sampler.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[dict[str, dict[str, Any]]]:
-        iterators = [iter(loader) for loader in self.loaders]
-        for _ in range(len(self)):
-            yield {task: next(it) for task, it in zip(self.tasks, iterators)}
+def domain_index(task: str) -> int:
+    """The domain of a task name ``class_<d>`` (one-line ValueError for another name)."""
+    if not (task.startswith("class_") and task[6:].isdigit() and int(task[6:]) < NUM_COARSE):
+        raise ValueError(f"CIFAR-100 task {task!r} is not a domain name class_0..class_19")
+    return int(task[6:])
 
 
-def build_multidomain_loader(cfg, split: str, batch_size: int | None = None,
-                             shuffle: bool | None = None, seed: int = 0, num_workers: int = 0,
-                             augment: bool | None = None) -> MultiDomainLoader:
-    """The loader of ``cfg.TASKS`` (``class_<d>`` names) at ``cfg.DATA_ROOT`` for ``split``."""
-    domains = []
-    for task in cfg.TASKS:
-        if not (task.startswith("class_") and task[6:].isdigit()):
-            raise ValueError(f"CIFAR-100 task {task!r} is not a domain name class_0..class_19")
-        domains.append(int(task[6:]))
-    datasets = build_domains(cfg.DATA_ROOT, split, domains, augment, seed)
-    batch_size = int(cfg.BATCH_SIZE if batch_size is None else batch_size)
-    shuffle = (split == "train") if shuffle is None else shuffle
-    return MultiDomainLoader(datasets, batch_size, shuffle, seed, num_workers)
+def build_task_datasets(cfg, split: str, augment: bool | None = None,
+                        seed: int = 0) -> dict[str, CIFAR100Domain]:
+    """``{task: domain dataset}`` for ``cfg.TASKS`` (``class_<d>`` names) at ``cfg.DATA_ROOT``."""
+    domains = [domain_index(task) for task in cfg.TASKS]
+    return {d.task: d for d in build_domains(cfg.DATA_ROOT, split, domains, augment, seed)}

@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from .base import LayoutDataset, subtract_mean, to_chw
-from .checks import (FLOAT_DTYPES, LABEL_DTYPES, check_channels, check_dtype, check_finite,
-                     check_labels, check_range)
+from .checks import LABEL_DTYPES, check_dtype, check_floats, check_labels, check_unit_rgb
 from .transforms import BILINEAR, NEAREST, augment
 
 CITYSCAPES_IGNORE = -1
@@ -56,18 +55,11 @@ class CityScapes(LayoutDataset):
         """image (HxWx3 BGR, 0..255), depth (HxWx1), label2/7/19 (HxWx1), as the reference."""
         paths = [self.file(index, k) for k in range(5)]
         image = self.read_npy(paths[0])
-        source = f"CityScapes image {paths[0]}"
-        check_channels(source, image, 3, "RGB in [0, 1]")
-        check_dtype(source, image, FLOAT_DTYPES, "RGB in [0, 1]")
-        check_finite(source, image)
-        check_range(source, image, 0.0, 1.0, "RGB scaled to [0, 1]")
+        check_unit_rgb(f"CityScapes image {paths[0]}", image)
         h, w = image.shape[:2]
         depth = self.read_npy(paths[1])
         self.check_shape(paths[1], depth, (h, w, 1))
-        source = f"CityScapes depth {paths[1]}"
-        check_dtype(source, depth, FLOAT_DTYPES, "depth, 0 = invalid")
-        check_finite(source, depth)
-        check_range(source, depth, 0.0, None, "0 = invalid")
+        check_floats(f"CityScapes depth {paths[1]}", depth, 0.0, None, "depth, 0 = invalid")
         labels = []
         for path, field, num_class in zip(paths[2:], self.ENTRY_FIELDS[2:], LABEL_FILE_CLASSES):
             label = self.read_npy(path)

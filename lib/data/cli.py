@@ -1,43 +1,84 @@
-"""``python -m lib synthetic``: write a synthetic dataset in one of the real on-disk layouts."""
+"""``python -m lib synthetic``: write a synthetic dataset in one of the real on-disk layouts.
+
+    python -m lib synthetic --layout nyuv2_mtan --root data/nyu_mtan       # MTAN's NYUv2 files
+    python -m lib synthetic --layout cifar100_mtl --root data/cifar        # cifar-100-python/
+    python -m lib synthetic --config cifar100_mtl --profile tiny --root D  # what a config reads
+"""
 from __future__ import annotations
 
 import argparse
 
-from lib.config import load_config
+from lib.config import CONFIG_MODULES, PROFILES, load_config
 
-from .synthetic import LAYOUTS, write_dataset
+from .synthetic import ALL_LAYOUTS, write_dataset
+from .synthetic.minmax import DEFAULT_COUNTS as MINMAX_COUNTS
+
+# The config whose cpu profile sizes each layout's images by default.
+LAYOUT_CONFIGS = {"nyuv2_3": "nyuv2_3task", "cityscapes": "cityscapes", "taskonomy": "taskonomy",
+                  "nyuv2_mtan": "nyuv2_mtan", "cifar100_mtl": "cifar100_mtl"}
+DEFAULT_COUNTS = (320, 80)
 
 
 def cpu_profile_size(layout: str) -> tuple[int, int]:
     """The image size the ``cpu`` profile uses for ``layout`` (what the demo generates)."""
-    return tuple(load_config(layout, profile="cpu").IMAGE_SHAPE)
+    return tuple(load_config(LAYOUT_CONFIGS[layout], profile="cpu").IMAGE_SHAPE)
+
+
+def default_counts(layout: str, profile: str | None) -> tuple[int, int]:
+    """Train / test counts a layout gets by default (CIFAR-100: images per fine class)."""
+    if layout in MINMAX_COUNTS:
+        counts = MINMAX_COUNTS[layout]
+        return counts.get(profile, counts[None])
+    return (8, 4) if profile == "tiny" else DEFAULT_COUNTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layout", choices=LAYOUTS, default="nyuv2_3",
-                        help="on-disk layout (and class set) to write")
+    parser.add_argument("--layout", choices=ALL_LAYOUTS, default=None,
+                        help="on-disk layout (and class set) to write (default: nyuv2_3, or the "
+                             "--config's dataset)")
+    parser.add_argument("--config", choices=sorted(CONFIG_MODULES), default=None,
+                        help="write the layout and image size this config reads")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
+                        help="with --config: the profile whose image size and counts to use")
     parser.add_argument("--root", required=True, help="target folder (must not exist or be empty)")
-    parser.add_argument("--num-train", type=int, default=320)
-    parser.add_argument("--num-test", type=int, default=80)
+    parser.add_argument("--num-train", type=int, default=None,
+                        help="train samples (CIFAR-100: per fine class); default 320, "
+                             "cifar100_mtl 20, tiny profile 8 (CIFAR-100 2)")
+    parser.add_argument("--num-test", type=int, default=None,
+                        help="test samples (CIFAR-100: per fine class); default 80, "
+                             "cifar100_mtl 5, tiny profile 4 (CIFAR-100 1)")
     parser.add_argument("--height", type=int, default=None,
-                        help="default: the cpu profile's (96 for every layout)")
+                        help="default: the cpu profile's (96 for every layout; CIFAR-100 32)")
     parser.add_argument("--width", type=int, default=None,
-                        help="default: the cpu profile's (128 NYU, 192 Cityscapes, 96 Taskonomy)")
+                        help="default: the cpu profile's (128 NYU, 192 Cityscapes, 96 Taskonomy, "
+                             "CIFAR-100 32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1,
                         help="render in this many processes (same files for any value; worth "
-                             "it on idle cores)")
+                             "it on idle cores; the AdaShare layouts only)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.num_train < 1 or args.num_test < 1:   # the workflow trains and evaluates on it
+    profile = None
+    if args.config is not None:
+        cfg = load_config(args.config, profile=args.profile)
+        if args.layout is not None and args.layout != cfg.DATASET:
+            raise ValueError(f"--layout {args.layout} differs from config {args.config}'s "
+                             f"dataset {cfg.DATASET}")
+        layout, (height, width), profile = cfg.DATASET, tuple(cfg.IMAGE_SHAPE), args.profile
+    else:
+        layout = args.layout or "nyuv2_3"
+        height, width = cpu_profile_size(layout)
+    height, width = args.height or height, args.width or width
+    num_train, num_test = default_counts(layout, profile)
+    num_train = num_train if args.num_train is None else args.num_train
+    num_test = num_test if args.num_test is None else args.num_test
+    if num_train < 1 or num_test < 1:   # the workflow trains and evaluates on it
         raise ValueError(f"--num-train and --num-test must be >= 1 (a dataset to train and "
-                         f"evaluate on), got train={args.num_train} test={args.num_test}")
-    height, width = cpu_profile_size(args.layout)
-    height = args.height or height
-    width = args.width or width
-    root = write_dataset(args.root, args.layout, args.num_train, args.num_test, height, width,
+                         f"evaluate on), got train={num_train} test={num_test}")
+    root = write_dataset(args.root, layout, num_train, num_test, height, width,
                          seed=args.seed, progress=True, workers=args.workers)
-    print(f"wrote {args.num_train} train + {args.num_test} test {args.layout} samples "
+    unit = " per fine class" if layout == "cifar100_mtl" else ""
+    print(f"wrote {num_train} train + {num_test} test {layout} samples{unit} "
           f"({height}x{width}) to {root}")
     return 0

@@ -1,5 +1,10 @@
 """Datasets and DataLoaders from a config: :func:`build_dataset`, :func:`build_loader`.
 
+Two kinds of data. Most datasets hold every task's targets in each item (one reader of
+:data:`DATASETS`). A *per-task* dataset (:data:`TASK_DATASETS`: CIFAR-100's domains) has one
+dataset per task; its loader is a :class:`MultiDomainLoader`, each step one batch per task
+(a ``lib.tasks.TaskBatches``).
+
 Reproducibility: the loader's sampler draws the order of epoch ``e`` from a ``torch.Generator``
 seeded with ``(seed, e)`` and hands the dataset ``(e, index)`` pairs, so augmentation is a
 function of ``(seed, e, index)`` as well. Each pass over the loader advances ``e`` by one
@@ -9,14 +14,17 @@ do not change anything: no global random state is used.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.dataloader import default_collate
 
+from lib.tasks import TaskBatches
+
 from .base import LayoutDataset
+from .cifar_mtl import build_task_datasets as cifar_task_datasets
 from .cityscapes import CityScapes
 from .nyuv2 import NYUv2
 from .nyuv2_mtan import NYUv2MTAN
@@ -30,11 +38,33 @@ DATASETS: dict[str, type[LayoutDataset]] = {
 }
 
 
+# Per-task datasets: cfg.DATASET -> (cfg, split, augment, seed) -> {task: dataset}.
+TASK_DATASETS = {"cifar100_mtl": cifar_task_datasets}
+
+
 def dataset_class(layout: str) -> type[LayoutDataset]:
     """The reader of a ``cfg.DATASET`` value."""
     if layout not in DATASETS:
-        raise ValueError(f"unknown dataset {layout!r}; expected one of {sorted(DATASETS)}")
+        known = sorted(DATASETS) + sorted(TASK_DATASETS)
+        raise ValueError(f"unknown dataset {layout!r}; expected one of {known}"
+                         + (f" ({layout!r} has one dataset per task: build_task_datasets)"
+                            if layout in TASK_DATASETS else ""))
     return DATASETS[layout]
+
+
+def has_task_datasets(cfg) -> bool:
+    """Whether ``cfg.DATASET`` keeps one dataset per task (:data:`TASK_DATASETS`)."""
+    return cfg.DATASET in TASK_DATASETS
+
+
+def build_task_datasets(cfg, split: str, augment: bool | None = None,
+                        seed: int = 0) -> dict[str, Dataset]:
+    """``{task: dataset}`` of a per-task dataset for ``cfg.TASKS`` (augmentation defaults to
+    on for ``train``)."""
+    if not has_task_datasets(cfg):
+        raise ValueError(f"dataset {cfg.DATASET!r} holds every task in one dataset "
+                         f"(build_dataset); per-task datasets: {sorted(TASK_DATASETS)}")
+    return TASK_DATASETS[cfg.DATASET](cfg, split, augment=augment, seed=seed)
 
 
 def build_dataset(cfg, split: str, augment: bool | None = None, seed: int = 0) -> LayoutDataset:
@@ -185,20 +215,99 @@ class EpochSampler(Sampler):
         return len(self._shard(list(range(self.num_items))))
 
 
+class MultiDomainLoader:
+    """One DataLoader per domain, stepped together: each step yields a
+    ``lib.tasks.TaskBatches`` ``{task: batch}``.
+
+    ``datasets`` is ``{task: dataset}`` or a sequence of datasets with a ``task`` attribute. A
+    pass lasts as many steps as the shortest domain loader (all domains are the same size in
+    CIFAR-100; an unshuffled pass needs them to be). Domain ``i``'s order is seeded with
+    ``(seed, i)`` and changes per pass.
+    ``task_loaders`` (``{task: DataLoader}``) is what the training engine resumes exactly.
+    """
+
+    def __init__(self, datasets: Sequence[Dataset] | Mapping[str, Dataset], batch_size: int,
+                 shuffle: bool, seed: int = 0, num_workers: int = 0,
+                 drop_last: bool = False):
+        if isinstance(datasets, Mapping):
+            self.tasks, self.datasets = list(datasets), list(datasets.values())
+        else:   # datasets that know their task (``CIFAR100Domain.task``)
+            self.datasets = list(datasets)
+            self.tasks = [d.task for d in self.datasets]
+        if not self.datasets:
+            raise ValueError("MultiDomainLoader needs at least one domain")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        # Domain i's order depends on (seed, i) only.
+        self.loaders = [
+            DataLoader(d, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
+                       sampler=EpochSampler(len(d), shuffle, _domain_seed(seed, i)),
+                       pin_memory=torch.cuda.is_available())
+            for i, d in enumerate(self.datasets)]
+        lengths = {t: len(loader) for t, loader in zip(self.tasks, self.loaders)}
+        if not shuffle and len(set(lengths.values())) > 1:
+            raise ValueError(f"an unshuffled pass (evaluation) would leave out the last batches "
+                             f"of the longer domains: batches per domain {lengths}")
+
+    @property
+    def task_loaders(self) -> dict[str, DataLoader]:
+        return dict(zip(self.tasks, self.loaders))
+
+    @property
+    def task_datasets(self) -> dict[str, Dataset]:
+        return dict(zip(self.tasks, self.datasets))
+
+    def __len__(self) -> int:
+        return min(len(loader) for loader in self.loaders)
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in self.loaders:
+            loader.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[TaskBatches]:
+        iterators = [iter(loader) for loader in self.loaders]
+        for _ in range(len(self)):
+            yield TaskBatches({task: next(it) for task, it in zip(self.tasks, iterators)})
+
+
+def num_items(loader) -> int:
+    """The items a loader reads per pass (a :class:`MultiDomainLoader`: over all its tasks)."""
+    datasets = getattr(loader, "task_datasets", None)
+    if datasets is not None:
+        return sum(len(d) for d in datasets.values())
+    return len(loader.dataset)
+
+
+def _domain_seed(seed: int, key: int) -> int:
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(key)]).generate_state(1)[0])
+
+
 def build_loader(cfg, split: str, batch_size: int | None = None, shuffle: bool | None = None,
-                 seed: int = 0, num_workers: int = 0, indices: Sequence[int] | None = None,
+                 seed: int = 0, num_workers: int = 0,
+                 indices: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
                  drop_last: bool | None = None, augment: bool | None = None,
-                 num_replicas: int | None = None, rank: int | None = None) -> DataLoader:
-    """A DataLoader over :func:`build_dataset` yielding batch dicts.
+                 num_replicas: int | None = None,
+                 rank: int | None = None) -> DataLoader | MultiDomainLoader:
+    """A DataLoader over :func:`build_dataset` yielding batch dicts (for a per-task dataset, a
+    :class:`MultiDomainLoader` over :func:`build_task_datasets` yielding ``TaskBatches``).
 
     Defaults: ``batch_size = cfg.BATCH_SIZE`` for both splits (test images share one size, so
     they batch; metrics are streaming and do not depend on it); ``shuffle`` on for train, off
-    for test; ``drop_last`` on for train unless that would leave no batch, off for test.
-    ``indices`` restricts the loader to those items of the split (validation subsets).
+    for test; ``drop_last`` on for train unless that would leave no batch, off for test (per-task
+    data: off, the min-max trainers keep the last batch). ``indices`` restricts the loader to
+    those items of the split (validation subsets; per-task data: ``{task: indices}``).
     ``num_replicas``/``rank`` shard the order for distributed runs (default: the initialised
     ``torch.distributed`` process group, else one replica); train shards are padded to equal
-    length, test shards are not.
+    length, test shards are not (per-task data is not sharded here: the training engine shards
+    it).
     """
+    batch_size = int(cfg.BATCH_SIZE if batch_size is None else batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    shuffle = (split == "train") if shuffle is None else shuffle
+    if has_task_datasets(cfg):
+        return _task_loader(cfg, split, batch_size, shuffle, seed, num_workers, indices,
+                            bool(drop_last), augment)
     dataset: Dataset = build_dataset(cfg, split, augment=augment, seed=seed)
     if indices is not None:
         dataset = IndexedSubset(dataset, indices)
@@ -206,10 +315,6 @@ def build_loader(cfg, split: str, batch_size: int | None = None, shuffle: bool |
     if n == 0:
         what = "the given indices select no item of" if indices is not None else "no items in"
         raise ValueError(f"{what} the {split!r} split of {cfg.DATASET} dataset {cfg.DATA_ROOT}")
-    batch_size = int(cfg.BATCH_SIZE if batch_size is None else batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    shuffle = (split == "train") if shuffle is None else shuffle
     if num_replicas is None or rank is None:
         dist = torch.distributed
         initialised = dist.is_available() and dist.is_initialized()
@@ -227,3 +332,19 @@ def build_loader(cfg, split: str, batch_size: int | None = None, shuffle: bool |
                       drop_last=drop_last, pin_memory=torch.cuda.is_available(),
                       generator=torch.Generator().manual_seed(int(seed)),
                       collate_fn=collate_batch)
+
+
+def _task_loader(cfg, split: str, batch_size: int, shuffle: bool, seed: int, num_workers: int,
+                 indices: Mapping[str, Sequence[int]] | None, drop_last: bool,
+                 augment: bool | None) -> MultiDomainLoader:
+    datasets: dict[str, Dataset] = build_task_datasets(cfg, split, augment=augment, seed=seed)
+    if indices is not None:
+        if not isinstance(indices, Mapping) or set(indices) != set(datasets):
+            raise ValueError(f"indices of a per-task dataset must be {{task: indices}} for the "
+                             f"tasks {list(datasets)}")
+        datasets = {t: IndexedSubset(d, indices[t]) for t, d in datasets.items()}
+    empty = [t for t, d in datasets.items() if len(d) == 0]
+    if empty:
+        raise ValueError(f"no items for task(s) {empty} in the {split!r} split of {cfg.DATASET} "
+                         f"dataset {cfg.DATA_ROOT}")
+    return MultiDomainLoader(datasets, batch_size, shuffle, seed, num_workers, drop_last)

@@ -38,8 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import LayoutDataset
-from .checks import (FLOAT_DTYPES, LABEL_DTYPES, check_channels, check_dtype, check_finite,
-                     check_labels, check_range)
+from .checks import LABEL_DTYPES, check_dtype, check_floats, check_labels, check_unit_rgb
 from .transforms import BILINEAR, NEAREST
 
 MTAN_SCALES = (1.0, 1.2, 1.5)
@@ -106,11 +105,7 @@ class NYUv2MTAN(LayoutDataset):
         """The sample's four arrays, checked: image HxWx3, label HxW, depth HxWx1, normal HxWx3."""
         paths = [self.file(index, k) for k in range(len(FIELDS))]
         image, label, depth, normal = (self.read_npy(p) for p in paths)
-        source = f"{self.NAME} image {paths[0]}"
-        check_channels(source, image, 3, "RGB in [0, 1]")
-        check_dtype(source, image, FLOAT_DTYPES, "RGB in [0, 1]")
-        check_finite(source, image)
-        check_range(source, image, 0.0, 1.0, "RGB scaled to [0, 1]")
+        check_unit_rgb(f"{self.NAME} image {paths[0]}", image)
         h, w = image.shape[:2]
         for path, array, shape in zip(paths[1:], (label, depth, normal),
                                       ((h, w), (h, w, 1), (h, w, 3))):
@@ -118,15 +113,9 @@ class NYUv2MTAN(LayoutDataset):
         source = f"{self.NAME} label {paths[1]}"
         check_dtype(source, label, LABEL_DTYPES, f"class indices, {SEG_IGNORE} = ignore")
         check_labels(source, label, self.num_class, SEG_IGNORE)
-        source = f"{self.NAME} depth {paths[2]}"
-        check_dtype(source, depth, FLOAT_DTYPES, "metres, 0 = invalid")
-        check_finite(source, depth)
-        check_range(source, depth, 0.0, None, "metres, 0 = invalid")
-        source = f"{self.NAME} normal {paths[3]}"
-        check_dtype(source, normal, FLOAT_DTYPES, "unit normals, 0 = invalid")
-        check_finite(source, normal)
-        check_range(source, normal, -1 - NORMAL_TOLERANCE, 1 + NORMAL_TOLERANCE,
-                    "unit normal components, 0 = invalid")
+        check_floats(f"{self.NAME} depth {paths[2]}", depth, 0.0, None, "metres, 0 = invalid")
+        check_floats(f"{self.NAME} normal {paths[3]}", normal, -1 - NORMAL_TOLERANCE,
+                     1 + NORMAL_TOLERANCE, "unit normal components, 0 = invalid")
         return image, label, depth, normal
 
     def load_item(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
+from lib.config import CONFIG_MODULES
+
 from .study import DEFAULT_METHODS, DEFAULT_SPARSITIES, StudySpec, run_study
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="nyuv2_3task",
-                        help="nyuv2_3task | cityscapes | taskonomy")
+                        help=f"dataset config: {', '.join(sorted(CONFIG_MODULES))}")
     parser.add_argument("--profile", default="cpu", help="reference | cpu | tiny")
     parser.add_argument("--data-root", default=None,
                         help="dataset folder (default: the built-in synthetic dataset)")
@@ -26,6 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-iters", type=int, default=None)
     parser.add_argument("--finetune-iters", type=int, default=None)
     parser.add_argument("--num-batches", type=int, default=None)
+    parser.add_argument("--synthetic-train", type=int, default=StudySpec.synthetic_train,
+                        help="without --data-root: synthetic train samples (CIFAR-100: per fine "
+                             "class)")
+    parser.add_argument("--synthetic-test", type=int, default=StudySpec.synthetic_test,
+                        help="without --data-root: synthetic test samples (CIFAR-100: per fine "
+                             "class)")
+    parser.add_argument("--metric-option", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="metric variants, e.g. miou=present (AdaShare's datasets) or "
+                             "averaging=pixel (nyuv2_mtan); default: docs/METRICS.md's defaults")
     parser.add_argument("--sparsity-mode", choices=("target", "reference_table"),
                         default="target", help="target: hit the deployed sparsity; "
                                                "reference_table: the reference's keep ratios")
@@ -44,14 +55,26 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
                      base_checkpoint=args.base_checkpoint, base_iters=args.base_iters,
                      finetune_iters=args.finetune_iters, num_batches=args.num_batches,
                      sparsity_mode=args.sparsity_mode, device=args.device,
-                     weighting=args.weighting)
+                     weighting=args.weighting, synthetic_train=args.synthetic_train,
+                     synthetic_test=args.synthetic_test,
+                     metric_options=_options(args.metric_option))
+
+
+def _options(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"--metric-option {pair!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
 
 
 def print_result(result) -> None:
     print(result.table_markdown)
     options = result.spec.metric_options
     print("metrics: " + (", ".join(f"{k}={v}" for k, v in options.items()) if options else
-                         "the reference's definitions") + " (see docs/METRICS.md); "
+                         "the documented defaults") + " (see docs/METRICS.md); "
           "delta: % vs dense, higher is better")
     print(f"table:   {result.table_csv}\n         {result.table_md}")
     for name, path in result.figures.items():

@@ -34,7 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lib.config import load_config
-from lib.losses import SceneNetLoss
+from lib.losses import TaskLosses, losses_from_config
+from lib.metrics import delta_or_none, metrics_from_config
 from lib.models import MultiTaskModel, model_from_config
 from lib.sparse.study import TRAINED_METHODS
 from lib.utils import (atomic_write_json, check_output_dir, read_json, resolve_device,
@@ -82,7 +83,7 @@ class StudySpec:
     finetune_iters: int | None = None     # None -> cfg.RETRAIN_EPOCH
     num_batches: int | None = None        # None -> cfg.PRUNE_NUM_BATCHES
     sparsity_mode: str = "target"         # "target": hit the deployed sparsity; "reference_table"
-    metric_options: dict = field(default_factory=dict)  # e.g. {"miou": "present"}; {}: reference
+    metric_options: dict = field(default_factory=dict)  # e.g. {"miou": "present"}; {}: defaults
     dense_control: bool = True            # add a DENSE_FINETUNED cell per selection
     val_fraction: float = 0.1
     synthetic_train: int = 160
@@ -182,7 +183,7 @@ def _loaders(spec: StudySpec, cfg):
     return make_loaders(cfg, val_fraction=spec.val_fraction, seed=spec.seed)
 
 
-def base_model(spec: StudySpec, cfg, criterion: SceneNetLoss, out: Path,
+def base_model(spec: StudySpec, cfg, criterion: TaskLosses, out: Path,
                device: torch.device) -> MultiTaskModel:
     """The dense base model: the given checkpoint, a finished earlier run, or trained now."""
     from lib.checkpoints import load_base_model
@@ -216,17 +217,17 @@ def dense_metrics(spec: StudySpec, cfg, net: MultiTaskModel, out: Path,
                     progress=False, metric_options=spec.metric_options)
 
 
-def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: SceneNetLoss,
+def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: TaskLosses,
              dense: dict, method: str, sparsity: float, selection: Sequence[str], out: Path,
              device: torch.device) -> dict:
     """Prune -> fine-tune -> evaluate one cell; returns its record (row + per-layer data)."""
     from lib.pruning import (STRUCTURED_METHODS, PruneResult, prune, reference_keep_ratio,
                              select_tasks, sparsity_report)
-    from lib.metrics import delta_or_none
     from lib.reports import results_row
     from lib.training import evaluate, finetune
 
     loaders = _loaders(spec, cfg)
+    delta_options = metrics_from_config(cfg, **spec.metric_options).delta_options()
     started = time.time()
     run_dir = out / "cells" / cell_id(method, sparsity, selection)
     if method in TRAINED_METHODS:
@@ -264,7 +265,7 @@ def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: SceneNetLoss
     metrics = evaluate(net, loaders.test, cfg, device=device, progress=False,
                        metric_options=spec.metric_options)
     row = results_row(method, selection, float(sparsity), measured,
-                      metrics, delta_or_none(metrics, dense, selection),
+                      metrics, delta_or_none(metrics, dense, selection, **delta_options),
                       reference_sparsity=report["reference"]["sparsity"],
                       keep_ratio=keep_ratio)
     record = {"row": row, "seconds": round(time.time() - started, 1),
@@ -357,11 +358,12 @@ def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
     device = resolve_device(spec.device)
     cfg = study_config(spec)
     cells = check_spec(spec, cfg)       # validate before any work
+    metrics_from_config(cfg, **spec.metric_options)
     prepare_data(spec, cfg)
     check_study_data(cfg)
     out.mkdir(parents=True, exist_ok=True)
     _record_spec(spec, out)
-    criterion = SceneNetLoss.from_config(cfg)
+    criterion = losses_from_config(cfg)
     base = base_model(spec, cfg, criterion, out, device)
     dense = dense_metrics(spec, cfg, base, out, device)
 

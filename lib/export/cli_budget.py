@@ -64,7 +64,7 @@ def _data_root(cfg, data_root: str | None, seed: int) -> str:
 def prepare_int8(args: argparse.Namespace, tasks) -> Int8Inputs:
     """Config, calibration images (checked) and the test loader for ``--int8``."""
     from lib.data import build_loader
-    from lib.metrics import SceneNetEval
+    from lib.metrics import metrics_from_config
 
     from .quantize import calibration_images
 
@@ -77,7 +77,7 @@ def prepare_int8(args: argparse.Namespace, tasks) -> Int8Inputs:
     train = build_loader(cfg, "train", seed=args.seed, augment=False, shuffle=False)
     images = calibration_images(train, shape, args.calibration_batches, dataset=cfg.DATASET)
     test = build_loader(cfg, "test", batch_size=shape[0], shuffle=False, seed=args.seed)
-    evaluator = SceneNetEval.from_config(cfg, tasks=list(tasks))
+    evaluator = metrics_from_config(cfg, tasks=list(tasks))
     calibration = [{"img": torch.from_numpy(x)} for x in images.images]
     return Int8Inputs(cfg, shape, calibration, test, evaluator, args.eval_batches, args.threads)
 
@@ -115,7 +115,7 @@ def export_int8(net, inputs: Int8Inputs, stem: Path) -> dict[str, Any]:
 def run_budget(args: argparse.Namespace) -> int:
     """Budget mode: solve the ratio, write the chosen network's files and ``budget.md``."""
     from lib.data import build_loader
-    from lib.losses import SceneNetLoss
+    from lib.losses import losses_from_config
     from lib.pruning import load_base_model
 
     from lib.experiments.budget import fit_budget
@@ -137,7 +137,7 @@ def run_budget(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; config {args.config!r} has tasks {cfg.TASKS}")
     net = load_base_model(args.base, cfg).eval()
-    criterion = SceneNetLoss.from_config(cfg)
+    criterion = losses_from_config(cfg)
     loader = build_loader(cfg, "train", seed=args.seed)
     calibration = build_loader(cfg, "train", seed=args.seed, augment=False, shuffle=False)
     result = fit_budget(net, criterion, loader, args.tasks, args.input_shape,
@@ -160,7 +160,7 @@ def write_budget_report(args: argparse.Namespace, cfg, result, calibration) -> N
     """``report.md``/``report.png``: the chosen network (and its int8 row) against ``--dense``,
     with task metrics on the test split and the budget result appended."""
     from lib.data import build_loader
-    from lib.metrics import SceneNetEval
+    from lib.metrics import metrics_from_config
     from lib.pruning import load_base_model
 
     from .budget import budget_markdown
@@ -175,7 +175,7 @@ def write_budget_report(args: argparse.Namespace, cfg, result, calibration) -> N
     rows = size_speed_report(
         dense, result.net, shape, threads=args.threads, repeats=args.repeats,
         out_dir=args.out / "report_files", int8=int8,
-        metrics=TaskMetrics(test, lambda tasks: SceneNetEval.from_config(cfg, tasks=tasks),
+        metrics=TaskMetrics(test, lambda tasks: metrics_from_config(cfg, tasks=tasks),
                             args.eval_batches))
     table = report_markdown(rows) + "\n\n" + budget_markdown(result)
     atomic_write_text(table + "\n", args.out / "report.md")

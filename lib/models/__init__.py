@@ -10,10 +10,11 @@ Also: channel specs of structurally pruned networks (:mod:`.channels`), SceneNet
 helpers (:mod:`.structure`).
 """
 from .channels import apply_channel_spec, build_structured, changed_channels, channel_spec
-from .contract import (MODEL_REGISTRY, PRUNABLE_TYPES, MultiTaskModel, architecture_of,
-                       build_model, check_model, check_selection, copy_network, layer_owner,
-                       model_from_config, model_name, prunable_layers, register_model,
-                       shared_layers, task_layers, task_model_layers)
+from .contract import (MODEL_REGISTRY, PRUNABLE_TYPES, MultiTaskModel, TaskOutputs,
+                       architecture_of, build_model, check_model, check_selection, copy_network,
+                       layer_owner, model_from_config, model_name, prunable_layers,
+                       register_model, shared_layers, task_layers, task_model_layers,
+                       task_outputs)
 from .common import NORMAL_TASKS
 from .deeplab import MTANDeepLabv3, SplitDeepLabv3
 from .scene_net import (ASPP_RATES, BACKBONE_BLOCKS, BACKBONE_LAYOUTS, BasicBlock, Bottleneck,
@@ -23,7 +24,8 @@ from .vgg_mtl import MultiDomainVGG16
 from .structure import (backbone_modules, backbone_parameters, check_scene_net, head_modules,
                         head_parameters, prunable_modules, task_model_modules)
 
-__all__ = ["MODEL_REGISTRY", "PRUNABLE_TYPES", "MultiTaskModel", "architecture_of",
+__all__ = ["MODEL_REGISTRY", "PRUNABLE_TYPES", "MultiTaskModel", "TaskOutputs", "task_outputs",
+           "architecture_of",
            "build_model", "check_model", "check_selection", "copy_network", "layer_owner",
            "model_from_config", "model_name", "prunable_layers", "register_model",
            "shared_layers", "task_layers", "task_model_layers",

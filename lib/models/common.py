@@ -60,8 +60,10 @@ def slot_list(task_ids: Sequence[int], make: Callable[[int], nn.Module]) -> nn.M
 class TaskSlots:
     """Task names, output channels and 1-based slot ids of a multi-task model (a mixin).
 
-    ``_init_tasks`` validates and stores them; ``_on_select`` (the contract's hook) keeps them
-    aligned with a selection.
+    ``_init_tasks`` validates and stores them (``_init_slots`` also the width multiplier);
+    ``_on_select`` (the contract's hook) keeps them aligned with a selection. The record
+    ``architecture()`` and ``from_config(cfg)`` are the same for every model built this way:
+    ``cls(tasks_num_class, tasks, width_mult, task_ids)``.
     """
 
     tasks: list[str]
@@ -84,6 +86,20 @@ class TaskSlots:
             raise ValueError(f"tasks {names} must be distinct names, one per entry of "
                              f"tasks_num_class {tasks_num_class}")
         self.tasks, self.tasks_num_class, self.task_ids = names, tasks_num_class, ids
+
+    def _init_slots(self, tasks_num_class: Sequence[int], tasks: Sequence[str] | None,
+                    task_ids: Sequence[int] | None, width_mult: float) -> None:
+        self._init_tasks(tasks_num_class, tasks, task_ids)
+        self.width_mult = check_width(width_mult)
+
+    def architecture(self) -> dict:
+        return {"model": type(self).__name__, **self._task_record(),
+                "width_mult": self.width_mult}
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The network ``cfg`` describes: its ``TASKS_NUM_CLASS``, ``TASKS``, ``WIDTH_MULT``."""
+        return cls(cfg.TASKS_NUM_CLASS, cfg.TASKS, getattr(cfg, "WIDTH_MULT", 1.0))
 
     def task_id(self, task: str) -> int:
         """The 1-based slot id of ``task``."""

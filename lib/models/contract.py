@@ -11,6 +11,11 @@ and ``forward(x) -> list[Tensor]`` aligned with ``self.tasks``, written in terms
 ``self.tasks`` (``[self.heads[t](f) for t in self.tasks]``) so that a compact copy with fewer
 tasks runs unchanged. Qualified names are ``named_modules()`` names from the model's root.
 
+When each task has inputs of its own (a multi-domain benchmark's steps, one batch per task:
+``lib.tasks.TaskBatches``), :func:`task_outputs` runs every task on its own input through
+:meth:`MultiTaskModel.forward_task`; its default picks the task's output of a full forward,
+and a model whose tasks run separately (task-conditional BatchNorm) overrides it.
+
 Everything else is derived: :meth:`MultiTaskModel.select` returns the compact copy holding only
 the chosen tasks (the other tasks' modules leave the module tree and the state dict; kept
 modules keep their names), :func:`prunable_layers` and friends enumerate the Conv2d/Linear
@@ -61,6 +66,15 @@ class MultiTaskModel(nn.Module, abc.ABC):
     @abc.abstractmethod
     def task_modules(self, task: str) -> dict[str, nn.Module]:
         """``{qualified name: module}`` of what only ``task`` uses (its head, per-task blocks)."""
+
+    def forward_task(self, x: torch.Tensor, task: str) -> torch.Tensor:
+        """``task``'s output for input ``x`` (the other tasks' outputs are not wanted).
+
+        Default: the full forward's output of ``task``. Override it when a task's path can
+        run alone, or must (a model with per-task BatchNorm fed per-task batches)."""
+        if task not in self.tasks:
+            raise KeyError(f"{type(self).__name__} has no task {task!r}; tasks: {self.tasks}")
+        return self(x)[self.tasks.index(task)]
 
     def architecture(self) -> dict[str, Any]:
         """Keyword record that rebuilds an identical (unweighted) network with :func:`build_model`.
@@ -142,6 +156,34 @@ def check_selection(net: MultiTaskModel, selected: Sequence[str]) -> list[str]:
         raise ValueError(f"task(s) {dupes} selected more than once; available tasks: "
                          f"{list(net.tasks)}")
     return selected
+
+
+def task_outputs(net: MultiTaskModel, inputs: torch.Tensor | Mapping[str, torch.Tensor]
+                 ) -> dict[str, torch.Tensor]:
+    """``{task: output}`` for every task of ``net``: ``net(inputs)`` for one input tensor all
+    tasks share; for ``{task: tensor}`` (``lib.tasks.network_input`` of a ``TaskBatches``)
+    each task of ``net`` through :meth:`MultiTaskModel.forward_task` on its own input."""
+    if isinstance(inputs, torch.Tensor):
+        return dict(zip(net.tasks, net(inputs)))
+    missing = [t for t in net.tasks if t not in inputs]
+    if missing:
+        raise KeyError(f"the step has no input for task(s) {missing} of the network; it has "
+                       f"inputs for {sorted(inputs)}")
+    return {task: net.forward_task(inputs[task], task) for task in net.tasks}
+
+
+class TaskOutputs(nn.Module):
+    """``net`` as a module whose ``forward(inputs)`` is :func:`task_outputs`: what
+    DistributedDataParallel and ``torch.func.functional_call`` wrap, so either input form goes
+    through a module's forward. Parameter names gain the prefix ``net.``."""
+
+    def __init__(self, net: MultiTaskModel):
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]
+                ) -> dict[str, torch.Tensor]:
+        return task_outputs(self.net, inputs)
 
 
 # ------------------------------------------------------------------------ prunable layers

@@ -16,6 +16,7 @@ interpolated to the input size (bilinear, corners aligned); normals are unit-nor
 """
 from __future__ import annotations
 
+import abc
 from typing import Sequence
 
 import torch
@@ -23,8 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import Bottleneck as TorchvisionBottleneck
 
-from .common import (TaskSlots, attention_layer, check_width, finish_output, scaled,
-                     slot_list)
+from .common import TaskSlots, attention_layer, finish_output, scaled, slot_list
 from .contract import MultiTaskModel, register_model
 
 RESNET50_LAYERS = (3, 4, 6, 3)
@@ -116,31 +116,7 @@ class DeepLabHead(nn.Sequential):
 
 
 class _DeepLabTasks(TaskSlots, MultiTaskModel):
-    """What both variants share: task slots, heads, output resizing, the record."""
-
-    def _init_heads(self, width_mult: float, out_channels: int) -> None:
-        num_class = dict(zip(self.task_ids, self.tasks_num_class))
-        width = scaled(ASPP_CHANNELS, width_mult)
-        self.decoders = slot_list(self.task_ids,
-                                  lambda k: DeepLabHead(out_channels, num_class[k], width))
-
-    def architecture(self) -> dict:
-        return {"model": type(self).__name__, **self._task_record(),
-                "width_mult": self.width_mult}
-
-    @classmethod
-    def from_config(cls, cfg):
-        return cls(cfg.TASKS_NUM_CLASS, cfg.TASKS, getattr(cfg, "WIDTH_MULT", 1.0))
-
-    def _head(self, task: str, k: int, feats: torch.Tensor, size) -> torch.Tensor:
-        out = F.interpolate(self.decoders[k - 1](feats), size=size, mode="bilinear",
-                            align_corners=True)
-        return finish_output(task, out)
-
-
-@register_model
-class SplitDeepLabv3(_DeepLabTasks):
-    """Shared dilated ResNet-50 + one DeepLabv3 head per task (the reference's MTLDeepLabv3).
+    """What both variants share: the dilated ResNet-50 trunk, task slots, the heads.
 
     Args:
         tasks_num_class: output channels per task (reference NYUv2: 13, 1, 3).
@@ -153,12 +129,34 @@ class SplitDeepLabv3(_DeepLabTasks):
                  tasks: Sequence[str] | None = ("seg", "depth", "normal"),
                  width_mult: float = 1.0, task_ids: Sequence[int] | None = None):
         super().__init__()
-        self._init_tasks(tasks_num_class, tasks, task_ids)
-        self.width_mult = check_width(width_mult)
+        self._init_slots(tasks_num_class, tasks, task_ids, width_mult)
         stem, stages = dilated_resnet(self.width_mult)
         self.shared_conv = stem
+        self._init_trunk(stages)
+        # The heads are registered last, after the trunk: the reference's state-dict order.
+        num_class = dict(zip(self.task_ids, self.tasks_num_class))
+        width = scaled(ASPP_CHANNELS, self.width_mult)
+        features = scaled(STAGE_PLANES[-1], self.width_mult) * EXPANSION
+        self.decoders = slot_list(self.task_ids,
+                                  lambda k: DeepLabHead(features, num_class[k], width))
+
+    @abc.abstractmethod
+    def _init_trunk(self, stages: list[nn.Sequential]) -> None:
+        """Register the four ResNet stages (and any per-task blocks over them)."""
+
+    def _head(self, task: str, k: int, feats: torch.Tensor, size) -> torch.Tensor:
+        out = F.interpolate(self.decoders[k - 1](feats), size=size, mode="bilinear",
+                            align_corners=True)
+        return finish_output(task, out)
+
+
+@register_model
+class SplitDeepLabv3(_DeepLabTasks):
+    """Shared dilated ResNet-50 + one DeepLabv3 head per task (the reference's MTLDeepLabv3);
+    arguments as :class:`_DeepLabTasks`."""
+
+    def _init_trunk(self, stages: list[nn.Sequential]) -> None:
         self.shared_layer1, self.shared_layer2, self.shared_layer3, self.shared_layer4 = stages
-        self._init_heads(self.width_mult, scaled(STAGE_PLANES[-1], self.width_mult) * EXPANSION)
 
     def shared_modules(self) -> dict[str, nn.Module]:
         names = ("shared_conv", "shared_layer1", "shared_layer2", "shared_layer3",
@@ -184,20 +182,13 @@ class MTANDeepLabv3(_DeepLabTasks):
     mask; shared bottleneck encoders carry the gated features from stage to stage.
 
     Task ``k`` owns ``encoder_att_{1..4}.{k-1}`` and ``decoders.{k-1}``; everything else is
-    shared (``encoder_block_att_{1,2,3}`` included). Arguments as :class:`SplitDeepLabv3`.
+    shared (``encoder_block_att_{1,2,3}`` included). Arguments as :class:`_DeepLabTasks`.
     The pooling between the first and second attention stage rounds up (``ceil_mode``), so any
     input size works; for the sizes the reference accepts (stride-4 features of even size, e.g.
     288x384) it is the reference's floor pooling.
     """
 
-    def __init__(self, tasks_num_class: Sequence[int] = (13, 1, 3),
-                 tasks: Sequence[str] | None = ("seg", "depth", "normal"),
-                 width_mult: float = 1.0, task_ids: Sequence[int] | None = None):
-        super().__init__()
-        self._init_tasks(tasks_num_class, tasks, task_ids)
-        self.width_mult = check_width(width_mult)
-        stem, stages = dilated_resnet(self.width_mult)
-        self.shared_conv = stem
+    def _init_trunk(self, stages: list[nn.Sequential]) -> None:
         for i, stage in enumerate(stages, start=1):
             setattr(self, f"shared_layer{i}_b", stage[:-1])
             setattr(self, f"shared_layer{i}_t", stage[-1])
@@ -213,7 +204,6 @@ class MTANDeepLabv3(_DeepLabTasks):
         for i in (1, 2, 3):
             setattr(self, f"encoder_block_att_{i}", bottleneck(ch[i - 1], ch[i] // EXPANSION))
         self.down_sampling = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
-        self._init_heads(self.width_mult, ch[-1])
 
     def shared_modules(self) -> dict[str, nn.Module]:
         names = ["shared_conv"] + [f"shared_layer{i}_{p}" for i in (1, 2, 3, 4) for p in "bt"] \

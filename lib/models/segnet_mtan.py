@@ -25,8 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import (TaskSlots, attention_layer, check_width, finish_output, scaled,
-                     slot_list)
+from .common import TaskSlots, attention_layer, finish_output, scaled, slot_list
 from .contract import MultiTaskModel, register_model
 
 FILTERS = (64, 128, 256, 512, 512)
@@ -71,8 +70,7 @@ class SegNetMTAN(TaskSlots, MultiTaskModel):
                  tasks: Sequence[str] | None = ("seg", "depth", "normal"),
                  width_mult: float = 1.0, task_ids: Sequence[int] | None = None):
         super().__init__()
-        self._init_tasks(tasks_num_class, tasks, task_ids)
-        self.width_mult = check_width(width_mult)
+        self._init_slots(tasks_num_class, tasks, task_ids, width_mult)
         f = [scaled(c, self.width_mult) for c in FILTERS]
 
         self.encoder_block = nn.ModuleList(
@@ -125,13 +123,6 @@ class SegNetMTAN(TaskSlots, MultiTaskModel):
         return {f"encoder_att.{k - 1}": self.encoder_att[k - 1],
                 f"decoder_att.{k - 1}": self.decoder_att[k - 1],
                 f"pred_task{k}": getattr(self, f"pred_task{k}")}
-
-    def architecture(self) -> dict:
-        return {"model": "SegNetMTAN", **self._task_record(), "width_mult": self.width_mult}
-
-    @classmethod
-    def from_config(cls, cfg) -> "SegNetMTAN":
-        return cls(cfg.TASKS_NUM_CLASS, cfg.TASKS, getattr(cfg, "WIDTH_MULT", 1.0))
 
     @staticmethod
     def split_reference_state_dict(state: dict) -> tuple[dict, torch.Tensor | None]:

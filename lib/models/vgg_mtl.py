@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import TaskSlots, check_width, scaled
+from .common import TaskSlots, scaled
 from .contract import MultiTaskModel, register_model
 
 # VGG-16's convolution widths; "M" is a 2x2 max pool. The reference drops the last pool.
@@ -60,8 +60,7 @@ class MultiDomainVGG16(TaskSlots, MultiTaskModel):
         if tasks is None:
             ids = range(1, len(tasks_num_class) + 1) if task_ids is None else task_ids
             tasks = [f"class_{k - 1}" for k in ids]
-        self._init_tasks(tasks_num_class, tasks, task_ids)
-        self.width_mult = check_width(width_mult)
+        self._init_slots(tasks_num_class, tasks, task_ids, width_mult)
         layers: list[nn.Module] = []
         cin = 3
         for item in VGG16_LAYOUT:
@@ -93,14 +92,6 @@ class MultiDomainVGG16(TaskSlots, MultiTaskModel):
                                      for name, cbn in self._conditional_bns()}
         out[f"classifier.{slot}"] = self.classifier[slot]
         return out
-
-    def architecture(self) -> dict:
-        return {"model": "MultiDomainVGG16", **self._task_record(),
-                "width_mult": self.width_mult}
-
-    @classmethod
-    def from_config(cls, cfg) -> "MultiDomainVGG16":
-        return cls(cfg.TASKS_NUM_CLASS, cfg.TASKS, getattr(cfg, "WIDTH_MULT", 1.0))
 
     # -- forward ------------------------------------------------------------------------------
     def forward_task(self, x: torch.Tensor, task: str) -> torch.Tensor:

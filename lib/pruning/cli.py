@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lib.checkpoints import load_base_model, pruned_filename
-from lib.config import load_config
+from lib.config import CONFIG_MODULES, load_config
 from lib.utils import check_output_file, resolve_device, set_cpu_threads
 
 from .methods import METHODS, STRUCTURED_METHODS, uses_data
@@ -29,7 +29,8 @@ def _min_votes(value: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="nyuv2_3task | cityscapes | taskonomy")
+    parser.add_argument("--config", required=True, help=f"dataset config: "
+                                                         f"{', '.join(sorted(CONFIG_MODULES))}")
     parser.add_argument("--profile", default="cpu", help="reference | cpu | tiny (default: cpu)")
     parser.add_argument("--checkpoint", required=True, help="dense base model state dict (.pth)")
     parser.add_argument("--method", default="cut", choices=sorted(METHODS))
@@ -110,9 +111,9 @@ def _run(args: argparse.Namespace) -> int:
     criterion = loader = None
     if uses_data(args.method, cfg.DATASET):
         from lib.data import build_loader, check_files  # lazily: data-free methods need none
-        from lib.losses import SceneNetLoss
+        from lib.losses import losses_from_config
         cfg.DATA_ROOT = _data_root(cfg, args.data_root, args.seed)
-        criterion = SceneNetLoss.from_config(cfg)
+        criterion = losses_from_config(cfg)
         loader = build_loader(cfg, "train", batch_size=args.batch_size, seed=args.seed)
         check_files(loader)
     saved = prune_and_save(args.method, net, criterion, loader, out,

@@ -4,7 +4,9 @@ joint score, magnitudes and random scores, for any :class:`~lib.models.MultiTask
 Score dicts are ``{module name: tensor shaped like the weight}`` (per task:
 ``{task: {module name: tensor}}``), always float32, on the scoring device. Task model ``t`` is
 the shared layers plus ``t``'s own (:func:`lib.models.task_model_layers`); the loss is any
-:class:`lib.losses.TaskLosses` knowing the tasks, fed ``batch["img"]``'s outputs by task name.
+:class:`lib.losses.TaskLosses` knowing the tasks, fed the network's outputs by task name
+(:func:`lib.models.task_outputs`: on a ``lib.tasks.TaskBatches`` step every task model runs on
+its own task's data).
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ from tqdm.auto import tqdm
 
 from lib.masks import effective_weight, has_masks, weight_parameter
 from lib.models import (MultiTaskModel, check_model, check_selection, prunable_layers,
-                        task_model_layers)
-from lib.tasks import INPUT_KEY
+                        task_model_layers, task_outputs)
+from lib.tasks import batch_to, network_input
 from lib.utils import resolve_device
 
 SCORING_MODES = ("eval", "train")
@@ -60,11 +62,6 @@ def take_batches(loader: Iterable, num_batches: int, desc: str = "scoring",
         yield batch
     if count < num_batches:
         raise ValueError(f"num_batches={num_batches} but the loader provided only {count} batches")
-
-
-def batch_to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
-            for k, v in batch.items()}
 
 
 @contextlib.contextmanager
@@ -141,7 +138,7 @@ def task_scores(net: MultiTaskModel, criterion, loader: Iterable, tasks: Sequenc
     with scoring_state(net, mode, all_weights):
         for batch in take_batches(loader, num_batches, "CUT scores", progress):
             batch = batch_to(batch, device)
-            preds = dict(zip(net.tasks, net(batch[INPUT_KEY])))
+            preds = task_outputs(net, network_input(batch))
             for i, t in enumerate(tasks):
                 loss = criterion.task_loss(preds, batch, t)
                 grads = torch.autograd.grad(loss, weights[t], retain_graph=i < len(tasks) - 1)
@@ -183,7 +180,7 @@ def task_scores_reference(net: MultiTaskModel, criterion, loader: Iterable, task
             for t in tasks:
                 for module in layers[t].values():
                     module.weight_mask.grad = None
-                preds = dict(zip(probe.tasks, probe(batch[INPUT_KEY])))
+                preds = task_outputs(probe, network_input(batch))
                 criterion.task_loss(preds, batch, t).backward()
                 for name, module in layers[t].items():
                     _accumulate(scores[t], name, module.weight_mask.grad.abs().float())
@@ -203,7 +200,7 @@ def joint_scores(net: MultiTaskModel, criterion, loader: Iterable, num_batches: 
     with scoring_state(net, mode, weights):
         for batch in take_batches(loader, num_batches, "SNIP scores", progress):
             batch = batch_to(batch, device)
-            loss = loss_fn(dict(zip(names, net(batch[INPUT_KEY]))), batch)
+            loss = loss_fn(task_outputs(net, network_input(batch)), batch)
             grads = torch.autograd.grad(loss, weights)
             for name, w, g in zip(layers, weights, grads):
                 _accumulate(scores, name, (g * w.detach()).abs().float())

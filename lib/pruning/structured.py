@@ -48,7 +48,7 @@ import torch.nn as nn
 from lib.masks import has_masks, remove_masks
 from lib.models import (PRUNABLE_TYPES, MultiTaskModel, apply_channel_spec, build_structured,
                         channel_spec, layer_owner, shared_layers, task_layers)
-from lib.tasks import INPUT_KEY
+from lib.tasks import network_input
 
 from .compact import select_tasks
 from .errors import PruningError
@@ -254,7 +254,10 @@ def structured_cut_plan(net: MultiTaskModel, criterion, loader: Iterable,
     names = {m: n for n, m in compact.named_modules()}
     modules = dict(compact.named_modules())
     head_owner = {modules[n]: t for n, t in layer_owner(compact).items() if t is not None}
-    example = next(iter(loader))[INPUT_KEY][:1].to(next(compact.parameters()).device)
+    inputs = network_input(next(iter(loader)))
+    if not isinstance(inputs, torch.Tensor):   # one input per task: any task's traces the graph
+        inputs = next(iter(inputs.values()))
+    example = inputs[:1].to(next(compact.parameters()).device)
     was_training = compact.training
     compact.eval()
     graph = tp.DependencyGraph().build_dependency(compact, example_inputs=example)

@@ -20,13 +20,21 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from lib.masks import refresh_masked_weights
+from lib.models import TaskOutputs
+from lib.tasks import TaskBatches, network_input
 
 LossFn = Callable[[Any, Mapping[str, Any]], torch.Tensor]
 
 
 def split_batch(batch: Mapping[str, Any], chunks: int) -> list[dict[str, Any]]:
-    """``batch`` cut into ``min(chunks, batch size)`` consecutive pieces along dim 0."""
-    size = int(batch["img"].shape[0])
+    """``batch`` cut into ``min(chunks, batch size)`` consecutive pieces along dim 0 (a
+    ``lib.tasks.TaskBatches`` into as many, each task's batch cut alike)."""
+    if isinstance(batch, TaskBatches):
+        pieces = max(1, min([int(chunks)] + [int(network_input(b).shape[0])
+                                             for b in batch.values()]))
+        parts = {task: split_batch(b, pieces) for task, b in batch.items()}
+        return [TaskBatches({task: parts[task][k] for task in batch}) for k in range(pieces)]
+    size = int(network_input(batch).shape[0])
     pieces = max(1, min(int(chunks), size))
     out = [{} for _ in range(pieces)]
     for key, value in batch.items():
@@ -48,7 +56,8 @@ def weight_gradients(model: nn.Module, layers: Mapping[str, nn.Module],
     """
     if weights not in ("masked", "stored"):
         raise ValueError(f"weights must be 'masked' or 'stored', got {weights!r}")
-    module_names = {id(m): n for n, m in model.named_modules()}
+    runner = TaskOutputs(model)   # either batch form, through a module's forward
+    module_names = {id(m): n for n, m in runner.named_modules()}
     leaves, overrides = {}, {}
     for name, module in layers.items():
         qualified = module_names[id(module)]
@@ -59,7 +68,7 @@ def weight_gradients(model: nn.Module, layers: Mapping[str, nn.Module],
         overrides[f"{qualified}.weight_orig"] = leaves[name]
         overrides[f"{qualified}.weight_mask"] = torch.ones_like(module.weight_mask)
     # Copies of every other buffer: BatchNorm statistics updated in train mode stay the run's.
-    for name, buf in model.named_buffers():
+    for name, buf in runner.named_buffers():
         if name not in overrides:
             overrides[name] = buf.clone()
     sums = {key: {n: torch.zeros_like(leaves[n]) for n in names}
@@ -67,7 +76,7 @@ def weight_gradients(model: nn.Module, layers: Mapping[str, nn.Module],
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for piece in split_batch(batch, chunks):
-            preds = functional_call(model, overrides, (piece["img"],))
+            preds = functional_call(runner, overrides, (network_input(piece),))
             for key, (fn, names) in losses.items():
                 grads = torch.autograd.grad(fn(preds, piece), [leaves[n] for n in names],
                                             retain_graph=True, allow_unused=True)

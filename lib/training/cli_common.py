@@ -102,7 +102,7 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
     on the test split and writes ``<ckpt>.metrics.json``.
     """
     from lib.data import check_files
-    from lib.losses import SceneNetLoss
+    from lib.losses import losses_from_config
 
     from .distributed import init_from_env
     from .evaluate import evaluate, metrics_eval_fn, metrics_path_for
@@ -117,7 +117,7 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
                                seed=args.seed)
         check_files(loaders.test)   # evaluated at the end: its files must exist before the run
         net = build_net(cfg)
-        result = loop(net, SceneNetLoss.from_config(cfg), loaders.train, cfg, args.run_dir,
+        result = loop(net, losses_from_config(cfg), loaders.train, cfg, args.run_dir,
                       weighting=weighting, val_loader=loaders.val, max_iters=args.max_iters,
                       lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
                       overwrite=args.overwrite, amp=args.amp,

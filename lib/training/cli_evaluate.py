@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="the model to evaluate")
     parser.add_argument("--out", default=None,
                         help="metrics JSON (default: <checkpoint stem>.metrics.json beside it)")
-    parser.add_argument("--batch-size", type=int, default=1, help="test batch size (default 1)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="test batch size (default: the reference's, 1 for the AdaShare "
+                             "configs but Taskonomy, the config's EVAL_BATCH_SIZE otherwise)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,11 +30,13 @@ def run(args: argparse.Namespace) -> int:
     from lib.utils import check_output_file
 
     from .evaluate import evaluate, metrics_path_for
+    from .selection import default_eval_batch_size
 
     cfg = config_from_args(args)
     out = check_output_file(args.out or metrics_path_for(args.checkpoint), "metrics file")
     net = load_network(args.checkpoint, cfg)
-    loader = build_loader(cfg, "test", batch_size=args.batch_size, shuffle=False, seed=args.seed)
+    batch_size = args.batch_size or default_eval_batch_size(cfg)
+    loader = build_loader(cfg, "test", batch_size=batch_size, shuffle=False, seed=args.seed)
     check_files(loader)
     metrics = evaluate(net, loader, cfg, device=args.device, out_path=out)
     print(json.dumps(metrics, indent=2))

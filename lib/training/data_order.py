@@ -7,15 +7,21 @@ skip the batches already consumed) and its own seeded generator, so that creatin
 iterator never draws from the global torch RNG (dropout's). The order of epoch ``e`` depends
 only on ``(seed, e)``, so a run resumed at (epoch, batch) sees the same batches as an
 uninterrupted one.
+
+A loader that yields one batch per task and step (``lib.data.MultiDomainLoader``: it has
+``task_loaders``) is resumed the same way by :class:`TaskEpochLoader`, one
+:class:`EpochLoader` per task stepped together; :func:`epoch_loader` picks the right one.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from torch.utils.data.sampler import BatchSampler
+
+from lib.tasks import TaskBatches
 
 
 class ResumableSampler(DistributedSampler):
@@ -82,6 +88,10 @@ class EpochLoader:
         self.epoch = 0
         self.batch_in_epoch = 0
 
+    def truncate(self, batches_per_epoch: int) -> None:
+        """End every epoch after ``batches_per_epoch`` batches (at most its own count)."""
+        self.batches_per_epoch = min(self.batches_per_epoch, int(batches_per_epoch))
+
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "seed": self.seed,
                 "batch_size": self.batch_size}
@@ -110,6 +120,61 @@ class EpochLoader:
                 # The loader ran out (drop_last trimmed it): start the next epoch.
                 if self.batch_in_epoch != 0:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+
+# Task i's order uses seed + i * TASK_SEED_STRIDE: the sampler draws epoch e with seed + e, so
+# the stride keeps two tasks' orders apart for any realistic number of epochs.
+TASK_SEED_STRIDE = 1_000_003
+
+
+class TaskEpochLoader:
+    """Steps one :class:`EpochLoader` per task together, yielding ``lib.tasks.TaskBatches``.
+
+    An epoch is as many steps as the shortest task's; task ``i`` (in the loader's order) is
+    shuffled with its own seed, so domains of one size are not drawn in lock step.
+    """
+
+    def __init__(self, loaders: Mapping[str, DataLoader], *, seed: int, rank: int = 0,
+                 world_size: int = 1):
+        if not loaders:
+            raise ValueError("the training loader has no task loaders")
+        self.tasks = list(loaders)
+        self.loaders = {t: EpochLoader(loader, seed=int(seed) + i * TASK_SEED_STRIDE, rank=rank,
+                                       world_size=world_size)
+                        for i, (t, loader) in enumerate(loaders.items())}
+        self.batches_per_epoch = min(e.batches_per_epoch for e in self.loaders.values())
+        for e in self.loaders.values():
+            e.truncate(self.batches_per_epoch)
+
+    @property
+    def epoch(self) -> int:
+        return next(iter(self.loaders.values())).epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tasks": {t: e.state_dict() for t, e in self.loaders.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        saved = list(state.get("tasks", {}))
+        if saved != self.tasks:
+            raise ValueError(f"cannot resume the data order: the checkpoint stepped the tasks "
+                             f"{saved}, this run's loader {self.tasks}")
+        for task, e in self.loaders.items():
+            e.load_state_dict(state["tasks"][task])
+
+    def __iter__(self) -> Iterator[TaskBatches]:
+        iterators = {t: iter(e) for t, e in self.loaders.items()}
+        while True:
+            yield TaskBatches({t: next(it) for t, it in iterators.items()})
+
+
+def epoch_loader(loader: Any, *, seed: int, rank: int = 0,
+                 world_size: int = 1) -> EpochLoader | TaskEpochLoader:
+    """The resumable iterator over ``loader``: a :class:`TaskEpochLoader` for a loader with
+    ``task_loaders`` (one DataLoader per task), else an :class:`EpochLoader`."""
+    task_loaders = getattr(loader, "task_loaders", None)
+    if task_loaders is not None:
+        return TaskEpochLoader(task_loaders, seed=seed, rank=rank, world_size=world_size)
+    return EpochLoader(loader, seed=seed, rank=rank, world_size=world_size)
 
 
 def _takes_epoch_keys(loader: DataLoader) -> bool:

@@ -1,6 +1,8 @@
 """The iteration loop shared by :func:`lib.training.train` and :func:`lib.training.finetune`.
 
-Adam + StepLR stepped once per iteration, the criterion's weighted multi-task loss, seeded and
+The config's optimiser and schedule (:class:`Schedule`: Adam + StepLR by default, SGD with
+momentum and cosine annealing as the min-max trainers use; stepped once per iteration), the
+criterion's weighted multi-task loss, seeded and
 exactly resumable data order and RNG, periodic validation (RNG-neutral, so it never changes the
 training trajectory), atomic checkpoints, a NaN/inf guard, tqdm and tensorboardX on rank 0.
 
@@ -30,12 +32,13 @@ from tqdm.auto import tqdm
 from lib.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint, unwrap
 from lib.config import config_to_dict, load_config
 from lib.data import check_files
-from lib.tasks import INPUT_KEY, lower_is_better
+from lib.models import TaskOutputs, task_outputs
+from lib.tasks import batch_items, batch_to, lower_is_better, network_input
 from lib.utils import (atomic_torch_save, atomic_write_json, rng_state, seed_everything,
                        set_rng_state)
 
 from . import run_dir as rd
-from .data_order import EpochLoader
+from .data_order import epoch_loader
 from .distributed import (DistInfo, all_gather_objects, broadcast_buffers, device_for,
                           dist_info)
 from .hooks import RunContext, TrainingHook, check_same_spec
@@ -52,14 +55,28 @@ RESUMABLE_CHANGES = ("VAL_FREQ", "CKPT_FREQ", "DATA_ROOT", "max_iters", "MAX_ITE
 EvalFn = Callable[[nn.Module, DataLoader, torch.device], Mapping[str, Any]]
 
 
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("step", "cosine")
+
+
 @dataclass(frozen=True)
 class Schedule:
-    """Optimiser and schedule hyper-parameters of one run (recorded in every checkpoint)."""
+    """Optimiser and schedule of one run (recorded in every checkpoint; resume refuses another).
+
+    ``optimizer``: ``"adam"`` (default) or ``"sgd"`` (with ``momentum``); both apply
+    ``weight_decay`` as an L2 term, as ``torch.optim`` does. ``lr_schedule``: ``"step"``
+    (default; StepLR: multiply by ``decay_rate`` every ``decay_freq`` iterations) or
+    ``"cosine"`` (CosineAnnealingLR from ``lr`` to 0 over ``decay_freq`` iterations;
+    ``decay_rate`` unused). The scheduler is stepped once per iteration.
+    """
     max_iters: int
     lr: float
     weight_decay: float
     decay_freq: int
     decay_rate: float
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    lr_schedule: str = "step"
 
     @classmethod
     def from_config(cls, cfg, *, retrain: bool, max_iters: int | None = None,
@@ -67,7 +84,9 @@ class Schedule:
                     decay_freq: int | None = None, decay_rate: float | None = None) -> "Schedule":
         """The config's base-training values (``MAX_ITERS``, ``INIT_LR``, ``DECAY_LR_*``) or, with
         ``retrain``, its fine-tuning values (``RETRAIN_EPOCH``, ``RETRAIN_LR``,
-        ``RETRAIN_DECAY_LR_*``); ``WEIGHT_DECAY`` for both. A keyword given overrides its value."""
+        ``RETRAIN_DECAY_LR_*``); ``WEIGHT_DECAY``, ``OPTIMIZER``, ``MOMENTUM`` and
+        ``LR_SCHEDULE`` for both (a config without the last three: Adam + StepLR, the
+        reference configs' choice). A keyword given overrides its value."""
         names = (("RETRAIN_EPOCH", "RETRAIN_LR", "RETRAIN_DECAY_LR_FREQ", "RETRAIN_DECAY_LR_RATE")
                  if retrain else ("MAX_ITERS", "INIT_LR", "DECAY_LR_FREQ", "DECAY_LR_RATE"))
         given = (max_iters, lr, decay_freq, decay_rate)
@@ -75,7 +94,10 @@ class Schedule:
                                     for n, v in zip(names, given))
         return cls(max_iters=int(iters), lr=float(rate),
                    weight_decay=float(cfg.WEIGHT_DECAY if weight_decay is None else weight_decay),
-                   decay_freq=int(freq), decay_rate=float(gamma))
+                   decay_freq=int(freq), decay_rate=float(gamma),
+                   optimizer=str(getattr(cfg, "OPTIMIZER", "adam")),
+                   momentum=float(getattr(cfg, "MOMENTUM", 0.0)),
+                   lr_schedule=str(getattr(cfg, "LR_SCHEDULE", "step")))
 
     def validate(self) -> None:
         if self.max_iters < 1:
@@ -83,7 +105,31 @@ class Schedule:
         if not self.lr > 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
         if self.decay_freq < 1:
-            raise ValueError(f"decay_freq (StepLR step_size) must be >= 1, got {self.decay_freq}")
+            raise ValueError(f"decay_freq (the schedule's period in iterations) must be >= 1, "
+                             f"got {self.decay_freq}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"OPTIMIZER {self.optimizer!r} is not one of {OPTIMIZERS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"LR_SCHEDULE {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"MOMENTUM must be in [0, 1), got {self.momentum}")
+        if self.optimizer == "adam" and self.momentum != 0.0:
+            raise ValueError(f"MOMENTUM {self.momentum} is an SGD setting; OPTIMIZER 'adam' "
+                             f"takes MOMENTUM = 0")
+
+    def optimizer_for(self, groups: list[dict]) -> torch.optim.Optimizer:
+        """The run's optimiser over ``groups`` (``torch.optim`` parameter groups)."""
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum,
+                                   weight_decay=self.weight_decay)
+        return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
+
+    def scheduler_for(self, optimizer: torch.optim.Optimizer):
+        """The run's learning-rate scheduler, stepped once per iteration."""
+        if self.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.decay_freq)
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.decay_freq,
+                                               gamma=self.decay_rate)
 
 
 @dataclass
@@ -143,12 +189,6 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "val") -> dict[str
     return out
 
 
-def move_batch(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
-            for k, v in batch.items()}
-
-
 @torch.no_grad()
 def validation_losses(net: nn.Module, criterion, loader: DataLoader,
                       device: torch.device) -> dict[str, float]:
@@ -156,10 +196,10 @@ def validation_losses(net: nn.Module, criterion, loader: DataLoader,
     sums: dict[str, float] = {}
     count = 0
     for batch in loader:
-        batch = move_batch(batch, device)
-        preds = net(batch[INPUT_KEY])
+        batch = batch_to(batch, device)
+        preds = task_outputs(net, network_input(batch))
         losses = criterion.per_task(preds, batch)
-        n = batch[INPUT_KEY].shape[0]
+        n = batch_items(batch)
         values = {f"val/loss/{t}": float(v) for t, v in losses.items()}
         values["val/loss"] = float(criterion.weighted(losses))
         for k, v in values.items():
@@ -254,7 +294,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                          f"network's tasks {list(net_tasks)}; build it with "
                          f"criterion.restricted_to(net.tasks)")
     seed_everything(seed + info.rank)
-    data = EpochLoader(train_loader, seed=seed, rank=info.rank, world_size=info.world_size)
+    data = epoch_loader(train_loader, seed=seed, rank=info.rank, world_size=info.world_size)
     weighting.bind(data.batches_per_epoch, device)
     if hook is not None:   # may install masks: before the optimiser sees the parameters
         hook.setup(model, RunContext(criterion, weighting, device, seed, schedule.max_iters,
@@ -267,14 +307,14 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
         raise ValueError("the network has no trainable parameters")
     groups = [{"params": params}] + ([{"params": weighting.parameters()}]
                                      if weighting.parameters() else [])
-    optimizer = torch.optim.Adam(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=schedule.decay_freq,
-                                                gamma=schedule.decay_rate)
+    optimizer = schedule.optimizer_for(groups)
+    scheduler = schedule.scheduler_for(optimizer)
     scaler = torch.amp.GradScaler("cuda") if amp else None
-    train_net: nn.Module = model
+    # Runs either batch form (one input for all tasks, or one per task) through a forward.
+    train_net: nn.Module = TaskOutputs(model)
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        train_net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_net = DDP(train_net, device_ids=[device.index] if device.type == "cuda" else None)
 
     iteration, history, best = 0, {}, {"metric": selection.metric, "mode": selection.mode,
                                        "value": None, "iteration": None}
@@ -332,11 +372,11 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
     try:
         batches = iter(data)
         while iteration < schedule.max_iters:
-            batch = move_batch(next(batches), device)
+            batch = batch_to(next(batches), device)
             if hook is not None:
                 hook.before_forward(model, batch, iteration)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                preds = train_net(batch[INPUT_KEY])
+                preds = train_net(network_input(batch))
                 losses = criterion.per_task(preds, batch)
                 total = weighting.total(losses)
                 penalty = hook.penalty(model) if hook is not None else None

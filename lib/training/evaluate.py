@@ -20,13 +20,13 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg=None,
              metrics: Any = None) -> "MetricResults":
     """``{task: {metric: value}}`` of ``net`` over ``loader`` (eval mode, no gradients).
 
-    ``metrics`` chooses the evaluator: ``None`` (default) is the reference tasks'
-    ``lib.metrics.SceneNetEval.from_config(cfg, tasks=net.tasks, **metric_options)``, so a
-    compact network is scored on its own tasks only; ``metric_options`` picks corrected metric
-    variants (e.g. ``{"miou": "present"}``; default: the reference's definitions, see
-    docs/METRICS.md). For other tasks pass ``{task: fn(pred, batch) -> {metric: value}}``
-    (wrapped in ``lib.metrics.TaskMetrics``) or any evaluator with ``reset`` / ``update`` /
-    ``compute``; ``cfg`` is then not needed. The loop is ``lib.metrics.evaluate``. With
+    ``metrics`` chooses the evaluator: ``None`` (default) is the config's,
+    ``lib.metrics.metrics_from_config(cfg, tasks=net.tasks, **metric_options)`` (the reference
+    datasets' ``SceneNetEval``, the min-max benchmarks' evaluators), so a compact network is
+    scored on its own tasks only; ``metric_options`` picks other metric variants (e.g.
+    ``{"miou": "present"}``; defaults and options: docs/METRICS.md). For other tasks pass
+    ``{task: fn(pred, batch) -> {metric: value}}`` (wrapped in ``lib.metrics.TaskMetrics``) or
+    any evaluator with ``reset`` / ``update`` / ``compute``; ``cfg`` is then not needed. The loop is ``lib.metrics.evaluate``. With
     ``out_path`` the metrics are also written there as JSON, atomically
     (:func:`lib.metrics.write_metrics`; the path is checked before the evaluation runs). The
     network's train/eval mode is restored afterwards.
@@ -35,20 +35,20 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg=None,
     (``.undefined`` gives the reason; the file has ``null`` and the reason). A non-finite
     output or metric raises :class:`lib.utils.NonFiniteError` naming it; nothing is written.
     """
-    from lib.metrics import SceneNetEval, TaskMetrics, finite_results, write_metrics
+    from lib.metrics import TaskMetrics, finite_results, metrics_from_config, write_metrics
     from lib.metrics import evaluate as run_evaluator
 
     model = unwrap(net)
     device = resolve_device(device)
     if out_path is not None:
         check_output_file(out_path, "metrics file")
-    if len(loader.dataset) == 0:
-        raise ValueError("the evaluation dataset is empty (0 items)")
+    if len(loader) == 0:
+        raise ValueError("the evaluation loader is empty (0 items)")
     if metrics is None:
         if cfg is None:
-            raise ValueError("evaluate needs the config (reference-task metrics) or metrics=...")
+            raise ValueError("evaluate needs the config (its task metrics) or metrics=...")
         tasks = getattr(model, "tasks", None) or list(cfg.TASKS)
-        evaluator = SceneNetEval.from_config(cfg, tasks=tasks, **dict(metric_options or {}))
+        evaluator = metrics_from_config(cfg, tasks=tasks, **dict(metric_options or {}))
     elif isinstance(metrics, Mapping):
         evaluator = TaskMetrics(metrics)
     else:

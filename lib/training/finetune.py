@@ -42,9 +42,10 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
     weighted loss with every mask held.
 
     The criterion (a :class:`lib.losses.TaskLosses`) is restricted to ``compact_net.tasks``
-    (unselected tasks' losses dropped). Adam(``cfg.RETRAIN_LR``, ``cfg.WEIGHT_DECAY``) +
-    StepLR(``cfg.RETRAIN_DECAY_LR_FREQ``, ``cfg.RETRAIN_DECAY_LR_RATE``) for
-    ``cfg.RETRAIN_EPOCH`` iterations (the reference counts iterations there despite the name).
+    (unselected tasks' losses dropped). The config's optimiser and schedule (as in
+    :func:`lib.training.train`) at ``cfg.RETRAIN_LR``, ``cfg.WEIGHT_DECAY``, with
+    ``cfg.RETRAIN_DECAY_LR_FREQ`` / ``cfg.RETRAIN_DECAY_LR_RATE``, for ``cfg.RETRAIN_EPOCH``
+    iterations (the reference counts iterations there despite the name).
     Pruned weights are exactly zero before, during (after every step, weight decay included)
     and after the run; at the end the masks are checked to be identical to the ones given (a
     RuntimeError otherwise). The final model goes to ``run_dir/final_model.pth`` +

@@ -34,10 +34,12 @@ def split_train_val(num_items: int, val_fraction: float = 0.1,
     return train, val
 
 
-def split_record(selection: str, num_train_list: int, train_idx: list[int] | None,
-                 val_idx: list[int] | None, val_fraction: float | None, seed: int,
-                 names: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """The JSON-able description of a model-selection split (written as ``split.json``)."""
+def split_record(selection: str, num_train_list: int | dict[str, int],
+                 train_idx: list[int] | dict[str, list[int]] | None,
+                 val_idx: list[int] | dict[str, list[int]] | None, val_fraction: float | None,
+                 seed: int, names: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The JSON-able description of a model-selection split (written as ``split.json``); for
+    one dataset per task the sizes and indices are ``{task: ...}``."""
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     record: dict[str, Any] = {

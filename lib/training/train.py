@@ -25,9 +25,11 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
           hook: TrainingHook | None = None, allow_changed: Sequence[str] = ()) -> TrainResult:
     """Train ``net`` on ``criterion``'s weighted multi-task loss; return a :class:`TrainResult`.
 
-    Adam(``cfg.INIT_LR``, ``cfg.WEIGHT_DECAY``) + StepLR(``cfg.DECAY_LR_FREQ``,
-    ``cfg.DECAY_LR_RATE``) stepped every iteration, for ``cfg.MAX_ITERS`` iterations (each
-    overridable by keyword). ``train_loader`` is iterated epoch after epoch in a seeded order
+    The config's optimiser (``cfg.OPTIMIZER``: Adam by default, or SGD with ``cfg.MOMENTUM``)
+    at ``cfg.INIT_LR`` with ``cfg.WEIGHT_DECAY``, and schedule (``cfg.LR_SCHEDULE``: StepLR by
+    ``cfg.DECAY_LR_FREQ`` / ``cfg.DECAY_LR_RATE`` by default, or cosine over
+    ``cfg.DECAY_LR_FREQ``) stepped every iteration, for ``cfg.MAX_ITERS`` iterations (each
+    overridable by keyword; see :class:`lib.training.engine.Schedule`). ``train_loader`` is iterated epoch after epoch in a seeded order
     (its shuffle flag is kept) that resumes exactly. Every ``cfg.VAL_FREQ`` iterations and at
     the end, ``val_loader`` (if given) is scored: validation losses, plus ``eval_fn(net, loader,
     device)`` metrics if given; the best by ``select_metric`` (default ``"val/loss"``, lowest)

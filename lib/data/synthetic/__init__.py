@@ -1,24 +1,22 @@
-"""Synthetic scenes written in the real AdaShare layouts, so the real loaders read them.
+"""Synthetic data written in the real on-disk layouts, so the real loaders read them.
 
     write_dataset(root, layout, num_train, num_test, height, width, seed=0)
     prepare_synthetic(cfg, root=None, num_train=None, num_test=None, seed=0) -> str
 
-Scenes are ray cast (``render``) from randomly sampled geometry (``scenes``): indoor rooms for
-``nyuv2_3`` (NYU's 40 classes) and ``taskonomy`` (17 classes), streets for ``cityscapes``
-(19 classes). Sample ``i`` of a split depends only on ``(seed, split, i)``; the same arguments
-give byte-identical files. A dataset is written into a temporary sibling folder and renamed
-into place once complete, with ``synthetic.json`` (its parameters) written last, so a crash
-never leaves a folder that looks complete.
+AdaShare's layouts (``nyuv2_3``, ``cityscapes``, ``taskonomy``): scenes ray cast (``render``)
+from randomly sampled geometry (``scenes``): indoor rooms for ``nyuv2_3`` (NYU's 40 classes)
+and ``taskonomy`` (17 classes), streets for ``cityscapes`` (19 classes). The min-max
+framework's layouts (``nyuv2_mtan``, ``cifar100_mtl``) are written by :mod:`.minmax`; for
+CIFAR-100 the counts are images per fine class. Sample ``i`` of a split depends only on
+``(seed, split, i)``; the same arguments give byte-identical files. A dataset is written
+complete or not at all (:mod:`.store`).
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -26,43 +24,30 @@ from tqdm.auto import tqdm
 
 from .classes import CLASS_SETS
 from .layouts import INDEX_FILES, LAYOUTS, WRITERS, sample_frame, taskonomy_prior
+from .minmax import MINMAX_LAYOUTS, prepare_minmax_synthetic, write_minmax_dataset
+from .store import MARKER, atomic_folder, check_counts, dataset_params, prepare, read_marker
+from .store import default_root as _named_root
 
 GENERATOR_VERSION = 3
-MARKER = "synthetic.json"
 DEFAULT_COUNTS = {"tiny": (8, 4)}
 FALLBACK_COUNTS = (320, 80)
-REPO_ROOT = Path(__file__).resolve().parents[3]
+ALL_LAYOUTS = LAYOUTS + MINMAX_LAYOUTS
 
 __all__ = ["write_dataset", "prepare_synthetic", "default_root", "is_complete", "LAYOUTS",
-           "GENERATOR_VERSION"]
+           "ALL_LAYOUTS", "GENERATOR_VERSION", "MARKER", "read_marker"]
 
 
 def _params(layout: str, num_train: int, num_test: int, height: int, width: int,
-            seed: int) -> dict[str, Any]:
-    return {"layout": layout, "num_train": int(num_train), "num_test": int(num_test),
-            "height": int(height), "width": int(width), "seed": int(seed),
-            "generator_version": GENERATOR_VERSION}
+            seed: int) -> dict:
+    return dataset_params(layout, num_train, num_test, height, width, seed, GENERATOR_VERSION)
 
 
 def _check_args(layout: str, num_train: int, num_test: int, height: int, width: int) -> None:
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown synthetic layout {layout!r}; expected one of {LAYOUTS}")
-    if num_train < 0 or num_test < 0 or num_train + num_test == 0:
-        raise ValueError(f"sample counts must be >= 0 and not both 0 (an empty dataset), got "
-                         f"train={num_train} test={num_test}")
+        raise ValueError(f"unknown synthetic layout {layout!r}; expected one of {ALL_LAYOUTS}")
+    check_counts(num_train, num_test)
     if height < 8 or width < 8:
         raise ValueError(f"image size must be at least 8x8, got {height}x{width}")
-
-
-def read_marker(root: str | os.PathLike) -> dict[str, Any] | None:
-    """The parameters a complete synthetic dataset at ``root`` was written with, else None."""
-    path = Path(root) / MARKER
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 def is_complete(root: str | os.PathLike, layout: str, num_train: int, num_test: int,
@@ -92,25 +77,21 @@ def _worker_init() -> None:
 def write_dataset(root: str | os.PathLike, layout: str, num_train: int, num_test: int,
                   height: int, width: int, seed: int = 0, progress: bool = False,
                   workers: int = 1) -> Path:
-    """Write ``num_train`` + ``num_test`` synthetic samples at ``height x width`` in ``layout``.
+    """Write ``num_train`` + ``num_test`` synthetic samples at ``height x width`` in ``layout``
+    (any of :data:`ALL_LAYOUTS`; ``cifar100_mtl``: images per fine class, 32x32 only).
 
     ``root`` must not exist or be an empty folder. Returns ``root``. ``workers > 1`` renders
     in that many processes; the files are identical either way.
     """
+    if layout in MINMAX_LAYOUTS:
+        return write_minmax_dataset(root, layout, num_train, num_test, height, width, seed,
+                                    progress)
     from ...tasks import SEG_PRIOR_FILE       # imported here: they pull in torch
     from ...utils import atomic_write_json
 
     _check_args(layout, num_train, num_test, height, width)
     root = Path(root)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"synthetic dataset target {root} already exists and is not an "
-                              f"empty folder")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with atomic_folder(root, _params(layout, num_train, num_test, height, width, seed)) as tmp:
         index: dict[str, list] = {"train": [], "test": []}
         counts = np.zeros(len(CLASS_SETS[layout]), dtype=np.int64)
         jobs = [(layout, seed, "train", i, i, height, width, str(tmp)) for i in range(num_train)]
@@ -135,22 +116,14 @@ def write_dataset(root: str | os.PathLike, layout: str, num_train: int, num_test
         if layout == "taskonomy":
             np.save(tmp / SEG_PRIOR_FILE, taskonomy_prior(counts))
         atomic_write_json(index, tmp / INDEX_FILES[layout])
-        atomic_write_json(_params(layout, num_train, num_test, height, width, seed), tmp / MARKER)
-        if root.exists():
-            root.rmdir()
-        os.rename(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 
 def default_root(layout: str, num_train: int, num_test: int, height: int, width: int,
                  seed: int = 0) -> Path:
     """``$CUT_SYNTHETIC_DIR`` (default ``<repo>/data/synthetic``) / a name of all parameters."""
-    base = Path(os.environ.get("CUT_SYNTHETIC_DIR", REPO_ROOT / "data" / "synthetic"))
-    return base / (f"{layout}_{height}x{width}_train{num_train}_test{num_test}_seed{seed}"
-                   f"_v{GENERATOR_VERSION}")
+    return _named_root(_params(layout, num_train, num_test, height, width, seed),
+                       f"v{GENERATOR_VERSION}")
 
 
 def prepare_synthetic(cfg, root: str | os.PathLike | None = None, num_train: int | None = None,
@@ -158,9 +131,12 @@ def prepare_synthetic(cfg, root: str | os.PathLike | None = None, num_train: int
                       workers: int = 1) -> str:
     """Root of a complete synthetic dataset in ``cfg.DATASET``'s layout at ``cfg.IMAGE_SHAPE``,
     generated only if it is not there yet. Default counts: 8/4 for the ``tiny`` profile, else
-    320/80. ``workers > 1`` renders in several processes (worth it on idle cores only). A
-    folder that exists but holds something else is never overwritten (error)."""
+    320/80 (the min-max layouts: :func:`.minmax.prepare_minmax_synthetic`'s). ``workers > 1``
+    renders in several processes (worth it on idle cores only). A folder that exists but holds
+    something else is never overwritten (error)."""
     layout = cfg.DATASET
+    if layout in MINMAX_LAYOUTS:
+        return prepare_minmax_synthetic(cfg, root, num_train, num_test, seed, progress)
     height, width = (int(x) for x in cfg.IMAGE_SHAPE)
     default_train, default_test = DEFAULT_COUNTS.get(getattr(cfg, "PROFILE", ""), FALLBACK_COUNTS)
     num_train = default_train if num_train is None else int(num_train)
@@ -168,18 +144,7 @@ def prepare_synthetic(cfg, root: str | os.PathLike | None = None, num_train: int
     _check_args(layout, num_train, num_test, height, width)
     root = Path(root) if root is not None else default_root(layout, num_train, num_test,
                                                             height, width, seed)
-    if is_complete(root, layout, num_train, num_test, height, width, seed):
-        return str(root)
-    if root.exists() and root.is_dir() and any(root.iterdir()):
-        found = read_marker(root)
-        what = f"a synthetic dataset with other parameters {found}" if found else "other files"
-        raise FileExistsError(f"{root} holds {what}; expected {MARKER} with "
-                              f"{_params(layout, num_train, num_test, height, width, seed)}")
-    try:
-        write_dataset(root, layout, num_train, num_test, height, width, seed, progress=progress,
-                      workers=workers)
-    except OSError:
-        # Another process may have finished the same dataset first (rename onto it failed).
-        if not is_complete(root, layout, num_train, num_test, height, width, seed):
-            raise
-    return str(root)
+    return prepare(root, _params(layout, num_train, num_test, height, width, seed),
+                   lambda r: is_complete(r, layout, num_train, num_test, height, width, seed),
+                   lambda r: write_dataset(r, layout, num_train, num_test, height, width, seed,
+                                           progress=progress, workers=workers))

@@ -8,28 +8,26 @@
         the original files (Python 2 protocol-2 pickles of dicts, lists, strings and a uint8
         array): per fine class, a shape of its own on a background of its own, jittered.
     prepare_minmax_synthetic(cfg, root=None, ...) -> str
-        The complete dataset ``cfg.DATASET`` needs, written once under a parameter-named folder.
+        The complete dataset ``cfg.DATASET`` needs, written once under a parameter-named folder
+        (what ``lib.data.synthetic.prepare_synthetic`` does for these layouts).
 
 As the other synthetic writers: sample ``i`` depends only on ``(seed, split, i)``; a dataset is
-written into a temporary sibling folder and renamed into place with ``synthetic.json`` (its
-parameters) written last, so a crash never leaves a folder that looks complete.
+written complete or not at all (:mod:`.store`).
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import struct
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..cifar_classes import CIFAR100_COARSE_NAMES, CIFAR100_FINE_NAMES, FINE_TO_COARSE
-from . import MARKER, REPO_ROOT, read_marker
 from .layouts import sample_frame
+from .store import atomic_folder, check_counts, dataset_params, default_root, prepare, read_marker
 
 MINMAX_GENERATOR_VERSION = 1
 MINMAX_LAYOUTS = ("nyuv2_mtan", "cifar100_mtl")
@@ -47,39 +45,8 @@ DEFAULT_COUNTS = {"nyuv2_mtan": {"tiny": (8, 4), None: (320, 80)},
 
 def _params(layout: str, num_train: int, num_test: int, height: int, width: int,
             seed: int) -> dict[str, Any]:
-    return {"layout": layout, "num_train": int(num_train), "num_test": int(num_test),
-            "height": int(height), "width": int(width), "seed": int(seed),
-            "generator_version": MINMAX_GENERATOR_VERSION}
-
-
-@contextlib.contextmanager
-def _atomic_folder(root: Path, params: dict[str, Any]) -> Iterator[Path]:
-    """Yield a temporary sibling of ``root`` to fill; on success write the marker and rename."""
-    from ...utils import atomic_write_json   # imported here: it pulls in torch
-
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"synthetic dataset target {root} already exists and is not an "
-                              f"empty folder")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-        atomic_write_json(params, tmp / MARKER)
-        if root.exists():
-            root.rmdir()
-        os.rename(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _check_counts(num_train: int, num_test: int) -> None:
-    if num_train < 0 or num_test < 0 or num_train + num_test == 0:
-        raise ValueError(f"sample counts must be >= 0 and not both 0 (an empty dataset), got "
-                         f"train={num_train} test={num_test}")
+    return dataset_params(layout, num_train, num_test, height, width, seed,
+                          MINMAX_GENERATOR_VERSION)
 
 
 # ---------------------------------------------------------------------- NYUv2 (MTAN layout)
@@ -96,14 +63,14 @@ def write_nyuv2_mtan(root: str | os.PathLike, num_train: int, num_test: int, hei
     HxWx1, 0 where the sensor model has no depth; normal float32 HxWx3 unit vectors, 0 where
     depth is invalid. ``root`` must not exist or be empty. Returns ``root``.
     """
-    _check_counts(num_train, num_test)
+    check_counts(num_train, num_test)
     if height < 32 or width < 32:
         raise ValueError(f"NYUv2-MTAN synthetic images must be at least 32x32 (SegNet pools "
                          f"five times), got {height}x{width}")
     root = Path(root)
     jobs = [("train", "train", i) for i in range(num_train)]
     jobs += [("test", "val", i) for i in range(num_test)]
-    with _atomic_folder(root, _params("nyuv2_mtan", num_train, num_test, height, width,
+    with atomic_folder(root, _params("nyuv2_mtan", num_train, num_test, height, width,
                                       seed)) as tmp:
         for split, folder, i in tqdm(jobs, disable=not progress, desc="synthetic nyuv2_mtan"):
             frame = sample_frame("nyuv2_3", seed, split, i, height, width)
@@ -150,25 +117,15 @@ class _Py2Pickle:
             out += (b"U" + bytes([len(raw)]) if len(raw) < 256
                     else b"T" + struct.pack("<I", len(raw))) + raw
         elif isinstance(obj, tuple):
-            out += b"("
-            for item in obj:
-                self.emit(item)
-            out += b"t"
-        elif isinstance(obj, list):
+            self._marked(obj, b"t")
+        elif isinstance(obj, list):       # EMPTY_LIST, then APPENDS of the items
             out += b"]"
             if obj:
-                out += b"("
-                for item in obj:
-                    self.emit(item)
-                out += b"e"
-        elif isinstance(obj, dict):
+                self._marked(obj, b"e")
+        elif isinstance(obj, dict):       # EMPTY_DICT, then SETITEMS of key, value pairs
             out += b"}"
             if obj:
-                out += b"("
-                for key, value in obj.items():
-                    self.emit(key)
-                    self.emit(value)
-                out += b"u"
+                self._marked([x for pair in obj.items() for x in pair], b"u")
         elif isinstance(obj, np.ndarray):
             # _reconstruct(ndarray, (0,), "b"), then BUILD with the array's state.
             out += b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n"
@@ -178,6 +135,13 @@ class _Py2Pickle:
             self._array_state(np.ascontiguousarray(obj))
         else:
             raise TypeError(f"cannot write {type(obj).__name__} in a CIFAR pickle")
+
+    def _marked(self, items, opcode: bytes) -> None:
+        """MARK, the items, then ``opcode`` (TUPLE, APPENDS or SETITEMS)."""
+        self.out += b"("
+        for item in items:
+            self.emit(item)
+        self.out += opcode
 
     def _array_state(self, array: np.ndarray) -> None:
         out = self.out
@@ -254,10 +218,10 @@ def write_cifar100(root: str | os.PathLike, train_per_class: int, test_per_class
                    seed: int = 0) -> Path:
     """Write ``root/cifar-100-python/{train,test,meta}`` with ``train_per_class`` /
     ``test_per_class`` images of each fine class. ``root`` must not exist or be empty."""
-    _check_counts(train_per_class, test_per_class)
+    check_counts(train_per_class, test_per_class)
     root = Path(root)
     params = _params("cifar100_mtl", train_per_class, test_per_class, 32, 32, seed)
-    with _atomic_folder(root, params) as tmp:
+    with atomic_folder(root, params) as tmp:
         folder = tmp / "cifar-100-python"
         folder.mkdir()
         meta = {"fine_label_names": list(CIFAR100_FINE_NAMES),
@@ -269,12 +233,23 @@ def write_cifar100(root: str | os.PathLike, train_per_class: int, test_per_class
 
 
 # ---------------------------------------------------------------------- from a config
-def default_root(layout: str, num_train: int, num_test: int, height: int, width: int,
-                 seed: int = 0) -> Path:
+def minmax_root(layout: str, num_train: int, num_test: int, height: int, width: int,
+                seed: int = 0) -> Path:
     """``$CUT_SYNTHETIC_DIR`` (default ``<repo>/data/synthetic``) / a name of all parameters."""
-    base = Path(os.environ.get("CUT_SYNTHETIC_DIR", REPO_ROOT / "data" / "synthetic"))
-    return base / (f"{layout}_{height}x{width}_train{num_train}_test{num_test}_seed{seed}"
-                   f"_m{MINMAX_GENERATOR_VERSION}")
+    return default_root(_params(layout, num_train, num_test, height, width, seed),
+                        f"m{MINMAX_GENERATOR_VERSION}")
+
+
+def write_minmax_dataset(root: str | os.PathLike, layout: str, num_train: int, num_test: int,
+                         height: int, width: int, seed: int = 0, progress: bool = False) -> Path:
+    """:func:`write_nyuv2_mtan` or :func:`write_cifar100` (counts per fine class; 32x32)."""
+    if layout == "nyuv2_mtan":
+        return write_nyuv2_mtan(root, num_train, num_test, height, width, seed, progress)
+    if layout == "cifar100_mtl":
+        if (height, width) != (32, 32):
+            raise ValueError(f"CIFAR-100 images are 32x32, got {height}x{width}")
+        return write_cifar100(root, num_train, num_test, seed)
+    raise ValueError(f"no min-max synthetic layout {layout!r}; expected one of {MINMAX_LAYOUTS}")
 
 
 def prepare_minmax_synthetic(cfg, root: str | os.PathLike | None = None,
@@ -297,21 +272,8 @@ def prepare_minmax_synthetic(cfg, root: str | os.PathLike | None = None,
     num_test = default_test if num_test is None else int(num_test)
     height, width = (int(x) for x in cfg.IMAGE_SHAPE) if layout == "nyuv2_mtan" else (32, 32)
     params = _params(layout, num_train, num_test, height, width, seed)
-    root = Path(root) if root is not None else default_root(layout, num_train, num_test,
-                                                            height, width, seed)
-    if read_marker(root) == params:
-        return str(root)
-    if root.exists() and root.is_dir() and any(root.iterdir()):
-        found = read_marker(root)
-        what = f"a synthetic dataset with other parameters {found}" if found else "other files"
-        raise FileExistsError(f"{root} holds {what}; expected {MARKER} with {params}")
-    try:
-        if layout == "nyuv2_mtan":
-            write_nyuv2_mtan(root, num_train, num_test, height, width, seed, progress)
-        else:
-            write_cifar100(root, num_train, num_test, seed)
-    except OSError:
-        # Another process may have finished the same dataset first (rename onto it failed).
-        if read_marker(root) != params:
-            raise
-    return str(root)
+    root = Path(root) if root is not None else minmax_root(layout, num_train, num_test,
+                                                           height, width, seed)
+    return prepare(root, params, lambda r: read_marker(r) == params,
+                   lambda r: write_minmax_dataset(r, layout, num_train, num_test, height, width,
+                                                  seed, progress))
