@@ -215,3 +215,50 @@ def test_search_reports_a_jump_it_cannot_cross_and_remembers_it():
         search.keep_for(55)
     assert search.evaluations == spent
     assert abs(step(search.keep_for(30)) - 30) <= SPARSITY_TOLERANCE
+
+
+# ------------------------------------------------------------------------------ the view
+def test_view_follows_its_controls_without_a_browser(state, tmp_path):
+    from lib.explorer.view import ExplorerView
+
+    view = ExplorerView(state, tasks=["seg", "depth"], sparsity=90, out_dir=tmp_path / "out")
+    try:
+        first = view.snapshot
+        assert "deployed sparsity 90." in view.figures.value and view.rule.value == 2
+        assert view._worker.wait_idle(60)
+        assert "artifact" in view.figures.value and "measuring" not in view.figures.value
+        plot, iou = view.layer_plot.value, view.iou_plot.value
+        view.sparsity.value = 70
+        assert view.snapshot.target == 70 and abs(view.snapshot.sparsity - 70) <= 0.5
+        assert view.layer_plot.value != plot and view.iou_plot.value != iou
+        assert "deployed sparsity 70." in view.figures.value
+        view.rule.value = "any"
+        assert view.snapshot.rule == "any" and view.snapshot.keep_ratio != first.keep_ratio
+        view.method.value = "lth"
+        assert view.rule.disabled and view.snapshot.rule is None
+        assert view.iou_plot.layout.display == "none"
+        view.method.value = "disparse_pt"
+        assert view.rule.value == "any" and not view.rule.disabled  # that method's own rule
+        view.task_boxes["depth"].value = False
+        assert view.snapshot.tasks == ("seg",)
+        view.task_boxes["seg"].value = False
+        assert "select at least one task" in view.status.value
+        view.task_boxes["seg"].value = True
+        assert view.snapshot.tasks == ("seg",)
+        view.evaluate_button.click()
+        assert "<table" in view.metrics.value and bytes(view.grid.value)[:4] == b"\x89PNG"
+        view.export_button.click()
+        assert "exported" in view.status.value and "matches PyTorch" in view.status.value
+        assert len(list((tmp_path / "out").glob("disparse_pt_70_seg.*"))) == 4
+    finally:
+        view.close()
+
+
+def test_view_shows_bad_settings_as_one_line(state):
+    from lib.explorer.view import ExplorerView
+
+    view = ExplorerView(state, tasks=["seg", "depth"], rule=3, measure=False)
+    assert "fusion rule 3 needs more votes" in view.status.value and view.snapshot is None
+    view.rule.value = "all"
+    assert view.snapshot.rule == "all"
+    view.close()

@@ -363,6 +363,11 @@ class ExplorerState:
             self._measured[snap.key] = result
         return result
 
+    def measured(self, snap: Snapshot) -> dict[str, Any] | None:
+        """:meth:`measure`'s result if it is cached, else None (nothing is measured)."""
+        with self._lock:
+            return self._measured.get(snap.key)
+
     def _dense_figures(self, tasks: tuple, method: str) -> dict[str, Any]:
         key = (tasks, method)
         with self._lock:
