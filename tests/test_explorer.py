@@ -262,3 +262,13 @@ def test_view_shows_bad_settings_as_one_line(state):
     view.rule.value = "all"
     assert view.snapshot.rule == "all"
     view.close()
+
+
+def test_keeping_every_weight_leaves_the_zero_weights(state):
+    scored = state.scored(["seg", "depth"], "cut")
+    masks = scored.plan.masks_for(1.0)
+    kept = scored.counter.kept(masks)
+    assert scored.counter.zero_percent == pytest.approx(
+        100.0 * (sum(scored.counter.numel.values()) - sum(kept.values()))
+        / sum(scored.counter.numel.values()))
+    assert scored.counter.zero_percent > 0  # the fixture's five zeros

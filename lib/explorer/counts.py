@@ -60,6 +60,9 @@ class MaskCounter:
         self.numel = {n: w.numel() for n, w in weights.items()}
         # Only layers holding exact zeros need an AND with the mask; usually there are none.
         self.zero_weights = {n: w == 0 for n, w in weights.items() if bool((w == 0).any())}
+        # Masks that keep everything (keep ratio 1.0) leave exactly these zeros.
+        self.zero_percent = (100.0 * sum(int(z.sum()) for z in self.zero_weights.values())
+                             / max(sum(self.numel.values()), 1))
         self.shared = list(shared_layers(net))
         self.own = {t: list(task_layers(net, t)) for t in net.tasks}
         prunable_keys = {f"{n}.weight" for n in self.layers}

@@ -21,7 +21,8 @@ from lib.pruning.analysis import plot_layer_sparsity, plot_mask_iou
 
 
 class LiveFigure:
-    """``figure`` drawn once without ``artists``; :meth:`png` redraws only those."""
+    """``figure`` drawn once without ``artists``; :meth:`png` redraws only those, in order
+    (so a legend listed last stays on top of the data)."""
 
     def __init__(self, figure: Figure, artists: Sequence[Artist]):
         self.figure, self.artists = figure, list(artists)
@@ -30,6 +31,7 @@ class LiveFigure:
             artist.set_animated(True)
         self.canvas.draw()
         self._background = self.canvas.copy_from_bbox(figure.bbox)
+        self.width = int(figure.bbox.width)  # pixels
 
     def png(self) -> bytes:
         self.canvas.restore_region(self._background)
@@ -51,7 +53,8 @@ class LayerSparsityPlot:
             warnings.simplefilter("ignore")  # "legend with loc='best' can be slow": drawn once
             figure = plot_layer_sparsity({"deployed": empty}, title=title)
         self._bars = list(figure.axes[0].containers[0])
-        self._live = LiveFigure(figure, self._bars)
+        self._live = LiveFigure(figure, [*self._bars, figure.axes[0].get_legend()])
+        self.width = self._live.width
 
     def png(self, report: Mapping) -> bytes:
         """A frame for a :func:`lib.masks.sparsity_report`-shaped ``report``."""
@@ -70,7 +73,8 @@ class MaskIouPlot:
             figure = plot_mask_iou({p: {n: 0.0 for n in self.layers} for p in self.pairs},
                                    title=title)
         self._lines = list(figure.axes[0].lines)
-        self._live = LiveFigure(figure, self._lines)
+        self._live = LiveFigure(figure, [*self._lines, figure.axes[0].get_legend()])
+        self.width = self._live.width
 
     def png(self, iou: Mapping[str, Mapping[str, float]]) -> bytes:
         """A frame for ``{pair: {layer: IoU}}`` (:func:`lib.pruning.pairwise_mask_iou`)."""

@@ -3,8 +3,8 @@
 Deployed sparsity falls monotonically as the keep ratio grows (per-task top-k sets are nested
 and vote fusion keeps them nested), so a target is bracketed by the points already evaluated.
 :class:`KeepRatioSearch` remembers every point it evaluated, so a slider that moves to a nearby
-target starts from a tight bracket. Inside it, the next keep ratio is where the secant through
-the two points closest to the target meets it (else regula falsi between the bracket's ends),
+target starts from a tight bracket. Inside it, the next keep ratio is where the curve through
+the points closest to the target meets it (inverse interpolation; else regula falsi),
 with a bisection step whenever two steps did not halve the bracket, so nothing stalls it. A
 sparsity interval a search could not enter (a jump of the curve: a plateau of tied scores) is
 remembered, and a later target inside it fails at once. Each evaluation is exact (the
@@ -24,19 +24,20 @@ class KeepRatioSearch:
     percentage points of ``target`` (stopping early within a quarter of it, as ``prune``'s
     search does). ``sparsity_at(keep)`` must return the deployed sparsity (percent) of the
     masks at ``keep``; it is never asked below ``min_keep`` (the smallest keep ratio that keeps
-    a weight of every ranking). ``resolution``: keep ratios closer than this give the same
+    a weight of every ranking). ``known``: points already known without evaluating (keeping
+    every weight, keep ratio 1.0, leaves only the weights that are zero). ``resolution``: keep ratios closer than this give the same
     masks (one weight of the largest ranking), so a bracket that narrow is a jump in the curve
     (a plateau of tied scores) that no keep ratio crosses."""
 
     def __init__(self, sparsity_at: Callable[[float], float], min_keep: float,
                  resolution: float = 1e-9, tolerance: float = SPARSITY_TOLERANCE,
-                 max_steps: int = 40):
+                 max_steps: int = 40, known: dict[float, float] | None = None):
         self._sparsity_at = sparsity_at
         self.min_keep = float(min_keep)
         self.resolution = float(resolution)
         self.tolerance = tolerance
         self.max_steps = max_steps
-        self.points: dict[float, float] = {}
+        self.points: dict[float, float] = dict(known or {})
         self.gaps: list[tuple[float, float]] = []  # sparsity intervals a search could not enter
         self.evaluations = 0
 
@@ -85,15 +86,23 @@ class KeepRatioSearch:
             closest=self.points[found], keep_ratio=found)
 
     def _guess(self, target: float, lo: float, hi: float) -> float:
-        """Where the secant through the two points closest to ``target`` meets it, if that
-        lies inside the bracket; else the interpolation between the bracket's ends."""
-        near = sorted(self.points, key=lambda k: abs(self.points[k] - target))[:2]
-        if len(near) == 2:
-            (k1, k2), (s1, s2) = near, (self.points[near[0]], self.points[near[1]])
-            if k1 != k2 and (s2 - s1) / (k2 - k1) < 0:
-                keep = k1 + (target - s1) * (k2 - k1) / (s2 - s1)
-                if lo < keep < hi:
-                    return keep
+        """Where the curve through the points closest to ``target`` (three, else two: inverse
+        interpolation, keep ratio as a polynomial in sparsity) meets it, if that lies inside
+        the bracket; else the interpolation between the bracket's ends."""
+        near = sorted(self.points, key=lambda k: abs(self.points[k] - target))[:3]
+        for chosen in (near, near[:2]):
+            values = [self.points[k] for k in chosen]
+            if len(chosen) < 2 or len(set(values)) < len(values):
+                continue
+            keep = 0.0
+            for i, (k_i, s_i) in enumerate(zip(chosen, values)):
+                weight = 1.0
+                for j, s_j in enumerate(values):
+                    if j != i:
+                        weight *= (target - s_j) / (s_i - s_j)
+                keep += k_i * weight
+            if lo < keep < hi:
+                return keep
         lo_s = 100.0 if lo == 0.0 else self.points[lo]
         keep = lo + (hi - lo) * (lo_s - target) / max(lo_s - self.points[hi], 1e-12)
         return min(max(keep, lo + 1e-3 * (hi - lo)), hi - 1e-3 * (hi - lo))

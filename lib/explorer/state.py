@@ -279,7 +279,8 @@ class ExplorerState:
                             scored.counter, self._kept(selection, scored, rule, exact, keep)),
                         min_keep=2.0 / min(scored.ranking_sizes),
                         resolution=1.0 / max(scored.ranking_sizes),
-                        max_steps=40 if exact else TIES_KEPT_STEPS)
+                        max_steps=40 if exact else TIES_KEPT_STEPS,
+                        known={1.0: scored.counter.zero_percent})
                     scored.searches[(rule, exact)] = search
                 try:
                     return search.keep_for(target), exact

@@ -16,6 +16,7 @@ it is on main (a full sort); the linear-time selection replacing it only makes t
 from __future__ import annotations
 
 import html
+import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -73,12 +74,13 @@ def figures_html(snap: Snapshot, measured: dict | None, threads: int, repeats: i
 
 def metrics_html(metrics: dict) -> str:
     """A table of ``{"pruned": m, "dense": m}`` (:meth:`ExplorerState.evaluate`)."""
+    def cell(value: float) -> str:  # e.g. the reference's mIoU when no class has a TP
+        return f"{value:.5g}" if math.isfinite(value) else "undefined"
     rows = ["<tr><th>task</th><th>metric</th><th>dense</th><th>pruned (not fine-tuned)</th></tr>"]
     for task, values in metrics["pruned"].items():
         for name, value in values.items():
-            dense = metrics["dense"][task][name]
             rows.append(f"<tr><td>{html.escape(task)}</td><td>{html.escape(name)}</td>"
-                        f"<td>{dense:.4f}</td><td>{value:.4f}</td></tr>")
+                        f"<td>{cell(metrics['dense'][task][name])}</td><td>{cell(value)}</td></tr>")
     return "<table class='cut-explorer-metrics'>" + "".join(rows) + "</table>"
 
 
@@ -180,9 +182,12 @@ class ExplorerView:
         measured = self.state.measured(snap)
         self.figures.value = figures_html(snap, measured, self.state.threads,
                                           self.state.latency_repeats)
-        self.layer_plot.value = self._layer_plot(snap).png(snap.report)
+        layer_plot = self._layer_plot(snap)
+        self.layer_plot.width, self.layer_plot.value = str(layer_plot.width), layer_plot.png(
+            snap.report)
         if snap.iou:
-            self.iou_plot.value = self._iou_plot(snap).png(snap.iou)
+            iou_plot = self._iou_plot(snap)
+            self.iou_plot.width, self.iou_plot.value = str(iou_plot.width), iou_plot.png(snap.iou)
             self.iou_plot.layout.display = None
         else:
             self.iou_plot.layout.display = "none"
