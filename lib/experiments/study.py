@@ -38,6 +38,10 @@ DEFAULT_METHODS = ("cut", "lth", "snip", "random", "disparse_static")
 # pruned models. Its delta is what fine-tuning alone (and its BatchNorm drift) does.
 DENSE_FINETUNED = "dense_ft"
 DEFAULT_SPARSITIES = (30, 50, 70, 90)
+# Cells whose network's cost (non-zero parameters, measured latency) is recorded when the study
+# has structured_cut, so structured and unstructured CUT are compared at equal cost
+# (lib.experiments.equal_cost); other studies pay nothing for it.
+EQUAL_COST_METHODS = ("cut", "structured_cut", DENSE_FINETUNED)
 
 
 def default_selections(tasks: Sequence[str]) -> list[tuple[str, ...]]:
@@ -245,6 +249,9 @@ def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: SceneNetLoss
     if task_masks:
         from lib.pruning import pairwise_mask_iou
         record["mask_iou"] = pairwise_mask_iou(task_masks)
+    if method in EQUAL_COST_METHODS and "structured_cut" in spec.methods:  # equal-cost figure
+        from lib.experiments.equal_cost import cost_columns
+        record["cost"] = cost_columns(net, (1, 3, *cfg.IMAGE_SHAPE))
     # The row is the cell's result; only the fine-tuned model is kept (for export and the
     # prediction figures): at reference width each resumable checkpoint is ~1 GB.
     for name in ("last.pth", "best.pth"):
@@ -385,8 +392,20 @@ def write_outputs(spec: StudySpec, cfg, base: MultiTaskModel, rows: list[dict], 
         figures["predictions_cut"] = plot_predictions(compact, cfg,
                                                       out / f"predictions_cut_{top:g}.png",
                                                       device, num_samples=3, seed=spec.seed)
+    equal_cost = equal_cost_rows(records)
+    if {r["method"] for r in equal_cost} >= {"cut", "structured_cut"}:
+        from lib.experiments.equal_cost import plot_equal_cost
+        figures["equal_cost"] = plot_equal_cost(
+            equal_cost, out / "equal_cost.png",
+            title=f"{cfg.CONFIG_NAME}: structured vs unstructured CUT at equal cost")
     table_markdown = md_path.read_text()
     return StudyResult(spec, rows, csv_path, md_path, figures, table_markdown, seconds)
+
+
+def equal_cost_rows(records: dict) -> list[dict]:
+    """Rows of the cells that measured their cost (non-zero parameters, onnxruntime latency),
+    with those columns: the input of :mod:`lib.experiments.equal_cost`."""
+    return [{**rec["row"], **rec["cost"]} for rec in records.values() if "cost" in rec]
 
 
 def _save_fig(fig, path: Path) -> Path:

@@ -49,8 +49,9 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, input_shape: Sequence[i
         plain.train(was_training)
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None):
-    """An onnxruntime CPU session for ``path`` with ``threads`` intra-op threads (None: default)."""
+def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
+    """An onnxruntime CPU session for ``path`` (or serialized model bytes) with ``threads``
+    intra-op threads (None: default)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -60,7 +61,8 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     options.log_severity_level = 3
     # No busy-waiting between runs: idle ORT threads would steal cores from whatever runs next.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=options,
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=options,
                                 providers=["CPUExecutionProvider"])
 
 

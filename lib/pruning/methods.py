@@ -254,17 +254,19 @@ def disparse_pt(net: MultiTaskModel, ctx: PruneContext, *, score: str = "auto",
 
 
 def structured_cut(net: MultiTaskModel, ctx: PruneContext, *,
-                   min_votes: MinVotes = 2) -> StructuredPlan:
+                   min_votes: MinVotes = 2, ranking: str = "uniform") -> StructuredPlan:
     """Structured CUT: CUT's per-task scores turned into channel decisions with the same vote,
     channels physically removed (:func:`lib.pruning.structured.structured_cut_prune`). Its
-    budget is the channel sparsity: ``sparsity=S`` removes S % of every channel group."""
+    budget is the channel sparsity: ``sparsity=S`` removes S % of every channel group
+    (``ranking="uniform"``) or of all channels, groups competing (``"global"``)."""
     _require_data(ctx, net, "structured_cut")
     required_votes(min_votes, len(net.tasks))
 
     def build(channel_sparsity: float) -> MultiTaskModel:
         return structured_cut_prune(net, ctx.criterion, ctx.loader, net.tasks, channel_sparsity,
-                                    ctx.num_batches, min_votes, mode=ctx.mode)
-    return StructuredPlan(net, build, {"min_votes": min_votes, "mode": ctx.mode})
+                                    ctx.num_batches, min_votes, mode=ctx.mode, ranking=ranking)
+    return StructuredPlan(net, build, {"min_votes": min_votes, "mode": ctx.mode,
+                                       "ranking": ranking})
 
 
 METHODS: dict[str, Callable[..., PruningPlan | StructuredPlan]] = {
