@@ -272,3 +272,33 @@ def test_keeping_every_weight_leaves_the_zero_weights(state):
         100.0 * (sum(scored.counter.numel.values()) - sum(kept.values()))
         / sum(scored.counter.numel.values()))
     assert scored.counter.zero_percent > 0  # the fixture's five zeros
+
+
+def test_background_worker_runs_only_the_latest_request():
+    import threading
+
+    from lib.explorer.worker import LatestOnly
+
+    release, ran, reported = threading.Event(), [], []
+
+    def work(item):
+        ran.append(item)
+        if item == "first":
+            release.wait(10)
+        if item == "bad":
+            raise ValueError("no")
+        return item.upper()
+    worker = LatestOnly(work, lambda item, result, error: reported.append((item, result, error)))
+    worker.submit("first")
+    while not ran:
+        threading.Event().wait(0.01)
+    for item in ("dropped", "also dropped", "last"):
+        worker.submit(item)
+    release.set()
+    assert worker.wait_idle(10)
+    assert ran == ["first", "last"]
+    assert reported == [("first", "FIRST", None), ("last", "LAST", None)]
+    worker.submit("bad")
+    assert worker.wait_idle(10)
+    assert reported[-1][0] == "bad" and isinstance(reported[-1][2], ValueError)
+    worker.close()

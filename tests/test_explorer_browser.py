@@ -91,8 +91,8 @@ def _jupyter_env(root: Path) -> dict:
     (notification / "notification.jupyterlab-settings").write_text(json.dumps(
         {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True}))
     (root / "tmp").mkdir()
-    env.update(PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               MPLBACKEND="Agg", OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE",
+    path = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.update(PYTHONPATH=path, MPLBACKEND="Agg", OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE",
                TMPDIR=str(root / "tmp"))  # the kernel's temporary folders stay in tmp_path
     return env
 
@@ -101,13 +101,15 @@ def _wait_for_server(url: str, server: subprocess.Popen, log: Path, timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited ({server.returncode}): {log.read_text()[-2000:]}")
+            raise RuntimeError(f"jupyter lab exited ({server.returncode}): "
+                               f"{log.read_text()[-2000:]}")
         try:
             urllib.request.urlopen(url, timeout=1)
             return
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(f"jupyter lab did not answer {url} in {timeout} s: {log.read_text()[-2000:]}")
+    raise TimeoutError(f"jupyter lab did not answer {url} in {timeout} s: "
+                       f"{log.read_text()[-2000:]}")
 
 
 def _wait_until(condition, timeout: float, what: str):

@@ -25,9 +25,9 @@ class KeepRatioSearch:
     search does). ``sparsity_at(keep)`` must return the deployed sparsity (percent) of the
     masks at ``keep``; it is never asked below ``min_keep`` (the smallest keep ratio that keeps
     a weight of every ranking). ``known``: points already known without evaluating (keeping
-    every weight, keep ratio 1.0, leaves only the weights that are zero). ``resolution``: keep ratios closer than this give the same
-    masks (one weight of the largest ranking), so a bracket that narrow is a jump in the curve
-    (a plateau of tied scores) that no keep ratio crosses."""
+    every weight, keep ratio 1.0, leaves only the weights that are zero). ``resolution``: keep
+    ratios closer than this give the same masks (one weight of the largest ranking), so a
+    bracket that narrow is a jump in the curve (a plateau of tied scores) no ratio crosses."""
 
     def __init__(self, sparsity_at: Callable[[float], float], min_keep: float,
                  resolution: float = 1e-9, tolerance: float = SPARSITY_TOLERANCE,

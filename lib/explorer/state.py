@@ -19,8 +19,8 @@ into a temporary folder, deleted at once (its size is the writer's, by construct
 state dict is ``torch.save``-d to memory for the ratio) and times PyTorch CPU forwards;
 :meth:`ExplorerState.evaluate` and :meth:`ExplorerState.prediction_grid` run the pruned, not
 fine-tuned network on the test loader; :meth:`ExplorerState.export` writes the pruned checkpoint
-(+ sidecar), the artifact and the ONNX file. Everything is thread-safe, so a view can measure
-in the background while the controls move.
+(+ sidecar), the artifact and the ONNX file. The plans and caches are guarded by one lock, so
+a view can measure in a background thread while the controls move.
 """
 from __future__ import annotations
 
@@ -105,12 +105,10 @@ class _Scored:
     """One (task selection, method): its plan, counter, searches and counted points."""
     plan: PruningPlan
     counter: MaskCounter
-    ranking_sizes: list[int]
+    ranking_sizes: list[int]  # weights in each ranking: per task, or all (a global plan)
     searches: dict = field(default_factory=dict)   # (rule, exact) -> KeepRatioSearch
     kept: dict = field(default_factory=dict)       # (rule, exact, keep) -> {layer: kept}
     iou: dict = field(default_factory=dict)        # (rule, exact, keep) -> IoU dict
-
-    """Weights in each ranking: per task (a per-task plan) or all prunable ones (global)."""
 
     @property
     def per_task(self) -> bool:
