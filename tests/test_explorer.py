@@ -92,10 +92,11 @@ def test_scores_once_per_selection_and_method(setup, monkeypatch):
         calls.append(tuple(net.tasks))
         return original(net, ctx, **options)
     monkeypatch.setitem(METHODS, "cut", counting)
+    assert not state.is_scored(["seg", "depth"], "cut")
     for target in (90, 70, 91, 89.5):
         for rule in (2, "any", "majority"):
             state.snapshot(["seg", "depth"], "cut", target, rule=rule)
-    assert calls == [("seg", "depth")]
+    assert calls == [("seg", "depth")] and state.is_scored(["seg", "depth"], "cut")
     state.snapshot(["seg", "sn"], "cut", 90)
     state.snapshot(["seg", "depth"], "cut", 60)
     assert calls == [("seg", "depth"), ("seg", "sn")]

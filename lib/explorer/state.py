@@ -188,6 +188,11 @@ class ExplorerState:
         return scored.plan.info.get("min_votes", 2) if scored.per_task else None
 
     # ------------------------------------------------------------------------- scoring
+    def is_scored(self, tasks: Sequence[str], method: str) -> bool:
+        """Whether the plan of ``method`` for ``tasks`` is cached (nothing is computed)."""
+        with self._lock:
+            return (tuple(tasks), method) in self._scored
+
     def scored(self, tasks: Sequence[str], method: str) -> _Scored:
         """The plan of ``method`` for ``tasks``, made (scored) on first use, then cached."""
         tasks = tuple(check_selection(self.net, list(tasks)))

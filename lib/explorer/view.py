@@ -173,6 +173,10 @@ class ExplorerView:
             self.status.value = "select at least one task"
             return
         start = time.perf_counter()
+        if not self.state.is_scored(tasks, self.method.value):
+            self.status.value = (f"scoring {html.escape(self.method.value)} for "
+                                 f"{html.escape('+'.join(tasks))} (once for this selection)"
+                                 f"&hellip;")
         try:
             if rule is not None:
                 own = self.state.default_rule(tasks, self.method.value)
