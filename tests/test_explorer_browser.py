@@ -167,8 +167,6 @@ def test_slider_moves_change_the_readout_and_the_plot_in_chromium(browser_ready,
                 before = readout.inner_text()
                 src_before = plot.get_attribute("src")
                 assert "target 90 %" in before
-                # the background measurement reaches the page through the kernel's comm
-                page.locator(".cut-explorer-measured").wait_for(timeout=60_000)
 
                 handle = page.locator(".cut-explorer .noUi-handle").first
                 handle.focus()
@@ -179,6 +177,7 @@ def test_slider_moves_change_the_readout_and_the_plot_in_chromium(browser_ready,
                 assert after != before
                 _wait_until(lambda: plot.get_attribute("src") != src_before, 30,
                             "a new frame of the per-layer sparsity plot")
+                # the background measurement reaches the page through the kernel's comm
                 page.locator(".cut-explorer-measured").wait_for(timeout=60_000)
                 page.get_by_text("test metrics + predictions").click()
                 page.locator("table.cut-explorer-metrics").wait_for(timeout=60_000)
