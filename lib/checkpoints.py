@@ -14,7 +14,19 @@ Files:
 Everything is read with ``weights_only=True`` (:func:`lib.utils.safe_torch_load`): a file that
 would need arbitrary unpickling is refused, never executed. :func:`load_network` rebuilds a
 network from any of them (architecture from the checkpoint, its sidecar or a config, without
-pickle), masks included; keys are checked strictly and differences named in one line.
+pickle), masks included. Before anything is loaded (one-line ValueErrors naming the file and
+the tensor, key or layer):
+
+- the architecture record is checked against the task table (a ``depth`` head has 1 channel,
+  ``sn`` 3, ...) and the network it describes is built on the ``meta`` device and compared
+  key by key, shape by shape, with the state dict (so an edited record never allocates a
+  network of another size, and a head never carries another task's name);
+- every floating-point tensor must be finite; every ``*_mask`` must be binary (0/1) and shaped
+  like its ``*_orig``;
+- a sidecar's record is compared with the file: the task selection, each layer's share of zero
+  weights and (files written by this version) each mask's kept count, with pruned weights
+  stored as exact zeros under a 0 mask (:func:`check_sidecar`), so a mask edited to ones
+  cannot bring pruned weights back and a sidecar never describes another file.
 """
 from __future__ import annotations
 
@@ -26,11 +38,14 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from lib.masks import install_masks_for_state, refresh_masked_weights, sparsity_report
+from lib.masks import (count_zeros, install_masks_for_state, layer_weights, masked_modules,
+                       masks_of, refresh_masked_weights, sparsity_report)
 from lib.models.channels import build_structured, changed_channels
 from lib.models.contract import (MultiTaskModel, architecture_of, build_model, model_from_config,
                                  prunable_layers)
-from lib.utils import atomic_torch_save, atomic_write_text, rng_state, safe_torch_load, set_rng_state
+from lib.tasks import TASKS
+from lib.utils import (atomic_torch_save, atomic_write_text, check_finite_tensors, rng_state,
+                       safe_torch_load, set_rng_state)
 
 CHECKPOINT_FORMAT = "cut-training-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -80,7 +95,12 @@ def read_architecture(path: str | os.PathLike) -> tuple[dict[str, Any], dict | N
     """What rebuilds the network of a sidecar: its architecture record (the ``"architecture"``
     entry, or the whole JSON when the file is a bare ``net.architecture()`` record) and its
     channel spec (``"channels"``; None unless channels were removed)."""
-    data = read_sidecar(path)
+    return architecture_in(read_sidecar(path), path)
+
+
+def architecture_in(data: Mapping[str, Any], path: str | os.PathLike
+                    ) -> tuple[dict[str, Any], dict | None]:
+    """:func:`read_architecture` of a sidecar's JSON object ``data`` read from ``path``."""
     arch = data.get("architecture", data)
     if not isinstance(arch, Mapping) or not arch or (arch is data and "meta" in data):
         raise ValueError(f"sidecar {path} holds no architecture record (expected an "
@@ -121,31 +141,92 @@ def check_state_fits(net: nn.Module, state: Mapping[str, torch.Tensor], source: 
                      tasks: list[str] | None = None) -> None:
     """Raise a one-line ValueError unless ``state`` loads strictly into ``net``: same tasks (when
     ``tasks`` is given), same keys, same shapes; the differences are named."""
+    check_shapes_fit(net, {k: tuple(v.shape) for k, v in state.items()}, source, tasks)
+
+
+def check_shapes_fit(net: nn.Module, shapes: Mapping[str, Sequence[int]], source: str,
+                     tasks: list[str] | None = None) -> None:
+    """:func:`check_state_fits` for ``{key: shape}`` (a state dict not read yet, e.g. an
+    artifact's manifest); the first differing keys are named."""
     model = unwrap(net)
     net_tasks = getattr(model, "tasks", None)
     if tasks is not None and net_tasks is not None and list(tasks) != list(net_tasks):
         raise ValueError(f"checkpoint {source} was trained for tasks {list(tasks)} but the "
                          f"network has tasks {list(net_tasks)}")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    shapes = {k: tuple(v) for k, v in shapes.items()}
+    missing = [k for k in own if k not in shapes]
+    unexpected = [k for k in shapes if k not in own]
+    mismatched = [f"{k} {shapes[k]} vs {own[k]}" for k in own if k in shapes and shapes[k] != own[k]]
     problems = []
     if missing or unexpected:
         problems.append(f"missing keys {_show(missing)}, unexpected keys {_show(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatch (checkpoint vs network) {_show(shapes)}")
+    if mismatched:
+        problems.append(f"shape mismatch (checkpoint vs network) {_show(mismatched)}")
     if problems:
         raise ValueError(f"{source} does not match the network (different architecture or task "
                          f"list): {'; '.join(problems)}")
 
 
+def check_state_values(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise a one-line ValueError naming the tensor unless every floating-point tensor of
+    ``state`` is finite and every prune mask (``X_mask`` beside ``X_orig``) is binary and shaped
+    like ``X_orig``: a 0.25 mask would scale weights, a NaN would pass for a result."""
+    check_finite_tensors(state, source)
+    for key, mask in state.items():
+        orig = state.get(f"{key[:-len('_mask')]}_orig") if key.endswith("_mask") else None
+        if orig is None:
+            continue
+        if tuple(mask.shape) != tuple(orig.shape):
+            raise ValueError(f"{source}: mask {key!r} has shape {tuple(mask.shape)} but its "
+                             f"weights have {tuple(orig.shape)}; a mask must match its weight")
+        binary = (mask == 0) | (mask == 1)
+        if not bool(binary.all()):
+            odd = torch.unique(mask[~binary].float())[:4].tolist()
+            raise ValueError(f"{source}: mask {key!r} is not binary: it holds "
+                             f"{int((~binary).sum())} value(s) other than 0 and 1 (e.g. "
+                             f"{', '.join(f'{v:g}' for v in odd)}); masks keep (1) or prune (0)")
+
+
+def check_task_channels(architecture: Mapping[str, Any], source: str) -> None:
+    """Raise a one-line ValueError when a record's ``tasks`` / ``tasks_num_class`` give a task of
+    the task table another number of output channels than its head has (``depth`` 1, ``sn`` 3,
+    ``keypoint`` / ``edge`` 1): a record whose task names were swapped would label one head
+    with another task's name."""
+    tasks, counts = architecture.get("tasks"), architecture.get("tasks_num_class")
+    if not (isinstance(tasks, list) and isinstance(counts, list) and len(tasks) == len(counts)):
+        return
+    for task, count in zip(tasks, counts):
+        spec = TASKS.get(task) if isinstance(task, str) else None
+        if spec is not None and spec.channels is not None and count != spec.channels:
+            raise ValueError(f"{source}: the architecture gives task {task!r} a head of {count} "
+                             f"output channel(s), but a {task} head has {spec.channels} (tasks "
+                             f"{tasks} vs channels {counts}: task names and heads do not match)")
+
+
+def check_record_fits(architecture: Mapping[str, Any], channels: Mapping[str, Any] | None,
+                      shapes: Mapping[str, Sequence[int]], source: str) -> None:
+    """Check an architecture record (and channel spec) against the tensors of a file before
+    anything real is built: :func:`check_task_channels`, then the network is built on the
+    ``meta`` device (no memory, however large the record says it is), given the prune masks
+    ``shapes``' keys name, and compared key by key and shape by shape (:func:`check_shapes_fit`)."""
+    check_task_channels(architecture, source)
+    with torch.device("meta"):
+        net = build_structured(architecture, channels, source=source)
+        try:
+            install_masks_for_state(net, shapes.keys())
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
+    check_shapes_fit(net, shapes, source)
+
+
 def load_state(net: nn.Module, state: Mapping[str, torch.Tensor], source: str,
                tasks: list[str] | None = None) -> nn.Module:
-    """Load ``state`` strictly into ``net`` after :func:`check_state_fits` (nothing is loaded
-    when it fails); masked weights are recomputed at once. Returns ``net``."""
+    """Load ``state`` strictly into ``net`` after :func:`check_state_fits` and
+    :func:`check_state_values` (nothing is loaded when either fails); masked weights are
+    recomputed at once. Returns ``net``."""
     check_state_fits(net, state, source, tasks)
+    check_state_values(state, source)
     unwrap(net).load_state_dict(dict(state), strict=True)
     refresh_masked_weights(unwrap(net))
     return net
@@ -158,14 +239,77 @@ def net_from_state(state: Mapping[str, torch.Tensor], architecture: Mapping[str,
     :func:`lib.models.channel_spec`, when given), with ``state`` loaded strictly.
 
     Keys ``X.weight_orig`` / ``X.weight_mask`` become a prune mask on ``X`` first, so a masked
-    state dict gives the same masked network; one without them gives a plain one.
+    state dict gives the same masked network; one without them gives a plain one. The record
+    is checked against ``state`` first (:func:`check_record_fits`), then the values
+    (:func:`load_state`).
     """
+    check_record_fits(architecture, channels, {k: tuple(v.shape) for k, v in state.items()},
+                      source)
     net = build_structured(architecture, channels, source=source)
-    try:
-        install_masks_for_state(net, state.keys())
-    except ValueError as exc:
-        raise ValueError(f"{source}: {exc}") from None
+    install_masks_for_state(net, state.keys())
     return load_state(net, state, source)
+
+
+# ----------------------------------------------------------------------------- sidecar record
+# A layer's share of zero weights is recomputed from the same tensors the sidecar's figure was
+# computed from; the tolerance only absorbs a JSON round trip.
+_PERCENT_TOLERANCE = 1e-9
+
+
+def sidecar_record(net: MultiTaskModel, full_net: MultiTaskModel | None = None
+                   ) -> dict[str, Any]:
+    """What a sidecar records about the file beside it: the sparsity report (with the
+    reference's figure when ``full_net`` is given), each layer's share of zero weights and
+    each mask's kept count (what :func:`check_sidecar` compares on every load)."""
+    report = sparsity_report(net, full_net)
+    return {"sparsity": {k: v for k, v in report.items() if k != "layers"},
+            "layer_sparsity": {n: v["sparsity"] for n, v in report["layers"].items()},
+            "mask_kept": {n: int(m.sum()) for n, m in masks_of(net).items()}}
+
+
+def check_sidecar(net: MultiTaskModel, record: Mapping[str, Any], side: str | os.PathLike,
+                  source: str) -> None:
+    """Raise a one-line ValueError when the network read from ``source`` is not the one its
+    sidecar ``side`` recorded: another task selection (``meta.selected_tasks``), another share
+    of zero weights in a layer (``layer_sparsity``: a mask edited, pruned weights revived, the
+    sidecar of another file), another kept count per mask (``mask_kept``), or a pruned weight
+    not stored as 0 under its 0 mask (files whose sidecar has ``mask_kept``: written by
+    :func:`save_pruned`, which stores them so). Records lacking an entry skip its check."""
+    where = f"{source} and its sidecar {side}"
+    selected = (record.get("meta") or {}).get("selected_tasks")
+    if isinstance(selected, list) and list(selected) != list(getattr(net, "tasks", selected)):
+        raise ValueError(f"{where} do not match: the sidecar records the task selection "
+                         f"{selected}, the network has tasks {list(net.tasks)}")
+    recorded = record.get("layer_sparsity")
+    if isinstance(recorded, Mapping):
+        found = {n: count_zeros({n: w})["sparsity"] for n, w in layer_weights(net).items()}
+        if set(recorded) != set(found):
+            extra, lacking = sorted(set(recorded) - set(found)), sorted(set(found) - set(recorded))
+            raise ValueError(f"{where} do not match: layers {_show(extra)} are recorded but "
+                             f"not in the network, {_show(lacking)} are in the network but "
+                             f"not recorded")
+        for name, value in found.items():
+            if not isinstance(recorded[name], (int, float)) or \
+                    abs(float(recorded[name]) - value) > _PERCENT_TOLERANCE:
+                raise ValueError(f"{where} do not match: layer {name} has {value:.6g}% zero "
+                                 f"weights, the sidecar records {recorded[name]}% (a mask or "
+                                 f"weight was changed, or the sidecar belongs to another file)")
+    kept = record.get("mask_kept")
+    if isinstance(kept, Mapping):
+        masks = masks_of(net)
+        if set(kept) != set(masks):
+            raise ValueError(f"{where} do not match: the sidecar records masks on "
+                             f"{_show(sorted(kept))}, the file has masks on "
+                             f"{_show(sorted(masks))}")
+        for name, mask in masks.items():
+            if kept[name] != int(mask.sum()):
+                raise ValueError(f"{where} do not match: mask of layer {name} keeps "
+                                 f"{int(mask.sum())} weights, the sidecar records {kept[name]}")
+        for name, module in masked_modules(net).items():
+            if bool((module.weight_orig.detach()[module.weight_mask == 0] != 0).any()):
+                raise ValueError(f"{source}: layer {name} stores non-zero weights under its 0 "
+                                 f"mask; a pruned model file stores pruned weights as 0 (see "
+                                 f"lib.checkpoints.save_pruned)")
 
 
 # ----------------------------------------------------------------------------- read / load
@@ -205,28 +349,43 @@ def architecture_for(path: str | os.PathLike, ckpt: Mapping[str, Any],
     return model_from_config(cfg).architecture(), None
 
 
-def load_network(path: str | os.PathLike, cfg=None, *, architecture: Mapping | None = None,
-                 channels: Mapping | None = None,
+def load_network(path: str | os.PathLike, cfg=None, *, sidecar: str | os.PathLike | None = None,
+                 architecture: Mapping | None = None, channels: Mapping | None = None,
                  map_location: str | torch.device = "cpu") -> MultiTaskModel:
     """A network with the architecture, masks and weights of any file this workspace writes.
 
     The architecture (and channel spec of a structurally pruned network) is ``architecture``
-    (``channels``) if given, else the checkpoint's, its sidecar's, or (a plain reference state
+    (``channels``) if given, else the one in ``sidecar`` (a JSON file) if given, else the
+    checkpoint's, its sidecar's (``X.json`` / ``X.pth.json``), or (a plain reference state
     dict) the one ``cfg`` describes. A record without task names (written before SceneNet had
-    them) takes ``cfg.TASKS`` when they align.
+    them) takes ``cfg.TASKS`` when they align. Every check of this module's docstring is made
+    before anything is loaded; a sidecar the architecture was read from is then compared with
+    the file (:func:`check_sidecar`).
     """
     ckpt = read_checkpoint(path, map_location)
+    source = f"checkpoint {path}"
+    record = side = None
     if architecture is not None:
         arch = dict(architecture)
     else:
-        arch, channels = architecture_for(path, ckpt, cfg)
-    source = f"checkpoint {path}"
+        if sidecar is not None:
+            side = Path(sidecar)
+        elif not ckpt.get("architecture"):
+            side = find_sidecar(path)
+        if side is not None:
+            record = read_sidecar(side)
+            arch, channels = architecture_in(record, side)
+        else:
+            arch, channels = architecture_for(path, ckpt, cfg)
     if arch.get("tasks") is None and cfg is not None:
         with torch.device("meta"):
             unnamed = build_model(arch, source)
         if len(unnamed.tasks) == len(cfg.TASKS):
             arch = {**arch, "tasks": list(cfg.TASKS)}
-    return net_from_state(ckpt["model"], arch, source, channels)
+    net = net_from_state(ckpt["model"], arch, source, channels)
+    if record is not None:
+        check_sidecar(net, record, side, source)
+    return net
 
 
 def load_pruned(path: str | os.PathLike, map_location: str | torch.device = "cpu"
@@ -234,14 +393,14 @@ def load_pruned(path: str | os.PathLike, map_location: str | torch.device = "cpu
     """A pruned / fine-tuned model written by :func:`save_pruned`, and its sidecar's ``meta``.
 
     The network gets masks on exactly the layers the checkpoint has masks for; outputs are
-    identical to the saved network's.
+    identical to the saved network's. The sidecar is checked against the file
+    (:func:`check_sidecar`).
     """
     side = sidecar_path(path)
     if not side.is_file():
         raise FileNotFoundError(f"{side} not found: a pruned checkpoint needs its JSON sidecar "
                                 f"(architecture) next to {Path(path).name}")
-    arch, channels = read_architecture(side)
-    net = load_network(path, architecture=arch, channels=channels, map_location=map_location)
+    net = load_network(path, sidecar=side, map_location=map_location)
     return net, dict(read_sidecar(side).get("meta", {}))
 
 
@@ -332,24 +491,29 @@ def save_pruned(net: MultiTaskModel, path: str | os.PathLike,
     """Write ``net``'s state dict to ``path`` (``.pth``) and its JSON sidecar, both atomically.
 
     The sidecar holds ``net.architecture()`` (and the channel spec when channels were
-    removed), ``meta`` (e.g. a :class:`lib.pruning.PruneResult`'s ``meta``) and the sparsity
-    report (with the reference's figure when ``full_net`` is given). A bad ``meta`` value fails
-    before anything is written.
+    removed), ``meta`` (e.g. a :class:`lib.pruning.PruneResult`'s ``meta``) and
+    :func:`sidecar_record` (the sparsity report, with the reference's figure when ``full_net``
+    is given; each layer's zero share and each mask's kept count). Pruned weights are stored as
+    exact zeros (``weight_orig`` is 0 wherever ``weight_mask`` is 0: the weights the forward
+    pass uses, and what the reference's code reads, are unchanged), so no later change to a
+    mask can bring them back. A non-finite weight or a bad ``meta`` value fails before anything
+    is written.
     """
     path = Path(path)
     if path.suffix != ".pth":
         raise ValueError(f"pruned checkpoint path must end in .pth, got {path}")
-    report = sparsity_report(net, full_net)
+    state = net.state_dict()
+    check_finite_tensors(state, f"network to save as {path}")
+    for name, module in masked_modules(net).items():
+        state[f"{name}.weight_orig"] = (module.weight_orig * module.weight_mask).detach()
     channels = changed_channels(net)
     sidecar = {"architecture": net.architecture(), **({"channels": channels} if channels else {}),
-               "meta": dict(meta or {}),
-               "sparsity": {k: v for k, v in report.items() if k != "layers"},
-               "layer_sparsity": {n: v["sparsity"] for n, v in report["layers"].items()}}
+               "meta": dict(meta or {}), **sidecar_record(net, full_net)}
     try:
-        text = json.dumps(sidecar, indent=2) + "\n"
-    except TypeError as exc:
+        text = json.dumps(sidecar, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"meta for {path.name} is not JSON-serialisable: {exc}") from None
-    atomic_torch_save(net.state_dict(), path)
+    atomic_torch_save(state, path)
     atomic_write_text(text, sidecar_path(path))
     return path
 

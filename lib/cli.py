@@ -37,10 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     cmd_parser = argparse.ArgumentParser(prog=f"python -m lib {name}",
                                          description=COMMANDS[name][1])
     module.add_arguments(cmd_parser)
+    # One-line errors (exit 2) for bad input of any command: ValueError (and the typed errors
+    # built on it: NonFiniteError, ArtifactFormatError, ...), missing or unwritable files
+    # (OSError), unknown names (KeyError), torch's RuntimeError, and ArithmeticError: the
+    # training loop's FloatingPointError for a non-finite loss, which says the last good
+    # checkpoint is intact.
     args = cmd_parser.parse_args(rest)
     try:
         return int(module.run(args) or 0)
-    except (ValueError, OSError, KeyError, RuntimeError) as exc:
+    except (ValueError, OSError, KeyError, RuntimeError, ArithmeticError) as exc:
         if os.environ.get("CUT_DEBUG"):
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -17,8 +17,12 @@ have no ``BACKBONE_NAME``); its per-config values must exist.
 """
 from __future__ import annotations
 
+import ast
 import copy
+import difflib
 import importlib
+import numbers
+import os
 from typing import Any
 
 CONFIG_MODULES = {
@@ -79,10 +83,78 @@ def canonical_name(name: str) -> str:
     return key
 
 
+class UnknownSettingError(AttributeError, ValueError):
+    """An override names an attribute the config does not have (a typo, usually); the message
+    suggests the closest names. An AttributeError and a ValueError (one-line CLI error)."""
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, numbers.Integral):
+        return "int"
+    if isinstance(value, numbers.Real):
+        return "float"
+    if isinstance(value, (str, os.PathLike)):
+        return "str"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "dict"
+    return type(value).__name__
+
+
+# The kinds of value an attribute of each kind accepts (an int where a float is expected).
+_ACCEPTS = {"float": ("float", "int"), "int": ("int",), "bool": ("bool",), "str": ("str",),
+            "list": ("list",), "dict": ("dict",)}
+
+
+def check_setting(config: str, attr: str, value: Any, current: Any) -> None:
+    """Raise a one-line ValueError unless ``value`` is of the kind of the attribute's current
+    ``current`` value (int, float (an int will do), bool, str / path, list / tuple, dict; an
+    attribute that is None takes anything)."""
+    if current is None:
+        return
+    expected = _kind(current)
+    accepted = _ACCEPTS.get(expected, (expected,))
+    if _kind(value) not in accepted:
+        raise ValueError(f"config {config!r}: {attr}={value!r} has type {_kind(value)}; "
+                         f"expected type {expected} (its value is {current!r})")
+
+
+def unknown_setting(config: str, attr: str, cfg) -> UnknownSettingError:
+    """The error for an attribute ``cfg`` lacks, with the closest names it has."""
+    names = [a for a in dir(cfg) if a.isupper()]
+    close = difflib.get_close_matches(attr, names, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else f"; it has {names}"
+    return UnknownSettingError(f"config {config!r} has no attribute {attr!r} to override{hint}")
+
+
+def parse_setting(cfg, attr: str, raw: str) -> Any:
+    """The value of ``--set ATTR=RAW`` for ``cfg``: the raw text for a string attribute (a path
+    stays a path), else a Python literal (``8``, ``0.5``, ``True``, ``[1, 2]``), checked
+    against the attribute's kind (:func:`check_setting`); one-line errors otherwise."""
+    name = getattr(cfg, "CONFIG_NAME", "?")
+    if not hasattr(cfg, attr):
+        raise unknown_setting(name, attr, cfg)
+    current = getattr(cfg, attr)
+    if isinstance(current, str):
+        return raw
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"config {name!r}: {attr}={raw!r} is not a Python literal of type "
+                         f"{_kind(current)} (its value is {current!r})") from None
+    check_setting(name, attr, value, current)
+    return value
+
+
 def load_config(name: str, profile: str = "reference", **overrides: Any):
     """Return a fresh ``Config`` instance for ``name`` with ``profile`` and ``overrides`` applied.
 
-    Overrides must name attributes the config already has, so a typo fails loudly.
+    Overrides must name attributes the config already has, so a typo fails loudly
+    (:class:`UnknownSettingError`, with the closest names), and be of the kind of its value
+    (:func:`check_setting`).
     """
     key = canonical_name(name)
     if profile not in PROFILES:
@@ -100,7 +172,8 @@ def load_config(name: str, profile: str = "reference", **overrides: Any):
     settings = {**shared, **PROFILES[profile].get(key, {}), **overrides}
     for attr, value in settings.items():
         if not hasattr(cfg, attr):
-            raise AttributeError(f"config {key!r} has no attribute {attr!r} to override")
+            raise unknown_setting(key, attr, cfg)
+        check_setting(key, attr, value, getattr(cfg, attr))
         setattr(cfg, attr, value)
     return cfg
 

@@ -11,6 +11,14 @@ and the multi-task Δ summary.
 
 The defaults reproduce the reference's numbers, quirks included; the corrected variants are
 selected with keyword options (see ``docs/METRICS.md`` for what each one changes and why).
+
+No result is ever NaN. A metric with nothing to average (the reference's mIoU when no class
+has a true positive, depth errors when no pixel was valid) is *undefined*: its value is
+``None`` and :class:`MetricResults` ``.undefined`` says why; metrics files write it as
+``null`` with the reason beside it (:func:`write_metrics`). A non-finite prediction or metric
+value is an error (:class:`lib.utils.NonFiniteError`) naming the task and batch, never a
+number passed on.
+
 Memory does not grow with the test set except for the exact angle median, which keeps one
 float32 per valid normal pixel (as the reference does); ``angle_median="histogram"`` bounds it.
 The per-task rules (target keys, metric names and directions, Δ metrics, validity) come from the
@@ -34,6 +42,7 @@ from tqdm.auto import tqdm
 
 from lib.tasks import (INPUT_KEY, NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS, SEG_IGNORE_INDEX,
                        TASKS, check_dataset, load_seg_prior)
+from lib.utils import NonFiniteError, atomic_write_json, check_finite_tensors, read_json
 
 # Derived from the task table (lib.tasks.TASKS): metric names in report order, their
 # directions, and the metrics the literature's Δ uses (the DiSparse / Auto-Lambda table columns).
@@ -55,6 +64,96 @@ OPTIONS: dict[str, tuple[str, ...]] = {
 }
 # Bin width of the bounded-memory angle median; the estimate is within half a bin of the truth.
 ANGLE_HIST_BIN_DEG = 1e-3
+
+
+# ----------------------------------------------------------------------------- results
+class Undefined:
+    """What an accumulator returns for a metric with nothing to average, and why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Undefined({self.reason!r})"
+
+
+class UndefinedMetricError(ValueError):
+    """A computation needs a metric that is undefined (``None``), e.g. the Δ against it."""
+
+
+class MetricResults(dict):
+    """``{task: {metric: float | None}}``: ``None`` marks an undefined metric and
+    :attr:`undefined` (``{task: {metric: reason}}``) says why. Every float is finite."""
+
+    def __init__(self, values: Mapping[str, Mapping[str, Any]] = (),
+                 undefined: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        super().__init__({t: dict(v) for t, v in dict(values).items()})
+        self.undefined = {t: dict(r) for t, r in dict(undefined or {}).items() if r}
+
+
+UNDEFINED_KEY = "undefined"   # in a metrics file: {task: {..., "undefined": {metric: reason}}}
+
+
+def finite_results(values: Mapping[str, Mapping[str, Any]], source: str) -> MetricResults:
+    """``values`` (an evaluator's ``compute()``) as :class:`MetricResults`: floats checked
+    finite (:class:`NonFiniteError` naming the task and metric otherwise), ``None`` and
+    :class:`Undefined` kept as undefined metrics with their reasons."""
+    reasons = {t: dict(r) for t, r in getattr(values, "undefined", {}).items()}
+    clean: dict[str, dict[str, float | None]] = {}
+    for task, metrics in values.items():
+        clean[task] = {}
+        for name, value in metrics.items():
+            if isinstance(value, Undefined):
+                reasons.setdefault(task, {})[name] = value.reason
+                value = None
+            elif value is None:
+                reasons.setdefault(task, {}).setdefault(name, "undefined (no reason given)")
+            else:
+                value = float(value)
+                if not math.isfinite(value):
+                    raise NonFiniteError(f"{source}: metric {name!r} of task {task!r} is "
+                                         f"{value}; a result must be finite (an undefined metric "
+                                         f"is None with a reason)")
+            clean[task][name] = value
+    return MetricResults(clean, reasons)
+
+
+def write_metrics(results: Mapping[str, Mapping[str, Any]], path) -> None:
+    """Write ``{task: {metric: value}}`` as strict JSON, atomically: an undefined metric is
+    ``null`` and its task's ``"undefined"`` entry gives the reason (``{"mIoU": "no class has a
+    true positive ..."}``); :func:`read_metrics` reads it back."""
+    results = finite_results(results, f"metrics for {path}")
+    out = {}
+    for task, metrics in results.items():
+        out[task] = dict(metrics)
+        if results.undefined.get(task):
+            out[task][UNDEFINED_KEY] = dict(results.undefined[task])
+    atomic_write_json(out, path)
+
+
+def read_metrics(path, recover: str | None = None) -> MetricResults:
+    """A metrics file written by :func:`write_metrics` (one-line errors naming the file)."""
+    data = read_json(path, "metrics file", recover)
+    if not isinstance(data, Mapping) or not all(isinstance(v, Mapping) for v in data.values()):
+        raise ValueError(f"metrics file {path} is not {{task: {{metric: value}}}}"
+                         + (f"; {recover}" if recover else ""))
+    values = {t: {m: v for m, v in metrics.items() if m != UNDEFINED_KEY}
+              for t, metrics in data.items()}
+    undefined = {t: metrics.get(UNDEFINED_KEY) or {} for t, metrics in data.items()}
+    return finite_results(MetricResults(values, undefined), f"metrics file {path}")
+
+
+def format_metrics(results: Mapping[str, Mapping[str, Any]], digits: int = 4) -> str:
+    """One line per task, ``"    seg: mIoU 0.2731, Pixel Acc 0.5812, err 1.402"``; an
+    undefined metric reads ``"mIoU undefined (<reason>)"``."""
+    reasons = getattr(results, "undefined", {})
+    lines = []
+    for task, metrics in results.items():
+        cells = [f"{name} {value:.{digits}g}" if value is not None else
+                 f"{name} undefined ({reasons.get(task, {}).get(name, 'no reason given')})"
+                 for name, value in metrics.items()]
+        lines.append(f"{task:>8}: " + ", ".join(cells))
+    return "\n".join(lines)
 
 
 def _check_option(name: str, value: str) -> str:
@@ -80,8 +179,8 @@ class _BatchMean:
         self.weighted_sum += float(value) * batch_size
         self.weight += batch_size
 
-    def value(self) -> float:
-        return self.weighted_sum / self.weight if self.weight else math.nan
+    def value(self, reason: str = "no batch contributed a value") -> float | Undefined:
+        return self.weighted_sum / self.weight if self.weight else Undefined(reason)
 
 
 class _SegStats:
@@ -121,19 +220,30 @@ class _SegStats:
         self.conf_mat = counts if self.conf_mat is None else self.conf_mat + counts
         return True
 
-    def compute(self) -> dict[str, float]:
+    def compute(self) -> dict[str, float | Undefined]:
         cm = (self.conf_mat.double().cpu().numpy() if self.conf_mat is not None
               else np.zeros((self.num_class, self.num_class)))
         tp = np.diag(cm)
         union = cm.sum(axis=1) + cm.sum(axis=0) - tp
         # reference: average over classes with TP > 0; present: over classes seen in gt or pred
         counted = tp > 0 if self.miou == "reference" else union > 0
-        miou = float(np.mean(tp[counted] / union[counted])) if counted.any() else math.nan
-        if self.pixel_acc == "reference":
-            pixel_acc = self.batch_pixel_acc.value()
+        if counted.any():
+            miou = float(np.mean(tp[counted] / union[counted]))
+        elif self.miou == "reference" and cm.sum() > 0:
+            miou = Undefined("no class has a true positive: the reference's mIoU averages over "
+                             "classes with TP > 0 (miou='present' averages over the classes seen)")
         else:
-            pixel_acc = float(tp.sum() / cm.sum()) if cm.sum() > 0 else math.nan
-        return {"mIoU": miou, "Pixel Acc": pixel_acc, "err": self.batch_err.value()}
+            miou = Undefined("no labelled seg pixel in any batch")
+        no_pixel = "no labelled seg pixel in any batch"
+        if self.pixel_acc == "reference":
+            pixel_acc = self.batch_pixel_acc.value(no_pixel)
+        else:
+            pixel_acc = float(tp.sum() / cm.sum()) if cm.sum() > 0 else Undefined(no_pixel)
+        return {"mIoU": miou, "Pixel Acc": pixel_acc, "err": self.batch_err.value(no_pixel)}
+
+
+_NO_NORMAL = "no valid normal pixel in any batch"
+_NO_DEPTH = "no valid depth pixel in any batch"
 
 
 class _NormalStats:
@@ -180,9 +290,9 @@ class _NormalStats:
             self.histogram = hist if self.histogram is None else self.histogram + hist
         return True
 
-    def _median(self) -> float:
+    def _median(self) -> float | Undefined:
         if self.count == 0:
-            return math.nan
+            return Undefined(_NO_NORMAL)
         if self.angle_median == "exact":
             return float(np.median(np.concatenate(self.angle_chunks)))
         cumulative = torch.cumsum(self.histogram.cpu(), dim=0)
@@ -191,11 +301,12 @@ class _NormalStats:
         bins = torch.searchsorted(cumulative, ranks, right=True)
         return float(((bins.double() + 0.5) * ANGLE_HIST_BIN_DEG).mean())
 
-    def compute(self) -> dict[str, float]:
+    def compute(self) -> dict[str, float | Undefined]:
         n = self.count
-        out = {"Angle Mean": self.angle_sum / n if n else math.nan, "Angle Median": self._median()}
+        out = {"Angle Mean": self.angle_sum / n if n else Undefined(_NO_NORMAL),
+               "Angle Median": self._median()}
         for name, within in zip(METRIC_NAMES["sn"][2:], self.within.tolist()):
-            out[name] = 100.0 * within / n if n else math.nan
+            out[name] = 100.0 * within / n if n else Undefined(_NO_NORMAL)
         return out
 
 
@@ -231,10 +342,10 @@ class _DepthStats:
         self.count += n
         return True
 
-    def compute(self) -> dict[str, float]:
-        out = {"abs_err": self.abs_err.value(), "rel_err": self.rel_err.value()}
+    def compute(self) -> dict[str, float | Undefined]:
+        out = {"abs_err": self.abs_err.value(_NO_DEPTH), "rel_err": self.rel_err.value(_NO_DEPTH)}
         for name, within in zip(METRIC_NAMES["depth"][2:], self.within.tolist()):
-            out[name] = 100.0 * within / self.count if self.count else math.nan
+            out[name] = 100.0 * within / self.count if self.count else Undefined(_NO_DEPTH)
         return out
 
 
@@ -255,8 +366,8 @@ class _MaskedL1Stats:
         self.err.add(diff.double().mean(), pred.shape[0])
         return True
 
-    def compute(self) -> dict[str, float]:
-        return {"err": self.err.value()}
+    def compute(self) -> dict[str, float | Undefined]:
+        return {"err": self.err.value("no valid target pixel in any batch")}
 
 
 # The accumulator of each evaluator kind a task-table entry names (TaskSpec.evaluator).
@@ -398,11 +509,13 @@ class SceneNetEval:
                               f"batch is left out of that task's metrics", RuntimeWarning)
         self.num_images += batch_size or 0
 
-    def compute(self) -> dict[str, dict[str, float]]:
-        """``{task: {metric: value}}`` over everything added since the last ``reset``."""
+    def compute(self) -> MetricResults:
+        """``{task: {metric: value}}`` over everything added since the last ``reset``: finite
+        floats, ``None`` for an undefined metric (the reason in ``.undefined``)."""
         if self.num_images == 0:
             raise RuntimeError("SceneNetEval.compute() called before any update()")
-        return {task: self._stats[task].compute() for task in self.tasks}
+        return finite_results({task: self._stats[task].compute() for task in self.tasks},
+                              "SceneNetEval")
 
 
 class TaskMetrics:
@@ -455,12 +568,12 @@ class TaskMetrics:
                 self._means[task].setdefault(name, _BatchMean()).add(value, batch_size)
         self.num_images += batch_size or 0
 
-    def compute(self) -> dict[str, dict[str, float]]:
+    def compute(self) -> MetricResults:
         """``{task: {metric: mean}}`` over everything added since the last ``reset``."""
         if self.num_images == 0:
             raise RuntimeError("TaskMetrics.compute() called before any update()")
-        return {t: {name: mean.value() for name, mean in means.items()}
-                for t, means in self._means.items()}
+        return finite_results({t: {name: mean.value() for name, mean in means.items()}
+                               for t, means in self._means.items()}, "TaskMetrics")
 
 
 @torch.no_grad()
@@ -488,8 +601,13 @@ def evaluate(net: nn.Module, loader: Iterable[Mapping[str, Any]],
             if max_batches is not None and i >= max_batches:
                 break
             preds = net(batch[INPUT_KEY].to(device))
-            if getattr(net, "tasks", None) is not None:
-                preds = dict(zip(net.tasks, preds))  # lets the evaluator cover a subset of tasks
+            names = getattr(net, "tasks", None)
+            outputs = (dict(zip(names, preds)) if names is not None else
+                       {f"output {i}": p for i, p in enumerate(preds)})
+            check_finite_tensors(outputs, f"the network's outputs on batch "
+                                          f"{batch.get('name', i)}")
+            if names is not None:
+                preds = outputs  # lets the evaluator cover a subset of tasks
             evaluator.update(preds, batch)
     finally:
         net.train(was_training)
@@ -515,6 +633,10 @@ def _delta_terms(metrics: Mapping[str, Mapping[str, float]],
             if name not in values[task]:
                 raise KeyError(f"{side}[{task!r}] has no metric {name!r}; "
                                f"got {sorted(values[task])}")
+        for side, values in (("metrics", metrics), ("dense_metrics", dense_metrics)):
+            if values[task][name] is None:
+                raise UndefinedMetricError(f"{side} {task} {name} is undefined: the relative "
+                                           f"change is undefined")
         value, dense = float(metrics[task][name]), float(dense_metrics[task][name])
         if dense == 0:
             raise ZeroDivisionError(f"dense {task} {name} is 0: the relative change is undefined")
@@ -549,12 +671,13 @@ def delta_or_none(metrics: Mapping[str, Mapping[str, float]],
                   dense_metrics: Mapping[str, Mapping[str, float]], tasks: Sequence[str],
                   **options) -> float | None:
     """:func:`delta_mtl` over ``tasks``; None (shown empty in tables), with a warning saying
-    why, when a dense metric is 0 and the relative change is undefined (a barely trained
-    model). ``options`` are :func:`delta_mtl`'s ``metric_names`` / ``lower_is_better``."""
+    why, when a dense metric is 0 or a metric it needs is undefined, so the relative change is
+    undefined (a barely trained model). ``options`` are :func:`delta_mtl`'s ``metric_names`` /
+    ``lower_is_better``."""
     try:
         return delta_mtl(metrics, {t: dense_metrics[t] for t in tasks}, tasks=list(tasks),
                          **options)
-    except ZeroDivisionError as exc:
+    except (ZeroDivisionError, UndefinedMetricError) as exc:
         warnings.warn(f"no delta vs dense for {'+'.join(tasks)}: {exc}", stacklevel=2)
         return None
 

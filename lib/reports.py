@@ -59,8 +59,8 @@ def results_row(method: str, tasks: Sequence[str] | str, nominal_sparsity: float
         "tasks": tasks if isinstance(tasks, str) else "+".join(tasks),
         "nominal_sparsity": nominal_sparsity, "measured_sparsity": measured_sparsity}
     for task, values in metrics.items():
-        for metric, value in values.items():
-            row[metric_column(task, metric)] = float(value)
+        for metric, value in values.items():   # None: undefined (an empty cell)
+            row[metric_column(task, metric)] = None if value is None else float(value)
     row[DELTA_COLUMN] = delta
     row.update(extra)
     return row

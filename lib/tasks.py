@@ -132,7 +132,8 @@ class TaskSpec:
     averages; ``valid(gt, dataset, depth_mask)`` the valid target pixels (``None``: the loss
     and the evaluator decide, as for seg's ignore index). ``evaluator`` names the accumulator
     :class:`lib.metrics.SceneNetEval` uses, ``panel`` how :func:`lib.reports.plot_prediction_grid`
-    draws prediction and target.
+    draws prediction and target; ``channels`` the output channels of the task's head (``None``:
+    the dataset's class count), checked when a network is read from a file.
     """
     name: str
     target_key: str
@@ -143,12 +144,13 @@ class TaskSpec:
     evaluator: str
     panel: str
     valid: ValidFn | None = None
+    channels: int | None = None
 
 
 def _spec(name, target_key, loss, metrics: Mapping[str, bool], delta, evaluator, panel,
-          valid=None) -> TaskSpec:
+          valid=None, channels=None) -> TaskSpec:
     return TaskSpec(name, target_key, loss, tuple(metrics), dict(metrics), tuple(delta),
-                    evaluator, panel, valid)
+                    evaluator, panel, valid, channels)
 
 
 # The seg cross-entropy ("err") is a loss, not a reported metric: the literature's Δ (DiSparse /
@@ -159,13 +161,14 @@ _SIGMAS = {"sigma_1.25": False, "sigma_1.25^2": False, "sigma_1.25^3": False}
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (
     _spec("seg", "seg", seg_loss, {"mIoU": False, "Pixel Acc": False, "err": True},
           ("mIoU", "Pixel Acc"), "segmentation", "labels"),
-    _spec("sn", "normal", normal_loss, _ANGLES, tuple(_ANGLES)[:5], "normals", "normals"),
+    _spec("sn", "normal", normal_loss, _ANGLES, tuple(_ANGLES)[:5], "normals", "normals",
+          channels=3),
     _spec("depth", "depth", depth_loss, {"abs_err": True, "rel_err": True, **_SIGMAS},
-          ("abs_err", "rel_err"), "depth", "depth", depth_valid),
+          ("abs_err", "rel_err"), "depth", "depth", depth_valid, channels=1),
     _spec("keypoint", "keypoint", masked_l1_loss, {"err": True}, ("err",), "masked_l1", "signed",
-          marked_valid),
+          marked_valid, channels=1),
     _spec("edge", "edge", masked_l1_loss, {"err": True}, ("err",), "masked_l1", "signed",
-          marked_valid),
+          marked_valid, channels=1),
 )}
 
 

@@ -1,12 +1,16 @@
-"""Small shared helpers: device choice, seeding and RNG state, CPU threads, atomic file writes."""
+"""Small shared helpers: device choice, seeding and RNG state, CPU threads, atomic file writes
+(and their stale temporaries), JSON read/write with one-line errors, finiteness checks, output
+path checks made before any work."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -68,12 +72,82 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
+# ----------------------------------------------------------------------------- finite values
+class NonFiniteError(ValueError):
+    """A tensor or value that must be finite holds NaN or infinity (weights, masks, outputs,
+    metrics): the one-line message names it."""
+
+
+def check_finite_tensors(tensors: Mapping[str, Any], what: str) -> None:
+    """Raise :class:`NonFiniteError` naming the first floating-point tensor of ``tensors``
+    (``{name: tensor}``) that holds NaN or infinity; ``what`` says whose tensors they are
+    (``"checkpoint X"``, ``"the outputs on batch [...]"``). Integer and bool tensors pass."""
+    import torch
+
+    for name, tensor in tensors.items():
+        if not (torch.is_tensor(tensor) and (tensor.is_floating_point() or tensor.is_complex())):
+            continue
+        finite = torch.isfinite(tensor.detach())
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            nan = int(torch.isnan(tensor.detach()).sum())
+            raise NonFiniteError(f"{what}: tensor {name!r} has {bad} non-finite value(s) "
+                                 f"({nan} NaN, {bad - nan} infinite) of {tensor.numel()}; "
+                                 f"expected finite values")
+
+
+def first_non_finite(obj: Any, where: str = "") -> str | None:
+    """The key path (``"seg/mIoU"``, ``"history/loss[3]"``) of the first float in a JSON-like
+    ``obj`` that is NaN or infinite, else None."""
+    if isinstance(obj, float) or (isinstance(obj, np.floating)):
+        return None if math.isfinite(float(obj)) else (where or "<value>")
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            found = first_non_finite(value, f"{where}/{key}" if where else str(key))
+            if found is not None:
+                return found
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            found = first_non_finite(value, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+# ----------------------------------------------------------------------------- atomic writes
+# atomic_write's temporary beside its target: ``.{target name}.{mkstemp's 8 characters}.tmp``.
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def atomic_temporary_target(name: str) -> str | None:
+    """The target file name of one of :func:`atomic_write`'s temporaries (e.g.
+    ``".last.pth.k3j_x8ab.tmp"`` -> ``"last.pth"``), else None."""
+    match = _TEMPORARY.match(name)
+    return match.group("target") if match else None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, targets: Iterable[str]) -> list[Path]:
+    """Delete the temporaries :func:`atomic_write` left in ``folder`` for files named
+    ``targets`` (a process killed mid-write leaves one behind); nothing else is touched.
+    Returns what was deleted."""
+    folder, targets = Path(folder), set(targets)
+    removed = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.is_file() and atomic_temporary_target(path.name) in targets:
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)``, then rename the temporary file over ``path``.
 
     The temporary file lives in the same folder (so the rename is atomic).
 
-    A crash mid-write leaves the previous file (if any) untouched and no partial file behind.
+    A crash mid-write leaves the previous file (if any) untouched and no partial file behind
+    (a process killed outright leaves the temporary, ``.{name}.XXXXXXXX.tmp``; see
+    :func:`remove_stale_temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,8 +185,31 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write JSON atomically (numpy scalars/arrays converted)."""
-    return atomic_write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", path)
+    """Write JSON atomically (numpy scalars/arrays converted).
+
+    Strict JSON only: a NaN or infinite number is refused (:class:`NonFiniteError` naming its
+    key path) before anything is written, never written as a bare ``NaN``.
+    """
+    obj = json.loads(json.dumps(obj, default=_json_default))   # numpy / tensors -> plain values
+    bad = first_non_finite(obj)
+    if bad is not None:
+        raise NonFiniteError(f"refusing to write {path}: {bad} is not a finite number (JSON "
+                             f"has no NaN / infinity; an undefined value is written as null)")
+    return atomic_write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", path)
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file", recover: str | None = None) -> Any:
+    """The parsed content of ``path``; a one-line ValueError naming the file (and, with
+    ``recover``, saying how to recover, e.g. ``"delete it to recompute the cell"``) when it
+    is not valid JSON. A missing file raises FileNotFoundError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        hint = f"; {recover}" if recover else ""
+        raise ValueError(f"{what} {path} is not valid JSON ({exc}){hint}") from None
 
 
 def _json_default(o: Any) -> Any:
@@ -144,3 +241,35 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(
             f"cannot read checkpoint {path}: it is truncated, corrupt, or needs arbitrary "
             f"unpickling (refused; only weights_only files are loaded): {first}") from None
+
+
+# ----------------------------------------------------------------------------- output paths
+def _existing_ancestor(path: Path) -> Path:
+    for parent in (path, *path.parents):
+        if parent.exists():
+            return parent
+    return Path(".")
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Raise a one-line error unless ``path`` is a writable folder or can be created as one;
+    creates nothing (called before any work, so a bad path fails first)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{what} {path} exists and is not a folder")
+    base = _existing_ancestor(path)
+    if not base.is_dir():
+        raise NotADirectoryError(f"{what} {path} cannot be created: {base} is not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {path} is not writable ({base} is read-only)")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Raise a one-line error unless ``path`` can be written as a file (not a folder, its
+    folder writable or creatable); creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder; expected a file path")
+    check_output_dir(path.parent, f"folder of {what} {path}")
+    return path

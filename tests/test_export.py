@@ -171,7 +171,8 @@ def test_pickle_payloads_are_refused_never_unpickled(tmp_path):
                                         "crc32": __import__("zlib").crc32(blob)}}]}
     text = json.dumps(manifest).encode()
     crafted = tmp_path / "crafted.cutedge"
-    crafted.write_bytes(struct.pack("<8sIQ", MAGIC, FORMAT_VERSION, len(text)) + text + blob)
+    crafted.write_bytes(struct.pack("<8sIQI", MAGIC, FORMAT_VERSION, len(text),
+                                    __import__("zlib").crc32(text)) + text + blob)
     with pytest.raises(ArtifactFormatError, match="dtype 'object'"):
         load_artifact(crafted)
     assert not marker.exists()

@@ -164,6 +164,21 @@ class LayoutDataset(torch.utils.data.Dataset, abc.ABC):
                 f"{self.split}[{index}]) not found (expected {self.EXPECTED})")
         return path
 
+    def check_files(self) -> None:
+        """Raise a one-line FileNotFoundError naming the first file the index lists for this
+        split that does not exist (and how many are missing): existence only, no file is
+        read. Runs check it before any work, so a missing sample cannot stop them mid-way."""
+        missing = [(i, field) for i, entry in enumerate(self.entries)
+                   for field, rel in enumerate(entry) if not (self.root / rel).is_file()]
+        if missing:
+            i, field = missing[0]
+            total = sum(len(e) for e in self.entries)
+            raise FileNotFoundError(
+                f"{self.NAME} {self.ENTRY_FIELDS[field]} file {self.root / self.entries[i][field]} "
+                f"(from {self.index_path.name} {self.split}[{i}]) not found; {len(missing)} of "
+                f"the {total} files of the {self.split} split are missing (expected "
+                f"{self.EXPECTED})")
+
     def read_cv2(self, path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
         array = cv2.imread(str(path), flags)
         if array is None:

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.num_train < 1 or args.num_test < 1:   # the workflow trains and evaluates on it
+        raise ValueError(f"--num-train and --num-test must be >= 1 (a dataset to train and "
+                         f"evaluate on), got train={args.num_train} test={args.num_test}")
     height, width = cpu_profile_size(args.layout)
     height = args.height or height
     width = args.width or width

@@ -13,7 +13,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data.dataloader import default_collate
 
 from .base import LayoutDataset
 from .cityscapes import CityScapes
@@ -107,6 +108,36 @@ class IndexedSubset(Dataset):
         return self.dataset[self.indices[key]]
 
 
+def check_files(data: Any) -> None:
+    """Check that every file the index of ``data``'s dataset lists exists (a DataLoader, an
+    :class:`IndexedSubset` / ``Subset`` or a :class:`LayoutDataset`; the whole split is
+    checked); a one-line FileNotFoundError names the first missing file. Datasets of other
+    kinds have no index to check and pass."""
+    dataset = data
+    while isinstance(dataset, (DataLoader, IndexedSubset, Subset)):
+        dataset = dataset.dataset
+    check = getattr(dataset, "check_files", None)
+    if callable(check):
+        check()
+
+
+def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``default_collate`` of sample dicts; items whose tensors differ in size (frames stored at
+    different sizes, read without ``RESIZE_TO_IMAGE_SHAPE``) give a one-line ValueError naming
+    the items and their sizes instead of torch's stack error."""
+    for key, first in items[0].items():
+        if not isinstance(first, torch.Tensor):
+            continue
+        shapes = [tuple(item[key].shape) for item in items]
+        if len(set(shapes)) > 1:
+            names = [item.get("name", f"item {i}") for i, item in enumerate(items)]
+            sizes = ", ".join(f"{n}: {s}" for n, s in zip(names, shapes))
+            raise ValueError(f"cannot batch {key!r} of items of different sizes ({sizes}): "
+                             f"use batch size 1, or resize every frame to IMAGE_SHAPE "
+                             f"(--set RESIZE_TO_IMAGE_SHAPE=True)")
+    return default_collate(items)
+
+
 class EpochSampler(Sampler):
     """Yields ``(epoch, index)``: a seeded permutation (or ``0..n-1``) that changes per epoch.
 
@@ -194,4 +225,5 @@ def build_loader(cfg, split: str, batch_size: int | None = None, shuffle: bool |
                          f"split of {cfg.DATA_ROOT} has {n} items")
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       drop_last=drop_last, pin_memory=torch.cuda.is_available(),
-                      generator=torch.Generator().manual_seed(int(seed)))
+                      generator=torch.Generator().manual_seed(int(seed)),
+                      collate_fn=collate_batch)

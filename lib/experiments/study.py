@@ -8,7 +8,13 @@ Each cell of the grid prunes the dense base model with one method at one sparsit
 selection, fine-tunes the compact network with its masks held, evaluates the fine-tuned model on
 the test split and writes its row as JSON (atomically) under ``out_dir/cells``; of the fine-tuning
 run only ``final_model.pth`` (+ ``.json``) is kept. The table and the figures are rebuilt from
-those rows every run.
+those rows every run. The table holds results only, so the same study gives the same
+``results.csv`` / ``.md`` byte for byte; the wall-clock time of each cell goes to
+``timings.json``.
+
+Everything is validated before the first file is written (methods, selections, sparsities,
+the output folder, the base checkpoint, every file the dataset's index lists); a corrupt record
+file is named with how to recover (delete a cell file to recompute that cell).
 
 Methods that train rather than prune a trained model (``lib.sparse.study.TRAINED_METHODS``:
 ``disparse_dynamic``, ``minmax_dst``, ``rigl``, ``disparse_static_scratch``,
@@ -31,7 +37,8 @@ from lib.config import load_config
 from lib.losses import SceneNetLoss
 from lib.models import MultiTaskModel, model_from_config
 from lib.sparse.study import TRAINED_METHODS
-from lib.utils import atomic_write_json, resolve_device, seed_everything
+from lib.utils import (atomic_write_json, check_output_dir, read_json, resolve_device,
+                       seed_everything)
 
 DEFAULT_METHODS = ("cut", "lth", "snip", "random", "disparse_static")
 # The control row: the dense model with the selected heads only, fine-tuned exactly like the
@@ -137,6 +144,15 @@ def prepare_data(spec: StudySpec, cfg) -> str:
     return cfg.DATA_ROOT
 
 
+def check_study_data(cfg) -> None:
+    """Every file the train and test lists of ``cfg``'s dataset name exists (existence only;
+    a one-line FileNotFoundError naming the first missing one otherwise)."""
+    from lib.data import build_dataset, check_files
+
+    for split in ("train", "test"):
+        check_files(build_dataset(cfg, split, augment=False))
+
+
 def _record_spec(spec: StudySpec, out: Path) -> None:
     """Write ``out/study.json``; refuse to resume a study whose defining settings changed."""
     path = out / "study.json"
@@ -144,7 +160,13 @@ def _record_spec(spec: StudySpec, out: Path) -> None:
     if path.exists():
         # A field an older version did not record had its default value then.
         defaults = json.loads(json.dumps(asdict(StudySpec()), default=list))
-        previous = {**defaults, **json.loads(path.read_text())}
+        recorded = read_json(path, "study record", recover=(
+            "it records the settings the finished cells were computed with: restore it, or "
+            "run the study in another out_dir"))
+        if not isinstance(recorded, dict):
+            raise ValueError(f"study record {path} holds {type(recorded).__name__}, expected a "
+                             f"JSON object; restore it, or run the study in another out_dir")
+        previous = {**defaults, **recorded}
         changed = [k for k in _DEFINING_FIELDS if previous.get(k) != current.get(k)]
         if changed:
             raise ValueError(f"{path} was written by a study with other {changed} "
@@ -184,11 +206,12 @@ def base_model(spec: StudySpec, cfg, criterion: SceneNetLoss, out: Path,
 def dense_metrics(spec: StudySpec, cfg, net: MultiTaskModel, out: Path,
                   device: torch.device) -> dict[str, dict[str, float]]:
     """Test metrics of the dense model on every task (cached beside the base model)."""
+    from lib.metrics import read_metrics
     from lib.training import evaluate
 
     path = out / "base" / "dense_metrics.json"
     if path.exists():
-        return json.loads(path.read_text())
+        return read_metrics(path, recover=f"delete {path} to re-evaluate the dense model")
     return evaluate(net, _loaders(spec, cfg).test, cfg, device=device, out_path=path,
                     progress=False, metric_options=spec.metric_options)
 
@@ -243,8 +266,8 @@ def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: SceneNetLoss
     row = results_row(method, selection, float(sparsity), measured,
                       metrics, delta_or_none(metrics, dense, selection),
                       reference_sparsity=report["reference"]["sparsity"],
-                      keep_ratio=keep_ratio, seconds=round(time.time() - started, 1))
-    record = {"row": row,
+                      keep_ratio=keep_ratio)
+    record = {"row": row, "seconds": round(time.time() - started, 1),
               "layer_sparsity": {n: v["sparsity"] for n, v in report["layers"].items()}}
     if task_masks:
         from lib.pruning import pairwise_mask_iou
@@ -284,6 +307,14 @@ def grid(spec: StudySpec, tasks: Sequence[str]) -> list[tuple[tuple[str, ...], s
         if unknown:
             raise ValueError(f"selection {list(sel)} names unknown task(s) {unknown}; "
                              f"available: {list(tasks)}")
+        if not sel:
+            raise ValueError(f"an empty task selection; available: {list(tasks)}")
+        repeated = sorted({t for t in sel if sel.count(t) > 1})
+        if repeated:
+            raise ValueError(f"selection {list(sel)} names task(s) {repeated} more than once")
+    repeated = sorted({"+".join(s) for s in selections if selections.count(s) > 1})
+    if repeated:
+        raise ValueError(f"selection(s) {repeated} given more than once")
     cells = []
     for sel in selections:
         if spec.dense_control:
@@ -292,22 +323,43 @@ def grid(spec: StudySpec, tasks: Sequence[str]) -> list[tuple[tuple[str, ...], s
     return cells
 
 
-def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
-    """Run (or resume) the whole study and write ``results.csv/.md`` and the figures."""
-    from lib.pruning import METHODS
+def check_spec(spec: StudySpec, cfg) -> list[tuple[tuple[str, ...], str, float]]:
+    """Validate everything a study is given, before any work or file: methods, selections
+    (:func:`grid`), sparsities, the output folder and the base checkpoint; returns the cells."""
+    from lib.pruning import METHODS, check_sparsity
 
     unknown = [m for m in spec.methods if m not in METHODS and m not in TRAINED_METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: "
                          f"{sorted(METHODS) + list(TRAINED_METHODS)}")
+    repeated = sorted({m for m in spec.methods if list(spec.methods).count(m) > 1})
+    if repeated:
+        raise ValueError(f"method(s) {repeated} given more than once")
+    if not spec.methods or not spec.sparsities:
+        raise ValueError(f"a study needs at least one method and one sparsity, got methods "
+                         f"{list(spec.methods)} and sparsities {list(spec.sparsities)}")
+    for value in spec.sparsities:
+        check_sparsity(value)
+    cells = grid(spec, cfg.TASKS)
+    check_output_dir(spec.out_dir, "study folder")
+    if spec.base_checkpoint is not None and not Path(spec.base_checkpoint).is_file():
+        raise FileNotFoundError(f"base checkpoint {spec.base_checkpoint} does not exist")
+    return cells
+
+
+def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
+    """Run (or resume) the whole study and write ``results.csv/.md``, ``timings.json`` and the
+    figures. Every input is checked (:func:`check_spec`, :func:`check_study_data`) before the
+    first file is written."""
     started = time.time()
     out = Path(spec.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     seed_everything(spec.seed)
     device = resolve_device(spec.device)
     cfg = study_config(spec)
-    cells = grid(spec, cfg.TASKS)       # validate before any work
+    cells = check_spec(spec, cfg)       # validate before any work
     prepare_data(spec, cfg)
+    check_study_data(cfg)
+    out.mkdir(parents=True, exist_ok=True)
     _record_spec(spec, out)
     criterion = SceneNetLoss.from_config(cfg)
     base = base_model(spec, cfg, criterion, out, device)
@@ -320,7 +372,7 @@ def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
         path = out / "cells" / f"{cid}.json"
         bar.set_postfix_str(cid)
         if path.exists():                    # finished earlier: resume, do not recompute
-            records[cid] = json.loads(path.read_text())
+            records[cid] = read_cell(path)
             continue
         record = run_cell(spec, cfg, base, criterion, dense, method, sparsity, selection,
                           out, device)
@@ -331,6 +383,19 @@ def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
                                                     for sel, m, s in cells], spec, cfg)
     return write_outputs(spec, cfg, base, rows, records, cells, out, device,
                          time.time() - started)
+
+
+def read_cell(path: Path) -> dict:
+    """A finished cell's record; a one-line error naming the file (and how to recover) when it
+    is not one. A wall-clock ``seconds`` an older version kept in the row moves beside it."""
+    recover = f"delete the cell file {path} to recompute it"
+    record = read_json(path, "study cell", recover=recover)
+    if not isinstance(record, dict) or not isinstance(record.get("row"), dict):
+        raise ValueError(f"study cell {path} holds no result row (expected {{'row': {{...}}, "
+                         f"...}}); {recover}")
+    if "seconds" in record["row"]:
+        record.setdefault("seconds", record["row"].pop("seconds"))
+    return record
 
 
 def dense_rows(dense: dict, cells) -> list[dict]:
@@ -354,6 +419,8 @@ def write_outputs(spec: StudySpec, cfg, base: MultiTaskModel, rows: list[dict], 
                              write_results_table)
 
     csv_path, md_path = write_results_table(rows, out / "results")
+    atomic_write_json({cid: record.get("seconds") for cid, record in records.items()},
+                      out / "timings.json")
     figures: dict[str, Path] = {}
     selections = list(dict.fromkeys(sel for sel, _, _ in cells))
     for sel in selections:

@@ -14,9 +14,17 @@
 the model registry (:func:`lib.models.build_model`). With ``dtype="float32"`` the round trip is lossless (``torch.equal`` on every tensor,
 identical outputs); ``dtype="float16"`` halves the value bytes and is lossy (report its error
 separately, e.g. with :func:`max_output_difference`).
+
+Reading checks, in order, before any tensor is decoded: the container (magic, version,
+lengths, the manifest's CRC-32), the manifest against :data:`MANIFEST_SCHEMA`, and every
+tensor's key and shape against the network its architecture record builds (on the ``meta``
+device, :func:`lib.checkpoints.check_record_fits`); then each blob's CRC-32 and size, and
+finally that every value is finite. Any failure is one :class:`ArtifactFormatError` naming the
+file. Writing refuses a network with a non-finite weight.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import Any
@@ -26,12 +34,13 @@ import torch
 import torch.nn as nn
 
 from lib import __version__
+from lib.checkpoints import check_record_fits
 from lib.masks import effective_state_dict, prune_masks
 from lib.models import MultiTaskModel, build_structured, channel_spec, check_model
-from lib.utils import atomic_write_bytes
+from lib.utils import NonFiniteError, atomic_write_bytes, check_finite_tensors
 
-from .container import (ArtifactFormatError, ArtifactReader, BlobWriter, compress_best,
-                        encode_file)
+from .container import (BLOB_SCHEMA, ArtifactFormatError, ArtifactReader, BlobWriter,
+                        check_manifest, compress_best, encode_file)
 
 ARTIFACT_SUFFIX = ".cutedge"
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -41,6 +50,43 @@ _TORCH_TO_NAME = {torch.float32: "float32", torch.float16: "float16", torch.floa
 _NAME_TO_TORCH = {v: k for k, v in _TORCH_TO_NAME.items()}
 MASK_COMPRESSIONS = ("none", "zlib", "lzma")
 VALUE_COMPRESSIONS = ("none", "zlib")
+ARTIFACT_FORMAT = "cut-edge-artifact"
+
+_COUNT = {"type": "integer", "minimum": 0}
+_TENSOR_COMMON = {"key": {"type": "string", "minLength": 1},
+                  "shape": {"type": "array", "items": _COUNT},
+                  "dtype": {"enum": sorted(_NAME_TO_TORCH)},
+                  "stored_dtype": {"enum": sorted(_NAME_TO_TORCH)},
+                  "values": BLOB_SCHEMA}
+_CHANNEL_PAIRS = {"type": "object", "additionalProperties": {
+    "type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}}
+# What a float artifact's manifest holds; read_manifest / load_artifact refuse anything else.
+MANIFEST_SCHEMA = {
+    "type": "object",
+    "required": ["format", "architecture", "dtype", "tensors", "blob_bytes"],
+    "properties": {
+        "format": {"const": ARTIFACT_FORMAT},
+        "written_by": {"type": "string"},
+        "architecture": {"type": "object"},
+        "channels": {"oneOf": [{"type": "null"}, {
+            "type": "object",
+            "properties": {"conv": _CHANNEL_PAIRS, "linear": _CHANNEL_PAIRS,
+                           "bn": {"type": "object",
+                                  "additionalProperties": {"type": "integer", "minimum": 1}}},
+            "additionalProperties": False}]},
+        "dtype": {"enum": sorted(STORE_DTYPES)},
+        "had_masks": {"type": "boolean"},
+        "blob_bytes": _COUNT,
+        "tensors": {"type": "array", "items": {
+            "type": "object",
+            "required": ["key", "shape", "dtype", "stored_dtype", "encoding", "values"],
+            "properties": {**_TENSOR_COMMON, "encoding": {"enum": ["dense", "sparse"]}},
+            "if": {"properties": {"encoding": {"const": "sparse"}}},
+            "then": {"required": ["kept", "mask_codec", "mask"],
+                     "properties": {"kept": _COUNT, "mask_codec": {"enum": ["bitmask", "delta"]},
+                                    "mask": BLOB_SCHEMA}}}},
+    },
+}
 
 
 # ----------------------------------------------------------------------------- mask codecs
@@ -110,6 +156,7 @@ def save_artifact(net: nn.Module, path: str | os.PathLike, dtype: str = "float32
     net = check_model(net)
     if dtype not in STORE_DTYPES:
         raise ValueError(f"dtype {dtype!r} not supported; expected one of {sorted(STORE_DTYPES)}")
+    check_finite_tensors(net.state_dict(), f"network to export to {path}")
     masks = prune_masks(net)
     if not masks:
         warnings.warn(f"network has no prune masks: exporting it dense to {path} (no sparse "
@@ -145,7 +192,7 @@ def save_artifact(net: nn.Module, path: str | os.PathLike, dtype: str = "float32
         totals["values_total"] += tensor.numel()
         totals["values_stored"] += flat.numel()
         entries.append(entry)
-    manifest = {"format": "cut-edge-artifact", "written_by": f"lib.export {__version__}",
+    manifest = {"format": ARTIFACT_FORMAT, "written_by": f"lib.export {__version__}",
                 "architecture": net.architecture(), "channels": channel_spec(net),
                 "dtype": dtype, "had_masks": bool(masks), "tensors": entries}
     path = atomic_write_bytes(encode_file(manifest, blobs), path)
@@ -155,54 +202,63 @@ def save_artifact(net: nn.Module, path: str | os.PathLike, dtype: str = "float32
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON manifest of an artifact (validated header; no tensor is decoded)."""
-    return ArtifactReader(path).manifest
+    """The JSON manifest of an artifact (validated header, checksum and schema; no tensor is
+    decoded)."""
+    reader = ArtifactReader(path)
+    check_manifest(reader.manifest, MANIFEST_SCHEMA, f"edge artifact {reader.path}")
+    return reader.manifest
 
 
-def load_artifact(path: str | os.PathLike,
-                  map_location: str | torch.device = "cpu") -> MultiTaskModel:
-    """Rebuild the plain network stored in ``path`` (eval mode, no prune hooks).
+def load_artifact(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                  data: bytes | None = None) -> MultiTaskModel:
+    """Rebuild the plain network stored in ``path`` (eval mode, no prune hooks); ``data``: the
+    file's bytes when they are already in memory (``path`` then only names them).
 
     Never unpickles: the manifest is JSON and tensors are numeric byte blobs. A truncated,
-    corrupt or other-version file raises :class:`ArtifactFormatError` naming the file.
+    corrupt or other-version file raises :class:`ArtifactFormatError` naming the file, before
+    any network is built to the manifest's sizes (see the module docstring for the order).
     """
-    reader = ArtifactReader(path)
+    reader = ArtifactReader(path, data)
     manifest, source = reader.manifest, f"edge artifact {reader.path}"
-    if manifest.get("format") != "cut-edge-artifact" or not isinstance(manifest.get("tensors"), list):
-        raise ArtifactFormatError(f"{source}: manifest is not a 'cut-edge-artifact' manifest")
+    check_manifest(manifest, MANIFEST_SCHEMA, source)
+    entries = manifest["tensors"]
+    keys = [entry["key"] for entry in entries]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ArtifactFormatError(f"{source}: tensor(s) {repeated[:3]} listed more than once")
     try:
-        net = build_structured(manifest.get("architecture"), manifest.get("channels"),
-                               source=source)
+        check_record_fits(manifest["architecture"], manifest.get("channels"),
+                          {entry["key"]: entry["shape"] for entry in entries}, source)
+        net = build_structured(manifest["architecture"], manifest.get("channels"), source=source)
     except ValueError as exc:
         raise ArtifactFormatError(str(exc)) from None
     state = {}
-    for entry in manifest["tensors"]:
-        key = entry.get("key")
+    for entry in entries:
+        key = entry["key"]
         where = f"{source}: tensor {key!r}"
-        try:
-            shape = [int(s) for s in entry["shape"]]
-            dtype = _NAME_TO_TORCH[entry["dtype"]]
-            stored = entry["stored_dtype"]
-        except (KeyError, TypeError, ValueError):
-            raise ArtifactFormatError(f"{where}: malformed entry (shape/dtype)") from None
-        numel = int(np.prod(shape)) if shape else 1
+        shape = [int(s) for s in entry["shape"]]
+        dtype, stored = _NAME_TO_TORCH[entry["dtype"]], entry["stored_dtype"]
+        numel = math.prod(shape)
         values = torch.from_numpy(reader.array(entry["values"], stored, where).copy()).to(dtype)
-        if entry.get("encoding") == "sparse":
-            kept = int(entry.get("kept", -1))
-            mask = decode_mask(entry.get("mask_codec"), reader.blob(entry["mask"], where),
+        if entry["encoding"] == "sparse":
+            kept = int(entry["kept"])
+            if kept > numel:
+                raise ArtifactFormatError(f"{where}: keeps {kept} of {numel} values")
+            mask = decode_mask(entry["mask_codec"], reader.blob(entry["mask"], where),
                                numel, kept, where)
             if values.numel() != kept:
                 raise ArtifactFormatError(f"{where}: {values.numel()} values for {kept} kept")
             full = torch.zeros(numel, dtype=dtype)
             full[torch.from_numpy(mask)] = values
             values = full
-        elif entry.get("encoding") != "dense":
-            raise ArtifactFormatError(f"{where}: unknown encoding {entry.get('encoding')!r}; "
-                                      f"expected 'sparse' or 'dense'")
         if values.numel() != numel:
             raise ArtifactFormatError(f"{where}: {values.numel()} values, expected {numel} "
                                       f"for shape {shape}")
         state[key] = values.reshape(shape)
+    try:
+        check_finite_tensors(state, source)
+    except NonFiniteError as exc:
+        raise ArtifactFormatError(str(exc)) from None
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -212,13 +268,25 @@ def load_artifact(path: str | os.PathLike,
     return net.to(map_location).eval()
 
 
-def max_output_difference(net_a: nn.Module, net_b: nn.Module, img: torch.Tensor) -> float:
-    """Largest absolute difference between the outputs of two networks on ``img`` (eval mode)."""
-    a_mode, b_mode = net_a.training, net_b.training
-    net_a.eval(), net_b.eval()
+def check_finite_outputs(net: nn.Module, img: torch.Tensor, what: str) -> list[torch.Tensor]:
+    """``net``'s outputs on ``img`` (eval mode, no gradients); a
+    :class:`lib.utils.NonFiniteError` naming the output (task) when one holds NaN / infinity."""
+    mode = net.training
+    net.eval()
     try:
         with torch.no_grad():
-            outs_a, outs_b = net_a(img), net_b(img)
-        return max(float((x.float() - y.float()).abs().max()) for x, y in zip(outs_a, outs_b))
+            outputs = list(net(img))
     finally:
-        net_a.train(a_mode), net_b.train(b_mode)
+        net.train(mode)
+    names = list(getattr(net, "tasks", None) or range(len(outputs)))
+    check_finite_tensors({f"output {n}": o for n, o in zip(names, outputs)}, what)
+    return outputs
+
+
+def max_output_difference(net_a: nn.Module, net_b: nn.Module, img: torch.Tensor) -> float:
+    """Largest absolute difference between the outputs of two networks on ``img`` (eval mode);
+    a non-finite output of either is an error (:func:`check_finite_outputs`), never a NaN
+    difference."""
+    outs_a = check_finite_outputs(net_a, img, "the first network's outputs")
+    outs_b = check_finite_outputs(net_b, img, "the second network's outputs")
+    return max(float((x.float() - y.float()).abs().max()) for x, y in zip(outs_a, outs_b))

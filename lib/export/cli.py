@@ -27,11 +27,11 @@ from typing import Any
 import torch
 
 from lib import checkpoints
-from lib.checkpoints import find_sidecar, read_architecture, sidecar_path
+from lib.checkpoints import find_sidecar, sidecar_path
 from lib.masks import has_masks
-from lib.utils import atomic_write_json, atomic_write_text
+from lib.utils import atomic_write_json, atomic_write_text, check_output_dir
 
-from .artifact import load_artifact, max_output_difference, save_artifact
+from .artifact import check_finite_outputs, load_artifact, max_output_difference, save_artifact
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,16 +93,17 @@ def load_network(checkpoint: Path, architecture: Path | None):
     """A (masked) network from ``checkpoint`` and its architecture JSON (``--architecture`` or
     the sidecar ``X.json`` / ``X.pth.json``), through :func:`lib.checkpoints.load_network`:
     plain state dicts, ``{"state_dict"|"model": ...}`` wrappers and DataParallel prefixes are
-    accepted; ``weight_orig``/``weight_mask`` pairs become prune masks."""
+    accepted; ``weight_orig``/``weight_mask`` pairs become prune masks. The file is checked
+    against its sidecar and its values (finite, binary masks) before anything is loaded."""
     side = architecture or find_sidecar(checkpoint)
     if side is None:
         raise FileNotFoundError(f"no architecture sidecar for {checkpoint}: expected "
                                 f"{sidecar_path(checkpoint)} or pass --architecture")
-    arch, channels = read_architecture(side)
-    return checkpoints.load_network(checkpoint, architecture=arch, channels=channels)
+    return checkpoints.load_network(checkpoint, sidecar=side)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "export folder")   # every input is read and checked first
     if args.budget_mb is not None or args.budget_ms is not None:
         from .cli_budget import run_budget
         return run_budget(args)
@@ -111,6 +112,17 @@ def run(args: argparse.Namespace) -> int:
     if (args.onnx or args.dense is not None) and args.input_shape is None:
         raise SystemExit("python -m lib export: --onnx and --dense need --input-shape N C H W")
     net = load_network(args.pruned, args.architecture).eval()
+    dense = None
+    if args.dense is not None:
+        if args.config is not None and args.dense_architecture is None:
+            from lib.config import load_config
+            dense = checkpoints.load_base_model(args.dense,
+                                                load_config(args.config, args.profile)).eval()
+        else:
+            dense = load_network(args.dense, args.dense_architecture).eval()
+    probe_shape = args.input_shape or [1, 3, 64, 64]
+    probe = torch.randn(*probe_shape, generator=torch.Generator().manual_seed(0))
+    check_finite_outputs(net, probe, f"outputs of {args.pruned} on a probe input")
     int8_inputs = None
     if args.int8:  # every int8 input is checked before anything is written
         from .cli_budget import prepare_int8
@@ -121,8 +133,6 @@ def run(args: argparse.Namespace) -> int:
     stem = args.pruned.stem
     dtypes = ["float32", "float16"] if args.dtype == "both" else [args.dtype]
     summary: dict[str, Any] = {"checkpoint": str(args.pruned), "artifacts": []}
-    probe_shape = args.input_shape or [1, 3, 64, 64]
-    probe = torch.randn(*probe_shape, generator=torch.Generator().manual_seed(0))
     for dtype in dtypes:
         suffix = "" if dtype == "float32" else "_fp16"
         info = save_artifact(net, args.out / f"{stem}{suffix}.cutedge", dtype=dtype)
@@ -143,14 +153,8 @@ def run(args: argparse.Namespace) -> int:
     if args.int8:
         from .cli_budget import export_int8
         summary["int8"] = export_int8(net, int8_inputs, args.out / stem)
-    if args.dense is not None:
+    if dense is not None:
         from .report import plot_report, report_markdown, size_speed_report
-        if args.config is not None and args.dense_architecture is None:
-            from lib.config import load_config
-            dense = checkpoints.load_base_model(args.dense,
-                                                load_config(args.config, args.profile)).eval()
-        else:
-            dense = load_network(args.dense, args.dense_architecture).eval()
         rows = size_speed_report(dense, net, args.input_shape, threads=args.threads,
                                  repeats=args.repeats, out_dir=args.out / "report_files")
         table = report_markdown(rows)

@@ -5,14 +5,17 @@ Layout (all integers little-endian)::
     offset 0   8 bytes   MAGIC  b"CUTEDGE\\x00"
     offset 8   4 bytes   format version (uint32)
     offset 12  8 bytes   manifest length M (uint64)
-    offset 20  M bytes   manifest, UTF-8 JSON
+    offset 20  4 bytes   CRC-32 of the manifest bytes (uint32; version 2, not in version 1)
+    offset 24  M bytes   manifest, UTF-8 JSON
     then               the blobs, back to back; the manifest gives each one's offset
                        (relative to the end of the manifest), length, codec and CRC-32
 
 Reading never unpickles and never evaluates anything: the manifest is parsed with ``json`` and
 blobs are decoded with ``numpy.frombuffer`` into a whitelist of numeric dtypes. Anything else
-(wrong magic, other version, truncated file, bad checksum) raises :class:`ArtifactFormatError`
-with a one-line message naming the file and what was expected.
+(wrong magic, other version, truncated file, bad checksum, a manifest that does not match its
+JSON schema, :func:`check_manifest`) raises :class:`ArtifactFormatError` with a one-line
+message naming the file and what was expected. With the manifest's checksum no single changed
+bit anywhere in the file goes unnoticed. Version 1 files (no manifest checksum) are read too.
 """
 from __future__ import annotations
 
@@ -27,9 +30,12 @@ from typing import Any
 import numpy as np
 
 MAGIC = b"CUTEDGE\x00"
-FORMAT_VERSION = 1
-_HEADER = struct.Struct("<8sIQ")
-HEADER_BYTES = _HEADER.size
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_PREFIX = struct.Struct("<8sI")                  # magic, version
+_LENGTHS = {1: struct.Struct("<Q"),              # manifest length
+            2: struct.Struct("<QI")}             # manifest length, manifest CRC-32
+HEADER_BYTES = _PREFIX.size + _LENGTHS[FORMAT_VERSION].size
 
 # Only plain numeric dtypes may be decoded; "object" and friends can never appear.
 NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64,
@@ -63,14 +69,52 @@ def compress_best(data: bytes, compressions: tuple[str, ...] = ("none", "zlib"))
 
 
 def decompress(name: str, payload: bytes, where: str) -> bytes:
-    if name == "none":
-        return payload
-    if name == "zlib":
-        return zlib.decompress(payload)
-    if name == "lzma":
-        return lzma.decompress(payload, format=lzma.FORMAT_XZ)
+    try:
+        if name == "none":
+            return payload
+        if name == "zlib":
+            return zlib.decompress(payload)
+        if name == "lzma":
+            return lzma.decompress(payload, format=lzma.FORMAT_XZ)
+    except (zlib.error, lzma.LZMAError) as exc:
+        raise ArtifactFormatError(f"{where}: cannot {name}-decompress: {exc}") from None
     raise ArtifactFormatError(f"{where}: unknown compression {name!r}; expected one of "
                               f"{list(COMPRESSIONS)}")
+
+
+# The JSON schema of a blob entry; formats built on the container use it in theirs.
+BLOB_SCHEMA = {
+    "type": "object",
+    "required": ["offset", "length", "raw_length", "compression", "crc32"],
+    "properties": {"offset": {"type": "integer", "minimum": 0},
+                   "length": {"type": "integer", "minimum": 0},
+                   "raw_length": {"type": "integer", "minimum": 0},
+                   "compression": {"enum": list(COMPRESSIONS)},
+                   "crc32": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1}},
+}
+# What every container manifest holds; each format adds its own schema (check_manifest).
+CONTAINER_SCHEMA = {
+    "type": "object",
+    "required": ["format", "blob_bytes"],
+    "properties": {"format": {"type": "string"}, "blob_bytes": {"type": "integer", "minimum": 0}},
+}
+
+
+def check_manifest(manifest: Any, schema: dict[str, Any], source: str) -> None:
+    """Raise a one-line :class:`ArtifactFormatError` naming ``source`` and the first offending
+    place (``tensors[3].mask``) unless ``manifest`` matches the JSON ``schema``."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(manifest))
+    if error is None:
+        return
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    message = " ".join(error.message.split())
+    if len(message) > 200:
+        message = message[:197] + "..."
+    raise ArtifactFormatError(f"{source}: the manifest does not match its format: "
+                              f"{where.lstrip('.') or 'manifest'} {message}")
 
 
 class BlobWriter:
@@ -91,46 +135,66 @@ class BlobWriter:
 
 
 def encode_file(manifest: dict[str, Any], blobs: BlobWriter) -> bytes:
-    """The whole file's bytes: header, manifest (with the blob section's length), blobs."""
+    """The whole file's bytes: header (with the manifest's CRC-32), manifest (with the blob
+    section's length), blobs."""
     manifest = dict(manifest, blob_bytes=blobs.size)
-    text = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, len(text)) + text + b"".join(blobs.chunks)
+    text = json.dumps(manifest, separators=(",", ":"), sort_keys=True,
+                      allow_nan=False).encode("utf-8")
+    return (_PREFIX.pack(MAGIC, FORMAT_VERSION)
+            + _LENGTHS[FORMAT_VERSION].pack(len(text), zlib.crc32(text))
+            + text + b"".join(blobs.chunks))
 
 
 class ArtifactReader:
-    """Parses and validates a container file; :meth:`blob` returns decoded blob bytes."""
+    """Parses and validates a container file; :meth:`blob` returns decoded blob bytes.
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    Checked here: magic, version, lengths, the manifest's CRC-32 (version 2), its JSON and
+    :data:`CONTAINER_SCHEMA`; each format checks its own schema on :attr:`manifest`.
+    """
+
+    def __init__(self, path: str | os.PathLike, data: bytes | None = None) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"edge artifact {self.path} does not exist")
-        data = self.path.read_bytes()
-        if len(data) < HEADER_BYTES:
+        if data is None:   # ``data``: the file's bytes, already read (``path`` names them)
+            if not self.path.is_file():
+                raise FileNotFoundError(f"edge artifact {self.path} does not exist")
+            data = self.path.read_bytes()
+        if len(data) < _PREFIX.size:
             raise ArtifactFormatError(
                 f"edge artifact {self.path} is truncated: {len(data)} bytes, expected at least "
                 f"the {HEADER_BYTES}-byte header")
-        magic, version, manifest_len = _HEADER.unpack_from(data)
+        magic, version = _PREFIX.unpack_from(data)
         if magic != MAGIC:
             raise ArtifactFormatError(
                 f"{self.path} is not a CUT edge artifact: first bytes {magic!r}, expected magic "
                 f"{MAGIC!r} (pickled checkpoints are refused, never loaded)")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ArtifactFormatError(
                 f"edge artifact {self.path} has format version {version}, expected version "
-                f"{FORMAT_VERSION}; re-export it with this version of lib.export")
-        end = HEADER_BYTES + manifest_len
+                f"{FORMAT_VERSION} (or {', '.join(map(str, READABLE_VERSIONS[:-1]))}); "
+                f"re-export it with this version of lib.export")
+        lengths = _LENGTHS[version]
+        start = _PREFIX.size + lengths.size
+        if len(data) < start:
+            raise ArtifactFormatError(
+                f"edge artifact {self.path} is truncated: {len(data)} bytes, expected at least "
+                f"the {start}-byte header")
+        manifest_len, *crc = lengths.unpack_from(data, _PREFIX.size)
+        end = start + manifest_len
         if len(data) < end:
             raise ArtifactFormatError(
                 f"edge artifact {self.path} is truncated: {len(data)} bytes, expected a "
                 f"{manifest_len}-byte manifest after the header")
+        text = data[start:end]
+        if crc and zlib.crc32(text) != crc[0]:
+            raise ArtifactFormatError(f"edge artifact {self.path}: the manifest fails its CRC-32 "
+                                      f"check (file corrupt)")
         try:
-            self.manifest = json.loads(data[HEADER_BYTES:end].decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            self.manifest = json.loads(text.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ArtifactFormatError(f"edge artifact {self.path} has a corrupt manifest: "
                                       f"{exc}") from None
-        blob_bytes = self.manifest.get("blob_bytes") if isinstance(self.manifest, dict) else None
-        if not isinstance(blob_bytes, int):
-            raise ArtifactFormatError(f"edge artifact {self.path}: manifest lacks 'blob_bytes'")
+        check_manifest(self.manifest, CONTAINER_SCHEMA, f"edge artifact {self.path}")
+        blob_bytes = self.manifest["blob_bytes"]
         if len(data) != end + blob_bytes:
             raise ArtifactFormatError(
                 f"edge artifact {self.path} is truncated or has trailing bytes: {len(data)} "
@@ -138,7 +202,8 @@ class ArtifactReader:
         self._blobs = memoryview(data)[end:]
 
     def blob(self, entry: dict[str, Any], where: str) -> bytes:
-        """Decoded bytes of one blob, after checking its bounds and CRC-32."""
+        """Decoded bytes of one blob, after checking its bounds and CRC-32 (each format's
+        schema has already checked the entry's fields, :data:`BLOB_SCHEMA`)."""
         try:
             offset, length = int(entry["offset"]), int(entry["length"])
             raw_length, crc = int(entry["raw_length"]), int(entry["crc32"])

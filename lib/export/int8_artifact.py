@@ -30,13 +30,46 @@ from lib import __version__
 from lib.utils import atomic_write_bytes
 
 from .artifact import MASK_COMPRESSIONS, decode_mask, encode_mask
-from .container import ArtifactFormatError, ArtifactReader, BlobWriter, encode_file
+from .container import (BLOB_SCHEMA, ArtifactFormatError, ArtifactReader, BlobWriter,
+                        check_manifest, encode_file)
 from .quantize import INT8_SCHEME, quantized_weights
 
 INT8_FORMAT = "cut-edge-int8"
 INT8_SUFFIX = ".int8.cutedge"
 _GRAPH_COMPRESSIONS = ("none", "zlib", "lzma")
 _VALUE_COMPRESSIONS = ("none", "zlib", "lzma")
+
+_COUNTS = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+_NAME = {"type": "string", "minLength": 1}
+# What an int8 artifact's manifest holds; its readers refuse anything else (ArtifactFormatError).
+INT8_MANIFEST_SCHEMA = {
+    "type": "object",
+    "required": ["format", "scheme", "meta", "graph", "weights", "blob_bytes"],
+    "properties": {
+        "format": {"const": INT8_FORMAT},
+        "written_by": {"type": "string"},
+        "scheme": {"type": "object"},
+        "meta": {"type": "object"},
+        "graph": BLOB_SCHEMA,
+        "blob_bytes": {"type": "integer", "minimum": 0},
+        "weights": {"type": "array", "items": {
+            "type": "object",
+            "required": ["key", "initializer", "shape", "axis", "scale", "scale_shape",
+                         "zero_point", "zero_point_shape", "encoding", "values"],
+            "properties": {
+                "key": _NAME, "initializer": _NAME, "shape": _COUNTS, "axis": {"type": "integer"},
+                "scale_initializer": {"type": ["string", "null"]},
+                "zero_point_initializer": {"type": ["string", "null"]},
+                "scale": BLOB_SCHEMA, "scale_shape": _COUNTS,
+                "zero_point": BLOB_SCHEMA, "zero_point_shape": _COUNTS,
+                "encoding": {"enum": ["dense", "sparse"]}, "values": BLOB_SCHEMA},
+            "if": {"properties": {"encoding": {"const": "sparse"}}},
+            "then": {"required": ["kept", "mask_codec", "mask"],
+                     "properties": {"kept": {"type": "integer", "minimum": 0},
+                                    "mask_codec": {"enum": ["bitmask", "delta"]},
+                                    "mask": BLOB_SCHEMA}}}},
+    },
+}
 
 
 def _le(array: np.ndarray, dtype: str) -> bytes:
@@ -121,12 +154,18 @@ def _array(reader: ArtifactReader, blob: Mapping[str, Any], dtype: str, shape, w
 
 def read_int8_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON manifest of an int8 artifact (header validated, nothing decoded)."""
+    return _checked_reader(path).manifest
+
+
+def _checked_reader(path: str | os.PathLike) -> ArtifactReader:
+    """The container of an int8 artifact, its manifest checked against its schema."""
     reader = ArtifactReader(path)
     if reader.manifest.get("format") != INT8_FORMAT:
         raise ArtifactFormatError(f"edge artifact {reader.path} is not an int8 artifact "
                                   f"(format {reader.manifest.get('format')!r}, expected "
                                   f"{INT8_FORMAT!r})")
-    return reader.manifest
+    check_manifest(reader.manifest, INT8_MANIFEST_SCHEMA, f"edge artifact {reader.path}")
+    return reader
 
 
 def load_int8_model(path: str | os.PathLike):
@@ -137,11 +176,8 @@ def load_int8_model(path: str | os.PathLike):
     import onnx
     from onnx import numpy_helper
 
-    reader = ArtifactReader(path)
+    reader = _checked_reader(path)
     manifest, source = reader.manifest, f"edge artifact {reader.path}"
-    if manifest.get("format") != INT8_FORMAT or not isinstance(manifest.get("weights"), list):
-        raise ArtifactFormatError(f"{source} is not an int8 artifact (format "
-                                  f"{manifest.get('format')!r}, expected {INT8_FORMAT!r})")
     model = onnx.ModelProto()
     try:
         model.ParseFromString(reader.blob(manifest["graph"], "graph"))
@@ -164,6 +200,9 @@ def load_int8_model(path: str | os.PathLike):
                                numel, kept, where)
             values = _array(reader, entry["values"], "int8", [kept], where)
             axis = int(entry["axis"])
+            if zero.ndim and not -len(shape) <= axis < len(shape):
+                raise ArtifactFormatError(f"{where}: channel axis {axis} of a "
+                                          f"{len(shape)}-d weight")
             per_channel = [1] * len(shape)
             if zero.ndim:
                 per_channel[axis] = -1

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from lib.masks import has_masks, plain_copy
 from lib.models import copy_network
-from lib.utils import atomic_write
+from lib.utils import NonFiniteError, atomic_write
 
 DEFAULT_OPSET = 17
 
@@ -96,6 +96,11 @@ def check_onnx_parity(net: nn.Module, onnx_path: str | os.PathLike,
         if a.shape != b.shape:
             raise ValueError(f"ONNX output {name!r} of {onnx_path} has shape {a.shape}, "
                              f"PyTorch {b.shape}")
+        for side, values in (("ONNX", a), ("PyTorch", b)):
+            if not np.isfinite(values).all():
+                raise NonFiniteError(f"{side} output {name!r} of {onnx_path} has "
+                                     f"{int((~np.isfinite(values)).sum())} non-finite value(s); "
+                                     f"parity is undefined")
         diff = np.abs(a - b)
         per_output[name] = float(diff.max()) if diff.size else 0.0
         max_rel = max(max_rel, float((diff / np.maximum(np.abs(b), 1e-12)).max()) if diff.size else 0.0)

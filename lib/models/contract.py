@@ -249,7 +249,7 @@ def build_model(record: Mapping[str, Any], source: str = "architecture") -> Mult
                          f"{sorted(MODEL_REGISTRY)}")
     try:
         return MODEL_REGISTRY[name].from_architecture(record)
-    except (TypeError, ValueError, KeyError, AssertionError) as exc:
+    except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as exc:
         detail = " ".join(str(exc).split())
         raise ValueError(f"{source}: cannot build {name} from architecture {dict(record)}: "
                          f"{detail}") from None

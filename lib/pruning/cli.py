@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lib.checkpoints import load_base_model, pruned_filename
 from lib.config import load_config
-from lib.utils import resolve_device, set_cpu_threads
+from lib.utils import check_output_file, resolve_device, set_cpu_threads
 
 from .masks import check_keep_ratio
 from .methods import METHODS, STRUCTURED_METHODS, uses_data
@@ -102,18 +102,20 @@ def _run(args: argparse.Namespace) -> int:
     num_batches = args.num_batches if args.num_batches is not None else cfg.PRUNE_NUM_BATCHES
     options = {"min_votes": args.min_votes} if args.method in ("cut", "structured_cut") else {}
     device = resolve_device(args.device)
+    name = pruned_filename(args.method, args.tasks, sparsity=sparsity,
+                           keep_ratio=None if sparsity is not None else keep_ratio)
+    out = check_output_file(Path(args.out) / name, "pruned checkpoint")   # before any scoring
 
     net = load_base_model(args.checkpoint, cfg).to(device)
     criterion = loader = None
     if uses_data(args.method, cfg.DATASET):
-        from lib.data import build_loader  # imported lazily: data-free methods need no dataset
+        from lib.data import build_loader, check_files  # lazily: data-free methods need none
         from lib.losses import SceneNetLoss
         cfg.DATA_ROOT = _data_root(cfg, args.data_root, args.seed)
         criterion = SceneNetLoss.from_config(cfg)
         loader = build_loader(cfg, "train", batch_size=args.batch_size, seed=args.seed)
-    name = pruned_filename(args.method, args.tasks, sparsity=sparsity,
-                           keep_ratio=None if sparsity is not None else keep_ratio)
-    saved = prune_and_save(args.method, net, criterion, loader, Path(args.out) / name,
+        check_files(loader)
+    saved = prune_and_save(args.method, net, criterion, loader, out,
                            selected_tasks=args.tasks, tasks=cfg.TASKS, keep_ratio=keep_ratio,
                            sparsity=sparsity_target, num_batches=num_batches, seed=args.seed,
                            mode=args.mode, device=device,

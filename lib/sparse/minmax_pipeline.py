@@ -137,12 +137,16 @@ def _copy(net: nn.Module) -> nn.Module:
 
 def _record(out: Path, settings: dict) -> None:
     """``out/pipeline.json``; a pipeline resumed with other settings is refused."""
-    from lib.utils import atomic_write_json
+    from lib.utils import atomic_write_json, read_json
 
     path = out / "pipeline.json"
     current = json.loads(json.dumps(settings))
     if path.exists():
-        previous = json.loads(path.read_text())
+        previous = read_json(path, "pipeline record", recover=(
+            "it records the settings the pipeline's finished stages were run with: restore "
+            "it, or use another out_dir"))
+        if not isinstance(previous, dict):
+            previous = {"<record>": previous}
         if previous != current:
             changed = sorted(k for k in set(previous) | set(current)
                              if previous.get(k) != current.get(k))

@@ -5,7 +5,7 @@ import argparse
 import ast
 from typing import Any, Callable
 
-from lib.config import CONFIG_MODULES, load_config, PROFILES
+from lib.config import CONFIG_MODULES, PROFILES, load_config, parse_setting
 
 from .weighting import DEFAULT_WEIGHTING, WEIGHTINGS, make_weighting
 
@@ -34,7 +34,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of the train list held out for selection (default 0.1)")
     parser.add_argument("--metrics", action="store_true",
                         help="also compute the task metrics at each validation (slower)")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pth")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from RUN_DIR/last.pth; refused when any setting differs "
+                             "from the run's (see --allow-changed)")
+    parser.add_argument("--allow-changed", nargs="+", default=[], metavar="KEY",
+                        help="with --resume: settings that may differ from the run's: VAL_FREQ, "
+                             "CKPT_FREQ, DATA_ROOT (the data moved), max_iters / MAX_ITERS / "
+                             "RETRAIN_EPOCH (a longer or shorter run)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in a non-empty RUN_DIR")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
@@ -72,7 +78,16 @@ def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace):
-    overrides = parse_overrides(args.set)
+    """The config of ``--config`` / ``--profile`` with ``--set`` and ``--data-root`` applied;
+    each ``--set KEY=VALUE`` is parsed by the kind of the key's value (one-line errors for an
+    unknown key, with the closest names, or a value of another kind)."""
+    base = load_config(args.config, profile=args.profile)
+    overrides: dict[str, Any] = {}
+    for pair in args.set:
+        if "=" not in pair:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE")
+        key, raw = pair.split("=", 1)
+        overrides[key] = parse_setting(base, key, raw)
     if args.data_root is not None:
         overrides["DATA_ROOT"] = args.data_root
     return load_config(args.config, profile=args.profile, **overrides)
@@ -86,6 +101,7 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
     ``finetune``) with the command's options, then (rank 0) evaluates the selected checkpoint
     on the test split and writes ``<ckpt>.metrics.json``.
     """
+    from lib.data import check_files
     from lib.losses import SceneNetLoss
 
     from .distributed import init_from_env
@@ -99,13 +115,15 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
         weighting = weighting_from_args(args, cfg.TASKS)
         loaders = make_loaders(cfg, selection=args.selection, val_fraction=args.val_fraction,
                                seed=args.seed)
+        check_files(loaders.test)   # evaluated at the end: its files must exist before the run
         net = build_net(cfg)
         result = loop(net, SceneNetLoss.from_config(cfg), loaders.train, cfg, args.run_dir,
                       weighting=weighting, val_loader=loaders.val, max_iters=args.max_iters,
                       lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
                       overwrite=args.overwrite, amp=args.amp,
                       eval_fn=metrics_eval_fn(cfg) if args.metrics else None,
-                      log=not args.quiet, split=loaders.split)
+                      log=not args.quiet, split=loaders.split,
+                      allow_changed=args.allow_changed)
         if info.is_main:
             chosen = result.best_checkpoint or result.final_model
             model = load_network(chosen, cfg)

@@ -23,15 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lib.data import build_loader
+    from lib.checkpoints import load_network
+    from lib.data import build_loader, check_files
+    from lib.utils import check_output_file
 
     from .evaluate import evaluate, metrics_path_for
-    from lib.checkpoints import load_network
 
     cfg = config_from_args(args)
+    out = check_output_file(args.out or metrics_path_for(args.checkpoint), "metrics file")
     net = load_network(args.checkpoint, cfg)
     loader = build_loader(cfg, "test", batch_size=args.batch_size, shuffle=False, seed=args.seed)
-    out = args.out or metrics_path_for(args.checkpoint)
+    check_files(loader)
     metrics = evaluate(net, loader, cfg, device=args.device, out_path=out)
     print(json.dumps(metrics, indent=2))
     print(f"saved {out}")

@@ -4,6 +4,11 @@ Adam + StepLR stepped once per iteration, the criterion's weighted multi-task lo
 exactly resumable data order and RNG, periodic validation (RNG-neutral, so it never changes the
 training trajectory), atomic checkpoints, a NaN/inf guard, tqdm and tensorboardX on rank 0.
 
+Resuming compares the run's recorded settings (every config value, data root and ``--set``
+overrides included; the schedule; the seed; the selection metric; the validation split; the
+task weighting; the hook) with the new ones and refuses any difference in one line listing the
+keys, except the few :data:`RESUMABLE_CHANGES` named in ``allow_changed``.
+
 Two optional additions, both recorded in checkpoints so that a resumed run is exact: a task
 weighting (:mod:`lib.training.weighting`, default ``fixed``: the criterion's LAMBDAS) that forms
 the loss from the per-task losses, and a hook (:mod:`lib.training.hooks`: mask updates before
@@ -12,9 +17,10 @@ the forward pass, a penalty, per-step upkeep) that sparse training plugs in.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -22,7 +28,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lib.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint, unwrap
-from lib.config import config_to_dict
+from lib.config import config_to_dict, load_config
+from lib.data import check_files
 from lib.tasks import INPUT_KEY, lower_is_better
 from lib.utils import (atomic_torch_save, atomic_write_json, rng_state, seed_everything,
                        set_rng_state)
@@ -35,6 +42,13 @@ from .hooks import RunContext, TrainingHook, check_same_spec
 from .weighting import TaskWeighting, make_weighting
 
 History = dict[str, list[tuple[int, float]]]
+
+# What a resumed run may change when asked to (``allow_changed`` / ``--allow-changed``): how
+# often it validates and checkpoints, where its (same) data lives, how long it runs (StepLR
+# counts steps, so a longer run continues the same schedule). Anything else (learning rate,
+# losses, batch size, data, seed, ...) would silently mix two runs in one, so it is refused.
+RESUMABLE_CHANGES = ("VAL_FREQ", "CKPT_FREQ", "DATA_ROOT", "max_iters", "MAX_ITERS",
+                     "RETRAIN_EPOCH")
 EvalFn = Callable[[nn.Module, DataLoader, torch.device], Mapping[str, Any]]
 
 
@@ -108,23 +122,24 @@ class Selection:
         raise ValueError(f"select_metric {spec!r}: prefix it with 'max:' or 'min:' to say "
                          f"whether higher or lower is better (e.g. 'max:val/seg/mIoU')")
 
-    def better(self, value: float, best: float | None) -> bool:
-        if not math.isfinite(value):
+    def better(self, value: float | None, best: float | None) -> bool:
+        if value is None or not math.isfinite(value):   # undefined / non-finite: never best
             return False
         if best is None:
             return True
         return value < best if self.mode == "min" else value > best
 
 
-def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "val") -> dict[str, float]:
-    """``{task: {metric: v}}`` (or flat) -> ``{"val/task/metric": v}`` with float values."""
-    out: dict[str, float] = {}
+def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "val") -> dict[str, float | None]:
+    """``{task: {metric: v}}`` (or flat) -> ``{"val/task/metric": v}`` with float values
+    (``None``, an undefined metric, stays ``None``: it is not logged and never selected)."""
+    out: dict[str, float | None] = {}
     for key, value in metrics.items():
         name = f"{prefix}/{key}"
         if isinstance(value, Mapping):
             out.update(flatten_metrics(value, name))
         else:
-            out[name] = float(value)
+            out[name] = None if value is None else float(value)
     return out
 
 
@@ -169,9 +184,18 @@ class _RunLog:
         self.bar = tqdm(total=total, initial=start, desc=desc, disable=not enabled,
                         dynamic_ncols=True)
         self.running: dict[str, float] = {}
+        self.skipped: set[str] = set()
 
-    def scalars(self, iteration: int, values: Mapping[str, float]) -> None:
+    def scalars(self, iteration: int, values: Mapping[str, float | None]) -> None:
         for name, value in values.items():
+            # An undefined validation metric (None), or a validation loss with nothing to
+            # average: not a value, so not logged (the history stays valid JSON) and never best.
+            if value is None or not math.isfinite(value):
+                if value is not None and name not in self.skipped:
+                    self.skipped.add(name)
+                    warnings.warn(f"{name} is {value} at iteration {iteration}: not logged "
+                                  f"(nor selected) while it is not finite", RuntimeWarning)
+                continue
             self.history.setdefault(name, []).append((iteration, float(value)))
             if self.writer is not None:
                 self.writer.add_scalar(name, value, iteration)
@@ -196,13 +220,21 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
              after_step: Callable[[nn.Module], None] | None = None,
              save_final: Callable[[nn.Module, Path], None] | None = None,
              weighting: str | Mapping[str, Any] | TaskWeighting | None = None,
-             hook: TrainingHook | None = None) -> TrainResult:
+             hook: TrainingHook | None = None,
+             allow_changed: Sequence[str] = ()) -> TrainResult:
     """Run ``schedule.max_iters`` iterations of ``phase`` ("train" or "finetune").
 
     ``weighting`` (name, ``{"name": ..., **options}`` or instance; default ``fixed``) forms
     each iteration's loss; ``hook`` adds mask updates / a penalty (see :mod:`.hooks`).
+    Every file the loaders' dataset index lists must exist (checked before anything is
+    written). ``resume`` refuses a checkpoint written with other settings
+    (:func:`run_settings`) but for the :data:`RESUMABLE_CHANGES` keys in ``allow_changed``.
     """
     schedule.validate()
+    allow_changed = check_allow_changed(allow_changed, resume)
+    for data_loader in (train_loader, val_loader):
+        if data_loader is not None:
+            check_files(data_loader)
     info = dist_info()
     device = device_for(info, device)
     if amp and device.type != "cuda":
@@ -247,11 +279,17 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
     iteration, history, best = 0, {}, {"metric": selection.metric, "mode": selection.mode,
                                        "value": None, "iteration": None}
     last_path, best_path = run_dir / rd.LAST, run_dir / rd.BEST
+    config = config_to_dict(cfg)
+    settings = run_settings(config, schedule, seed, selection, split)
     if resume:
         source = rd.resume_path(run_dir, resume)
         ckpt = read_checkpoint(source)
+        if int(ckpt.get("iteration") or 0) > schedule.max_iters:
+            # == max_iters: only the final files are (re)written
+            raise ValueError(f"checkpoint {source} is at iteration {ckpt['iteration']}, beyond "
+                             f"max_iters={schedule.max_iters}")
         saved_weighting, saved_hook = _check_resumable(ckpt, source, phase, info, criterion,
-                                                       weighting, hook)
+                                                       weighting, hook, settings, allow_changed)
         load_checkpoint(ckpt, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                         restore_rng=True, rank=info.rank)
         weighting.load_state_dict(saved_weighting["state"])
@@ -259,11 +297,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
             hook.load_state_dict(saved_hook["state"])
         data.load_state_dict(ckpt["data"])
         iteration, history, best = int(ckpt["iteration"]), ckpt["history"], ckpt["best"]
-        if iteration > schedule.max_iters:  # == max_iters: only the final files are (re)written
-            raise ValueError(f"checkpoint {rd.resume_path(run_dir, resume)} is at iteration "
-                             f"{iteration}, beyond max_iters={schedule.max_iters}")
 
-    config = config_to_dict(cfg)
     val_freq, ckpt_freq = int(cfg.VAL_FREQ), int(cfg.CKPT_FREQ)
     runlog = _RunLog(run_dir, log and info.is_main, history, iteration, schedule.max_iters,
                      desc=phase)
@@ -272,6 +306,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
     def checkpoint(path: Path, kind: str, rng: Any = None) -> None:
         extra = {"phase": phase, "history": history, "best": best,
                  "schedule": schedule.__dict__, "seed": seed, "world_size": info.world_size,
+                 "split": None if split is None else dict(split),
                  "weighting": {"spec": weighting.spec(), "state": weighting.state_dict()},
                  "hook": None if hook is None else {"spec": hook.spec(),
                                                      "state": hook.state_dict()}}
@@ -378,10 +413,61 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                        iterations=iteration, run_dir=run_dir)
 
 
+def check_allow_changed(allow_changed: Sequence[str], resume) -> tuple[str, ...]:
+    """``allow_changed`` as a tuple after one-line errors for keys that may never change on
+    resume (not in :data:`RESUMABLE_CHANGES`) or for a run that does not resume."""
+    allow_changed = tuple(allow_changed or ())
+    bad = [k for k in allow_changed if k not in RESUMABLE_CHANGES]
+    if bad:
+        raise ValueError(f"--allow-changed {bad}: only {list(RESUMABLE_CHANGES)} may change "
+                         f"when a run is resumed")
+    if allow_changed and not resume:
+        raise ValueError(f"--allow-changed {list(allow_changed)} is for resumed runs (--resume)")
+    return allow_changed
+
+
+def run_settings(config: Mapping[str, Any], schedule: Schedule, seed: int,
+                 selection: Selection, split: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues, as one flat dict: every config
+    value (upper-case keys: data root and overrides included), the schedule (``max_iters``,
+    ``lr``, ``weight_decay``, ``decay_freq``, ``decay_rate``), ``seed``, ``select_metric``
+    and the validation ``split``."""
+    return {**dict(config), **dict(schedule.__dict__), "seed": int(seed),
+            "select_metric": f"{selection.mode}:{selection.metric}",
+            "split": None if split is None else dict(split)}
+
+
+def saved_settings(ckpt: Mapping[str, Any], current: Mapping[str, Any],
+                   phase: str) -> dict[str, Any]:
+    """:func:`run_settings` of the run that wrote ``ckpt``, keyed like ``current``. A setting an
+    older checkpoint did not record counts as its default: a config key as the recorded
+    config's (and profile's) value, the schedule as that config's, anything else as unchanged."""
+    config = dict(ckpt.get("config") or {})
+    defaults: dict[str, Any] = {}
+    if config.get("CONFIG_NAME"):
+        try:
+            base = load_config(config["CONFIG_NAME"], profile=config.get("PROFILE", "reference"))
+            defaults = {**config_to_dict(base),
+                        **Schedule.from_config(base, retrain=phase == "finetune").__dict__}
+        except (ValueError, AttributeError):
+            defaults = {}
+    recorded = {**defaults, **config, **dict(ckpt.get("schedule") or {})}
+    if "seed" in ckpt:
+        recorded["seed"] = int(ckpt["seed"])
+    best = ckpt.get("best") or {}
+    if best.get("metric") is not None:
+        recorded["select_metric"] = f"{best.get('mode')}:{best['metric']}"
+    if "split" in ckpt:
+        recorded["split"] = ckpt["split"]
+    return {key: recorded.get(key, value) for key, value in current.items()}
+
+
 def _check_resumable(ckpt: Mapping[str, Any], source: Path, phase: str, info: DistInfo,
-                     criterion, weighting: TaskWeighting, hook: TrainingHook | None):
-    """One-line errors, before anything is loaded, when ``ckpt`` cannot continue this run;
-    returns its recorded weighting and hook records."""
+                     criterion, weighting: TaskWeighting, hook: TrainingHook | None,
+                     settings: Mapping[str, Any], allow_changed: Sequence[str]):
+    """One-line errors, before anything is loaded, when ``ckpt`` cannot continue this run
+    (another process count, phase, setting, weighting or hook); returns its recorded weighting
+    and hook records."""
     if int(ckpt.get("world_size", 1)) != info.world_size:
         raise ValueError(f"cannot resume exactly from {source}: it was written by "
                          f"{ckpt.get('world_size')} process(es), this run has "
@@ -389,6 +475,9 @@ def _check_resumable(ckpt: Mapping[str, Any], source: Path, phase: str, info: Di
     if ckpt.get("phase") != phase:
         raise ValueError(f"cannot resume {phase!r} from {source}: it is a "
                          f"{ckpt.get('phase')!r} checkpoint")
+    check_same_spec(saved_settings(ckpt, settings, phase), settings, "settings", str(source),
+                    allowed=allow_changed, hint=f" (only {list(RESUMABLE_CHANGES)} may change, "
+                                                f"with --allow-changed KEY)")
     # A checkpoint from before task weightings were recorded used the fixed LAMBDAS.
     saved_weighting = ckpt.get("weighting") or {
         "spec": make_weighting(None, criterion.tasks, criterion.lambdas).spec(), "state": {}}

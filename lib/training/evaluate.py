@@ -10,14 +10,14 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from lib.checkpoints import unwrap
-from lib.utils import atomic_write_json, resolve_device
+from lib.utils import check_output_file, resolve_device
 
 
 @torch.no_grad()
 def evaluate(net: nn.Module, loader: DataLoader, cfg=None,
              device: str | torch.device | None = None, out_path: str | os.PathLike | None = None,
              progress: bool = True, metric_options: Mapping[str, str] | None = None, *,
-             metrics: Any = None) -> dict[str, dict[str, float]]:
+             metrics: Any = None) -> "MetricResults":
     """``{task: {metric: value}}`` of ``net`` over ``loader`` (eval mode, no gradients).
 
     ``metrics`` chooses the evaluator: ``None`` (default) is the reference tasks'
@@ -27,14 +27,21 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg=None,
     docs/METRICS.md). For other tasks pass ``{task: fn(pred, batch) -> {metric: value}}``
     (wrapped in ``lib.metrics.TaskMetrics``) or any evaluator with ``reset`` / ``update`` /
     ``compute``; ``cfg`` is then not needed. The loop is ``lib.metrics.evaluate``. With
-    ``out_path`` the metrics are also written there as JSON, atomically. The network's
-    train/eval mode is restored afterwards.
+    ``out_path`` the metrics are also written there as JSON, atomically
+    (:func:`lib.metrics.write_metrics`; the path is checked before the evaluation runs). The
+    network's train/eval mode is restored afterwards.
+
+    Returns :class:`lib.metrics.MetricResults`: finite floats, ``None`` for an undefined metric
+    (``.undefined`` gives the reason; the file has ``null`` and the reason). A non-finite
+    output or metric raises :class:`lib.utils.NonFiniteError` naming it; nothing is written.
     """
-    from lib.metrics import SceneNetEval, TaskMetrics
+    from lib.metrics import SceneNetEval, TaskMetrics, finite_results, write_metrics
     from lib.metrics import evaluate as run_evaluator
 
     model = unwrap(net)
     device = resolve_device(device)
+    if out_path is not None:
+        check_output_file(out_path, "metrics file")
     if len(loader.dataset) == 0:
         raise ValueError("the evaluation dataset is empty (0 items)")
     if metrics is None:
@@ -47,9 +54,9 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg=None,
     else:
         evaluator = metrics
     values = run_evaluator(model.to(device), loader, evaluator, device=device, progress=progress)
-    values = {t: {m: float(v) for m, v in vals.items()} for t, vals in values.items()}
+    values = finite_results(values, "evaluation")
     if out_path is not None:
-        atomic_write_json(values, out_path)
+        write_metrics(values, out_path)
     return values
 
 

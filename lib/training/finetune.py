@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -36,7 +36,8 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
              select_metric: str | None = None, log: bool = True,
              split: Mapping[str, Any] | None = None,
              meta: Mapping[str, Any] | None = None,
-             weighting: str | Mapping[str, Any] | TaskWeighting | None = None) -> TrainResult:
+             weighting: str | Mapping[str, Any] | TaskWeighting | None = None,
+             allow_changed: Sequence[str] = ()) -> TrainResult:
     """Fine-tune ``compact_net`` (any :class:`~lib.models.MultiTaskModel`) on its own tasks'
     weighted loss with every mask held.
 
@@ -49,8 +50,8 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
     RuntimeError otherwise). The final model goes to ``run_dir/final_model.pth`` +
     ``final_model.json`` (``lib.checkpoints.save_pruned``'s layout; ``meta``, e.g. the
     :class:`lib.pruning.PruneResult`'s, is recorded there). ``weighting`` as in
-    :func:`lib.training.train` (built for ``compact_net.tasks``). Everything else is as in
-    :func:`lib.training.train`.
+    :func:`lib.training.train` (built for ``compact_net.tasks``). Everything else (resume's
+    settings check, ``allow_changed``) is as in :func:`lib.training.train`.
     """
     tasks = list(check_model(compact_net).tasks)
     criterion = criterion.restricted_to(tasks)
@@ -65,7 +66,7 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
                       eval_fn=eval_fn, select_metric=select_metric, log=log, split=split,
                       after_step=zero_pruned,
                       save_final=lambda net, path: save_final_pruned(net, path, meta),
-                      weighting=weighting)
+                      weighting=weighting, allow_changed=allow_changed)
     refresh_masked_weights(result.net)
     check_masks_unchanged(result.net, masks)
     return result

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 import torch
 import torch.nn as nn
@@ -78,15 +78,32 @@ class TrainingHook(abc.ABC):
         """Restore what :meth:`state_dict` returned."""
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def check_same_spec(saved: Mapping[str, Any] | None, current: Mapping[str, Any] | None,
-                    what: str, source: str) -> None:
-    """Refuse to resume when a recorded spec differs from this run's (one-line ValueError)."""
+                    what: str, source: str, allowed: Iterable[str] = (),
+                    hint: str = "") -> None:
+    """Refuse to resume when a recorded spec (settings) differs from this run's: a one-line
+    ValueError listing every differing key with both values. Keys in ``allowed`` may differ;
+    ``hint`` is added to the message (e.g. which keys ``--allow-changed`` accepts). The one
+    comparison of resumed runs: task weighting, training hook and the run's settings."""
     saved = None if saved is None else dict(saved)
     current = None if current is None else dict(current)
     if saved == current:
         return
-    keys = set(saved or {}) | set(current or {})
-    diff = sorted(k for k in keys if (saved or {}).get(k) != (current or {}).get(k))
-    raise ValueError(f"cannot resume from {source}: it was written with {what} {saved}, this run "
-                     f"has {current} (differs in {diff}); resume with the same settings or start "
-                     f"a new run")
+    if saved is None or current is None:
+        raise ValueError(f"cannot resume from {source}: it was written with {what} {saved}, "
+                         f"this run has {current}; resume with the same settings or start a "
+                         f"new run")
+    allowed = set(allowed)
+    keys = list(dict.fromkeys([*saved, *current]))
+    diff = [k for k in keys if k not in allowed and saved.get(k) != current.get(k)]
+    if not diff:
+        return
+    shown = "; ".join(f"{k}: {_short(saved.get(k))} -> {_short(current.get(k))}"
+                      for k in diff[:6]) + (f"; (+{len(diff) - 6} more)" if len(diff) > 6 else "")
+    raise ValueError(f"cannot resume from {source}: this run's {what} differs in {diff} ({shown}); "
+                     f"resume with the same settings or start a new run{hint}")

@@ -5,6 +5,8 @@ import os
 import shutil
 from pathlib import Path
 
+from lib.utils import remove_stale_temporaries
+
 LAST = "last.pth"           # full checkpoint (resumable), rewritten every CKPT_FREQ and at the end
 BEST = "best.pth"           # model of the best validation score so far
 SPLIT = "split.json"        # model-selection split (which items validate)
@@ -22,7 +24,9 @@ def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool | str | os.PathL
     - resuming: the directory must hold the checkpoint to resume from;
     - otherwise an existing non-empty directory needs ``overwrite=True``, which removes this
       package's own outputs (:data:`OWN_OUTPUTS`) and leaves every other file alone;
-    - the directory must be writable (checked with a probe file).
+    - the directory must be writable (checked with a probe file);
+    - temporaries a killed process left beside this package's outputs (``.last.pth.*.tmp``,
+      :func:`lib.utils.remove_stale_temporaries`) are deleted, resuming or overwriting.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -48,6 +52,7 @@ def prepare_run_dir(run_dir: str | os.PathLike, *, resume: bool | str | os.PathL
     except OSError as exc:
         raise OSError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from None
     _check_writable(run_dir)
+    remove_stale_temporaries(run_dir, OWN_OUTPUTS)
     return run_dir
 
 
@@ -56,8 +61,11 @@ def resume_path(run_dir: str | os.PathLike, resume: bool | str | os.PathLike) ->
     return Path(run_dir) / LAST if resume is True else Path(resume)
 
 
+_PROBE = ".write_probe"
+
+
 def _check_writable(run_dir: Path) -> None:
-    probe = run_dir / ".write_probe"
+    probe = run_dir / _PROBE
     try:
         probe.write_bytes(b"")
         probe.unlink()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -22,7 +22,7 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
           select_metric: str | None = None, log: bool = True,
           split: Mapping[str, Any] | None = None,
           weighting: str | Mapping[str, Any] | TaskWeighting | None = None,
-          hook: TrainingHook | None = None) -> TrainResult:
+          hook: TrainingHook | None = None, allow_changed: Sequence[str] = ()) -> TrainResult:
     """Train ``net`` on ``criterion``'s weighted multi-task loss; return a :class:`TrainResult`.
 
     Adam(``cfg.INIT_LR``, ``cfg.WEIGHT_DECAY``) + StepLR(``cfg.DECAY_LR_FREQ``,
@@ -38,6 +38,11 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
 
     ``resume=True`` continues from ``run_dir/last.pth`` (or give a path): weights, optimiser,
     scheduler, RNG and data position are restored, so the result equals an uninterrupted run.
+    A checkpoint written with other settings (config values, data root, schedule, seed,
+    selection, split, weighting, hook) is refused with the differing keys named;
+    ``allow_changed`` lets chosen ones of :data:`lib.training.engine.RESUMABLE_CHANGES`
+    (``VAL_FREQ``, ``CKPT_FREQ``, ``DATA_ROOT``, the length) differ. Every file of the
+    loaders' dataset index must exist (checked before anything is written).
     Under ``torchrun`` (an initialised process group) the net is wrapped in
     DistributedDataParallel and only rank 0 logs and writes.
 
@@ -59,4 +64,5 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
     return run_loop(net, criterion, train_loader, cfg, run_dir, schedule=schedule, phase="train",
                     val_loader=val_loader, seed=seed, device=device, resume=resume,
                     overwrite=overwrite, amp=amp, eval_fn=eval_fn, select_metric=select_metric,
-                    log=log, split=split, weighting=weighting, hook=hook, **output)
+                    log=log, split=split, weighting=weighting, hook=hook,
+                    allow_changed=allow_changed, **output)

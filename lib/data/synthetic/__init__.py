@@ -47,8 +47,9 @@ def _params(layout: str, num_train: int, num_test: int, height: int, width: int,
 def _check_args(layout: str, num_train: int, num_test: int, height: int, width: int) -> None:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown synthetic layout {layout!r}; expected one of {LAYOUTS}")
-    if num_train < 0 or num_test < 0:
-        raise ValueError(f"sample counts must be >= 0, got train={num_train} test={num_test}")
+    if num_train < 0 or num_test < 0 or num_train + num_test == 0:
+        raise ValueError(f"sample counts must be >= 0 and not both 0 (an empty dataset), got "
+                         f"train={num_train} test={num_test}")
     if height < 8 or width < 8:
         raise ValueError(f"image size must be at least 8x8, got {height}x{width}")
 

@@ -77,8 +77,9 @@ def _atomic_folder(root: Path, params: dict[str, Any]) -> Iterator[Path]:
 
 
 def _check_counts(num_train: int, num_test: int) -> None:
-    if num_train < 0 or num_test < 0:
-        raise ValueError(f"sample counts must be >= 0, got train={num_train} test={num_test}")
+    if num_train < 0 or num_test < 0 or num_train + num_test == 0:
+        raise ValueError(f"sample counts must be >= 0 and not both 0 (an empty dataset), got "
+                         f"train={num_train} test={num_test}")
 
 
 # ---------------------------------------------------------------------- NYUv2 (MTAN layout)
