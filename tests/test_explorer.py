@@ -303,3 +303,16 @@ def test_background_worker_runs_only_the_latest_request():
     assert worker.wait_idle(10)
     assert reported[-1][0] == "bad" and isinstance(reported[-1][2], ValueError)
     worker.close()
+
+
+def test_metrics_table_shows_undefined_metrics_with_their_reason():
+    from lib.explorer.view import metrics_html
+    from lib.metrics import MetricResults
+
+    reason = "no class has a true positive"
+    pruned = MetricResults({"seg": {"mIoU": None, "err": 3.25}}, {"seg": {"mIoU": reason}})
+    dense = MetricResults({"seg": {"mIoU": 0.5, "err": 3.0}})
+    table = metrics_html({"pruned": pruned, "dense": dense})
+    assert "<td>0.5</td><td><span title='no class has a true positive'>undefined</span>" in table
+    assert "seg mIoU undefined: no class has a true positive" in table
+    assert "<td>3</td><td>3.25</td>" in table

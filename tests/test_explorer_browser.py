@@ -182,6 +182,8 @@ def test_slider_moves_change_the_readout_and_the_plot_in_chromium(browser_ready,
                 page.get_by_text("test metrics + predictions").click()
                 page.locator("table.cut-explorer-metrics").wait_for(timeout=60_000)
                 page.locator("img.cut-explorer-grid").wait_for(timeout=60_000)
+                assert "test metrics of the pruned network" in page.locator(
+                    ".cut-explorer-status").inner_text()
                 page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
                 page.locator(".cut-explorer").screenshot(path=str(tmp_path / "widget.png"))
             except BaseException:

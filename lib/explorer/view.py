@@ -20,7 +20,6 @@ broken, as ``prune`` does; see README).
 from __future__ import annotations
 
 import html
-import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -77,15 +76,28 @@ def figures_html(snap: Snapshot, measured: dict | None, threads: int, repeats: i
 
 
 def metrics_html(metrics: dict) -> str:
-    """A table of ``{"pruned": m, "dense": m}`` (:meth:`ExplorerState.evaluate`)."""
-    def cell(value: float) -> str:  # e.g. the reference's mIoU when no class has a TP
-        return f"{value:.5g}" if math.isfinite(value) else "undefined"
+    """A table of ``{"pruned": m, "dense": m}`` (:meth:`ExplorerState.evaluate`; each m a
+    :class:`lib.metrics.MetricResults`, whose undefined metrics are None with a reason)."""
+    def cell(results, task: str, name: str) -> str:
+        value = results[task][name]
+        if value is not None:
+            return f"{value:.5g}"
+        reason = getattr(results, "undefined", {}).get(task, {}).get(name, "")
+        return f"<span title='{html.escape(reason, quote=True)}'>undefined</span>"
     rows = ["<tr><th>task</th><th>metric</th><th>dense</th><th>pruned (not fine-tuned)</th></tr>"]
+    notes = {}
     for task, values in metrics["pruned"].items():
-        for name, value in values.items():
+        for name in values:
             rows.append(f"<tr><td>{html.escape(task)}</td><td>{html.escape(name)}</td>"
-                        f"<td>{cell(metrics['dense'][task][name])}</td><td>{cell(value)}</td></tr>")
-    return "<table class='cut-explorer-metrics'>" + "".join(rows) + "</table>"
+                        f"<td>{cell(metrics['dense'], task, name)}</td>"
+                        f"<td>{cell(metrics['pruned'], task, name)}</td></tr>")
+            for results in (metrics["dense"], metrics["pruned"]):
+                reason = getattr(results, "undefined", {}).get(task, {}).get(name)
+                if reason:
+                    notes[f"{task} {name}"] = reason
+    table = "<table class='cut-explorer-metrics'>" + "".join(rows) + "</table>"
+    return table + "".join(f"<div>{html.escape(k)} undefined: {html.escape(v)}</div>"
+                           for k, v in notes.items())
 
 
 class ExplorerView:
