@@ -132,7 +132,7 @@ class ExplorerState:
         method_options: ``{method: {option: value}}`` passed to the method (not ``min_votes``:
             the fusion rule is a control).
         max_scored: how many (task selection, method) plans stay cached (each holds a copy of
-            the compact network and its scores).
+            the compact network, its scores and their rankings: gigabytes at reference width).
         latency_repeats, threads: timed forwards per measurement and CPU threads (default:
             ``torch.get_num_threads()``).
     """
