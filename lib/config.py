@@ -1,7 +1,8 @@
 """Dataset configs and run profiles.
 
 A config is the top-level ``config_<name>.py`` module's ``Config`` class (the reference's
-form). :func:`load_config` returns an *instance* whose attributes can be overridden by a named
+form), or another class of such a module (``"module:Class"`` in :data:`CONFIG_MODULES`).
+:func:`load_config` returns an *instance* whose attributes can be overridden by a named
 profile and by keyword arguments, without touching the class or the file:
 
     cfg = load_config("nyuv2_3task")                     # the reference values
@@ -10,7 +11,9 @@ profile and by keyword arguments, without touching the class or the file:
 
 Profiles exist so that every step of the workflow runs on a laptop CPU, on the synthetic data
 or on the real datasets: ``cpu`` and ``tiny`` set ``RESIZE_TO_IMAGE_SHAPE``, so frames of any
-stored size are resized to their ``IMAGE_SHAPE`` on load; ``reference`` changes nothing.
+stored size are resized to their ``IMAGE_SHAPE`` on load; ``reference`` changes nothing. A
+profile's ``"*"`` values apply to every config that has the attribute (the min-max configs
+have no ``BACKBONE_NAME``); its per-config values must exist.
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ CONFIG_MODULES = {
     "nyuv2_3task": "config_nyuv2_3task",
     "cityscapes": "config_cityscapes",
     "taskonomy": "config_taskonomy",
+    "nyuv2_mtan": "config_nyuv2_mtan",
+    "nyuv2_deeplab": "config_nyuv2_mtan:DeepLabConfig",
+    "cifar100_mtl": "config_cifar100_mtl",
 }
 # Accept the reference's dataset names too.
 CONFIG_ALIASES = {"nyuv2_3": "nyuv2_3task", "nyuv2": "nyuv2_3task"}
@@ -39,6 +45,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "nyuv2_3task": dict(IMAGE_SHAPE=(96, 128), CROP_H=80, CROP_W=112),
         "cityscapes": dict(IMAGE_SHAPE=(96, 192), CROP_H=80, CROP_W=80),
         "taskonomy": dict(IMAGE_SHAPE=(96, 96), CROP_H=80, CROP_W=80),
+        "nyuv2_mtan": dict(IMAGE_SHAPE=(96, 128), CROP_H=96, CROP_W=128),
+        "nyuv2_deeplab": dict(IMAGE_SHAPE=(96, 128), CROP_H=96, CROP_W=128, WIDTH_MULT=0.0625,
+                              INIT_LR=0.05, RETRAIN_LR=0.01, DECAY_LR_FREQ=300,
+                              RETRAIN_DECAY_LR_FREQ=60),
+        "cifar100_mtl": dict(WIDTH_MULT=0.125, INIT_LR=0.05, RETRAIN_LR=0.01, DECAY_LR_FREQ=300,
+                             RETRAIN_DECAY_LR_FREQ=60),
     },
     # For tests: smallest network and images that still exercise every code path.
     "tiny": {
@@ -49,6 +61,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "nyuv2_3task": dict(IMAGE_SHAPE=(48, 64), CROP_H=40, CROP_W=48),
         "cityscapes": dict(IMAGE_SHAPE=(48, 96), CROP_H=40, CROP_W=40),
         "taskonomy": dict(IMAGE_SHAPE=(48, 48), CROP_H=40, CROP_W=40),
+        "nyuv2_mtan": dict(IMAGE_SHAPE=(32, 48), CROP_H=32, CROP_W=48),
+        "nyuv2_deeplab": dict(IMAGE_SHAPE=(32, 48), CROP_H=32, CROP_W=48, WIDTH_MULT=0.0625,
+                              INIT_LR=0.05, RETRAIN_LR=0.01, DECAY_LR_FREQ=4,
+                              RETRAIN_DECAY_LR_FREQ=2),
+        "cifar100_mtl": dict(WIDTH_MULT=0.0625, INIT_LR=0.05, RETRAIN_LR=0.01, DECAY_LR_FREQ=4,
+                             RETRAIN_DECAY_LR_FREQ=2),
     },
 }
 
@@ -69,15 +87,17 @@ def load_config(name: str, profile: str = "reference", **overrides: Any):
     key = canonical_name(name)
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
-    module = importlib.import_module(CONFIG_MODULES[key])
-    cfg = module.Config()
+    module_name, _, class_name = CONFIG_MODULES[key].partition(":")
+    config_class = getattr(importlib.import_module(module_name), class_name or "Config")
+    cfg = config_class()
     # Copy mutable class attributes so instances never share lists/dicts with the class.
-    for attr in dir(module.Config):
+    for attr in dir(config_class):
         if attr.isupper():
-            setattr(cfg, attr, copy.deepcopy(getattr(module.Config, attr)))
+            setattr(cfg, attr, copy.deepcopy(getattr(config_class, attr)))
     cfg.CONFIG_NAME = key
     cfg.PROFILE = profile
-    settings = {**PROFILES[profile].get("*", {}), **PROFILES[profile].get(key, {}), **overrides}
+    shared = {k: v for k, v in PROFILES[profile].get("*", {}).items() if hasattr(cfg, k)}
+    settings = {**shared, **PROFILES[profile].get(key, {}), **overrides}
     for attr, value in settings.items():
         if not hasattr(cfg, attr):
             raise AttributeError(f"config {key!r} has no attribute {attr!r} to override")

@@ -1,6 +1,7 @@
 """Datasets in the three AdaShare on-disk layouts, loaders from a config, synthetic scenes.
 
     NYUv2, CityScapes, Taskonomy        readers of the real layouts (``lib.data.nyuv2`` ...)
+    NYUv2MTAN, CIFAR100Domain           the min-max framework's data (``nyuv2_mtan``, ``cifar_mtl``)
     build_dataset(cfg, split)           the reader of ``cfg.DATASET`` at ``cfg.DATA_ROOT`` (frames
                                         resized to ``cfg.IMAGE_SHAPE`` on load when
                                         ``cfg.RESIZE_TO_IMAGE_SHAPE``, as in the cpu/tiny profiles)
@@ -23,6 +24,9 @@ _EXPORTS = {
     "NYUv2": "nyuv2", "CityScapes": "cityscapes", "Taskonomy": "taskonomy",
     "DATASETS": "loader", "EpochSampler": "loader", "IndexedSubset": "loader",
     "build_dataset": "loader", "build_loader": "loader", "dataset_class": "loader",
+    "NYUv2MTAN": "nyuv2_mtan",
+    "CIFAR100Domain": "cifar_mtl", "CifarUnpickler": "cifar_mtl", "MultiDomainLoader": "cifar_mtl",
+    "build_domains": "cifar_mtl", "build_multidomain_loader": "cifar_mtl",
 }
 __all__ = list(_EXPORTS)
 

@@ -18,12 +18,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .base import LayoutDataset
 from .cityscapes import CityScapes
 from .nyuv2 import NYUv2
+from .nyuv2_mtan import NYUv2MTAN
 from .taskonomy import Taskonomy
 
 DATASETS: dict[str, type[LayoutDataset]] = {
     "nyuv2_3": NYUv2,
     "cityscapes": CityScapes,
     "taskonomy": Taskonomy,
+    "nyuv2_mtan": NYUv2MTAN,
 }
 
 

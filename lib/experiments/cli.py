@@ -13,7 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None,
                         help="dataset folder (default: the built-in synthetic dataset)")
     parser.add_argument("--out", default="runs/study", help="output folder (resumable)")
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help="one-shot methods (lib.pruning.METHODS) and methods that train: "
+                             "disparse_dynamic, minmax_dst, rigl, disparse_static_scratch, "
+                             "minmax_pipeline (see docs/SPARSE.md)")
     parser.add_argument("--sparsities", nargs="+", type=float, default=list(DEFAULT_SPARSITIES))
     parser.add_argument("--selection", action="append", nargs="+", default=None,
                         metavar="TASK", help="a task selection (repeat the flag for several); "
@@ -26,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sparsity-mode", choices=("target", "reference_table"),
                         default="target", help="target: hit the deployed sparsity; "
                                                "reference_table: the reference's keep ratios")
+    parser.add_argument("--weighting", default=None,
+                        help="task weighting of every training (fixed, equal, uncertainty, dwa, "
+                             "minmax); default: each method's own (fixed; minmax for the "
+                             "min-max pipeline)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu | cuda | auto (default)")
 
@@ -36,7 +43,8 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
                      selections=args.selection, seed=args.seed,
                      base_checkpoint=args.base_checkpoint, base_iters=args.base_iters,
                      finetune_iters=args.finetune_iters, num_batches=args.num_batches,
-                     sparsity_mode=args.sparsity_mode, device=args.device)
+                     sparsity_mode=args.sparsity_mode, device=args.device,
+                     weighting=args.weighting)
 
 
 def print_result(result) -> None:

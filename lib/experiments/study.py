@@ -9,6 +9,11 @@ selection, fine-tunes the compact network with its masks held, evaluates the fin
 the test split and writes its row as JSON (atomically) under ``out_dir/cells``; of the fine-tuning
 run only ``final_model.pth`` (+ ``.json``) is kept. The table and the figures are rebuilt from
 those rows every run.
+
+Methods that train rather than prune a trained model (``lib.sparse.study.TRAINED_METHODS``:
+``disparse_dynamic``, ``minmax_dst``, ``rigl``, ``disparse_static_scratch``,
+``minmax_pipeline``) have their own cells (:func:`lib.sparse.study.train_cell`); every row
+states the training it cost in its ``budget`` column.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from tqdm.auto import tqdm
 from lib.config import load_config
 from lib.losses import SceneNetLoss
 from lib.models import SceneNet
+from lib.sparse.study import TRAINED_METHODS
 from lib.utils import atomic_write_json, resolve_device, seed_everything
 
 DEFAULT_METHODS = ("cut", "lth", "snip", "random", "disparse_static")
@@ -73,6 +79,8 @@ class StudySpec:
     synthetic_test: int = 32
     device: str | None = None
     overrides: dict = field(default_factory=dict)  # extra config attributes
+    weighting: str | dict | None = None   # task weighting of the cells' training (None: defaults)
+    method_options: dict = field(default_factory=dict)  # {trained method: {option: value}}
 
     def __post_init__(self):
         if self.sparsity_mode not in ("target", "reference_table"):
@@ -81,6 +89,9 @@ class StudySpec:
         for s in self.sparsities:
             if not 0 <= float(s) < 100:
                 raise ValueError(f"sparsity {s} outside [0, 100)")
+        if self.weighting is not None:   # name and options, before any work
+            from lib.training.weighting import make_weighting
+            make_weighting(self.weighting, ["any task"])
 
 
 @dataclass
@@ -103,7 +114,7 @@ def cell_id(method: str, sparsity: float, selection: Sequence[str]) -> str:
 _DEFINING_FIELDS = ("config", "profile", "data_root", "seed", "data_seed", "base_checkpoint",
                     "base_iters", "finetune_iters", "num_batches", "sparsity_mode", "val_fraction",
                     "synthetic_train", "synthetic_test", "metric_options", "overrides",
-                    "dense_control")
+                    "dense_control", "weighting", "method_options")
 
 
 def study_config(spec: StudySpec):
@@ -189,28 +200,42 @@ def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
 
     loaders = _loaders(spec, cfg)
     started = time.time()
-    if method == DENSE_FINETUNED:
-        pruned = select_tasks(base, list(selection), cfg.TASKS)
-        pruned.pruning_meta = {"keep_ratio": 1.0}
-    else:
-        budget = ({"sparsity": float(sparsity)} if spec.sparsity_mode == "target"
-                  else {"keep_ratio": reference_keep_ratio(cfg, sparsity)})
-        pruned = prune(method, base, criterion, loaders.train, selected_tasks=list(selection),
-                       tasks=cfg.TASKS, num_batches=spec.num_batches or cfg.PRUNE_NUM_BATCHES,
-                       seed=spec.seed, device=device, **budget)
-    report = sparsity_report(pruned, full_net=base)
-    task_masks = getattr(pruned, "task_masks", None)
     run_dir = out / "cells" / cell_id(method, sparsity, selection)
-    result = finetune(pruned, criterion, loaders.train, cfg, run_dir, val_loader=loaders.val,
-                      max_iters=spec.finetune_iters, seed=spec.seed, device=device,
-                      overwrite=True, log=False, split=loaders.split)
-    metrics = evaluate(result.net, loaders.test, cfg, device=device, progress=False,
+    if method in TRAINED_METHODS:
+        from lib.sparse.study import train_cell
+
+        iters = _budget_iters(spec, cfg)
+        net, task_masks, keep_ratio = train_cell(
+            method, cfg=cfg, base=base, criterion=criterion, loaders=loaders,
+            sparsity=sparsity, selection=selection, run_dir=run_dir, base_iters=iters[0],
+            finetune_iters=iters[1], seed=spec.seed, device=device, weighting=spec.weighting,
+            sparsity_mode=spec.sparsity_mode, num_batches=spec.num_batches,
+            options=spec.method_options.get(method))
+        report = sparsity_report(net, full_net=base)
+    else:
+        if method == DENSE_FINETUNED:
+            pruned = select_tasks(base, list(selection), cfg.TASKS)
+            pruned.pruning_meta = {"keep_ratio": 1.0}
+        else:
+            budget = ({"sparsity": float(sparsity)} if spec.sparsity_mode == "target"
+                      else {"keep_ratio": reference_keep_ratio(cfg, sparsity)})
+            pruned = prune(method, base, criterion, loaders.train,
+                           selected_tasks=list(selection), tasks=cfg.TASKS,
+                           num_batches=spec.num_batches or cfg.PRUNE_NUM_BATCHES,
+                           seed=spec.seed, device=device, **budget)
+        report = sparsity_report(pruned, full_net=base)
+        task_masks = getattr(pruned, "task_masks", None)
+        result = finetune(pruned, criterion, loaders.train, cfg, run_dir, val_loader=loaders.val,
+                          max_iters=spec.finetune_iters, seed=spec.seed, device=device,
+                          overwrite=True, log=False, split=loaders.split,
+                          weighting=spec.weighting)
+        net, keep_ratio = result.net, pruned.pruning_meta["keep_ratio"]
+    metrics = evaluate(net, loaders.test, cfg, device=device, progress=False,
                        metric_options=spec.metric_options)
     row = results_row(method, selection, float(sparsity), report["deployed"]["sparsity"],
                       metrics, _delta(metrics, dense, selection),
                       reference_sparsity=report["reference"]["sparsity"],
-                      keep_ratio=pruned.pruning_meta["keep_ratio"],
-                      seconds=round(time.time() - started, 1))
+                      keep_ratio=keep_ratio, seconds=round(time.time() - started, 1))
     record = {"row": row,
               "layer_sparsity": {n: v["sparsity"] for n, v in report["layers"].items()}}
     if task_masks:
@@ -221,6 +246,22 @@ def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
     for name in ("last.pth", "best.pth"):
         (run_dir / name).unlink(missing_ok=True)
     return record
+
+
+def _budget_iters(spec: StudySpec, cfg) -> tuple[int, int]:
+    """(base-training, fine-tuning) iterations of the study."""
+    return (int(spec.base_iters or cfg.MAX_ITERS), int(spec.finetune_iters or cfg.RETRAIN_EPOCH))
+
+
+def with_budgets(rows: list[dict], spec: StudySpec, cfg) -> list[dict]:
+    """Each row with its ``budget``: the training it cost, in iterations
+    (:func:`lib.sparse.study.budget`)."""
+    from lib.sparse.study import budget
+
+    base_iters, finetune_iters = _budget_iters(spec, cfg)
+    base = "given" if spec.base_checkpoint is not None else base_iters
+    return [{**row, "budget": budget(row["method"], base, base_iters, finetune_iters)}
+            for row in rows]
 
 
 def _delta(metrics: dict, dense: dict, selection: Sequence[str]) -> float | None:
@@ -254,9 +295,10 @@ def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
     """Run (or resume) the whole study and write ``results.csv/.md`` and the figures."""
     from lib.pruning import METHODS
 
-    unknown = [m for m in spec.methods if m not in METHODS]
+    unknown = [m for m in spec.methods if m not in METHODS and m not in TRAINED_METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}; available: "
+                         f"{sorted(METHODS) + list(TRAINED_METHODS)}")
     started = time.time()
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -284,8 +326,8 @@ def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
         atomic_write_json(record, path)
         records[cid] = record
 
-    rows = dense_rows(dense, cells) + [records[cell_id(m, s, sel)]["row"]
-                                       for sel, m, s in cells]
+    rows = with_budgets(dense_rows(dense, cells) + [records[cell_id(m, s, sel)]["row"]
+                                                    for sel, m, s in cells], spec, cfg)
     return write_outputs(spec, cfg, base, rows, records, cells, out, device,
                          time.time() - started)
 

@@ -1,16 +1,28 @@
-"""Networks: the :class:`MultiTaskModel` contract, :class:`SceneNet`, structural helpers."""
+"""Networks: the :class:`MultiTaskModel` contract, the registered model families, helpers.
+
+    SceneNet             dilated ResNet-18/34/50/101/152 + one 4-branch ASPP head per task (CUT)
+    SegNetMTAN           SegNet + one MTAN attention network per task (min-max, NYUv2)
+    SplitDeepLabv3       dilated ResNet-50 + one DeepLabv3 head per task (min-max, NYUv2)
+    MTANDeepLabv3        the same with per-task attention over each stage (min-max, NYUv2)
+    MultiDomainVGG16     VGG-16, per-domain BatchNorm and 5-way heads (min-max, CIFAR-100)
+"""
 from .contract import (MODEL_REGISTRY, PRUNABLE_TYPES, MultiTaskModel, build_model, check_model,
                        check_selection, layer_owner, model_name, prunable_layers, register_model,
                        shared_layers, task_layers, task_model_layers)
-from .scene_net import (ASPP_RATES, BACKBONE_LAYOUTS, BasicBlock, ClassificationModule,
-                        DeepLabResNetBackbone, SceneNet, head_branch_names)
+from .common import NORMAL_TASKS
+from .deeplab import MTANDeepLabv3, SplitDeepLabv3
+from .scene_net import (ASPP_RATES, BACKBONE_BLOCKS, BACKBONE_LAYOUTS, BasicBlock, Bottleneck,
+                        ClassificationModule, DeepLabResNetBackbone, SceneNet, head_branch_names)
+from .segnet_mtan import SegNetMTAN
+from .vgg_mtl import MultiDomainVGG16
 from .structure import (backbone_modules, backbone_parameters, check_scene_net, head_modules,
                         head_parameters, prunable_modules, task_model_modules)
 
 __all__ = ["MODEL_REGISTRY", "PRUNABLE_TYPES", "MultiTaskModel", "build_model", "check_model",
            "check_selection", "layer_owner", "model_name", "prunable_layers", "register_model",
            "shared_layers", "task_layers", "task_model_layers",
-           "ASPP_RATES", "BACKBONE_LAYOUTS", "BasicBlock", "ClassificationModule",
-           "DeepLabResNetBackbone", "SceneNet", "head_branch_names",
+           "ASPP_RATES", "BACKBONE_BLOCKS", "BACKBONE_LAYOUTS", "BasicBlock", "Bottleneck",
+           "ClassificationModule", "DeepLabResNetBackbone", "SceneNet", "head_branch_names",
+           "NORMAL_TASKS", "SegNetMTAN", "SplitDeepLabv3", "MTANDeepLabv3", "MultiDomainVGG16",
            "backbone_modules", "backbone_parameters", "check_scene_net", "head_modules",
            "head_parameters", "prunable_modules", "task_model_modules"]

@@ -4,6 +4,10 @@ Module names and therefore state-dict keys are the reference's (``backbone.block
 ``backbone.ds.{s}.0``, ``task{t}_fc1_c{k}.conv{1,2,3}``), so checkpoints of the original code load
 strictly. ``width_mult`` < 1 narrows every layer for CPU runs; 1.0 is the reference network.
 
+Backbones: ResNet-18/34 of :class:`BasicBlock` and ResNet-50/101/152 of :class:`Bottleneck`
+(the reference's: stride on the first 1x1 conv, BatchNorm affine parameters frozen). The
+bottleneck backbones end in 2048 channels, so their heads read 2048 instead of 512.
+
 SceneNet is a :class:`~lib.models.contract.MultiTaskModel`: the backbone is shared, task ``t``'s
 modules are its four ASPP branches. A compact network (``net.select(tasks)``) is a SceneNet whose
 ``task_ids`` is a subset of the original 1-based ids: head ``task3_*`` keeps its name, and
@@ -17,18 +21,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .common import scaled as _scaled
 from .contract import MultiTaskModel, register_model
 
-BACKBONE_LAYOUTS = {"ResNet18": [2, 2, 2, 2], "ResNet34": [3, 4, 6, 3]}
+BACKBONE_LAYOUTS = {"ResNet18": [2, 2, 2, 2], "ResNet34": [3, 4, 6, 3],
+                    "ResNet50": [3, 4, 6, 3], "ResNet101": [3, 4, 23, 3],
+                    "ResNet152": [3, 8, 36, 3]}
 STAGE_WIDTHS = (64, 128, 256, 512)
 STAGE_STRIDES = (1, 2, 1, 1)
 STAGE_DILATIONS = (1, 1, 2, 4)
 ASPP_RATES = (6, 12, 18, 24)
 HEAD_HIDDEN = 1024
-
-
-def _scaled(channels: int, width_mult: float) -> int:
-    return max(1, int(round(channels * width_mult)))
 
 
 class BasicBlock(nn.Module):
@@ -50,10 +53,45 @@ class BasicBlock(nn.Module):
         return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
 
 
-class DeepLabResNetBackbone(nn.Module):
-    """Dilated ResNet of BasicBlocks, output stride 8."""
+class Bottleneck(nn.Module):
+    """1x1 conv (stride) -> BN -> ReLU -> dilated 3x3 -> BN -> ReLU -> 1x1 conv (4x) -> BN.
 
-    def __init__(self, layers: Sequence[int], width_mult: float = 1.0):
+    As in the reference, the BatchNorm affine parameters do not train (``requires_grad`` off;
+    running statistics still update in train mode). The residual sum and final ReLU live in
+    the backbone.
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=dilation, dilation=dilation,
+                               bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        for bn in (self.bn1, self.bn2, self.bn3):
+            bn.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        return self.bn3(self.conv3(x))
+
+
+BACKBONE_BLOCKS: dict[str, type[nn.Module]] = {
+    "ResNet18": BasicBlock, "ResNet34": BasicBlock,
+    "ResNet50": Bottleneck, "ResNet101": Bottleneck, "ResNet152": Bottleneck}
+
+
+class DeepLabResNetBackbone(nn.Module):
+    """Dilated ResNet of ``block`` (BasicBlock or Bottleneck), output stride 8."""
+
+    def __init__(self, layers: Sequence[int], width_mult: float = 1.0,
+                 block: type[nn.Module] = BasicBlock):
         super().__init__()
         stem = _scaled(64, width_mult)
         self.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3, bias=False)
@@ -67,16 +105,17 @@ class DeepLabResNetBackbone(nn.Module):
         for width, num_blocks, stride, dilation in zip(STAGE_WIDTHS, layers, STAGE_STRIDES,
                                                        STAGE_DILATIONS):
             planes = _scaled(width, width_mult)
-            needs_shortcut = stride != 1 or inplanes != planes or dilation in (2, 4)
+            out = planes * block.expansion
+            needs_shortcut = stride != 1 or inplanes != out or dilation in (2, 4)
             shortcuts.append(nn.Sequential(
-                nn.Conv2d(inplanes, planes, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes)) if needs_shortcut else None)
-            stage = [BasicBlock(inplanes, planes, stride, dilation)]
-            stage += [BasicBlock(planes, planes, 1, dilation) for _ in range(1, num_blocks)]
+                nn.Conv2d(inplanes, out, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(out)) if needs_shortcut else None)
+            stage = [block(inplanes, planes, stride, dilation)]
+            stage += [block(out, planes, 1, dilation) for _ in range(1, num_blocks)]
             blocks.append(nn.ModuleList(stage))
-            inplanes = planes
+            inplanes = out
         self.blocks = nn.ModuleList(blocks)
-        self.ds = nn.ModuleList(shortcuts)  # ds[0] is None: no keys, as in the reference
+        self.ds = nn.ModuleList(shortcuts)  # ds[0] is None for BasicBlocks, as in the reference
         self.out_channels = inplanes
 
         for m in self.modules():
@@ -124,7 +163,7 @@ class SceneNet(MultiTaskModel):
 
     Args:
         tasks_num_class: output channels per head, in the order of ``task_ids``.
-        backbone_name: ``"ResNet18"`` or ``"ResNet34"``.
+        backbone_name: a key of :data:`BACKBONE_LAYOUTS` (``"ResNet18"`` ... ``"ResNet152"``).
         width_mult: channel multiplier for backbone and heads (1.0 = reference).
         task_ids: 1-based ids of the heads present (default ``1..len(tasks_num_class)``).
         tasks: task names aligned with ``task_ids`` (e.g. ``["seg", "sn", "depth"]``); default
@@ -152,7 +191,8 @@ class SceneNet(MultiTaskModel):
         self.tasks_num_class = list(tasks_num_class)
         self.task_ids = task_ids
         self.tasks = list(tasks) if tasks is not None else [f"task{t}" for t in task_ids]
-        self.backbone = DeepLabResNetBackbone(BACKBONE_LAYOUTS[backbone_name], width_mult)
+        self.backbone = DeepLabResNetBackbone(BACKBONE_LAYOUTS[backbone_name], width_mult,
+                                              BACKBONE_BLOCKS[backbone_name])
         hidden = _scaled(HEAD_HIDDEN, width_mult)
         for task_id, num_class in zip(task_ids, tasks_num_class):
             for name, rate in zip(head_branch_names(task_id), ASPP_RATES):
@@ -161,7 +201,13 @@ class SceneNet(MultiTaskModel):
 
     @classmethod
     def from_config(cls, cfg) -> "SceneNet":
-        """Build the full multi-task network a config describes."""
+        """Build the full multi-task network a config describes (a SceneNet config: one
+        without ``MODEL`` or with ``MODEL = "SceneNet"``)."""
+        model = getattr(cfg, "MODEL", "SceneNet")
+        if model != "SceneNet":
+            raise ValueError(f"config {getattr(cfg, 'CONFIG_NAME', '?')!r} describes a {model}, "
+                             f"not a SceneNet; build it with "
+                             f"lib.models.MODEL_REGISTRY[{model!r}].from_config(cfg)")
         return cls(cfg.TASKS_NUM_CLASS, cfg.BACKBONE_NAME, getattr(cfg, "WIDTH_MULT", 1.0),
                    tasks=cfg.TASKS)
 

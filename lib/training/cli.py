@@ -1,7 +1,9 @@
-"""``python -m lib train``: train the dense base model; torchrun-ready.
+"""``python -m lib train``: train the dense base model, or a sparse one; torchrun-ready.
 
 Single process:   python -m lib train --config nyuv2_3task --profile cpu --data-root D --run-dir R
 Several GPUs:     torchrun --nproc_per_node=4 -m lib train --config nyuv2_3task --data-root D --run-dir R
+Sparse training:  python -m lib train ... --sparse disparse_dynamic --sparsity 90 \\
+                      --sparse-option interval=10 end=200 [--tasks seg depth]
 (``torchrun`` sets RANK/WORLD_SIZE; the processes join with NCCL on GPUs, gloo on CPU.)
 The best checkpoint is then evaluated on the test split (``best.metrics.json``).
 """
@@ -11,12 +13,22 @@ import argparse
 
 from lib.utils import seed_everything
 
-from .cli_common import add_config_arguments, add_run_arguments, run_and_report
+from .cli_common import add_config_arguments, add_run_arguments, parse_overrides, run_and_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     add_run_arguments(parser)
+    parser.add_argument("--sparse", default=None, metavar="METHOD",
+                        help="train a sparse network from scratch: disparse_dynamic, minmax_dst, "
+                             "rigl (masks change during training) or disparse_static (DiSparse's "
+                             "static protocol); see docs/SPARSE.md")
+    parser.add_argument("--sparsity", type=float, default=None,
+                        help="with --sparse: target sparsity in percent (minmax_dst: per layer)")
+    parser.add_argument("--sparse-option", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="with --sparse: method options, e.g. interval=10 end=200")
+    parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                        help="with --sparse: the tasks the network keeps (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,8 +36,28 @@ def run(args: argparse.Namespace) -> int:
 
     from .train import train
 
-    def fresh_net(cfg):
-        seed_everything(args.seed)  # same initial weights on every rank
-        return SceneNet.from_config(cfg)
+    if args.sparse is None:
+        if args.sparsity is not None or args.sparse_option or args.tasks:
+            raise ValueError("--sparsity, --sparse-option and --tasks need --sparse METHOD")
 
-    return run_and_report(args, fresh_net, train, "trained")
+        def fresh_net(cfg):
+            seed_everything(args.seed)  # same initial weights on every rank
+            return SceneNet.from_config(cfg)
+
+        return run_and_report(args, fresh_net, train, "trained")
+    return _run_sparse(args)
+
+
+def _run_sparse(args: argparse.Namespace) -> int:
+    from lib.sparse.train import check_method, train_sparse
+
+    check_method(args.sparse)
+    if args.sparsity is None:
+        raise ValueError(f"--sparse {args.sparse} needs --sparsity (percent)")
+    options = parse_overrides(args.sparse_option, flag="--sparse-option")
+
+    def loop(_, criterion, train_loader, cfg, run_dir, **kwargs):
+        return train_sparse(args.sparse, args.sparsity, criterion, train_loader, cfg, run_dir,
+                            selected_tasks=args.tasks, options=options, **kwargs)
+
+    return run_and_report(args, lambda cfg: None, loop, f"trained {args.sparse}")

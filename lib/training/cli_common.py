@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 from lib.config import CONFIG_MODULES, load_config, PROFILES
 
+from .weighting import DEFAULT_WEIGHTING, WEIGHTINGS, make_weighting
+
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True,
@@ -37,14 +39,30 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace the run in a non-empty RUN_DIR")
     parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar / tensorboard")
+    parser.add_argument("--weighting", default=DEFAULT_WEIGHTING,
+                        help=f"how the task losses are combined: {', '.join(sorted(WEIGHTINGS))} "
+                             f"(default {DEFAULT_WEIGHTING}: the config's LAMBDAS); see "
+                             f"docs/TRAINING.md")
+    parser.add_argument("--weighting-option", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="weighting options, e.g. beta=50 gamma=5 (minmax), temperature=2 "
+                             "(dwa), init=-0.5 (uncertainty), epoch_iters=100")
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+def weighting_from_args(args: argparse.Namespace, tasks) -> dict[str, Any]:
+    """``{"name": ..., **options}`` from ``--weighting`` / ``--weighting-option``, validated
+    (a one-line error for unknown or out-of-range options) before anything is written."""
+    spec = {"name": args.weighting, **parse_overrides(args.weighting_option,
+                                                       flag="--weighting-option")}
+    make_weighting(spec, tasks)
+    return spec
+
+
+def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
     """``["BATCH_SIZE=8", "DATA_ROOT=/x"]`` -> ``{"BATCH_SIZE": 8, "DATA_ROOT": "/x"}``."""
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
+            raise SystemExit(f"{flag} {pair!r}: expected KEY=VALUE")
         key, raw = pair.split("=", 1)
         try:
             out[key] = ast.literal_eval(raw)
@@ -78,12 +96,13 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
     info = init_from_env()
     try:
         cfg = config_from_args(args)
+        weighting = weighting_from_args(args, cfg.TASKS)
         loaders = make_loaders(cfg, selection=args.selection, val_fraction=args.val_fraction,
                                seed=args.seed)
         net = build_net(cfg)
         result = loop(net, SceneNetLoss.from_config(cfg), loaders.train, cfg, args.run_dir,
-                      val_loader=loaders.val, max_iters=args.max_iters, lr=args.lr,
-                      seed=args.seed, device=args.device, resume=args.resume,
+                      weighting=weighting, val_loader=loaders.val, max_iters=args.max_iters,
+                      lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
                       overwrite=args.overwrite, amp=args.amp,
                       eval_fn=metrics_eval_fn(cfg) if args.metrics else None,
                       log=not args.quiet, split=loaders.split)

@@ -3,6 +3,11 @@
 Adam + StepLR stepped once per iteration, the criterion's weighted multi-task loss, seeded and
 exactly resumable data order and RNG, periodic validation (RNG-neutral, so it never changes the
 training trajectory), atomic checkpoints, a NaN/inf guard, tqdm and tensorboardX on rank 0.
+
+Two optional additions, both recorded in checkpoints so that a resumed run is exact: a task
+weighting (:mod:`lib.training.weighting`, default ``fixed``: the criterion's LAMBDAS) that forms
+the loss from the per-task losses, and a hook (:mod:`lib.training.hooks`: mask updates before
+the forward pass, a penalty, per-step upkeep) that sparse training plugs in.
 """
 from __future__ import annotations
 
@@ -20,10 +25,13 @@ from lib.config import config_to_dict
 from lib.utils import atomic_torch_save, atomic_write_json, seed_everything
 
 from . import run_dir as rd
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
+from .checkpoint import (load_checkpoint, read_checkpoint, rng_state, save_checkpoint,
+                         set_rng_state, unwrap)
 from .data_order import EpochLoader
 from .distributed import (DistInfo, all_gather_objects, broadcast_buffers, device_for,
                           dist_info)
+from .hooks import RunContext, TrainingHook, check_same_spec
+from .weighting import TaskWeighting, make_weighting
 
 History = dict[str, list[tuple[int, float]]]
 EvalFn = Callable[[nn.Module, DataLoader, torch.device], Mapping[str, Any]]
@@ -186,8 +194,14 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
              seed: int, device, resume, overwrite: bool, amp: bool, eval_fn: EvalFn | None,
              select_metric: str | None, log: bool, split: Mapping[str, Any] | None,
              after_step: Callable[[nn.Module], None] | None = None,
-             save_final: Callable[[nn.Module, Path], None] | None = None) -> TrainResult:
-    """Run ``schedule.max_iters`` iterations of ``phase`` ("train" or "finetune")."""
+             save_final: Callable[[nn.Module, Path], None] | None = None,
+             weighting: str | Mapping[str, Any] | TaskWeighting | None = None,
+             hook: TrainingHook | None = None) -> TrainResult:
+    """Run ``schedule.max_iters`` iterations of ``phase`` ("train" or "finetune").
+
+    ``weighting`` (name, ``{"name": ..., **options}`` or instance; default ``fixed``) forms
+    each iteration's loss; ``hook`` adds mask updates / a penalty (see :mod:`.hooks`).
+    """
     schedule.validate()
     info = dist_info()
     device = device_for(info, device)
@@ -195,6 +209,9 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
         raise ValueError(f"amp=True needs a CUDA device; this run is on {device} "
                          f"(mixed precision is CUDA-only here)")
     selection = Selection.parse(select_metric)
+    weighting = make_weighting(weighting, criterion.tasks, criterion.lambdas)
+    if hook is not None:
+        hook.check(unwrap(net), schedule.max_iters)
     run_dir = Path(run_dir)
     _prepare_everywhere(run_dir, resume, overwrite, info)
 
@@ -206,13 +223,19 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                          f"criterion.restricted_to(net.tasks)")
     seed_everything(seed + info.rank)
     data = EpochLoader(train_loader, seed=seed, rank=info.rank, world_size=info.world_size)
+    weighting.bind(data.batches_per_epoch, device)
+    if hook is not None:   # may install masks: before the optimiser sees the parameters
+        hook.setup(model, RunContext(criterion, weighting, device, seed, schedule.max_iters,
+                                     weighting.epoch_iters or data.batches_per_epoch, info))
     if info.is_main and split is not None and not resume:
         atomic_write_json(dict(split), run_dir / rd.SPLIT)
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the network has no trainable parameters")
-    optimizer = torch.optim.Adam(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    groups = [{"params": params}] + ([{"params": weighting.parameters()}]
+                                     if weighting.parameters() else [])
+    optimizer = torch.optim.Adam(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=schedule.decay_freq,
                                                 gamma=schedule.decay_rate)
     scaler = torch.amp.GradScaler("cuda") if amp else None
@@ -225,16 +248,15 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                                        "value": None, "iteration": None}
     last_path, best_path = run_dir / rd.LAST, run_dir / rd.BEST
     if resume:
-        ckpt = load_checkpoint(rd.resume_path(run_dir, resume), model, optimizer=optimizer,
-                               scheduler=scheduler, scaler=scaler, restore_rng=True,
-                               rank=info.rank)
-        if int(ckpt.get("world_size", 1)) != info.world_size:
-            raise ValueError(f"cannot resume exactly from {rd.resume_path(run_dir, resume)}: it was "
-                             f"written by {ckpt.get('world_size')} process(es), this run has "
-                             f"{info.world_size}; resume with the same --nproc_per_node")
-        if ckpt.get("phase") != phase:
-            raise ValueError(f"cannot resume {phase!r} from {rd.resume_path(run_dir, resume)}: "
-                             f"it is a {ckpt.get('phase')!r} checkpoint")
+        source = rd.resume_path(run_dir, resume)
+        ckpt = read_checkpoint(source)
+        saved_weighting, saved_hook = _check_resumable(ckpt, source, phase, info, criterion,
+                                                       weighting, hook)
+        load_checkpoint(ckpt, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                        restore_rng=True, rank=info.rank)
+        weighting.load_state_dict(saved_weighting["state"])
+        if hook is not None:
+            hook.load_state_dict(saved_hook["state"])
         data.load_state_dict(ckpt["data"])
         iteration, history, best = int(ckpt["iteration"]), ckpt["history"], ckpt["best"]
         if iteration > schedule.max_iters:  # == max_iters: only the final files are (re)written
@@ -249,7 +271,10 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
 
     def checkpoint(path: Path, kind: str, rng: Any = None) -> None:
         extra = {"phase": phase, "history": history, "best": best,
-                 "schedule": schedule.__dict__, "seed": seed, "world_size": info.world_size}
+                 "schedule": schedule.__dict__, "seed": seed, "world_size": info.world_size,
+                 "weighting": {"spec": weighting.spec(), "state": weighting.state_dict()},
+                 "hook": None if hook is None else {"spec": hook.spec(),
+                                                     "state": hook.state_dict()}}
         save_checkpoint(path, model, optimizer=optimizer if kind == "last" else None,
                         scheduler=scheduler if kind == "last" else None,
                         scaler=scaler if kind == "last" else None, iteration=iteration,
@@ -273,28 +298,45 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
         batches = iter(data)
         while iteration < schedule.max_iters:
             batch = move_batch(next(batches), device)
+            if hook is not None:
+                hook.before_forward(model, batch, iteration)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
                 preds = train_net(batch["img"])
                 losses = criterion.per_task(preds, batch)
-                total = criterion.weighted(losses)
+                total = weighting.total(losses)
+                penalty = hook.penalty(model) if hook is not None else None
+                if penalty is not None:
+                    total = total + penalty
             reported = _reduced_losses(losses, info)
+            if penalty is not None:
+                reported_penalty = float(penalty.detach())
+                _guard_finite({"penalty": reported_penalty}, iteration + 1, last_path)
             _guard_finite(reported, iteration + 1, last_path)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(total).backward()
+                _average_grads(weighting.parameters(), info)
                 scaler.step(optimizer)
                 scaler.update()
             else:
                 total.backward()
+                _average_grads(weighting.parameters(), info)
                 optimizer.step()
             scheduler.step()
             if after_step is not None:
                 after_step(model)
-            iteration += 1
+            if hook is not None:
+                hook.after_step(model, iteration)
 
             scalars = {f"loss/{t}": v for t, v in reported.items()}
-            scalars["loss/total"] = sum(lam * reported[t]
-                                        for t, lam in zip(criterion.tasks, criterion.lambdas))
+            scalars["loss/total"] = weighting.value(reported)
+            if weighting.adaptive:
+                scalars.update({f"weight/{t}": w for t, w in weighting.weights().items()})
+            if penalty is not None:
+                scalars["loss/penalty"] = reported_penalty
+                scalars["loss/total"] += reported_penalty
+            weighting.observe(reported, iteration)
+            iteration += 1
             scalars["lr"] = optimizer.param_groups[0]["lr"]
             runlog.scalars(iteration, scalars)
             runlog.step({k: v for k, v in scalars.items() if k.startswith("loss/")})
@@ -318,6 +360,8 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
         runlog.close()
     # Each rank updated BatchNorm statistics on its own last batch: adopt rank 0's (= saved).
     broadcast_buffers(model, info)
+    if hook is not None:
+        hook.finish(model)
 
     final_path = run_dir / final_name
     if info.is_main:
@@ -332,6 +376,27 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                        best_checkpoint=best_path if best["iteration"] is not None else None,
                        last_checkpoint=last_path, final_model=final_path, final_val=final_val,
                        iterations=iteration, run_dir=run_dir)
+
+
+def _check_resumable(ckpt: Mapping[str, Any], source: Path, phase: str, info: DistInfo,
+                     criterion, weighting: TaskWeighting, hook: TrainingHook | None):
+    """One-line errors, before anything is loaded, when ``ckpt`` cannot continue this run;
+    returns its recorded weighting and hook records."""
+    if int(ckpt.get("world_size", 1)) != info.world_size:
+        raise ValueError(f"cannot resume exactly from {source}: it was written by "
+                         f"{ckpt.get('world_size')} process(es), this run has "
+                         f"{info.world_size}; resume with the same --nproc_per_node")
+    if ckpt.get("phase") != phase:
+        raise ValueError(f"cannot resume {phase!r} from {source}: it is a "
+                         f"{ckpt.get('phase')!r} checkpoint")
+    # A checkpoint from before task weightings were recorded used the fixed LAMBDAS.
+    saved_weighting = ckpt.get("weighting") or {
+        "spec": make_weighting(None, criterion.tasks, criterion.lambdas).spec(), "state": {}}
+    check_same_spec(saved_weighting["spec"], weighting.spec(), "task weighting", str(source))
+    saved_hook = ckpt.get("hook")
+    check_same_spec(None if saved_hook is None else saved_hook["spec"],
+                    None if hook is None else hook.spec(), "training hook", str(source))
+    return saved_weighting, saved_hook
 
 
 def _prepare_everywhere(run_dir: Path, resume, overwrite: bool, info: DistInfo) -> None:
@@ -358,6 +423,18 @@ def _reduced_losses(losses: Mapping[str, torch.Tensor], info: DistInfo) -> dict[
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         values /= info.world_size
     return dict(zip(losses.keys(), values.tolist()))
+
+
+def _average_grads(params: list[nn.Parameter], info: DistInfo) -> None:
+    """Average the gradients of parameters outside the DDP-wrapped model (learnable task
+    weights) over ranks, so every rank takes the same step."""
+    if not info.enabled or not params:
+        return
+    import torch.distributed as dist
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= info.world_size
 
 
 def _guard_finite(losses: Mapping[str, float], iteration: int, last_path: Path) -> None:

@@ -13,16 +13,17 @@ from .engine import EvalFn, Schedule, TrainResult, run_loop
 from lib.pruning.masks import refresh_masked_weights
 
 from .masks import check_masks_unchanged, mask_snapshot, zero_pruned
+from .weighting import TaskWeighting
 
 FINAL_NAME = "final_model.pth"
 
 
-def save_final_pruned(net: nn.Module, path: Path) -> None:
+def save_final_pruned(net: nn.Module, path: Path, meta: Mapping[str, Any] | None = None) -> None:
     """``lib.pruning.save_pruned``'s layout: state dict with ``weight_orig``/``weight_mask`` +
     JSON sidecar (architecture, pruning meta, sparsity), so ``load_pruned`` reads it back."""
     from lib.pruning import save_pruned
 
-    save_pruned(net, path, meta={"finetuned": True})
+    save_pruned(net, path, meta={"finetuned": True, **dict(meta or {})})
 
 
 def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
@@ -33,7 +34,8 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
              device: str | torch.device | None = None, resume: bool | str | os.PathLike = False,
              overwrite: bool = False, amp: bool = False, eval_fn: EvalFn | None = None,
              select_metric: str | None = None, log: bool = True,
-             split: Mapping[str, Any] | None = None) -> TrainResult:
+             split: Mapping[str, Any] | None = None,
+             weighting: str | Mapping[str, Any] | TaskWeighting | None = None) -> TrainResult:
     """Fine-tune ``compact_net`` on its own tasks' weighted loss with every mask held.
 
     The criterion is restricted to ``compact_net.tasks`` (unselected tasks' losses dropped).
@@ -43,6 +45,7 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
     every step, weight decay included) and after the run; at the end the masks are checked to
     be identical to the ones given (a RuntimeError otherwise). The final model goes to
     ``run_dir/final_model.pth`` + ``final_model.json`` (``lib.pruning.save_pruned``'s layout).
+    ``weighting`` as in :func:`lib.training.train` (built for ``compact_net.tasks``).
     Everything else is as in :func:`lib.training.train`.
     """
     tasks = getattr(compact_net, "tasks", None)
@@ -58,7 +61,8 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
                       phase="finetune", final_name=FINAL_NAME, val_loader=val_loader, seed=seed,
                       device=device, resume=resume, overwrite=overwrite, amp=amp,
                       eval_fn=eval_fn, select_metric=select_metric, log=log, split=split,
-                      after_step=zero_pruned, save_final=save_final_pruned)
+                      after_step=zero_pruned, save_final=save_final_pruned,
+                      weighting=weighting)
     refresh_masked_weights(result.net)
     check_masks_unchanged(result.net, masks)
     return result

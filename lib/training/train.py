@@ -9,6 +9,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from .engine import EvalFn, Schedule, TrainResult, run_loop
+from .hooks import TrainingHook
+from .weighting import TaskWeighting
 
 
 def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str | os.PathLike,
@@ -18,7 +20,9 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
           device: str | torch.device | None = None, resume: bool | str | os.PathLike = False,
           overwrite: bool = False, amp: bool = False, eval_fn: EvalFn | None = None,
           select_metric: str | None = None, log: bool = True,
-          split: Mapping[str, Any] | None = None) -> TrainResult:
+          split: Mapping[str, Any] | None = None,
+          weighting: str | Mapping[str, Any] | TaskWeighting | None = None,
+          hook: TrainingHook | None = None) -> TrainResult:
     """Train ``net`` on ``criterion``'s weighted multi-task loss; return a :class:`TrainResult`.
 
     Adam(``cfg.INIT_LR``, ``cfg.WEIGHT_DECAY``) + StepLR(``cfg.DECAY_LR_FREQ``,
@@ -36,11 +40,23 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
     scheduler, RNG and data position are restored, so the result equals an uninterrupted run.
     Under ``torchrun`` (an initialised process group) the net is wrapped in
     DistributedDataParallel and only rank 0 logs and writes.
+
+    ``weighting`` chooses how the per-task losses are combined (:mod:`lib.training.weighting`;
+    default ``fixed``, the config's LAMBDAS). ``hook`` is a sparse-training hook (e.g.
+    ``lib.sparse.make_sparse("disparse_dynamic", ...)``): it installs and updates masks during
+    the run, and the final model then goes to ``run_dir/final_model.pth`` + ``.json`` in
+    ``lib.pruning.save_pruned``'s layout (masks included) instead of ``base_model.pth``.
     """
     schedule = Schedule.from_config(cfg, retrain=False, max_iters=max_iters, lr=lr,
                                     weight_decay=weight_decay, decay_freq=decay_freq,
                                     decay_rate=decay_rate)
+    output = {"final_name": "base_model.pth"}
+    if hook is not None:   # a sparse network: saved with its masks, as pruned models are
+        from .finetune import FINAL_NAME, save_final_pruned
+
+        output = {"final_name": FINAL_NAME, "save_final": lambda model, path:
+                  save_final_pruned(model, path, {"training": hook.summary()})}
     return run_loop(net, criterion, train_loader, cfg, run_dir, schedule=schedule, phase="train",
-                    final_name="base_model.pth", val_loader=val_loader, seed=seed,
-                    device=device, resume=resume, overwrite=overwrite, amp=amp,
-                    eval_fn=eval_fn, select_metric=select_metric, log=log, split=split)
+                    val_loader=val_loader, seed=seed, device=device, resume=resume,
+                    overwrite=overwrite, amp=amp, eval_fn=eval_fn, select_metric=select_metric,
+                    log=log, split=split, weighting=weighting, hook=hook, **output)
