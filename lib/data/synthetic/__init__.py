@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .classes import CLASS_SETS
 from .layouts import INDEX_FILES, LAYOUTS, WRITERS, sample_frame, taskonomy_prior
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 MARKER = "synthetic.json"
 DEFAULT_COUNTS = {"tiny": (8, 4)}
 FALLBACK_COUNTS = (320, 80)

@@ -1,8 +1,8 @@
 """Sample random scenes (geometry, materials, lights, camera) for a class set.
 
 ``indoor_scene`` builds a box room (floor, ceiling, four walls) furnished with a few object
-classes, as difficult as its :class:`IndoorStyle` says; ``street_scene`` builds a road with sidewalks, buildings, vehicles, poles, trees and
-people under a sky. Every draw comes from the ``numpy.random.Generator`` passed in, so a scene
+classes, as hard to read as its :class:`IndoorStyle` says; ``street_scene`` builds a road with
+sidewalks, buildings, vehicles, poles, trees and people under a sky. Every draw comes from the ``numpy.random.Generator`` passed in, so a scene
 is a pure function of it.
 """
 from __future__ import annotations
@@ -30,11 +30,12 @@ class IndoorStyle:
 
     ``classes``: names of the classes furnishing the rooms (``None``: every class of the set);
     the other classes of the label set never appear. ``atypical``: chance that an instance takes
-    any colour; ``any_texture``: chance that it takes any pattern instead of its class's.
+    any colour; ``any_texture``: chance that it takes any pattern instead of its class's;
+    ``texture_freq``: pattern cycles per metre (a narrow range makes texture scale a depth cue).
     """
     classes: tuple[str, ...] | None = None
-    room_width: tuple[float, float] = (3.0, 5.0)
-    room_depth: tuple[float, float] = (3.0, 5.5)
+    room_width: tuple[float, float] = (3.5, 4.5)
+    room_depth: tuple[float, float] = (3.5, 4.5)
     room_height: tuple[float, float] = (2.5, 2.9)
     camera_height: tuple[float, float] = (1.3, 1.6)
     objects: tuple[int, int] = (3, 9)              # standing objects
@@ -42,6 +43,7 @@ class IndoorStyle:
     wall_decals: tuple[int, int] = (1, 4)
     atypical: float = 0.05
     any_texture: float = 0.1
+    texture_freq: tuple[float, float] = (2.0, 3.0)   # pattern cycles per metre: a depth cue
 
     def palette(self, classes: Sequence[ClassSpec]) -> list[int]:
         """Indices of the classes scenes may show (an unknown name is an error)."""
@@ -55,9 +57,10 @@ class IndoorStyle:
 
 
 def make_material(spec: ClassSpec, rng: np.random.Generator, scale: float = 1.0,
-                  atypical: float = 0.15, any_texture: float = 0.2) -> Material:
+                  atypical: float = 0.15, any_texture: float = 0.2,
+                  freq: tuple[float, float] = (1.5, 5.0)) -> Material:
     """Class-typical colour and pattern, jittered; with probability ``atypical`` any colour,
-    with probability ``any_texture`` any pattern."""
+    with probability ``any_texture`` any pattern; ``freq / scale`` pattern cycles per metre."""
     r, g, b = spec.color
     h, l, s = colorsys.rgb_to_hls(r, g, b)
     if rng.random() < atypical:                   # an atypical instance
@@ -76,8 +79,8 @@ def make_material(spec: ClassSpec, rng: np.random.Generator, scale: float = 1.0,
     axis2 = _unit(np.cross(axis, _unit(rng.normal(size=3))))
     if kind in ("checker", "grid") and rng.random() < 0.7:   # mostly axis-aligned patterns
         axis, axis2 = np.eye(3)[rng.permutation(3)[:2]]
-    freq = rng.uniform(1.5, 5.0) / scale
-    return Material(color=color, color2=color2, texture=kind, freq=freq, axis=axis, axis2=axis2,
+    cycles = rng.uniform(*freq) / scale
+    return Material(color=color, color2=color2, texture=kind, freq=cycles, axis=axis, axis2=axis2,
                     phases=rng.uniform(0, 2 * np.pi, 3), dirs=rng.normal(size=(3, 3)))
 
 
@@ -168,7 +171,8 @@ def _build_room(classes, structure: dict[str, int], style: IndoorStyle,
 def style_material(style: IndoorStyle, spec: ClassSpec, rng: np.random.Generator,
                    scale: float = 1.0) -> Material:
     """:func:`make_material` with the style's chances of atypical colours and patterns."""
-    return make_material(spec, rng, scale, atypical=style.atypical, any_texture=style.any_texture)
+    return make_material(spec, rng, scale, atypical=style.atypical, any_texture=style.any_texture,
+                         freq=style.texture_freq)
 
 
 def _furnish(classes, palette: list[int], style: IndoorStyle, room: Room, cam_pos: np.ndarray,
