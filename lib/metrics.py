@@ -1,4 +1,5 @@
-"""Streaming AdaShare-style evaluation of a SceneNet (REFERENCE.md section 4) and the Δ summary.
+"""Streaming evaluation (AdaShare-style for the reference tasks, user functions for any other)
+and the multi-task Δ summary.
 
 :class:`SceneNetEval` accumulates per-task statistics batch by batch (``update``) and returns
 ``{task: {metric: float}}`` with the reference's metric names and units (``compute``):
@@ -12,11 +13,16 @@ The defaults reproduce the reference's numbers, quirks included; the corrected v
 selected with keyword options (see ``docs/METRICS.md`` for what each one changes and why).
 Memory does not grow with the test set except for the exact angle median, which keeps one
 float32 per valid normal pixel (as the reference does); ``angle_median="histogram"`` bounds it.
+The per-task rules (target keys, metric names and directions, Δ metrics, validity) come from the
+task table :mod:`lib.tasks`.
+
+:class:`TaskMetrics` is the same streaming protocol (``reset`` / ``update`` / ``compute``) over
+user-supplied ``{task: fn(pred, batch) -> {metric: value}}`` functions, for tasks outside the
+table; :func:`evaluate` runs either over a loader.
 """
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -26,41 +32,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lib.losses import DEPTH_VALID_MIN, SEG_IGNORE_INDEX, TARGET_KEYS, load_seg_prior
+from lib.tasks import (INPUT_KEY, NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS, SEG_IGNORE_INDEX,
+                       TASKS, check_dataset, load_seg_prior)
 
-METRIC_NAMES: dict[str, tuple[str, ...]] = {
-    "seg": ("mIoU", "Pixel Acc", "err"),
-    "sn": ("Angle Mean", "Angle Median", "Angle 11.25", "Angle 22.5", "Angle 30", "Angle 45"),
-    "depth": ("abs_err", "rel_err", "sigma_1.25", "sigma_1.25^2", "sigma_1.25^3"),
-    "keypoint": ("err",),
-    "edge": ("err",),
-}
-TASK_ORDER: tuple[str, ...] = tuple(METRIC_NAMES)
-
-LOWER_IS_BETTER: dict[str, bool] = {
-    "mIoU": False, "Pixel Acc": False, "err": True,
-    "Angle Mean": True, "Angle Median": True,
-    "Angle 11.25": False, "Angle 22.5": False, "Angle 30": False, "Angle 45": False,
-    "abs_err": True, "rel_err": True,
-    "sigma_1.25": False, "sigma_1.25^2": False, "sigma_1.25^3": False,
-}
-
-# The metrics the literature's Δ uses (the columns of the DiSparse / Auto-Lambda tables): the
-# seg cross-entropy is a loss, not a reported metric; depth uses abs/rel only.
-DELTA_METRICS: dict[str, tuple[str, ...]] = {
-    "seg": ("mIoU", "Pixel Acc"),
-    "sn": ("Angle Mean", "Angle Median", "Angle 11.25", "Angle 22.5", "Angle 30"),
-    "depth": ("abs_err", "rel_err"),
-    "keypoint": ("err",),
-    "edge": ("err",),
-}
+# Derived from the task table (lib.tasks.TASKS): metric names in report order, their
+# directions, and the metrics the literature's Δ uses (the DiSparse / Auto-Lambda table columns).
+METRIC_NAMES: dict[str, tuple[str, ...]] = {t: spec.metrics for t, spec in TASKS.items()}
+TASK_ORDER: tuple[str, ...] = tuple(TASKS)
+LOWER_IS_BETTER: dict[str, bool] = {m: low for spec in TASKS.values()
+                                    for m, low in spec.lower_is_better.items()}
+DELTA_METRICS: dict[str, tuple[str, ...]] = {t: spec.delta_metrics for t, spec in TASKS.items()}
 
 ANGLE_THRESHOLDS = (11.25, 22.5, 30.0, 45.0)
 DEPTH_SIGMA_BASE = 1.25
-# Datasets whose normal targets are the raw PNG encoding (n + 1) * 127.5 rather than unit vectors.
-RAW_NORMAL_DATASETS = ("nyuv2_3",)
-NORMAL_INVALID_VALUE = 255
-TARGET_IGNORE_VALUE = 255  # depth (Taskonomy), keypoint and edge ignore marker
 
 OPTIONS: dict[str, tuple[str, ...]] = {
     "miou": ("reference", "present"),
@@ -110,7 +94,12 @@ class _SegStats:
         self.conf_mat: torch.Tensor | None = None
         self.batch_pixel_acc, self.batch_err = _BatchMean(), _BatchMean()
 
-    def update(self, logits: torch.Tensor, gt: torch.Tensor) -> bool:
+    @classmethod
+    def create(cls, ev: "SceneNetEval", num_class: int) -> "_SegStats":
+        return cls(num_class, SEG_IGNORE_INDEX[ev.dataset], ev.seg_class_weight,
+                   ev.options["miou"], ev.options["pixel_acc"])
+
+    def update(self, logits: torch.Tensor, gt: torch.Tensor, valid: None = None) -> bool:
         c = self.num_class
         gt = gt.reshape(-1).long()
         # The reference keeps `gt < C`: Cityscapes' void (-1) passes and counts as a miss below.
@@ -158,7 +147,12 @@ class _NormalStats:
         self.angle_chunks: list[np.ndarray] = []
         self.histogram: torch.Tensor | None = None
 
-    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> bool:
+    @classmethod
+    def create(cls, ev: "SceneNetEval", num_class: int) -> "_NormalStats":
+        decode = ev.options["normals"] == "decoded" and ev.dataset in RAW_NORMAL_DATASETS
+        return cls(decode, ev.options["angle_median"])
+
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, valid: None = None) -> bool:
         p = pred.permute(0, 2, 3, 1).reshape(-1, 3).float()
         g = gt.permute(0, 2, 3, 1).reshape(-1, 3).float()
         if self.decode_raw_targets:
@@ -214,6 +208,10 @@ class _DepthStats:
         self.within = torch.zeros(3, dtype=torch.long)
         self.count = 0
 
+    @classmethod
+    def create(cls, ev: "SceneNetEval", num_class: int) -> "_DepthStats":
+        return cls(ev.options["depth_sigma"] == "positive")
+
     def update(self, pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> bool:
         n = int(valid.sum())
         if n == 0:
@@ -241,13 +239,16 @@ class _DepthStats:
 
 
 class _MaskedL1Stats:
-    """Batch-weighted mean |p - g| over pixels whose target is not 255 (keypoint, edge)."""
+    """Batch-weighted mean |p - g| over the valid target pixels (keypoint, edge: not 255)."""
 
     def __init__(self) -> None:
         self.err = _BatchMean()
 
-    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> bool:
-        valid = gt != TARGET_IGNORE_VALUE
+    @classmethod
+    def create(cls, ev: "SceneNetEval", num_class: int) -> "_MaskedL1Stats":
+        return cls()
+
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> bool:
         if not bool(valid.any()):
             return False
         diff = (pred.float().masked_select(valid) - gt.float().masked_select(valid)).abs()
@@ -256,6 +257,11 @@ class _MaskedL1Stats:
 
     def compute(self) -> dict[str, float]:
         return {"err": self.err.value()}
+
+
+# The accumulator of each evaluator kind a task-table entry names (TaskSpec.evaluator).
+EVALUATORS = {"segmentation": _SegStats, "normals": _NormalStats, "depth": _DepthStats,
+              "masked_l1": _MaskedL1Stats}
 
 
 class SceneNetEval:
@@ -289,11 +295,10 @@ class SceneNetEval:
                  miou: str = "reference", pixel_acc: str = "reference",
                  normals: str = "reference", depth_sigma: str = "reference",
                  angle_median: str = "exact") -> None:
-        if dataset not in SEG_IGNORE_INDEX:
-            raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(SEG_IGNORE_INDEX)}")
-        unknown = [t for t in tasks if t not in METRIC_NAMES]
+        check_dataset(dataset)
+        unknown = [t for t in tasks if t not in TASKS]
         if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; known tasks: {list(METRIC_NAMES)}")
+            raise ValueError(f"unknown task(s) {unknown}; known tasks: {list(TASKS)}")
         if len(tasks_num_class) != len(tasks):
             raise ValueError(f"tasks_num_class {list(tasks_num_class)} must have one entry per "
                              f"task {list(tasks)}")
@@ -335,18 +340,7 @@ class SceneNetEval:
         self.num_images = 0
         self._stats: dict[str, Any] = {}
         for task, num_class in zip(self.tasks, self.tasks_num_class):
-            if task == "seg":
-                self._stats[task] = _SegStats(num_class, SEG_IGNORE_INDEX[self.dataset],
-                                              self.seg_class_weight, self.options["miou"],
-                                              self.options["pixel_acc"])
-            elif task == "sn":
-                decode = (self.options["normals"] == "decoded"
-                          and self.dataset in RAW_NORMAL_DATASETS)
-                self._stats[task] = _NormalStats(decode, self.options["angle_median"])
-            elif task == "depth":
-                self._stats[task] = _DepthStats(self.options["depth_sigma"] == "positive")
-            else:
-                self._stats[task] = _MaskedL1Stats()
+            self._stats[task] = EVALUATORS[TASKS[task].evaluator].create(self, num_class)
 
     def _pred(self, preds, task: str) -> torch.Tensor:
         if isinstance(preds, Mapping):
@@ -371,16 +365,6 @@ class SceneNetEval:
         _require_full_size(target, key, self.image_shape)
         return target
 
-    def _depth_valid(self, gt: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
-        if self.dataset == "taskonomy":
-            if "depth_mask" not in batch:
-                raise KeyError("taskonomy depth evaluation needs the batch key 'depth_mask'; "
-                               f"keys: {sorted(batch)}")
-            mask = torch.as_tensor(batch["depth_mask"]).to(gt.device).float()
-            mask = F.interpolate(mask, size=self.image_shape, mode="nearest")
-            return (gt != TARGET_IGNORE_VALUE) & (mask.int() == 1)
-        return gt.sum(dim=1, keepdim=True) > DEPTH_VALID_MIN
-
     @torch.no_grad()
     def update(self, preds, batch: Mapping[str, Any]) -> None:
         """Add one batch: ``preds`` as the network returns them (list aligned with ``tasks``, or
@@ -396,18 +380,19 @@ class SceneNetEval:
             elif pred.shape[0] != batch_size:
                 raise ValueError(f"prediction for task {task!r} has batch size {pred.shape[0]}, "
                                  f"other tasks have {batch_size}")
-            key = TARGET_KEYS[task]
+            spec = TASKS[task]
+            key = spec.target_key
             gt = self._target(batch, key, task, pred.device)
             if gt.shape[0] != batch_size:
                 raise ValueError(f"batch[{key!r}] has {gt.shape[0]} items but the predictions "
                                  f"have {batch_size}")
             pred = F.interpolate(pred.float(), size=self.image_shape, mode="nearest")
-            stats = self._stats[task]
-            if task == "depth":
-                used = stats.update(pred, gt.float(), self._depth_valid(gt.float(), batch))
-            else:
-                used = stats.update(pred, gt)
-            if not used:
+            valid = None
+            if spec.valid is not None:
+                mask = batch.get("depth_mask")
+                valid = spec.valid(gt.float(), self.dataset,
+                                   None if mask is None else torch.as_tensor(mask).to(pred.device))
+            if not self._stats[task].update(pred, gt, valid):
                 names = batch.get("name", "?")
                 warnings.warn(f"task {task!r}: no valid target pixel in batch {names}; the "
                               f"batch is left out of that task's metrics", RuntimeWarning)
@@ -420,8 +405,67 @@ class SceneNetEval:
         return {task: self._stats[task].compute() for task in self.tasks}
 
 
+class TaskMetrics:
+    """Streaming evaluator over user metric functions, for tasks outside the task table.
+
+    ``metrics`` maps each task to ``fn(pred, batch) -> {metric name: value}`` (a scalar tensor
+    or float per metric, computed over that batch); :meth:`compute` returns each metric's mean
+    over batches weighted by batch size. ``lower_is_better`` ({metric: bool}) records which way
+    each metric is better (used by :func:`delta_mtl` through :attr:`directions`).
+    """
+
+    def __init__(self, metrics: Mapping[str, Any],
+                 lower_is_better: Mapping[str, bool] | None = None) -> None:
+        if not metrics:
+            raise ValueError("TaskMetrics needs at least one task's metric function")
+        bad = [t for t, fn in metrics.items() if not callable(fn)]
+        if bad:
+            raise TypeError(f"metric function(s) of task(s) {bad} are not callable")
+        self.tasks = list(metrics)
+        self.metrics = dict(metrics)
+        self.directions = dict(lower_is_better or {})
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated so far."""
+        self.num_images = 0
+        self._means: dict[str, dict[str, _BatchMean]] = {t: {} for t in self.tasks}
+
+    @torch.no_grad()
+    def update(self, preds, batch: Mapping[str, Any]) -> None:
+        """Add one batch (``preds`` a list aligned with ``tasks`` or ``{task: tensor}``)."""
+        if not isinstance(preds, Mapping):
+            if len(preds) != len(self.tasks):
+                raise ValueError(f"got {len(preds)} predictions for tasks {self.tasks}")
+            preds = dict(zip(self.tasks, preds))
+        batch_size = None
+        for task in self.tasks:
+            if task not in preds:
+                raise KeyError(f"predictions have no task {task!r}; got {sorted(preds)}")
+            batch_size = int(preds[task].shape[0])
+            values = self.metrics[task](preds[task], batch)
+            if not isinstance(values, Mapping):
+                raise TypeError(f"metric function of task {task!r} returned "
+                                f"{type(values).__name__}; expected {{metric name: value}}")
+            for name, value in values.items():
+                value = float(value)
+                if not math.isfinite(value):
+                    raise ValueError(f"metric {name!r} of task {task!r} is {value} on batch "
+                                     f"{batch.get('name', '?')}")
+                self._means[task].setdefault(name, _BatchMean()).add(value, batch_size)
+        self.num_images += batch_size or 0
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        """``{task: {metric: mean}}`` over everything added since the last ``reset``."""
+        if self.num_images == 0:
+            raise RuntimeError("TaskMetrics.compute() called before any update()")
+        return {t: {name: mean.value() for name, mean in means.items()}
+                for t, means in self._means.items()}
+
+
 @torch.no_grad()
-def evaluate(net: nn.Module, loader: Iterable[Mapping[str, Any]], evaluator: SceneNetEval,
+def evaluate(net: nn.Module, loader: Iterable[Mapping[str, Any]],
+             evaluator: SceneNetEval | TaskMetrics,
              device: torch.device | str | None = None, max_batches: int | None = None,
              progress: bool = True) -> dict[str, dict[str, float]]:
     """Run ``net`` over ``loader`` in eval mode and return ``evaluator``'s metrics.
@@ -440,11 +484,10 @@ def evaluate(net: nn.Module, loader: Iterable[Mapping[str, Any]], evaluator: Sce
         total = len(loader) if hasattr(loader, "__len__") else None
         if max_batches is not None:
             total = max_batches if total is None else min(total, max_batches)
-        disable = not progress or os.environ.get("CUT_FAST_MODE") == "1"
-        for i, batch in enumerate(tqdm(loader, total=total, desc="evaluate", disable=disable)):
+        for i, batch in enumerate(tqdm(loader, total=total, desc="evaluate", disable=not progress)):
             if max_batches is not None and i >= max_batches:
                 break
-            preds = net(batch["img"].to(device))
+            preds = net(batch[INPUT_KEY].to(device))
             if getattr(net, "tasks", None) is not None:
                 preds = dict(zip(net.tasks, preds))  # lets the evaluator cover a subset of tasks
             evaluator.update(preds, batch)
@@ -455,7 +498,8 @@ def evaluate(net: nn.Module, loader: Iterable[Mapping[str, Any]], evaluator: Sce
 
 def _delta_terms(metrics: Mapping[str, Mapping[str, float]],
                  dense_metrics: Mapping[str, Mapping[str, float]], task: str,
-                 metric_names: Mapping[str, Sequence[str]] | None) -> list[float]:
+                 metric_names: Mapping[str, Sequence[str]] | None,
+                 directions: Mapping[str, bool]) -> list[float]:
     names = (metric_names or DELTA_METRICS).get(task)
     if names is None:
         raise ValueError(f"no delta metrics defined for task {task!r}")
@@ -464,8 +508,9 @@ def _delta_terms(metrics: Mapping[str, Mapping[str, float]],
         raise KeyError(f"task {task!r} missing from {side}")
     terms = []
     for name in names:
-        if name not in LOWER_IS_BETTER:
-            raise ValueError(f"metric {name!r} of task {task!r} has no entry in LOWER_IS_BETTER")
+        if name not in directions:
+            raise ValueError(f"metric {name!r} of task {task!r} has no entry in LOWER_IS_BETTER "
+                             f"(pass lower_is_better={{{name!r}: True|False}})")
         for side, values in (("metrics", metrics), ("dense_metrics", dense_metrics)):
             if name not in values[task]:
                 raise KeyError(f"{side}[{task!r}] has no metric {name!r}; "
@@ -473,7 +518,7 @@ def _delta_terms(metrics: Mapping[str, Mapping[str, float]],
         value, dense = float(metrics[task][name]), float(dense_metrics[task][name])
         if dense == 0:
             raise ZeroDivisionError(f"dense {task} {name} is 0: the relative change is undefined")
-        sign = -1.0 if LOWER_IS_BETTER[name] else 1.0
+        sign = -1.0 if directions[name] else 1.0
         terms.append(sign * (value - dense) / dense)
     return terms
 
@@ -481,28 +526,47 @@ def _delta_terms(metrics: Mapping[str, Mapping[str, float]],
 def per_task_delta(metrics: Mapping[str, Mapping[str, float]],
                    dense_metrics: Mapping[str, Mapping[str, float]],
                    tasks: Sequence[str] | None = None,
-                   metric_names: Mapping[str, Sequence[str]] | None = None) -> dict[str, float]:
+                   metric_names: Mapping[str, Sequence[str]] | None = None,
+                   lower_is_better: Mapping[str, bool] | None = None) -> dict[str, float]:
     """Per-task Δ_t = 100 / |M_t| Σ_m (-1)^{l_m} (M - M_dense) / M_dense, in percent.
 
     Positive means better than dense. ``tasks`` defaults to the tasks of ``metrics``;
-    ``metric_names`` ({task: names}) defaults to :data:`DELTA_METRICS`.
+    ``metric_names`` ({task: names}) defaults to :data:`DELTA_METRICS`; ``lower_is_better``
+    ({metric: bool}) adds the directions of metrics outside the task table (e.g. a
+    :class:`TaskMetrics`' ``directions``).
     """
+    directions = {**LOWER_IS_BETTER, **dict(lower_is_better or {})}
     if tasks is None:
         tasks = [t for t in TASK_ORDER if t in metrics] + [t for t in metrics if t not in TASK_ORDER]
     out = {}
     for task in tasks:
-        terms = _delta_terms(metrics, dense_metrics, task, metric_names)
+        terms = _delta_terms(metrics, dense_metrics, task, metric_names, directions)
         out[task] = 100.0 * sum(terms) / len(terms)
     return out
+
+
+def delta_or_none(metrics: Mapping[str, Mapping[str, float]],
+                  dense_metrics: Mapping[str, Mapping[str, float]], tasks: Sequence[str],
+                  **options) -> float | None:
+    """:func:`delta_mtl` over ``tasks``; None (shown empty in tables), with a warning saying
+    why, when a dense metric is 0 and the relative change is undefined (a barely trained
+    model). ``options`` are :func:`delta_mtl`'s ``metric_names`` / ``lower_is_better``."""
+    try:
+        return delta_mtl(metrics, {t: dense_metrics[t] for t in tasks}, tasks=list(tasks),
+                         **options)
+    except ZeroDivisionError as exc:
+        warnings.warn(f"no delta vs dense for {'+'.join(tasks)}: {exc}", stacklevel=2)
+        return None
 
 
 def delta_mtl(metrics: Mapping[str, Mapping[str, float]],
               dense_metrics: Mapping[str, Mapping[str, float]],
               tasks: Sequence[str] | None = None,
-              metric_names: Mapping[str, Sequence[str]] | None = None) -> float:
+              metric_names: Mapping[str, Sequence[str]] | None = None,
+              lower_is_better: Mapping[str, bool] | None = None) -> float:
     """Multi-task Δ (Maninis et al.; Auto-Lambda's ΔMTL) in percent: the mean of
     :func:`per_task_delta` over ``tasks``. Positive means better than the dense model."""
-    per_task = per_task_delta(metrics, dense_metrics, tasks, metric_names)
+    per_task = per_task_delta(metrics, dense_metrics, tasks, metric_names, lower_is_better)
     if not per_task:
         raise ValueError("delta_mtl needs at least one task")
     return sum(per_task.values()) / len(per_task)

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from lib.losses import DEPTH_VALID_MIN, TARGET_KEYS
-from lib.metrics import LOWER_IS_BETTER, METRIC_NAMES, RAW_NORMAL_DATASETS, TASK_ORDER
+from lib.metrics import LOWER_IS_BETTER, METRIC_NAMES, TASK_ORDER, delta_or_none
+from lib.tasks import (IMG_MEAN_BGR, INPUT_KEY, NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS,
+                       TARGET_IGNORE_VALUE, TASKS, depth_valid)
 from lib.utils import atomic_write, atomic_write_text
 
 BASE_COLUMNS = ("method", "tasks", "nominal_sparsity", "measured_sparsity")
@@ -34,8 +35,6 @@ DELTA_COLUMN = "delta"
 COLUMN_LABELS = {"method": "method", "tasks": "selected tasks",
                  "nominal_sparsity": "nominal sparsity", "measured_sparsity": "measured sparsity",
                  DELTA_COLUMN: "Δ vs dense (%)"}
-# The loaders' per-channel mean (BGR, 0..255 scale) that images had subtracted.
-IMAGE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 MISSING_COLOR = (0.5, 0.5, 0.5)
 
 
@@ -45,9 +44,10 @@ def metric_column(task: str, metric: str) -> str:
 
 
 def split_metric_column(column: str) -> tuple[str, str] | None:
-    """``"seg/mIoU"`` -> ``("seg", "mIoU")``; ``None`` for a column that is no task metric."""
+    """``"seg/mIoU"`` -> ``("seg", "mIoU")``; ``None`` for a column that is no task metric
+    (every ``<task>/<metric>`` column is one, whether or not the task table knows the task)."""
     task, sep, metric = column.partition("/")
-    return (task, metric) if sep and task in METRIC_NAMES else None
+    return (task, metric) if sep and task and metric else None
 
 
 def results_row(method: str, tasks: Sequence[str] | str, nominal_sparsity: float | None,
@@ -67,7 +67,11 @@ def results_row(method: str, tasks: Sequence[str] | str, nominal_sparsity: float
 
 
 def _metric_sort_key(column: str) -> tuple[int, int]:
+    """Task-table tasks in table order, their metrics in report order; other columns after
+    them, in first-seen order (the sort is stable)."""
     task, metric = split_metric_column(column)
+    if task not in METRIC_NAMES:
+        return len(TASK_ORDER), 0
     names = METRIC_NAMES[task]
     return TASK_ORDER.index(task), names.index(metric) if metric in names else len(names)
 
@@ -359,7 +363,7 @@ def _scalar_rgb(values: np.ndarray, valid: np.ndarray, cmap: str, vmin: float,
 
 
 def _target_for(targets: Mapping[str, Any], task: str) -> torch.Tensor:
-    key = TARGET_KEYS[task]
+    key = TASKS[task].target_key
     for name in (key, task):
         if name in targets:
             return _as_tensor(targets[name])
@@ -367,41 +371,47 @@ def _target_for(targets: Mapping[str, Any], task: str) -> torch.Tensor:
                    f"keys: {sorted(targets)}")
 
 
-def _task_panels(task: str, pred: torch.Tensor, gt: torch.Tensor, dataset: str,
-                 depth_mask: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
-    """(prediction, ground truth) images of one sample; ``pred`` is already at the gt size."""
-    if task == "seg":
-        num_class = pred.shape[0]
-        return (_seg_rgb(pred.argmax(0).numpy(), num_class),
-                _seg_rgb(gt[0].numpy().astype(np.int64), num_class))
-    if task == "sn":
-        raw = dataset in RAW_NORMAL_DATASETS
-        g = gt.float().numpy()
-        valid_gt = ~(g == 255).all(axis=0) if raw else np.ones(g.shape[1:], dtype=bool)
-        return (_normal_rgb(pred.float().numpy(), raw, np.ones(g.shape[1:], dtype=bool)),
-                _normal_rgb(g, raw, valid_gt))
-    g = gt[0].float().numpy()
-    p = pred[0].float().numpy()
-    if task == "depth":
-        if dataset == "taskonomy":
-            valid = g != 255
-            if depth_mask is not None:
-                valid &= depth_mask[0].numpy() == 1
-        else:
-            valid = g > DEPTH_VALID_MIN
-        lo, hi = (float(g[valid].min()), float(g[valid].max())) if valid.any() else (0.0, 1.0)
-        return (_scalar_rgb(p, np.ones_like(valid), "viridis", lo, hi),
-                _scalar_rgb(g, valid, "viridis", lo, hi))
-    valid = g != 255
+# How each figure-panel kind a task-table entry names (TaskSpec.panel) draws one sample's
+# prediction and ground truth: (pred C x H x W at the gt size, gt, dataset, depth_mask 1 x H x W).
+def _labels_panel(pred, gt, dataset, depth_mask):
+    num_class = pred.shape[0]
+    return (_seg_rgb(pred.argmax(0).numpy(), num_class),
+            _seg_rgb(gt[0].numpy().astype(np.int64), num_class))
+
+
+def _normals_panel(pred, gt, dataset, depth_mask):
+    raw = dataset in RAW_NORMAL_DATASETS
+    g = gt.float().numpy()
+    valid_gt = ~(g == NORMAL_INVALID_VALUE).all(axis=0) if raw else np.ones(g.shape[1:], dtype=bool)
+    return (_normal_rgb(pred.float().numpy(), raw, np.ones(g.shape[1:], dtype=bool)),
+            _normal_rgb(g, raw, valid_gt))
+
+
+def _depth_panel(pred, gt, dataset, depth_mask):
+    mask = torch.ones_like(gt) if depth_mask is None else depth_mask
+    valid = depth_valid(gt.float()[None], dataset, mask[None])[0, 0].numpy()
+    g, p = gt[0].float().numpy(), pred[0].float().numpy()
+    lo, hi = (float(g[valid].min()), float(g[valid].max())) if valid.any() else (0.0, 1.0)
+    return (_scalar_rgb(p, np.ones_like(valid), "viridis", lo, hi),
+            _scalar_rgb(g, valid, "viridis", lo, hi))
+
+
+def _signed_panel(pred, gt, dataset, depth_mask):
+    g, p = gt[0].float().numpy(), pred[0].float().numpy()
+    valid = g != TARGET_IGNORE_VALUE
     return (_scalar_rgb(p, np.ones_like(valid), "gray", -1.0, 1.0),
             _scalar_rgb(g, valid, "gray", -1.0, 1.0))
+
+
+PANELS = {"labels": _labels_panel, "normals": _normals_panel, "depth": _depth_panel,
+          "signed": _signed_panel}
 
 
 def plot_prediction_grid(images: Any, preds: Sequence[Any] | Mapping[str, Any],
                          targets: Mapping[str, Any], tasks: Sequence[str],
                          out_png: str | os.PathLike, dataset: str = "nyuv2_3",
                          max_samples: int = 4,
-                         image_mean_bgr: Sequence[float] = IMAGE_MEAN_BGR) -> Path:
+                         image_mean_bgr: Sequence[float] = IMG_MEAN_BGR) -> Path:
     """Rows = samples; columns = input, then prediction and ground truth for each task.
 
     ``images`` is the loader's ``img`` (B x 3 x H x W, BGR minus the mean); ``preds`` the
@@ -414,7 +424,7 @@ def plot_prediction_grid(images: Any, preds: Sequence[Any] | Mapping[str, Any],
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"plot_prediction_grid: images have shape {tuple(images.shape)}; "
                          f"expected B x 3 x H x W")
-    unknown = [t for t in tasks if t not in TARGET_KEYS]
+    unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"plot_prediction_grid: unknown task(s) {unknown}")
     if not isinstance(preds, Mapping):
@@ -441,7 +451,7 @@ def plot_prediction_grid(images: Any, preds: Sequence[Any] | Mapping[str, Any],
                 raise ValueError(f"plot_prediction_grid: target of {task!r} has size "
                                  f"{tuple(gt.shape[-2:])}, images {(height, width)}")
             mask = None if depth_mask is None else depth_mask[i]
-            pred_img, gt_img = _task_panels(task, upsampled[task][i], gt, dataset, mask)
+            pred_img, gt_img = PANELS[TASKS[task].panel](upsampled[task][i], gt, dataset, mask)
             axes[i, 1 + 2 * j].imshow(pred_img, interpolation="nearest")
             axes[i, 2 + 2 * j].imshow(gt_img, interpolation="nearest")
     for j, name in enumerate(columns):
@@ -450,3 +460,38 @@ def plot_prediction_grid(images: Any, preds: Sequence[Any] | Mapping[str, Any],
         ax.set_axis_off()
     fig.tight_layout()
     return _save_figure(fig, out_png)
+
+
+@torch.no_grad()
+def plot_predictions(net: torch.nn.Module, cfg, out_png: str | os.PathLike,
+                     device: torch.device | str | None = None, num_samples: int = 4,
+                     seed: int = 0) -> Path:
+    """:func:`plot_prediction_grid` of ``net``'s predictions for the first ``num_samples`` test
+    images of ``cfg``'s dataset, for every task of ``net``; the network's mode is restored."""
+    from lib.data import build_loader
+
+    batch = next(iter(build_loader(cfg, "test", batch_size=num_samples, shuffle=False,
+                                   seed=seed)))
+    device = next(net.parameters()).device if device is None else torch.device(device)
+    was_training = net.training
+    net.to(device).eval()
+    try:
+        preds = [p.cpu() for p in net(batch[INPUT_KEY].to(device))]
+    finally:
+        net.train(was_training)
+    return plot_prediction_grid(batch[INPUT_KEY], preds, batch, net.tasks, out_png,
+                                dataset=cfg.DATASET, max_samples=num_samples)
+
+
+def comparison_rows(tasks: Sequence[str], dense: Mapping[str, Mapping[str, float]],
+                    models: Mapping[str, tuple[Mapping[str, Mapping[str, float]], float, float]]
+                    ) -> list[dict[str, Any]]:
+    """Table rows comparing models with the dense one on ``tasks``: the dense row (Δ 0), then
+    one row per ``{label: (metrics, nominal sparsity, measured sparsity)}`` with its Δ vs dense
+    (:func:`lib.metrics.delta_or_none`: empty where a dense metric is 0)."""
+    dense = {t: dense[t] for t in tasks}
+    rows = [results_row("dense", tasks, 0, 0.0, dense, delta=0.0)]
+    rows += [results_row(label, tasks, nominal, measured, metrics,
+                         delta=delta_or_none(metrics, dense, tasks))
+             for label, (metrics, nominal, measured) in models.items()]
+    return rows

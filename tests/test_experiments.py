@@ -85,3 +85,32 @@ def test_grid_validation_and_default_selections():
         grid(tiny_spec("x", selections=[("seg", "normals")]), ["seg", "sn", "depth"])
     with pytest.raises(ValueError, match="sparsity 100"):
         tiny_spec("x", sparsities=(100,))
+
+
+def test_structured_cut_is_a_grid_method(finished_study, tmp_path):
+    import shutil
+    out = tmp_path / "study"
+    shutil.copytree(finished_study[0], out)                 # base model and cells reused
+    result = run_study(tiny_spec(out, methods=("structured_cut",), sparsities=(50,)),
+                       progress=False)
+    row = next(r for r in result.rows if r["method"] == "structured_cut")
+    assert row["tasks"] == "seg+depth" and row["nominal_sparsity"] == 50
+    assert row["measured_sparsity"] > 50                    # half the channels: most weights go
+    assert (out / "cells" / "structured_cut_50_seg-depth" / "final_model.pth").exists()
+
+
+def test_study_compares_structured_and_unstructured_cut_at_equal_cost(finished_study, tmp_path):
+    import json
+    import shutil
+    out = tmp_path / "study"
+    shutil.copytree(finished_study[0], out)                 # the base model is reused
+    # A cut-only study records no cost (nothing to compare with): that cell is re-run here.
+    assert "cost" not in json.loads((out / "cells" / "cut_90_seg-depth.json").read_text())
+    (out / "cells" / "cut_90_seg-depth.json").unlink()
+    result = run_study(tiny_spec(out, methods=("cut", "structured_cut"), sparsities=(90,)),
+                       progress=False)
+    assert result.figures["equal_cost"].stat().st_size > 0
+    record = json.loads((out / "cells" / "structured_cut_90_seg-depth.json").read_text())
+    cut = json.loads((out / "cells" / "cut_90_seg-depth.json").read_text())
+    assert record["cost"]["params_nonzero"] < cut["cost"]["params_total"]
+    assert record["cost"]["latency_ms"] > 0 and record["cost"]["latency_engine"] == "onnxruntime"

@@ -161,7 +161,13 @@ def test_fusion_single_task_and_bad_rules():
 # ---------------------------------------------------------------------------------- CUT
 def test_cut_prune_installs_reference_style_masks(setup):
     _, net, criterion, loader = setup
-    pruned = cut_prune(net, criterion, loader, 2, 0.1, ["seg", "depth"], net.tasks)
+    result = prune("cut", net, criterion, loader, selected_tasks=["seg", "depth"], tasks=net.tasks,
+                   num_batches=2, keep_ratio=0.1)
+    pruned = result.net
+    assert torch.equal(torch.cat([m.flatten() for m in masks_of(pruned).values()]),
+                       torch.cat([m.flatten() for m in masks_of(
+                           cut_prune(net, criterion, loader, 2, 0.1, ["seg", "depth"],
+                                     net.tasks)).values()]))
     keys = set(pruned.state_dict())
     for name in prunable_modules(pruned):
         assert f"{name}.weight_orig" in keys and f"{name}.weight_mask" in keys
@@ -171,10 +177,10 @@ def test_cut_prune_installs_reference_style_masks(setup):
     # heads carry their own task's mask: exactly the task mask stored for analysis
     for t, tid in zip(pruned.tasks, pruned.task_ids):
         for name in head_modules(pruned, tid):
-            assert torch.equal(masks[name], pruned.task_masks[t][name])
+            assert torch.equal(masks[name], result.task_masks[t][name])
     # backbone = 2-vote fusion of the two task masks (AND for two tasks)
     for name in backbone_modules(pruned):
-        assert torch.equal(masks[name], pruned.task_masks["seg"][name] & pruned.task_masks["depth"][name])
+        assert torch.equal(masks[name], result.task_masks["seg"][name] & result.task_masks["depth"][name])
     assert 80 < sparsity_report(pruned)["deployed"]["sparsity"] < 100
 
 
@@ -270,14 +276,15 @@ def test_target_sparsity_breaks_a_zero_score_plateau(setup):
     """Tiny inputs leave most dilated head taps on padding: their scores are exactly 0, and
     keeping ties (the reference's rule) cannot reach a low sparsity. The target mode must."""
     _, net, criterion, loader = setup
-    kept = cut_prune(net, criterion, loader, 2, 0.5, ["seg", "depth"], net.tasks)
-    assert kept.pruning_meta["ties"] == "kept"
-    assert sparsity_report(kept)["deployed"]["sparsity"] < 45   # the plateau was kept
+    kept = prune("cut", net, criterion, loader, selected_tasks=["seg", "depth"], tasks=net.tasks,
+                 num_batches=2, keep_ratio=0.5)
+    assert kept.meta["ties"] == "kept"
+    assert sparsity_report(kept.net)["deployed"]["sparsity"] < 45   # the plateau was kept
     for method in ("cut", "snip", "lth"):
         pruned = prune(method, net, criterion, loader, selected_tasks=["seg", "depth"],
                        tasks=net.tasks, sparsity=50.0, num_batches=2)
-        assert abs(sparsity_report(pruned)["deployed"]["sparsity"] - 50.0) <= 0.5, method
-    assert pruned.pruning_meta["ties"] in ("kept", "broken")
+        assert abs(sparsity_report(pruned.net)["deployed"]["sparsity"] - 50.0) <= 0.5, method
+    assert pruned.meta["ties"] in ("kept", "broken")
 
 
 def test_reference_keep_ratio_table(setup):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lib.models import backbone_modules, prunable_modules, task_model_modules
-from lib.pruning import (METHODS, PruneContext, effective_weight, magnitude_scores, masks_of,
+from lib.pruning import (METHODS, STRUCTURED_METHODS, PruneContext, effective_weight, magnitude_scores, masks_of,
                          per_round_runs, prune,
                          select_tasks, sparsity_report, task_masks, task_scores)
 from lib.pruning.methods import fresh_like
@@ -24,18 +24,19 @@ def run(method, setup, **kwargs):
 
 
 def same_masks(a, b):
-    ma, mb = masks_of(a), masks_of(b)
+    ma, mb = masks_of(a.net), masks_of(b.net)
     return ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(set(METHODS) - set(STRUCTURED_METHODS)))
 def test_every_method_hits_the_requested_deployed_sparsity(setup, method):
-    pruned = run(method, setup)
+    result = run(method, setup)
+    pruned = result.net
     assert pruned.tasks == SELECTED and pruned.task_ids == [1, 3]
     report = sparsity_report(pruned)
     assert abs(report["deployed"]["sparsity"] - 90) <= 0.5
     assert set(masks_of(pruned)) == set(prunable_modules(pruned))
-    assert pruned.pruning_meta["method"] == method and pruned.pruning_meta["target_sparsity"] == 90
+    assert result.meta["method"] == method and result.meta["target_sparsity"] == 90
 
 
 @pytest.mark.parametrize("method", ["random", "random_untrained", "snip_untrained",
@@ -43,7 +44,7 @@ def test_every_method_hits_the_requested_deployed_sparsity(setup, method):
 def test_same_seed_same_masks(setup, method):
     a, b = run(method, setup, seed=3), run(method, setup, seed=3)
     assert same_masks(a, b)
-    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert all(torch.equal(v, b.net.state_dict()[k]) for k, v in a.net.state_dict().items())
     if method.startswith("random"):
         assert not same_masks(a, run(method, setup, seed=4))
 
@@ -56,10 +57,10 @@ def test_cut_train_mode_is_seeded(setup):
 def test_untrained_variants_reinitialise_pretrained_variants_keep_weights(setup):
     _, net, _, _ = setup
     for method in ("random", "snip", "lth"):
-        pruned = run(method, setup)
+        pruned = run(method, setup).net
         for name, module in prunable_modules(pruned).items():
             assert torch.equal(module.weight_orig, prunable_modules(net)[name].weight)
-    untrained = run("random_untrained", setup, seed=5)
+    untrained = run("random_untrained", setup, seed=5).net
     fresh = fresh_like(select_tasks(net, SELECTED), 5)
     for name, module in prunable_modules(untrained).items():
         assert torch.equal(module.weight_orig, prunable_modules(fresh)[name].weight)
@@ -67,7 +68,7 @@ def test_untrained_variants_reinitialise_pretrained_variants_keep_weights(setup)
 
 
 def test_global_methods_rank_the_whole_compact_network(setup):
-    pruned = run("lth", setup, keep_ratio=0.25)
+    pruned = run("lth", setup, keep_ratio=0.25).net
     weights = torch.cat([m.weight_orig.abs().flatten() for m in prunable_modules(pruned).values()])
     kept = torch.cat([m.weight_mask.bool().flatten() for m in prunable_modules(pruned).values()])
     assert int(kept.sum()) == int(weights.numel() * 0.25)
@@ -113,7 +114,7 @@ def test_iterative_lth_rewinds_and_holds_masks(setup):
             assert not effective_weight(module)[~module.weight_mask.bool()].any()
         calls.append(sparsity_report(model)["deployed"]["sparsity"])
 
-    pruned = run("lth", setup, iterative=True, rounds=3, train_fn=train_fn)
+    pruned = run("lth", setup, iterative=True, rounds=3, train_fn=train_fn).net
     assert len(calls) == 3 and calls[0] < 1 and 50 < calls[2] < 90
     assert sparsity_report(pruned)["deployed"]["sparsity"] == pytest.approx(90, abs=0.01)
     for name, module in prunable_modules(pruned).items():  # surviving weights rewound
@@ -144,6 +145,6 @@ def test_iterative_lth_with_lib_training_finetune(setup, tmp_path):
     data = torch.utils.data.DataLoader(samples, batch_size=2, shuffle=True)
     train_fn = per_round_runs(finetune, tmp_path, criterion=criterion, train_loader=data, cfg=cfg,
                               log=False)
-    pruned = run("lth", setup, sparsity=80, iterative=True, rounds=2, train_fn=train_fn)
+    pruned = run("lth", setup, sparsity=80, iterative=True, rounds=2, train_fn=train_fn).net
     assert sparsity_report(pruned)["deployed"]["sparsity"] == pytest.approx(80, abs=0.01)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["round1", "round2"]

@@ -16,14 +16,17 @@ from lib.pruning import (layer_sparsity, load_base_model, load_pruned, mask_iou_
 @pytest.fixture(scope="module")
 def setup(tiny_setup):
     cfg, net, criterion, loader = tiny_setup
-    pruned = prune("cut", net, criterion, loader, selected_tasks=["depth", "sn"], sparsity=90,
+    result = prune("cut", net, criterion, loader, selected_tasks=["depth", "sn"], sparsity=90,
                    num_batches=2, seed=7)
-    return cfg, net, loader, pruned.eval()
+    result.net.eval()
+    return cfg, net, loader, result
 
 
 def test_save_and_reload_gives_identical_outputs(setup, tmp_path):
-    _, net, loader, pruned = setup
-    path = save_pruned(pruned, tmp_path / "cut_90_depth-sn.pth", meta={"note": "x"}, full_net=net)
+    _, net, loader, result = setup
+    pruned = result.net
+    path = save_pruned(pruned, tmp_path / "cut_90_depth-sn.pth", meta={**result.meta, "note": "x"},
+                       full_net=net)
     state = torch.load(path, weights_only=True)
     assert set(state) == set(pruned.state_dict())
     assert any(k.endswith(".weight_orig") for k in state) and not any(k.startswith("task1_") for k in state)
@@ -44,7 +47,7 @@ def test_save_and_reload_gives_identical_outputs(setup, tmp_path):
 
 
 def test_save_and_load_errors_write_nothing(setup, tmp_path):
-    _, _, _, pruned = setup
+    pruned = setup[3].net
     with pytest.raises(ValueError, match=r"must end in \.pth"):
         save_pruned(pruned, tmp_path / "model.pt")
     with pytest.raises(ValueError, match="JSON-serialisable"):
@@ -66,7 +69,8 @@ def test_load_base_model_accepts_reference_layouts(setup, tmp_path, wrap):
 
 
 def test_load_base_model_errors(setup, tmp_path):
-    cfg, net, _, pruned = setup
+    cfg, net, _, result = setup
+    pruned = result.net
     state = net.state_dict()
     state.pop("backbone.conv1.weight")
     state["extra.weight"] = torch.zeros(1)
@@ -99,11 +103,12 @@ def test_mask_iou_and_layer_sparsity_by_hand():
 
 
 def test_figures_are_written_as_png(setup, tmp_path):
-    _, _, _, pruned = setup
+    result = setup[3]
+    pruned = result.net
     fig = plot_layer_sparsity({"cut": sparsity_report(pruned), "masks": masks_of(pruned)},
                               tmp_path / "sparsity.png")
     assert fig.axes and (tmp_path / "sparsity.png").read_bytes()[:4] == b"\x89PNG"
-    plot_mask_iou(pairwise_mask_iou(pruned.task_masks), tmp_path / "iou.png")
+    plot_mask_iou(pairwise_mask_iou(result.task_masks), tmp_path / "iou.png")
     assert (tmp_path / "iou.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -140,7 +145,8 @@ def test_cli_bad_input_one_line_error_nothing_written(setup, tmp_path, capsys, b
 
 def test_reference_state_dict_loads_strictly_like_the_original_code(setup):
     import torch.nn.utils.prune as torch_prune
-    _, net, loader, pruned = setup
+    _, net, loader, result = setup
+    pruned = result.net
     state = reference_state_dict(pruned, net)
     reference_net = SceneNet(net.tasks_num_class, net.backbone_name, net.width_mult)
     for module in prunable_modules(reference_net).values():  # what train_prune.ipynb does
@@ -173,3 +179,27 @@ def test_cli_cut_on_synthetic_data(setup, tmp_path, capsys, monkeypatch):
     loaded, meta = load_pruned(tmp_path / "out" / "cut_90_depth-seg.pth")
     assert loaded.tasks == ["depth", "seg"] and meta["min_votes"] == 2 and meta["num_batches"] == 2
     assert abs(sparsity_report(loaded)["deployed"]["sparsity"] - 90) <= 0.5
+
+
+def test_cli_structured_cut_removes_channels_and_exports(setup, tmp_path, capsys, monkeypatch):
+    from lib.data.synthetic import prepare_synthetic
+    from lib.export import load_artifact
+    from lib.models import channel_spec
+    monkeypatch.setenv("CUT_NUM_THREADS", str(torch.get_num_threads()))
+    cfg, net, _, _ = setup
+    root = prepare_synthetic(cfg, root=tmp_path / "data", num_train=4, num_test=1, progress=False)
+    torch.save(net.state_dict(), tmp_path / "base.pth")
+    assert cli_main(["prune", "--config", "nyuv2_3task", "--profile", "tiny", "--checkpoint",
+                     str(tmp_path / "base.pth"), "--method", "structured_cut", "--tasks", "seg",
+                     "depth", "--sparsity", "50", "--num-batches", "1", "--data-root", root,
+                     "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert "structured_cut seg+depth: keep ratio 0.5000" in capsys.readouterr().out
+    loaded, meta = load_pruned(tmp_path / "out" / "structured_cut_50_seg-depth.pth")
+    assert meta["channel_sparsity"] == 0.5 and not masks_of(loaded)
+    assert channel_spec(loaded)["conv"]["backbone.conv1"][0] < net.backbone.conv1.out_channels
+    assert cli_main(["export", "--pruned", str(tmp_path / "out" / "structured_cut_50_seg-depth.pth"),
+                     "--out", str(tmp_path / "edge")]) == 0
+    img = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.equal(load_artifact(tmp_path / "edge" / "structured_cut_50_seg-depth.cutedge")(img)[0],
+                           loaded.eval()(img)[0])

@@ -146,16 +146,17 @@ def test_mask_agreement_by_hand():
 def test_static_protocol_and_iou_at_initialisation(cfg, tmp_path):
     criterion = SceneNetLoss.from_config(cfg)
     batches = [make_random_batch(cfg.TASKS, cfg.TASKS_NUM_CLASS, seed=i) for i in range(2)]
-    net = static_from_scratch(cfg, criterion, batches, selected_tasks=["seg", "sn"],
-                              keep_ratio=disparse_keep_ratio("disparse_static", "nyuv2_3", 90),
-                              num_batches=2, seed=3)
-    assert net.pruning_meta["protocol"] == "from_scratch" and net.tasks == ["seg", "sn"]
+    pruning = static_from_scratch(cfg, criterion, batches, selected_tasks=["seg", "sn"],
+                                  keep_ratio=disparse_keep_ratio("disparse_static", "nyuv2_3", 90),
+                                  num_batches=2, seed=3)
+    net = pruning.net
+    assert pruning.meta["protocol"] == "from_scratch" and net.tasks == ["seg", "sn"]
     initial = fresh(cfg, seed=3).select(["seg", "sn"])
     for name, m in prunable_layers(net).items():   # the kept weights are the fresh ones
         keep = masking.mask_of(m)
         assert torch.equal(m.weight_orig[keep], prunable_layers(initial)[name].weight[keep])
     ds = make_data(cfg, n=4)
-    result = train_from_scratch(net, criterion, loader(ds), cfg, tmp_path / "run", max_iters=2,
+    result = train_from_scratch(pruning, criterion, loader(ds), cfg, tmp_path / "run", max_iters=2,
                                 log=False)
     schedule = read_checkpoint(tmp_path / "run" / "last.pth")["schedule"]
     assert schedule["lr"] == cfg.INIT_LR and schedule["decay_freq"] == cfg.DECAY_LR_FREQ

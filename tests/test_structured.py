@@ -113,3 +113,44 @@ def test_masked_input_is_made_plain_first(setup):
     assert not has_prune_hooks(pruned) and has_prune_hooks(masked)
     with torch.no_grad():
         assert pruned.eval()(loader[0]["img"])[0].shape[1] == 40
+
+
+# ----------------------------------------------------------------------------- global ranking
+def test_global_ranking_lets_groups_compete_on_normalised_scores():
+    from lib.pruning.structured import _global_top_channels
+
+    flat = torch.tensor([1.0, 1.0, 1.0, 1.0])           # every channel matters alike
+    peaked = torch.tensor([10.0, 0.0, 0.0, 0.0]) * 1e3  # one channel matters, larger scale
+    kept = _global_top_channels([flat, peaked], 0.5)
+    assert [int(k.sum()) for k in kept] == [3, 1]      # uniform ranking would keep 2 + 2
+    assert bool(kept[1][0])
+    # A per-group minimum of one channel, even past the budget.
+    kept = _global_top_channels([flat, peaked, torch.zeros(2)], 0.99)
+    assert [int(k.sum()) for k in kept] == [1, 1, 1]
+
+
+def test_global_ranking_keeps_the_channel_budget_not_the_per_group_fraction(setup):
+    from lib.pruning.structured import structured_cut_plan
+
+    net, criterion, loader = setup
+    plan = structured_cut_plan(net, criterion, loader, ["seg"], num_batches=2)
+    uniform, global_ = plan.decide(0.5, "uniform"), plan.decide(0.5, "global")
+    total = sum(g.size for g in plan.groups)
+    assert sum(int(k.sum()) for k in global_.values()) == total - int(0.5 * total)
+    assert all(int(k.sum()) >= 1 for k in global_.values())
+    assert any(int(global_[r].sum()) != int(uniform[r].sum()) for r in uniform)
+    pruned = plan.prune(0.5, "global").eval()
+    again = structured_cut_prune(net, criterion, loader, ["seg"], 0.5, 2, ranking="global")
+    assert channel_spec(pruned) == channel_spec(again)          # seeded scores: deterministic
+    assert pruned.structured_meta["ranking"] == "global"
+    widths = _conv_widths(pruned)
+    for root, kept in global_.items():
+        assert widths[root] == int(kept.sum())
+    with torch.no_grad():
+        out = pruned(loader[0]["img"])
+    assert out[0].shape[1] == 40 and torch.isfinite(out[0]).all()
+    # The plan's uniform decision is the one structured_cut_prune makes.
+    assert channel_spec(plan.prune(0.5)) == channel_spec(
+        structured_cut_prune(net, criterion, loader, ["seg"], 0.5, 2))
+    with pytest.raises(ValueError, match="ranking must be one of"):
+        plan.decide(0.5, "layerwise")

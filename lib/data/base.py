@@ -26,8 +26,10 @@ from PIL import Image
 
 from .transforms import resize_frame
 
-# Caffe-style mean of the ImageNet-pretrained ResNet, BGR order, 0..255 scale (no std).
-IMG_MEAN_BGR = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)
+from lib.tasks import IMG_MEAN_BGR as _MEAN
+
+# The image mean of the task table (lib.tasks), as the loaders subtract it.
+IMG_MEAN_BGR = np.array(_MEAN, dtype=np.float32)
 
 SPLITS = ("train", "test")
 

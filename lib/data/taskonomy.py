@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lib.tasks import SEG_PRIOR_FILE
+
 from .base import IMG_MEAN_BGR, LayoutDataset, to_chw
 from .checks import FLOAT_DTYPES, check_channels, check_dtype, check_finite, check_range
 from .transforms import BILINEAR, NEAREST, UNIT_VECTORS, augment, resize
@@ -44,7 +46,7 @@ TASKONOMY_IGNORE = 255
 DEPTH_MISSING_FROM = 64500          # depth_zbuffer values >= this are masked
 KEYPOINT_RANGE = (0.0, 0.005)
 EDGE_RANGE = (0.0, 0.08)
-PRIOR_FILE = "semseg_prior_factor.npy"
+PRIOR_FILE = SEG_PRIOR_FILE
 # Load-time resize per map: decoded normals are blended and re-normalised, keypoints and edges
 # (continuous maps) blended, labels, masks and depth sampled.
 RESIZE_RULES = {"img": BILINEAR, "seg": NEAREST, "seg_mask": NEAREST, "normal": UNIT_VECTORS,

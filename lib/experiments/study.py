@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 
 from lib.config import load_config
 from lib.losses import SceneNetLoss
-from lib.models import SceneNet
+from lib.models import MultiTaskModel, model_from_config
 from lib.sparse.study import TRAINED_METHODS
 from lib.utils import atomic_write_json, resolve_device, seed_everything
 
@@ -39,6 +38,10 @@ DEFAULT_METHODS = ("cut", "lth", "snip", "random", "disparse_static")
 # pruned models. Its delta is what fine-tuning alone (and its BatchNorm drift) does.
 DENSE_FINETUNED = "dense_ft"
 DEFAULT_SPARSITIES = (30, 50, 70, 90)
+# Cells whose network's cost (non-zero parameters, measured latency) is recorded when the study
+# has structured_cut, so structured and unstructured CUT are compared at equal cost
+# (lib.experiments.equal_cost); other studies pay nothing for it.
+EQUAL_COST_METHODS = ("cut", "structured_cut", DENSE_FINETUNED)
 
 
 def default_selections(tasks: Sequence[str]) -> list[tuple[str, ...]]:
@@ -158,9 +161,9 @@ def _loaders(spec: StudySpec, cfg):
 
 
 def base_model(spec: StudySpec, cfg, criterion: SceneNetLoss, out: Path,
-               device: torch.device) -> SceneNet:
+               device: torch.device) -> MultiTaskModel:
     """The dense base model: the given checkpoint, a finished earlier run, or trained now."""
-    from lib.pruning import load_base_model
+    from lib.checkpoints import load_base_model
     from lib.training import train
 
     if spec.base_checkpoint is not None:
@@ -169,7 +172,7 @@ def base_model(spec: StudySpec, cfg, criterion: SceneNetLoss, out: Path,
     if final.exists():
         return load_base_model(final, cfg)
     seed_everything(spec.seed)
-    net = SceneNet.from_config(cfg)
+    net = model_from_config(cfg)
     loaders = _loaders(spec, cfg)
     result = train(net, criterion, loaders.train, cfg, out / "base", val_loader=loaders.val,
                    max_iters=spec.base_iters, seed=spec.seed, device=device,
@@ -178,7 +181,7 @@ def base_model(spec: StudySpec, cfg, criterion: SceneNetLoss, out: Path,
     return load_base_model(result.final_model, cfg)
 
 
-def dense_metrics(spec: StudySpec, cfg, net: SceneNet, out: Path,
+def dense_metrics(spec: StudySpec, cfg, net: MultiTaskModel, out: Path,
                   device: torch.device) -> dict[str, dict[str, float]]:
     """Test metrics of the dense model on every task (cached beside the base model)."""
     from lib.training import evaluate
@@ -190,11 +193,13 @@ def dense_metrics(spec: StudySpec, cfg, net: SceneNet, out: Path,
                     progress=False, metric_options=spec.metric_options)
 
 
-def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
+def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: SceneNetLoss,
              dense: dict, method: str, sparsity: float, selection: Sequence[str], out: Path,
              device: torch.device) -> dict:
     """Prune -> fine-tune -> evaluate one cell; returns its record (row + per-layer data)."""
-    from lib.pruning import prune, reference_keep_ratio, select_tasks, sparsity_report
+    from lib.pruning import (STRUCTURED_METHODS, PruneResult, prune, reference_keep_ratio,
+                             select_tasks, sparsity_report)
+    from lib.metrics import delta_or_none
     from lib.reports import results_row
     from lib.training import evaluate, finetune
 
@@ -212,28 +217,31 @@ def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
             sparsity_mode=spec.sparsity_mode, num_batches=spec.num_batches,
             options=spec.method_options.get(method))
         report = sparsity_report(net, full_net=base)
+        measured = report["deployed"]["sparsity"]
     else:
         if method == DENSE_FINETUNED:
-            pruned = select_tasks(base, list(selection), cfg.TASKS)
-            pruned.pruning_meta = {"keep_ratio": 1.0}
+            dense_net = select_tasks(base, list(selection), cfg.TASKS)
+            pruning = PruneResult(dense_net, None, {"keep_ratio": 1.0},
+                                  sparsity_report(dense_net)["deployed"]["sparsity"])
         else:
-            budget = ({"sparsity": float(sparsity)} if spec.sparsity_mode == "target"
+            budget = ({"sparsity": float(sparsity)}
+                      if spec.sparsity_mode == "target" or method in STRUCTURED_METHODS
                       else {"keep_ratio": reference_keep_ratio(cfg, sparsity)})
-            pruned = prune(method, base, criterion, loaders.train,
-                           selected_tasks=list(selection), tasks=cfg.TASKS,
-                           num_batches=spec.num_batches or cfg.PRUNE_NUM_BATCHES,
-                           seed=spec.seed, device=device, **budget)
-        report = sparsity_report(pruned, full_net=base)
-        task_masks = getattr(pruned, "task_masks", None)
-        result = finetune(pruned, criterion, loaders.train, cfg, run_dir, val_loader=loaders.val,
-                          max_iters=spec.finetune_iters, seed=spec.seed, device=device,
-                          overwrite=True, log=False, split=loaders.split,
-                          weighting=spec.weighting)
-        net, keep_ratio = result.net, pruned.pruning_meta["keep_ratio"]
+            pruning = prune(method, base, criterion, loaders.train,
+                            selected_tasks=list(selection), tasks=cfg.TASKS,
+                            num_batches=spec.num_batches or cfg.PRUNE_NUM_BATCHES,
+                            seed=spec.seed, device=device, **budget)
+        report = sparsity_report(pruning.net, full_net=base)
+        result = finetune(pruning.net, criterion, loaders.train, cfg, run_dir,
+                          val_loader=loaders.val, max_iters=spec.finetune_iters, seed=spec.seed,
+                          device=device, overwrite=True, log=False, split=loaders.split,
+                          weighting=spec.weighting, meta=pruning.meta)
+        net, task_masks = result.net, pruning.task_masks
+        keep_ratio, measured = pruning.meta["keep_ratio"], pruning.sparsity
     metrics = evaluate(net, loaders.test, cfg, device=device, progress=False,
                        metric_options=spec.metric_options)
-    row = results_row(method, selection, float(sparsity), report["deployed"]["sparsity"],
-                      metrics, _delta(metrics, dense, selection),
+    row = results_row(method, selection, float(sparsity), measured,
+                      metrics, delta_or_none(metrics, dense, selection),
                       reference_sparsity=report["reference"]["sparsity"],
                       keep_ratio=keep_ratio, seconds=round(time.time() - started, 1))
     record = {"row": row,
@@ -241,6 +249,9 @@ def run_cell(spec: StudySpec, cfg, base: SceneNet, criterion: SceneNetLoss,
     if task_masks:
         from lib.pruning import pairwise_mask_iou
         record["mask_iou"] = pairwise_mask_iou(task_masks)
+    if method in EQUAL_COST_METHODS and "structured_cut" in spec.methods:  # equal-cost figure
+        from lib.experiments.equal_cost import cost_columns
+        record["cost"] = cost_columns(net, (1, 3, *cfg.IMAGE_SHAPE))
     # The row is the cell's result; only the fine-tuned model is kept (for export and the
     # prediction figures): at reference width each resumable checkpoint is ~1 GB.
     for name in ("last.pth", "best.pth"):
@@ -262,16 +273,6 @@ def with_budgets(rows: list[dict], spec: StudySpec, cfg) -> list[dict]:
     base = "given" if spec.base_checkpoint is not None else base_iters
     return [{**row, "budget": budget(row["method"], base, base_iters, finetune_iters)}
             for row in rows]
-
-
-def _delta(metrics: dict, dense: dict, selection: Sequence[str]) -> float | None:
-    """Delta vs dense in percent; None (shown empty) when a dense metric is 0 (undefined)."""
-    from lib.metrics import delta_mtl
-    try:
-        return delta_mtl(metrics, {t: dense[t] for t in selection}, tasks=list(selection))
-    except ZeroDivisionError as exc:
-        warnings.warn(f"no delta vs dense for {'+'.join(selection)}: {exc}")
-        return None
 
 
 def grid(spec: StudySpec, tasks: Sequence[str]) -> list[tuple[tuple[str, ...], str, float]]:
@@ -345,11 +346,12 @@ def _slug(selection: Sequence[str]) -> str:
     return "-".join(selection)
 
 
-def write_outputs(spec: StudySpec, cfg, base: SceneNet, rows: list[dict], records: dict,
+def write_outputs(spec: StudySpec, cfg, base: MultiTaskModel, rows: list[dict], records: dict,
                   cells, out: Path, device: torch.device, seconds: float) -> StudyResult:
     """The results table (CSV + Markdown) and every figure, rebuilt from the cells' records."""
     from lib.pruning import plot_layer_sparsity, plot_mask_iou
-    from lib.reports import plot_delta_vs_sparsity, plot_metric_vs_sparsity, write_results_table
+    from lib.reports import (plot_delta_vs_sparsity, plot_metric_vs_sparsity, plot_predictions,
+                             write_results_table)
 
     csv_path, md_path = write_results_table(rows, out / "results")
     figures: dict[str, Path] = {}
@@ -381,35 +383,31 @@ def write_outputs(spec: StudySpec, cfg, base: SceneNet, rows: list[dict], record
                           title=f"Per-layer IoU of task masks ({iou_source['row']['method']}, "
                                 f"{top:g}%)"),
             out / "mask_iou.png")
-    figures["predictions_dense"] = prediction_grid(spec, cfg, base, out / "predictions_dense.png",
-                                                   device)
+    figures["predictions_dense"] = plot_predictions(base, cfg, out / "predictions_dense.png",
+                                                    device, num_samples=3, seed=spec.seed)
     best_cut = out / "cells" / cell_id("cut", top, focus) / "final_model.pth"
     if best_cut.exists():
-        from lib.pruning import load_pruned
+        from lib.checkpoints import load_pruned
         compact, _ = load_pruned(best_cut)
-        figures["predictions_cut"] = prediction_grid(spec, cfg, compact,
-                                                     out / f"predictions_cut_{top:g}.png", device)
+        figures["predictions_cut"] = plot_predictions(compact, cfg,
+                                                      out / f"predictions_cut_{top:g}.png",
+                                                      device, num_samples=3, seed=spec.seed)
+    equal_cost = equal_cost_rows(records)
+    if {r["method"] for r in equal_cost} >= {"cut", "structured_cut"}:
+        from lib.experiments.equal_cost import plot_equal_cost
+        figures["equal_cost"] = plot_equal_cost(
+            equal_cost, out / "equal_cost.png",
+            title=f"{cfg.CONFIG_NAME}: structured vs unstructured CUT at equal cost")
     table_markdown = md_path.read_text()
     return StudyResult(spec, rows, csv_path, md_path, figures, table_markdown, seconds)
+
+
+def equal_cost_rows(records: dict) -> list[dict]:
+    """Rows of the cells that measured their cost (non-zero parameters, onnxruntime latency),
+    with those columns: the input of :mod:`lib.experiments.equal_cost`."""
+    return [{**rec["row"], **rec["cost"]} for rec in records.values() if "cost" in rec]
 
 
 def _save_fig(fig, path: Path) -> Path:
     from lib.utils import atomic_write
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-
-
-@torch.no_grad()
-def prediction_grid(spec: StudySpec, cfg, net: SceneNet, path: Path,
-                    device: torch.device, num_samples: int = 3) -> Path:
-    """Predictions vs ground truth on the first test images, for every task of ``net``."""
-    from lib.data import build_loader
-    from lib.reports import plot_prediction_grid
-
-    batch = next(iter(build_loader(cfg, "test", batch_size=num_samples, shuffle=False,
-                                   seed=spec.seed)))
-    was_training = net.training
-    net.to(device).eval()
-    preds = [p.cpu() for p in net(batch["img"].to(device))]
-    net.train(was_training)
-    return plot_prediction_grid(batch["img"], preds, batch, net.tasks, path,
-                                dataset=cfg.DATASET, max_samples=num_samples)

@@ -2,15 +2,16 @@
 
 ``save_artifact(net, path)`` writes a :mod:`lib.export.container` file holding
 
-- the network's architecture (``SceneNet.architecture()``) and its per-layer channel counts
-  (so structurally pruned networks rebuild too, see :mod:`lib.pruning.structured`);
+- the network's architecture (``net.architecture()`` of any registered
+  :class:`~lib.models.MultiTaskModel`) and its per-layer channel counts (so structurally
+  pruned networks rebuild too, see :mod:`lib.models.channels`);
 - every tensor of the *effective* state dict (``orig * mask`` for tensors with a prune hook),
   under the plain keys: a masked tensor as its mask (packed 1-bit bitmask or delta-coded kept
   indices, whichever compresses smaller) plus its kept values; any other tensor (biases, BN
   parameters and buffers, unmasked weights) as it is.
 
-``load_artifact(path)`` rebuilds a plain :class:`~lib.models.SceneNet` (no prune hooks) from the
-file alone. With ``dtype="float32"`` the round trip is lossless (``torch.equal`` on every tensor,
+``load_artifact(path)`` rebuilds the plain network (no prune hooks) from the file alone, through
+the model registry (:func:`lib.models.build_model`). With ``dtype="float32"`` the round trip is lossless (``torch.equal`` on every tensor,
 identical outputs); ``dtype="float16"`` halves the value bytes and is lossy (report its error
 separately, e.g. with :func:`max_output_difference`).
 """
@@ -18,19 +19,19 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from lib import __version__
-from lib.models import SceneNet, check_scene_net
+from lib.masks import effective_state_dict, prune_masks
+from lib.models import MultiTaskModel, build_structured, channel_spec, check_model
 from lib.utils import atomic_write_bytes
 
 from .container import (ArtifactFormatError, ArtifactReader, BlobWriter, compress_best,
                         encode_file)
-from .masks import effective_state_dict, prune_masks
 
 ARTIFACT_SUFFIX = ".cutedge"
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -38,7 +39,6 @@ _TORCH_TO_NAME = {torch.float32: "float32", torch.float16: "float16", torch.floa
                   torch.int64: "int64", torch.int32: "int32", torch.uint8: "uint8",
                   torch.bool: "bool"}
 _NAME_TO_TORCH = {v: k for k, v in _TORCH_TO_NAME.items()}
-_ARCH_KEYS = {"model", "tasks_num_class", "backbone_name", "width_mult", "task_ids", "tasks"}
 MASK_COMPRESSIONS = ("none", "zlib", "lzma")
 VALUE_COMPRESSIONS = ("none", "zlib")
 
@@ -96,43 +96,10 @@ def decode_mask(codec: str, data: bytes, numel: int, kept: int, where: str) -> n
     return mask
 
 
-# ----------------------------------------------------------------------------- architecture
-def scene_net_from_architecture(architecture: Mapping[str, Any], source: str) -> SceneNet:
-    """``SceneNet(**architecture)`` after checking the keys, with errors naming ``source``."""
-    if not isinstance(architecture, Mapping):
-        raise ValueError(f"{source}: architecture must be a JSON object, got "
-                         f"{type(architecture).__name__}")
-    unknown = set(architecture) - _ARCH_KEYS
-    if unknown or "tasks_num_class" not in architecture:
-        raise ValueError(f"{source}: architecture keys {sorted(architecture)} are not SceneNet's; "
-                         f"expected 'tasks_num_class' and a subset of {sorted(_ARCH_KEYS)}")
-    try:
-        return SceneNet.from_architecture(dict(architecture))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{source}: cannot build SceneNet from architecture "
-                         f"{dict(architecture)}: {exc}") from None
-
-
-def _channel_spec(net: SceneNet) -> dict[str, Any]:
-    from lib.pruning.structured import channel_spec
-    return channel_spec(net)
-
-
-def _rebuild(architecture: Mapping[str, Any], channels: Mapping[str, Any] | None,
-             source: str) -> SceneNet:
-    net = scene_net_from_architecture(architecture, source)
-    if channels:
-        from lib.pruning.structured import apply_channel_spec
-        try:
-            apply_channel_spec(net, channels)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactFormatError(f"{source}: bad per-layer channel counts: {exc}") from None
-    return net
-
-
 # ----------------------------------------------------------------------------- save / load
 def save_artifact(net: nn.Module, path: str | os.PathLike, dtype: str = "float32") -> dict[str, Any]:
-    """Write ``net`` (a SceneNet, masked or not, possibly structurally pruned) to ``path``.
+    """Write ``net`` (a registered MultiTaskModel, masked or not, possibly structurally pruned)
+    to ``path``.
 
     Only the tensors the network holds are stored (a compact network holds its selected heads
     only). Tensors with a ``torch.nn.utils.prune`` mask are stored sparse; a network without any
@@ -140,7 +107,7 @@ def save_artifact(net: nn.Module, path: str | os.PathLike, dtype: str = "float32
     ``"float16"``) is the storage type of floating-point tensors. The file is written
     atomically. Returns a summary whose ``bytes`` is the size of the file written.
     """
-    net = check_scene_net(net)
+    net = check_model(net)
     if dtype not in STORE_DTYPES:
         raise ValueError(f"dtype {dtype!r} not supported; expected one of {sorted(STORE_DTYPES)}")
     masks = prune_masks(net)
@@ -179,12 +146,12 @@ def save_artifact(net: nn.Module, path: str | os.PathLike, dtype: str = "float32
         totals["values_stored"] += flat.numel()
         entries.append(entry)
     manifest = {"format": "cut-edge-artifact", "written_by": f"lib.export {__version__}",
-                "architecture": net.architecture(), "channels": _channel_spec(net),
+                "architecture": net.architecture(), "channels": channel_spec(net),
                 "dtype": dtype, "had_masks": bool(masks), "tensors": entries}
     path = atomic_write_bytes(encode_file(manifest, blobs), path)
     return {"path": str(path), "bytes": os.path.getsize(path), "dtype": dtype,
-            "had_masks": bool(masks), "tasks": net.tasks, "task_ids": list(net.task_ids),
-            "num_tensors": len(entries), **totals}
+            "had_masks": bool(masks), "tasks": list(net.tasks), "num_tensors": len(entries),
+            **totals}
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
@@ -192,8 +159,9 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return ArtifactReader(path).manifest
 
 
-def load_artifact(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SceneNet:
-    """Rebuild the plain SceneNet stored in ``path`` (eval mode, no prune hooks).
+def load_artifact(path: str | os.PathLike,
+                  map_location: str | torch.device = "cpu") -> MultiTaskModel:
+    """Rebuild the plain network stored in ``path`` (eval mode, no prune hooks).
 
     Never unpickles: the manifest is JSON and tensors are numeric byte blobs. A truncated,
     corrupt or other-version file raises :class:`ArtifactFormatError` naming the file.
@@ -202,7 +170,11 @@ def load_artifact(path: str | os.PathLike, map_location: str | torch.device = "c
     manifest, source = reader.manifest, f"edge artifact {reader.path}"
     if manifest.get("format") != "cut-edge-artifact" or not isinstance(manifest.get("tensors"), list):
         raise ArtifactFormatError(f"{source}: manifest is not a 'cut-edge-artifact' manifest")
-    net = _rebuild(manifest.get("architecture"), manifest.get("channels"), source)
+    try:
+        net = build_structured(manifest.get("architecture"), manifest.get("channels"),
+                               source=source)
+    except ValueError as exc:
+        raise ArtifactFormatError(str(exc)) from None
     state = {}
     for entry in manifest["tensors"]:
         key = entry.get("key")

@@ -1,29 +1,43 @@
 """``python -m lib export``: pruned checkpoint -> edge artifact (+ ONNX, + size/speed report).
 
-A pruned checkpoint (``lib.pruning.save_pruned``) is a plain state dict (``weight_orig``/
+A pruned checkpoint (``lib.checkpoints.save_pruned``) is a plain state dict (``weight_orig``/
 ``weight_mask`` for pruned tensors) with a JSON sidecar holding the architecture
-(``SceneNet.architecture()``, either the whole JSON or under its ``"architecture"`` key). The
-sidecar is ``--architecture`` or, by default, ``X.json`` / ``X.pth.json`` next to ``X.pth``.
-A dense checkpoint for the report takes ``--dense`` and either its sidecar or ``--config``.
+(``net.architecture()`` of a registered model, either the whole JSON or under its
+``"architecture"`` key). The sidecar is ``--architecture`` or, by default, ``X.json`` /
+``X.pth.json`` next to ``X.pth``. A dense checkpoint for the report takes ``--dense`` and
+either its sidecar or ``--config``.
+
+``--int8`` also writes the int8 model (``X_int8.onnx``, QDQ) and its sparse artifact
+(``X.int8.cutedge``), calibrated on ``--calibration-batches`` train batches of ``--config``'s
+data, with its task metrics against the float model on the test split (``int8_fidelity.json``).
+
+Budget mode (``--budget-mb`` and/or ``--budget-ms``, see :mod:`lib.export.budget`) prunes
+``--base`` for ``--tasks`` to the largest keep / channel ratio whose measured file size and
+latency fit, instead of exporting ``--pruned``::
+
+    python -m lib export --budget-mb 10 --budget-ms 200 --base base.pth --config nyuv2_3task \
+        --tasks seg --structure structured --int8 --input-shape 1 3 480 640 --out export/
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
-from lib.utils import atomic_write_json, atomic_write_text, safe_torch_load
+from lib import checkpoints
+from lib.checkpoints import find_sidecar, read_architecture, sidecar_path
+from lib.masks import has_masks
+from lib.utils import atomic_write_json, atomic_write_text
 
 from .artifact import load_artifact, max_output_difference, save_artifact
-from .masks import has_prune_hooks, net_from_pruned_state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pruned", required=True, type=Path,
-                        help="pruned checkpoint: state dict with weight_orig/weight_mask keys")
+    parser.add_argument("--pruned", type=Path, default=None,
+                        help="pruned checkpoint: state dict with weight_orig/weight_mask keys "
+                             "(not in budget mode)")
     parser.add_argument("--architecture", type=Path, default=None,
                         help="architecture JSON (default: the sidecar X.json next to --pruned)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -33,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
                         default=None, help="input shape for ONNX / the report")
     parser.add_argument("--dense", type=Path, default=None,
-                        help="dense base checkpoint: write a size/speed report against it")
+                        help="dense base checkpoint: write a size/speed report against it (in "
+                             "budget mode: of the chosen network, with task metrics)")
     parser.add_argument("--dense-architecture", type=Path, default=None,
                         help="architecture JSON of --dense (default: its sidecar)")
     parser.add_argument("--config", default=None,
@@ -41,53 +56,66 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="reference", help="profile for --config")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per latency")
+    add_int8_and_budget_arguments(parser)
 
 
-def sidecar_path(checkpoint: Path, explicit: Path | None) -> Path:
-    """The architecture JSON of ``checkpoint``: ``explicit`` or ``X.json`` / ``X.pth.json``."""
-    if explicit is not None:
-        return explicit
-    for candidate in (checkpoint.with_suffix(".json"), Path(f"{checkpoint}.json")):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"no architecture sidecar for {checkpoint}: expected "
-                            f"{checkpoint.with_suffix('.json')} or pass --architecture")
-
-
-def read_architecture(path: Path) -> dict[str, Any]:
-    """The architecture dict of a sidecar (whole JSON or its ``"architecture"`` entry)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"architecture file {path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"architecture file {path} is not valid JSON: {exc}") from None
-    if isinstance(data, Mapping) and isinstance(data.get("architecture"), Mapping):
-        data = data["architecture"]
-    if not isinstance(data, Mapping) or "tasks_num_class" not in data:
-        raise ValueError(f"architecture file {path} holds no SceneNet architecture "
-                         f"(expected a 'tasks_num_class' key)")
-    return dict(data)
+def add_int8_and_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--int8`` flags and the budget-mode flag group."""
+    int8 = parser.add_argument_group("int8 (static post-training quantization)")
+    int8.add_argument("--int8", action="store_true",
+                      help="also write the int8 model, calibrated on --config's train data")
+    int8.add_argument("--calibration-batches", type=int, default=8,
+                      help="train batches to calibrate on (at least 4)")
+    int8.add_argument("--data-root", default=None,
+                      help="dataset root (default: the config's DATA_ROOT, else the built-in "
+                           "synthetic dataset, announced)")
+    int8.add_argument("--eval-batches", type=int, default=None,
+                      help="test batches for the int8 task metrics (default: the whole split)")
+    budget = parser.add_argument_group("budget mode (prune --base to fit)")
+    budget.add_argument("--budget-mb", type=float, default=None, help="file size budget, MiB")
+    budget.add_argument("--budget-ms", type=float, default=None,
+                        help="latency budget on this machine, ms (median of --repeats)")
+    budget.add_argument("--base", type=Path, default=None, help="dense base model checkpoint")
+    budget.add_argument("--tasks", nargs="+", default=None, help="selected task names")
+    budget.add_argument("--structure", choices=["structured", "unstructured"],
+                        default="structured", help="channel ratio or keep ratio is solved")
+    budget.add_argument("--ranking", choices=["uniform", "global"], default="uniform",
+                        help="structured CUT channel ranking")
+    budget.add_argument("--engine", choices=["onnxruntime", "torch"], default="onnxruntime",
+                        help="where the latency budget is measured")
+    budget.add_argument("--num-batches", type=int, default=None,
+                        help="scoring batches (default: the config's PRUNE_NUM_BATCHES)")
+    budget.add_argument("--iterations", type=int, default=6, help="bisection steps")
+    budget.add_argument("--seed", type=int, default=0)
 
 
 def load_network(checkpoint: Path, architecture: Path | None):
-    """A (masked) SceneNet from ``checkpoint`` and its architecture JSON (sidecar or explicit).
-
-    Plain state dicts, ``{"state_dict"|"model": ...}`` wrappers and DataParallel prefixes are
-    accepted (``lib.pruning.unwrap_state_dict``); ``weight_orig``/``weight_mask`` pairs become
-    prune hooks.
-    """
-    from lib.pruning import unwrap_state_dict
-    state = unwrap_state_dict(safe_torch_load(checkpoint), checkpoint)
-    arch = read_architecture(sidecar_path(checkpoint, architecture))
-    return net_from_pruned_state(state, arch, source=f"checkpoint {checkpoint}")
+    """A (masked) network from ``checkpoint`` and its architecture JSON (``--architecture`` or
+    the sidecar ``X.json`` / ``X.pth.json``), through :func:`lib.checkpoints.load_network`:
+    plain state dicts, ``{"state_dict"|"model": ...}`` wrappers and DataParallel prefixes are
+    accepted; ``weight_orig``/``weight_mask`` pairs become prune masks."""
+    side = architecture or find_sidecar(checkpoint)
+    if side is None:
+        raise FileNotFoundError(f"no architecture sidecar for {checkpoint}: expected "
+                                f"{sidecar_path(checkpoint)} or pass --architecture")
+    arch, channels = read_architecture(side)
+    return checkpoints.load_network(checkpoint, architecture=arch, channels=channels)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.budget_mb is not None or args.budget_ms is not None:
+        from .cli_budget import run_budget
+        return run_budget(args)
+    if args.pruned is None:
+        raise ValueError("python -m lib export: give --pruned (or a budget: --budget-mb/--budget-ms)")
     if (args.onnx or args.dense is not None) and args.input_shape is None:
         raise SystemExit("python -m lib export: --onnx and --dense need --input-shape N C H W")
     net = load_network(args.pruned, args.architecture).eval()
-    if not has_prune_hooks(net):
+    int8_inputs = None
+    if args.int8:  # every int8 input is checked before anything is written
+        from .cli_budget import prepare_int8
+        int8_inputs = prepare_int8(args, net.tasks)
+    if not has_masks(net):
         print(f"note: {args.pruned} has no weight_mask entries: exported dense")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.pruned.stem
@@ -112,12 +140,15 @@ def run(args: argparse.Namespace) -> int:
               f"(max |diff| {parity['max_abs_diff']:.3g})")
         if not parity["ok"]:
             return 1
+    if args.int8:
+        from .cli_budget import export_int8
+        summary["int8"] = export_int8(net, int8_inputs, args.out / stem)
     if args.dense is not None:
         from .report import plot_report, report_markdown, size_speed_report
         if args.config is not None and args.dense_architecture is None:
             from lib.config import load_config
-            from lib.pruning import load_base_model
-            dense = load_base_model(args.dense, load_config(args.config, args.profile)).eval()
+            dense = checkpoints.load_base_model(args.dense,
+                                                load_config(args.config, args.profile)).eval()
         else:
             dense = load_network(args.dense, args.dense_architecture).eval()
         rows = size_speed_report(dense, net, args.input_shape, threads=args.threads,

@@ -10,19 +10,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from lib.masks import has_masks, plain_copy
+from lib.models import copy_network
 from lib.utils import atomic_write
-
-from .masks import deepcopy_network, has_prune_hooks, plain_copy
 
 DEFAULT_OPSET = 17
 
 
 def output_names(net: nn.Module) -> list[str]:
-    """ONNX output names: task names when the network has them, else ``task{id}``."""
-    tasks = getattr(net, "tasks", None)
-    if tasks:
-        return list(tasks)
-    return [f"task{t}" for t in getattr(net, "task_ids", [])] or ["output"]
+    """ONNX output names: the task names of a MultiTaskModel, else ``["output"]``."""
+    return list(getattr(net, "tasks", None) or ["output"])
 
 
 def export_onnx(net: nn.Module, path: str | os.PathLike, input_shape: Sequence[int],
@@ -34,7 +31,7 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, input_shape: Sequence[i
     """
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be (N, C, H, W), got {tuple(input_shape)}")
-    plain = plain_copy(net) if has_prune_hooks(net) else net
+    plain = plain_copy(net) if has_masks(net) else net
     was_training = plain.training
     plain.eval()
     device = next(plain.parameters()).device
@@ -52,8 +49,9 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, input_shape: Sequence[i
         plain.train(was_training)
 
 
-def onnx_session(path: str | os.PathLike, threads: int | None = None):
-    """An onnxruntime CPU session for ``path`` with ``threads`` intra-op threads (None: default)."""
+def onnx_session(path: str | os.PathLike | bytes, threads: int | None = None):
+    """An onnxruntime CPU session for ``path`` (or serialized model bytes) with ``threads``
+    intra-op threads (None: default)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -63,7 +61,8 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     options.log_severity_level = 3
     # No busy-waiting between runs: idle ORT threads would steal cores from whatever runs next.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=options,
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=options,
                                 providers=["CPUExecutionProvider"])
 
 
@@ -79,7 +78,7 @@ def check_onnx_parity(net: nn.Module, onnx_path: str | os.PathLike,
     if not isinstance(inputs, torch.Tensor):
         gen = torch.Generator().manual_seed(0)
         inputs = torch.randn(tuple(int(s) for s in inputs), generator=gen) * 50
-    plain = copy_to_cpu(plain_copy(net) if has_prune_hooks(net) else net)
+    plain = copy_to_cpu(plain_copy(net) if has_masks(net) else net)
     was_training = plain.training
     plain.eval()
     try:
@@ -111,4 +110,4 @@ def copy_to_cpu(net: nn.Module) -> nn.Module:
     device = next(net.parameters()).device
     if device.type == "cpu":
         return net
-    return deepcopy_network(net).cpu()
+    return copy_network(net).cpu()

@@ -5,9 +5,14 @@
     SplitDeepLabv3       dilated ResNet-50 + one DeepLabv3 head per task (min-max, NYUv2)
     MTANDeepLabv3        the same with per-task attention over each stage (min-max, NYUv2)
     MultiDomainVGG16     VGG-16, per-domain BatchNorm and 5-way heads (min-max, CIFAR-100)
+
+Also: channel specs of structurally pruned networks (:mod:`.channels`), SceneNet's head-id
+helpers (:mod:`.structure`).
 """
-from .contract import (MODEL_REGISTRY, PRUNABLE_TYPES, MultiTaskModel, build_model, check_model,
-                       check_selection, layer_owner, model_name, prunable_layers, register_model,
+from .channels import apply_channel_spec, build_structured, changed_channels, channel_spec
+from .contract import (MODEL_REGISTRY, PRUNABLE_TYPES, MultiTaskModel, architecture_of,
+                       build_model, check_model, check_selection, copy_network, layer_owner,
+                       model_from_config, model_name, prunable_layers, register_model,
                        shared_layers, task_layers, task_model_layers)
 from .common import NORMAL_TASKS
 from .deeplab import MTANDeepLabv3, SplitDeepLabv3
@@ -18,9 +23,11 @@ from .vgg_mtl import MultiDomainVGG16
 from .structure import (backbone_modules, backbone_parameters, check_scene_net, head_modules,
                         head_parameters, prunable_modules, task_model_modules)
 
-__all__ = ["MODEL_REGISTRY", "PRUNABLE_TYPES", "MultiTaskModel", "build_model", "check_model",
-           "check_selection", "layer_owner", "model_name", "prunable_layers", "register_model",
+__all__ = ["MODEL_REGISTRY", "PRUNABLE_TYPES", "MultiTaskModel", "architecture_of",
+           "build_model", "check_model", "check_selection", "copy_network", "layer_owner",
+           "model_from_config", "model_name", "prunable_layers", "register_model",
            "shared_layers", "task_layers", "task_model_layers",
+           "apply_channel_spec", "build_structured", "changed_channels", "channel_spec",
            "ASPP_RATES", "BACKBONE_BLOCKS", "BACKBONE_LAYOUTS", "BasicBlock", "Bottleneck",
            "ClassificationModule", "DeepLabResNetBackbone", "SceneNet", "head_branch_names",
            "NORMAL_TASKS", "SegNetMTAN", "SplitDeepLabv3", "MTANDeepLabv3", "MultiDomainVGG16",

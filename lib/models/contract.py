@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import abc
 import copy
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import torch
 import torch.nn as nn
@@ -88,7 +88,7 @@ class MultiTaskModel(nn.Module, abc.ABC):
         selected = check_selection(self, tasks)
         removed = {name: module for t in self.tasks if t not in selected
                    for name, module in self.task_modules(t).items()}
-        compact = _copy_without(self, removed.values())
+        compact = copy_network(self, skip=removed.values())
         for name in removed:
             if not any(name.startswith(f"{other}.") for other in removed):  # outermost only
                 _detach_module(compact, name)
@@ -107,7 +107,8 @@ def check_model(net: Any) -> MultiTaskModel:
     very module in the tree; no module is both shared and task-specific, or owned by two tasks.
     """
     if not isinstance(net, MultiTaskModel):
-        raise TypeError(f"expected a lib.models.MultiTaskModel, got {type(net).__name__}")
+        raise TypeError(f"expected a lib.models.MultiTaskModel (such as SceneNet), got "
+                        f"{type(net).__name__}")
     tasks = list(getattr(net, "tasks", None) or [])
     if not tasks or len(set(tasks)) != len(tasks):
         raise ValueError(f"{type(net).__name__}.tasks must be distinct task names, got {tasks}")
@@ -206,6 +207,29 @@ def register_model(cls: type[M] | None = None, *, name: str | None = None
     return add if cls is None else add(cls)
 
 
+def architecture_of(net: nn.Module) -> dict[str, Any] | None:
+    """``net.architecture()`` when the network describes itself, else None (a model that does
+    not implement :meth:`MultiTaskModel.architecture`, or a module outside the contract)."""
+    own = getattr(type(net), "architecture", None)
+    if own is None or own is MultiTaskModel.architecture:
+        return None
+    return net.architecture()
+
+
+def model_from_config(cfg) -> MultiTaskModel:
+    """The full network a config describes: registered model ``cfg.MODEL`` (default
+    ``"SceneNet"``, the reference configs' network) built by its ``from_config(cfg)``."""
+    name = str(getattr(cfg, "MODEL", LEGACY_MODEL))
+    if name not in MODEL_REGISTRY:
+        raise ValueError(f"config MODEL {name!r} is not a registered model; registered models: "
+                         f"{sorted(MODEL_REGISTRY)}")
+    cls = MODEL_REGISTRY[name]
+    if not hasattr(cls, "from_config"):
+        raise TypeError(f"model {name!r} has no from_config(cfg): build it yourself and pass "
+                        f"the network instead of a config")
+    return cls.from_config(cfg)
+
+
 def model_name(record: Mapping[str, Any]) -> str:
     """The registered model name an architecture record refers to."""
     return str(record.get("model", LEGACY_MODEL))
@@ -232,14 +256,14 @@ def build_model(record: Mapping[str, Any], source: str = "architecture") -> Mult
 
 
 # ------------------------------------------------------------------------ selection helpers
-def _copy_without(net: nn.Module, skipped) -> nn.Module:
-    """``copy.deepcopy(net)`` in which every module of ``skipped`` becomes ``None``.
+def copy_network(net: nn.Module, skip: Iterable[nn.Module] = ()) -> nn.Module:
+    """``copy.deepcopy(net)`` in which every module of ``skip`` becomes ``None``.
 
     Also copes with prune hooks after a forward with autograd on: their cached ``orig * mask``
     attribute is then a non-leaf tensor, which deepcopy refuses; a detached copy stands in for
     it (the next forward recomputes it anyway).
     """
-    memo: dict[int, Any] = {id(m): None for m in skipped}
+    memo: dict[int, Any] = {id(m): None for m in skip}
     for module in net.modules():
         for value in module.__dict__.values():
             if isinstance(value, torch.Tensor) and not value.is_leaf:

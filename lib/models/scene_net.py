@@ -116,7 +116,6 @@ class DeepLabResNetBackbone(nn.Module):
             inplanes = out
         self.blocks = nn.ModuleList(blocks)
         self.ds = nn.ModuleList(shortcuts)  # ds[0] is None for BasicBlocks, as in the reference
-        self.out_channels = inplanes
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -124,6 +123,13 @@ class DeepLabResNetBackbone(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the features the heads read (fewer after structured pruning): the last
+        block's last BatchNorm's."""
+        last = [m for m in self.blocks[-1][-1].modules() if isinstance(m, nn.BatchNorm2d)][-1]
+        return last.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

@@ -1,7 +1,9 @@
-"""Which parameters belong to the shared backbone and which to each task's head.
+"""SceneNet's own names for the contract's layer enumeration, by 1-based head id.
 
-Decided by module structure (``net.backbone`` and ``net.head(task_id)``), never by substring
-tests on parameter names.
+The rest of ``lib`` works with :func:`lib.models.shared_layers` / :func:`task_layers` by task
+name, for any :class:`~lib.models.MultiTaskModel`; these keep the SceneNet-flavoured helpers
+(backbone = the shared layers, head ``task_id`` = that task's own layers) for code and tests
+written against them.
 """
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ from typing import Iterator
 
 import torch.nn as nn
 
-from .contract import PRUNABLE_TYPES
-from .scene_net import SceneNet, head_branch_names
+from .contract import prunable_layers, shared_layers, task_layers
+from .scene_net import SceneNet
+
+prunable_modules = prunable_layers
 
 
 def check_scene_net(net: nn.Module) -> SceneNet:
@@ -20,22 +24,20 @@ def check_scene_net(net: nn.Module) -> SceneNet:
     return net
 
 
-def backbone_modules(net: SceneNet, prefix: str = "backbone") -> dict[str, nn.Module]:
+def _task_of(net: SceneNet, task_id: int) -> str:
+    if task_id not in check_scene_net(net).task_ids:
+        raise KeyError(f"this network has no head task{task_id}; heads: {net.task_ids}")
+    return net.tasks[net.task_ids.index(task_id)]
+
+
+def backbone_modules(net: SceneNet) -> dict[str, nn.Module]:
     """``{qualified name: module}`` of the prunable (Conv2d/Linear) layers of the backbone."""
-    check_scene_net(net)
-    return {f"{prefix}.{n}" if n else prefix: m for n, m in net.backbone.named_modules()
-            if isinstance(m, PRUNABLE_TYPES)}
+    return shared_layers(check_scene_net(net))
 
 
 def head_modules(net: SceneNet, task_id: int) -> dict[str, nn.Module]:
     """``{qualified name: module}`` of the prunable layers of head ``task{task_id}``."""
-    check_scene_net(net)
-    out = {}
-    for branch_name, branch in zip(head_branch_names(task_id), net.head(task_id)):
-        for n, m in branch.named_modules():
-            if isinstance(m, PRUNABLE_TYPES):
-                out[f"{branch_name}.{n}"] = m
-    return out
+    return task_layers(net, _task_of(net, task_id))
 
 
 def task_model_modules(net: SceneNet, task_id: int) -> dict[str, nn.Module]:
@@ -43,17 +45,8 @@ def task_model_modules(net: SceneNet, task_id: int) -> dict[str, nn.Module]:
     return {**backbone_modules(net), **head_modules(net, task_id)}
 
 
-def prunable_modules(net: SceneNet) -> dict[str, nn.Module]:
-    """Every prunable layer of the network, backbone first, then heads in ``task_ids`` order."""
-    out = backbone_modules(net)
-    for t in net.task_ids:
-        out.update(head_modules(net, t))
-    return out
-
-
 def backbone_parameters(net: SceneNet) -> Iterator[nn.Parameter]:
-    check_scene_net(net)
-    return net.backbone.parameters()
+    return check_scene_net(net).backbone.parameters()
 
 
 def head_parameters(net: SceneNet, task_id: int) -> Iterator[nn.Parameter]:

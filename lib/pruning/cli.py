@@ -4,8 +4,9 @@
         --method cut --tasks seg depth --sparsity 90 --out runs/pruned
 
 Writes ``OUT/{method}_{sparsity}_{tasks}.pth`` (reference-readable state dict with
-``weight_orig``/``weight_mask``) and its ``.json`` sidecar. Every input is checked before
-anything is read from the data or written.
+``weight_orig``/``weight_mask``; a plain, smaller state dict for ``structured_cut``) and its
+``.json`` sidecar. For ``structured_cut`` ``--sparsity`` is the percent of every channel group
+removed. Every input is checked before anything is read from the data or written.
 """
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from lib.checkpoints import load_base_model, pruned_filename
 from lib.config import load_config
 from lib.utils import resolve_device, set_cpu_threads
 
-from .checkpoint import load_base_model, pruned_filename, save_pruned
 from .masks import check_keep_ratio
-from .methods import METHODS, prune, uses_data
-from .sparsity import check_sparsity, reference_keep_ratio, sparsity_report
+from .methods import METHODS, STRUCTURED_METHODS, uses_data
+from .sparsity import check_sparsity, reference_keep_ratio
+from .workflow import prune_and_save
 
 
 def _min_votes(value: str):
@@ -34,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", required=True, help="selected task names")
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--sparsity", type=float,
-                        help="target deployed sparsity in percent, [0, 100)")
+                        help="target deployed sparsity in percent, [0, 100) (structured_cut: "
+                             "percent of every channel group removed)")
     budget.add_argument("--keep-ratio", type=float, help="keep ratio in (0, 1]")
     parser.add_argument("--reference-keep-ratio", action="store_true",
                         help="use the config's KEEP_RATIO_TABLE for --sparsity (the reference's "
@@ -43,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scoring batches (default: the config's PRUNE_NUM_BATCHES)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--min-votes", type=_min_votes, default=2,
-                        help="backbone fusion: an integer, all, any or majority (CUT)")
+                        help="backbone fusion: an integer, all, any or majority (CUT, "
+                             "structured_cut)")
     parser.add_argument("--mode", default="eval", choices=["eval", "train"],
                         help="network mode while scoring (train reproduces the reference)")
     parser.add_argument("--data-root", default=None,
@@ -89,11 +93,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.reference_keep_ratio:
         if sparsity is None:
             raise ValueError("--reference-keep-ratio needs --sparsity")
+        if args.method in STRUCTURED_METHODS:
+            raise ValueError(f"--reference-keep-ratio is a weight keep ratio; {args.method} "
+                             f"takes a channel sparsity (--sparsity)")
         keep_ratio, sparsity_target = reference_keep_ratio(cfg, sparsity), None
     else:
         sparsity_target = sparsity
     num_batches = args.num_batches if args.num_batches is not None else cfg.PRUNE_NUM_BATCHES
-    options = {"min_votes": args.min_votes} if args.method == "cut" else {}
+    options = {"min_votes": args.min_votes} if args.method in ("cut", "structured_cut") else {}
     device = resolve_device(args.device)
 
     net = load_base_model(args.checkpoint, cfg).to(device)
@@ -104,18 +111,13 @@ def _run(args: argparse.Namespace) -> int:
         cfg.DATA_ROOT = _data_root(cfg, args.data_root, args.seed)
         criterion = SceneNetLoss.from_config(cfg)
         loader = build_loader(cfg, "train", batch_size=args.batch_size, seed=args.seed)
-    pruned = prune(args.method, net, criterion, loader, selected_tasks=args.tasks,
-                   tasks=cfg.TASKS, keep_ratio=keep_ratio, sparsity=sparsity_target,
-                   num_batches=num_batches, seed=args.seed, mode=args.mode, device=device,
-                   **options)
     name = pruned_filename(args.method, args.tasks, sparsity=sparsity,
                            keep_ratio=None if sparsity is not None else keep_ratio)
-    path = save_pruned(pruned, Path(args.out) / name,
-                       meta={"config": cfg.CONFIG_NAME, "profile": args.profile,
-                             "base_checkpoint": str(args.checkpoint)}, full_net=net)
-    report = sparsity_report(pruned, net)
-    keep = pruned.pruning_meta["keep_ratio"]
-    print(f"{args.method} {'+'.join(args.tasks)}: keep ratio {keep:.4f}, "
-          f"deployed sparsity {report['deployed']['sparsity']:.2f}%, reference figure "
-          f"{report['reference']['sparsity']:.2f}% -> {path}")
+    saved = prune_and_save(args.method, net, criterion, loader, Path(args.out) / name,
+                           selected_tasks=args.tasks, tasks=cfg.TASKS, keep_ratio=keep_ratio,
+                           sparsity=sparsity_target, num_batches=num_batches, seed=args.seed,
+                           mode=args.mode, device=device,
+                           meta={"config": cfg.CONFIG_NAME, "profile": args.profile,
+                                 "base_checkpoint": str(args.checkpoint)}, **options)
+    print(saved.summary())
     return 0

@@ -14,12 +14,13 @@ from typing import Callable
 
 import torch
 
-from lib.models import SceneNet
+from lib.masks import Masks, install_masks, ones_masks, remove_masks
+from lib.models import MultiTaskModel
 
-from .masks import Masks, install_masks, ones_masks, remove_masks, topk_mask
+from .masks import topk_mask
 from .scores import magnitude_scores
 
-TrainFn = Callable[[SceneNet], None]
+TrainFn = Callable[[MultiTaskModel], None]
 
 
 def per_round_runs(fn: Callable[..., object], run_dir: str | os.PathLike, **kwargs) -> TrainFn:
@@ -30,17 +31,17 @@ def per_round_runs(fn: Callable[..., object], run_dir: str | os.PathLike, **kwar
     """
     rounds = itertools.count(1)
 
-    def train_fn(net: SceneNet) -> None:
+    def train_fn(net: MultiTaskModel) -> None:
         fn(net, run_dir=Path(run_dir) / f"round{next(rounds)}", **kwargs)
     return train_fn
 
 
-def global_magnitude_masks(net: SceneNet, keep_ratio: float) -> Masks:
+def global_magnitude_masks(net: MultiTaskModel, keep_ratio: float) -> Masks:
     """Keep the globally largest ``int(n * keep_ratio)`` |w| of every prunable layer (ties kept)."""
     return topk_mask(magnitude_scores(net), keep_ratio, normalise=False, label="global |w|")
 
 
-def iterative_magnitude_masks(net: SceneNet, keep_ratio: float, train_fn: TrainFn,
+def iterative_magnitude_masks(net: MultiTaskModel, keep_ratio: float, train_fn: TrainFn,
                               rounds: int = 3) -> Masks:
     """Iterative magnitude pruning with rewinding (Frankle & Carbin), ``rounds`` rounds.
 

@@ -1,12 +1,13 @@
-"""CUT and its baselines behind one registry, sharing one pipeline:
+"""CUT and its baselines behind one registry, sharing one pipeline, for any MultiTaskModel:
 
-    select tasks -> score -> per-task / global masks -> backbone fusion -> install masks
+    select tasks -> score -> per-task / global masks -> shared-layer fusion -> install masks
 
 A method is a function ``method(net, ctx) -> PruningPlan`` where ``net`` is the compact
-network (already holding only the selected heads) and ``ctx`` the shared inputs; it returns the
-network the masks go on and a function ``keep ratio -> masks``. :func:`prune` turns a keep
-ratio or a target deployed sparsity into masks and installs them. Adding a method = one
-function + one line in :data:`METHODS`.
+network (``net.select(selected_tasks)``: only the selected tasks' modules) and ``ctx`` the
+shared inputs; it returns the network the masks go on and a function ``keep ratio -> masks``.
+A structural method returns a :class:`StructuredPlan` instead (``channel sparsity -> smaller
+network``). :func:`prune` turns a keep ratio or a target sparsity into the pruned network and
+returns a :class:`PruneResult`. Adding a method = one function + one line in :data:`METHODS`.
 """
 from __future__ import annotations
 
@@ -18,16 +19,20 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from lib.models import SceneNet, build_model, backbone_modules, check_scene_net, head_modules, prunable_modules
+from lib.masks import (Masks, count_zeros, install_masks, layer_weights, masks_of,
+                       sparsity_report, weight_parameter)
+from lib.models import (MultiTaskModel, architecture_of, build_model, check_model, prunable_layers,
+                        shared_layers, task_layers, task_model_layers)
 from lib.utils import resolve_device, seed_everything
 
 from .compact import select_tasks
+from .errors import PruningError
 from .fusion import MinVotes, fuse_backbone, required_votes
 from .lth import TrainFn, iterative_magnitude_masks
-from .masks import Masks, ScoreRanking, check_keep_ratio, install_masks, weight_parameter
+from .masks import ScoreRanking, check_keep_ratio
 from .scores import (check_criterion, joint_scores, magnitude_scores, random_scores, task_scores)
-from .sparsity import (SPARSITY_TOLERANCE, check_sparsity, keep_ratio_for_sparsity, layer_weights,
-                       mask_sparsity)
+from .sparsity import SPARSITY_TOLERANCE, check_sparsity, keep_ratio_for_sparsity, mask_sparsity
+from .structured import structured_cut_prune
 
 
 @dataclass
@@ -50,25 +55,56 @@ class PruningPlan:
     ``masks_for(keep, exact=False)``: ``exact=True`` breaks score ties (see ScoreRanking).
     ``task_masks_for``: optional keep ratio -> per-task masks, kept for mask analysis.
     """
-    net: SceneNet
+    net: MultiTaskModel
     masks_for: Callable[[float], Masks]
     global_budget: bool
     task_masks_for: Callable[[float], dict[str, Masks]] | None = None
     info: dict = field(default_factory=dict)
 
 
-def decide(net: SceneNet, per_task: dict[str, Masks], min_votes: MinVotes,
+@dataclass
+class StructuredPlan:
+    """What a structural method hands back: ``build(channel_sparsity)`` -> a smaller, plain
+    network with that fraction of every channel group removed (see :mod:`.structured`)."""
+    net: MultiTaskModel
+    build: Callable[[float], MultiTaskModel]
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class PruneResult:
+    """What :func:`prune` returns.
+
+    ``net``: the compact pruned network (``torch.nn.utils.prune`` masks on every prunable
+    layer; a structural method's network carries none); ``task_masks``: per-task methods' masks
+    ``{task: {layer: bool}}`` at the chosen keep ratio (CPU), for mask analysis, else None;
+    ``meta``: JSON-able record of how it was made (method, keep ratio, seed, ...);
+    ``sparsity``: percent of the dense compact network's prunable weights that are zero or
+    removed (for masked networks the deployed sparsity of :func:`lib.masks.sparsity_report`).
+    """
+    net: MultiTaskModel
+    task_masks: dict[str, Masks] | None
+    meta: dict
+    sparsity: float
+
+    @property
+    def masks(self) -> Masks:
+        """The installed masks ``{layer: bool}`` (empty for a structurally pruned network)."""
+        return masks_of(self.net)
+
+
+def decide(net: MultiTaskModel, per_task: dict[str, Masks], min_votes: MinVotes,
            reproduce_single_task_bug: bool = False) -> Masks:
-    """Parameter decision: fused backbone masks + each head's own task mask."""
-    backbone = list(backbone_modules(net))
-    masks = fuse_backbone({t: {n: m[n] for n in backbone} for t, m in per_task.items()},
+    """Parameter decision: fused masks of the shared layers + each task's own layers' mask."""
+    shared = list(shared_layers(net))
+    masks = fuse_backbone({t: {n: m[n] for n in shared} for t, m in per_task.items()},
                           min_votes, reproduce_single_task_bug)
-    for task, tid in zip(net.tasks, net.task_ids):
-        masks.update({n: per_task[task][n] for n in head_modules(net, tid)})
+    for task in net.tasks:
+        masks.update({n: per_task[task][n] for n in task_layers(net, task)})
     return masks
 
 
-def per_task_plan(net: SceneNet, scores: dict[str, dict[str, torch.Tensor]], min_votes: MinVotes,
+def per_task_plan(net: MultiTaskModel, scores: dict[str, dict[str, torch.Tensor]], min_votes: MinVotes,
                   reproduce_single_task_bug: bool = False, info: dict | None = None) -> PruningPlan:
     required_votes(min_votes, len(scores))  # validate the rule before any search
     magnitude = _magnitudes(net)
@@ -85,38 +121,49 @@ def per_task_plan(net: SceneNet, scores: dict[str, dict[str, torch.Tensor]], min
                        {"min_votes": min_votes, **(info or {})})
 
 
-def global_plan(net: SceneNet, scores: dict[str, torch.Tensor], normalise: bool,
+def global_plan(net: MultiTaskModel, scores: dict[str, torch.Tensor], normalise: bool,
                 info: dict | None = None) -> PruningPlan:
     ranking = ScoreRanking(scores, normalise=normalise, label="global scores",
                            tie_break=_magnitudes(net))
     return PruningPlan(net, ranking.masks, True, None, info or {})
 
 
-def _magnitudes(net: SceneNet) -> dict[str, torch.Tensor]:
+def _magnitudes(net: MultiTaskModel) -> dict[str, torch.Tensor]:
     """``|w|`` per prunable layer: the tie-break between equal scores in target-sparsity mode."""
     return {n: w.abs() for n, w in layer_weights(net).items()}
 
 
-def _require_data(ctx: PruneContext, net: SceneNet, method: str) -> None:
+def _require_data(ctx: PruneContext, net: MultiTaskModel, method: str) -> None:
     if ctx.num_batches is None:
-        raise ValueError(f"method {method!r} scores on data: pass num_batches")
+        raise PruningError(f"method {method!r} scores on data: pass num_batches")
     check_criterion(ctx.criterion, net.tasks)
 
 
-def fresh_like(net: SceneNet, seed: int) -> SceneNet:
-    """An untrained SceneNet of ``net``'s architecture, initialised from ``seed``, same device."""
+def fresh_like(net: MultiTaskModel, seed: int) -> MultiTaskModel:
+    """An untrained network of ``net``'s architecture, initialised from ``seed``, same device.
+
+    A model that describes itself (``architecture()``) is rebuilt from its registry entry; any
+    other is copied and every submodule's ``reset_parameters()`` is called.
+    """
+    record = architecture_of(net)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        fresh = build_model(net.architecture())
+        if record is not None:
+            fresh = build_model(record)
+        else:
+            fresh = copy.deepcopy(net)
+            for module in fresh.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
     return fresh.to(next(net.parameters()).device).train(net.training)
 
 
-def xavier_copy(net: SceneNet, seed: int) -> SceneNet:
+def xavier_copy(net: MultiTaskModel, seed: int) -> MultiTaskModel:
     """A copy of ``net`` with Xavier-normal re-initialised prunable weights (DiSparse static)."""
     clone = copy.deepcopy(net)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for module in prunable_modules(clone).values():
+        for module in prunable_layers(clone).values():
             w = weight_parameter(module)
             fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
             std = (2.0 / (fan_in + fan_out)) ** 0.5
@@ -125,7 +172,7 @@ def xavier_copy(net: SceneNet, seed: int) -> SceneNet:
 
 
 # ---------------------------------------------------------------------------------- methods
-def cut(net: SceneNet, ctx: PruneContext, *, min_votes: MinVotes = 2,
+def cut(net: MultiTaskModel, ctx: PruneContext, *, min_votes: MinVotes = 2,
         reproduce_single_task_bug: bool = False) -> PruningPlan:
     """CUT: per-task |w * dL_t/dw| at the given weights, per-task top-k, backbone vote fusion."""
     _require_data(ctx, net, "cut")
@@ -135,7 +182,7 @@ def cut(net: SceneNet, ctx: PruneContext, *, min_votes: MinVotes = 2,
     return per_task_plan(net, scores, min_votes, reproduce_single_task_bug, {"mode": ctx.mode})
 
 
-def lth(net: SceneNet, ctx: PruneContext, *, iterative: bool = False, rounds: int = 3,
+def lth(net: MultiTaskModel, ctx: PruneContext, *, iterative: bool = False, rounds: int = 3,
         train_fn: TrainFn | None = None) -> PruningPlan:
     """LTH: global |w| one shot (the reference), or iterative magnitude pruning with rewinding."""
     if not iterative:
@@ -146,30 +193,30 @@ def lth(net: SceneNet, ctx: PruneContext, *, iterative: bool = False, rounds: in
                        True, None, {"iterative": True, "rounds": rounds})
 
 
-def snip(net: SceneNet, ctx: PruneContext) -> PruningPlan:
+def snip(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
     """SNIP on the given (pre-trained) weights: joint weighted loss, one global top-k."""
     _require_data(ctx, net, "snip")
     scores = joint_scores(net, ctx.criterion, ctx.loader, ctx.num_batches, ctx.mode, ctx.device)
     return global_plan(net, scores, normalise=True, info={"mode": ctx.mode})
 
 
-def snip_untrained(net: SceneNet, ctx: PruneContext) -> PruningPlan:
+def snip_untrained(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
     """SNIP as in the reference: on a freshly initialised (untrained) network, seeded."""
     return snip(fresh_like(net, ctx.seed), ctx)
 
 
-def random_pretrained(net: SceneNet, ctx: PruneContext) -> PruningPlan:
+def random_pretrained(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
     """Uniform random masks over the pre-trained weights, seeded."""
     return global_plan(net, random_scores(net, ctx.seed), normalise=False)
 
 
-def random_untrained(net: SceneNet, ctx: PruneContext) -> PruningPlan:
+def random_untrained(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
     """Random masks on a freshly initialised network, as in the reference."""
     fresh = fresh_like(net, ctx.seed)
     return global_plan(fresh, random_scores(fresh, ctx.seed), normalise=False)
 
 
-def disparse_static(net: SceneNet, ctx: PruneContext, *,
+def disparse_static(net: MultiTaskModel, ctx: PruneContext, *,
                     min_votes: MinVotes = "any") -> PruningPlan:
     """DiSparse static: per-task scores at Xavier re-initialised weights, union fusion.
 
@@ -182,7 +229,7 @@ def disparse_static(net: SceneNet, ctx: PruneContext, *,
     return per_task_plan(net, scores, min_votes, info={"mode": ctx.mode})
 
 
-def disparse_pt(net: SceneNet, ctx: PruneContext, *, score: str = "auto",
+def disparse_pt(net: MultiTaskModel, ctx: PruneContext, *, score: str = "auto",
                 min_votes: MinVotes = "any") -> PruningPlan:
     """DiSparse pre-trained: per-task |w| (NYU, Cityscapes) or ``w^2 * sum|dL_t/dw|`` (Taskonomy).
 
@@ -194,8 +241,7 @@ def disparse_pt(net: SceneNet, ctx: PruneContext, *, score: str = "auto",
         score = "gradient" if dataset == "taskonomy" else "magnitude"
     if score == "magnitude":
         mags = magnitude_scores(net)
-        scores = {t: {n: mags[n] for n in {**backbone_modules(net), **head_modules(net, tid)}}
-                  for t, tid in zip(net.tasks, net.task_ids)}
+        scores = {t: {n: mags[n] for n in task_model_layers(net, t)} for t in net.tasks}
     elif score == "gradient":
         _require_data(ctx, net, "disparse_pt")
         mags = magnitude_scores(net)
@@ -203,11 +249,27 @@ def disparse_pt(net: SceneNet, ctx: PruneContext, *, score: str = "auto",
                                  ctx.mode, ctx.device)
         scores = {t: {n: s * mags[n] for n, s in ts.items()} for t, ts in cut_scores.items()}
     else:
-        raise ValueError(f"score must be 'auto', 'magnitude' or 'gradient', got {score!r}")
+        raise PruningError(f"score must be 'auto', 'magnitude' or 'gradient', got {score!r}")
     return per_task_plan(net, scores, min_votes, info={"score": score})
 
 
-METHODS: dict[str, Callable[..., PruningPlan]] = {
+def structured_cut(net: MultiTaskModel, ctx: PruneContext, *,
+                   min_votes: MinVotes = 2, ranking: str = "uniform") -> StructuredPlan:
+    """Structured CUT: CUT's per-task scores turned into channel decisions with the same vote,
+    channels physically removed (:func:`lib.pruning.structured.structured_cut_prune`). Its
+    budget is the channel sparsity: ``sparsity=S`` removes S % of every channel group
+    (``ranking="uniform"``) or of all channels, groups competing (``"global"``)."""
+    _require_data(ctx, net, "structured_cut")
+    required_votes(min_votes, len(net.tasks))
+
+    def build(channel_sparsity: float) -> MultiTaskModel:
+        return structured_cut_prune(net, ctx.criterion, ctx.loader, net.tasks, channel_sparsity,
+                                    ctx.num_batches, min_votes, mode=ctx.mode, ranking=ranking)
+    return StructuredPlan(net, build, {"min_votes": min_votes, "mode": ctx.mode,
+                                       "ranking": ranking})
+
+
+METHODS: dict[str, Callable[..., PruningPlan | StructuredPlan]] = {
     "cut": cut,
     "lth": lth,
     "snip": snip,
@@ -216,7 +278,10 @@ METHODS: dict[str, Callable[..., PruningPlan]] = {
     "random_untrained": random_untrained,
     "disparse_static": disparse_static,
     "disparse_pt": disparse_pt,
+    "structured_cut": structured_cut,
 }
+# Methods that remove channels instead of masking weights (their budget is a channel sparsity).
+STRUCTURED_METHODS = ("structured_cut",)
 
 
 DATA_FREE_METHODS = ("lth", "random", "random_untrained")
@@ -231,50 +296,69 @@ def uses_data(method: str, dataset: str | None = None, **options) -> bool:
 
 
 # --------------------------------------------------------------------------------- pipeline
-def prune(method: str, net: SceneNet, criterion, loader: Iterable | None, *,
+def prune(method: str, net: MultiTaskModel, criterion, loader: Iterable | None, *,
           selected_tasks: Sequence[str], tasks: Sequence[str] | None = None,
           keep_ratio: float | None = None, sparsity: float | None = None,
           num_batches: int | None = None, seed: int = 0, mode: str = "eval", device=None,
-          **options) -> SceneNet:
-    """Prune ``net`` for ``selected_tasks`` with ``method``; returns the compact pruned SceneNet.
+          **options) -> PruneResult:
+    """Prune ``net`` for ``selected_tasks`` with ``method``; returns a :class:`PruneResult`.
 
     Exactly one of ``keep_ratio`` (in (0, 1]) and ``sparsity`` (target *deployed* sparsity in
-    percent, [0, 100), reached within 0.5 pp by bisection on the scores) must be given.
-    ``net`` is not modified. The result carries ``torch.nn.utils.prune`` masks on every
-    prunable layer, ``pruning_meta`` (method, keep ratio, seed, ...) and, for per-task methods,
-    ``task_masks`` ({task: {layer: bool}} at the chosen keep ratio, for mask analysis).
+    percent, [0, 100), reached within 0.5 pp by bisection on the scores) must be given; for a
+    structural method (:data:`STRUCTURED_METHODS`) they are the fraction of every channel
+    group kept / the percent removed. ``net`` (any :class:`~lib.models.MultiTaskModel`) is not
+    modified. ``criterion`` is a :class:`lib.losses.TaskLosses` knowing the selected tasks and
+    ``loader`` yields batch dicts (``"img"`` + targets); data-free methods take None for both.
     ``options`` go to the method (e.g. ``min_votes`` for CUT, ``iterative``/``train_fn`` for LTH).
+    Bad input raises a :class:`lib.pruning.errors.PruningError` (a ValueError) or ValueError.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; available: {sorted(METHODS)}")
+        raise PruningError(f"unknown pruning method {method!r}; available: {sorted(METHODS)}")
     if (keep_ratio is None) == (sparsity is None):
-        raise ValueError("give exactly one of keep_ratio and sparsity")
+        raise PruningError("give exactly one of keep_ratio and sparsity")
     keep_ratio = None if keep_ratio is None else check_keep_ratio(keep_ratio)
     sparsity = None if sparsity is None else check_sparsity(sparsity)
-    check_scene_net(net)
-    compact = select_tasks(net, selected_tasks, tasks)
+    compact = select_tasks(check_model(net), selected_tasks, tasks)
     if device is not None:
         compact.to(resolve_device(device))
     seed_everything(seed)
     ctx = PruneContext(criterion, loader, num_batches, seed,
                        None if device is None else resolve_device(device), mode)
     plan = METHODS[method](compact, ctx, **options)
+    given = {k: v for k, v in options.items() if _jsonable(v)}
+    if isinstance(plan, StructuredPlan):
+        return _structured_result(plan, method, keep_ratio, sparsity, num_batches, seed, given)
     plan.masks_for = functools.lru_cache(maxsize=4)(plan.masks_for)  # search + final: no rework
     exact = False
     if keep_ratio is None:
         keep_ratio, exact = _keep_ratio_for_target(plan, sparsity, layer_weights(plan.net))
-    masks = plan.masks_for(keep_ratio, exact)
-    install_masks(plan.net, masks)
-    plan.net.task_masks = ({t: {n: m.cpu() for n, m in tm.items()}
-                            for t, tm in plan.task_masks_for(keep_ratio, exact).items()}
-                           if plan.task_masks_for else None)
-    plan.net.pruning_meta = {"method": method, "selected_tasks": list(plan.net.tasks),
-                             "keep_ratio": keep_ratio, "target_sparsity": sparsity,
-                             "ties": "broken" if exact else "kept",
-                             "num_batches": num_batches, "seed": seed,
-                             **{k: v for k, v in plan.info.items() if _jsonable(v)},
-                             **{k: v for k, v in options.items() if _jsonable(v)}}
-    return plan.net
+    install_masks(plan.net, plan.masks_for(keep_ratio, exact))
+    task_masks = ({t: {n: m.cpu() for n, m in tm.items()}
+                   for t, tm in plan.task_masks_for(keep_ratio, exact).items()}
+                  if plan.task_masks_for else None)
+    meta = {"method": method, "selected_tasks": list(plan.net.tasks),
+            "keep_ratio": keep_ratio, "target_sparsity": sparsity,
+            "ties": "broken" if exact else "kept", "num_batches": num_batches, "seed": seed,
+            **{k: v for k, v in plan.info.items() if _jsonable(v)}, **given}
+    deployed = sparsity_report(plan.net)["deployed"]["sparsity"]
+    return PruneResult(plan.net, task_masks, meta, deployed)
+
+
+def _structured_result(plan: StructuredPlan, method: str, keep_ratio: float | None,
+                       sparsity: float | None, num_batches: int | None, seed: int,
+                       options: dict) -> PruneResult:
+    """Build the structurally pruned network; its sparsity counts removed weights as zeros."""
+    channel_sparsity = 1.0 - keep_ratio if keep_ratio is not None else sparsity / 100.0
+    pruned = plan.build(channel_sparsity)
+    dense = count_zeros(layer_weights(plan.net))["total"]
+    kept = count_zeros(layer_weights(pruned))
+    removed = 100.0 * (dense - (kept["total"] - kept["zeros"])) / max(dense, 1)
+    meta = {"method": method, "selected_tasks": list(pruned.tasks),
+            "keep_ratio": 1.0 - channel_sparsity, "target_sparsity": sparsity,
+            "channel_sparsity": channel_sparsity, "weight_sparsity": removed,
+            "num_batches": num_batches, "seed": seed,
+            **{k: v for k, v in plan.info.items() if _jsonable(v)}, **options}
+    return PruneResult(pruned, None, meta, removed)
 
 
 def _keep_ratio_for_target(plan: PruningPlan, sparsity: float,
@@ -308,16 +392,17 @@ def _jsonable(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool, type(None)))
 
 
-def cut_prune(net: SceneNet, criterion, loader: Iterable, num_batches: int,
+def cut_prune(net: MultiTaskModel, criterion, loader: Iterable, num_batches: int,
               keep_ratio: float | None, selected_tasks: Sequence[str],
               tasks: Sequence[str] | None = None, min_votes: MinVotes = 2, mode: str = "eval",
               *, sparsity: float | None = None, seed: int = 0, device=None,
-              reproduce_single_task_bug: bool = False) -> SceneNet:
-    """CUT with the reference's signature: :func:`prune` with ``method="cut"``.
+              reproduce_single_task_bug: bool = False) -> MultiTaskModel:
+    """CUT with the reference's signature: :func:`prune` with ``method="cut"``; returns the
+    pruned network (``prune`` returns it with its per-task masks and metadata).
 
     Pass ``keep_ratio=None, sparsity=S`` to target S % deployed sparsity instead.
     """
     return prune("cut", net, criterion, loader, selected_tasks=selected_tasks, tasks=tasks,
                  keep_ratio=keep_ratio, sparsity=sparsity, num_batches=num_batches, seed=seed,
                  mode=mode, device=device, min_votes=min_votes,
-                 reproduce_single_task_bug=reproduce_single_task_bug)
+                 reproduce_single_task_bug=reproduce_single_task_bug).net

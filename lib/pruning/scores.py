@@ -1,8 +1,10 @@
 """Importance scores: CUT's per-task |w * dL_t/dw| (shared forward), its naive oracle, SNIP's
-joint score, magnitudes and random scores.
+joint score, magnitudes and random scores, for any :class:`~lib.models.MultiTaskModel`.
 
 Score dicts are ``{module name: tensor shaped like the weight}`` (per task:
-``{task: {module name: tensor}}``), always float32, on the scoring device.
+``{task: {module name: tensor}}``), always float32, on the scoring device. Task model ``t`` is
+the shared layers plus ``t``'s own (:func:`lib.models.task_model_layers`); the loss is any
+:class:`lib.losses.TaskLosses` knowing the tasks, fed ``batch["img"]``'s outputs by task name.
 """
 from __future__ import annotations
 
@@ -16,19 +18,19 @@ import torch.nn as nn
 import torch.nn.utils.prune as torch_prune
 from tqdm.auto import tqdm
 
-from lib.models import SceneNet, check_scene_net, prunable_modules, task_model_modules
+from lib.masks import effective_weight, has_masks, weight_parameter
+from lib.models import (MultiTaskModel, check_model, check_selection, prunable_layers,
+                        task_model_layers)
+from lib.tasks import INPUT_KEY
 from lib.utils import resolve_device
-
-from .compact import network_tasks, task_id_map
-from .masks import effective_weight, has_masks, weight_parameter
 
 SCORING_MODES = ("eval", "train")
 
 
 def check_criterion(criterion: Any, tasks: Sequence[str]) -> None:
-    """One-line error unless ``criterion`` is a SceneNetLoss-like object knowing every task."""
+    """One-line error unless ``criterion`` is a TaskLosses-like object knowing every task."""
     if not hasattr(criterion, "task_loss") or not hasattr(criterion, "tasks"):
-        raise TypeError(f"criterion must be a lib.losses.SceneNetLoss, got "
+        raise TypeError(f"criterion must be a lib.losses.TaskLosses (e.g. SceneNetLoss), got "
                         f"{type(criterion).__name__}")
     unknown = [t for t in tasks if t not in criterion.tasks]
     if unknown:
@@ -110,43 +112,46 @@ def _accumulate(acc: dict[str, torch.Tensor], name: str, value: torch.Tensor) ->
         acc[name] = value
 
 
-def task_scores(net: SceneNet, criterion, loader: Iterable, tasks: Sequence[str],
+def task_scores(net: MultiTaskModel, criterion, loader: Iterable, tasks: Sequence[str],
                 num_batches: int, mode: str = "eval", device=None, progress: bool = True
                 ) -> dict[str, dict[str, torch.Tensor]]:
     """CUT's per-task importance: ``s_t(w) = sum_batches |w * dL_t/dw|`` over task model t.
 
-    Task model t is the backbone plus head t (``lib.models.task_model_modules``); ``L_t`` is
-    ``criterion.task_loss(preds, batch, t)``, unweighted. One backbone forward per batch
-    serves every task in ``tasks``; only the per-task backward passes (``autograd.grad`` on the
-    shared graph) differ, so the result equals :func:`task_scores_reference` to float
-    tolerance. Scores are taken at the network's current weights; ``mode="eval"`` (default)
-    uses BatchNorm running statistics and no dropout, ``mode="train"`` reproduces the reference
-    notebook's runs (batch statistics, dropout on). ``device=None`` scores where the network
-    is; a device moves it there. The network's weights, buffers and modes are unchanged.
+    Task model t is the shared layers plus t's own (``lib.models.task_model_layers``); ``L_t``
+    is ``criterion.task_loss(preds, batch, t)``, unweighted. One forward of the network per
+    batch serves every task in ``tasks``; only the per-task backward passes (``autograd.grad``
+    of each task's loss over that task model's weights, on the shared graph) differ, so the
+    result equals :func:`task_scores_reference` to float tolerance. Scores are taken at the
+    network's current weights; ``mode="eval"`` (default) uses BatchNorm running statistics and
+    no dropout, ``mode="train"`` reproduces the reference notebook's runs (batch statistics,
+    dropout on; for a subset of the network's tasks the compact ``net.select(tasks)`` runs, so
+    the dropout draws are those of the network CUT prunes). ``device=None`` scores where the
+    network is; a device moves it there. The network's weights, buffers and modes are unchanged.
     """
-    check_scene_net(net)
-    ids = task_id_map(net, tasks)
+    check_model(net)
+    tasks = check_selection(net, tasks)
     check_criterion(criterion, tasks)
     device = _scoring_device(net, device)
-    layers = {t: task_model_modules(net, tid) for t, tid in ids.items()}
+    if mode == "train" and tasks != list(net.tasks):
+        net = net.select(tasks)
+    layers = {t: task_model_layers(net, t) for t in tasks}
     weights = {t: [weight_parameter(m) for m in mods.values()] for t, mods in layers.items()}
     all_weights = list({id(w): w for ws in weights.values() for w in ws}.values())
-    scores: dict[str, dict[str, torch.Tensor]] = {t: {} for t in ids}
+    scores: dict[str, dict[str, torch.Tensor]] = {t: {} for t in tasks}
     with scoring_state(net, mode, all_weights):
         for batch in take_batches(loader, num_batches, "CUT scores", progress):
             batch = batch_to(batch, device)
-            feats = net.backbone(batch["img"])
-            preds = {t: sum(branch(feats) for branch in net.head(tid)) for t, tid in ids.items()}
-            for i, t in enumerate(ids):
+            preds = dict(zip(net.tasks, net(batch[INPUT_KEY])))
+            for i, t in enumerate(tasks):
                 loss = criterion.task_loss(preds, batch, t)
-                grads = torch.autograd.grad(loss, weights[t], retain_graph=i < len(ids) - 1)
+                grads = torch.autograd.grad(loss, weights[t], retain_graph=i < len(tasks) - 1)
                 for name, w, g in zip(layers[t], weights[t], grads):
                     _accumulate(scores[t], name, (g * w.detach()).abs().float())
-            del feats, preds
+            del preds
     return scores
 
 
-def task_scores_reference(net: SceneNet, criterion, loader: Iterable, tasks: Sequence[str],
+def task_scores_reference(net: MultiTaskModel, criterion, loader: Iterable, tasks: Sequence[str],
                           num_batches: int, mode: str = "eval", device=None,
                           progress: bool = True) -> dict[str, dict[str, torch.Tensor]]:
     """The naive oracle for :func:`task_scores`: the reference's procedure, step for step.
@@ -154,67 +159,65 @@ def task_scores_reference(net: SceneNet, criterion, loader: Iterable, tasks: Seq
     On a copy of ``net`` every prunable weight gets a mask of ones that requires grad
     (``w * m``); for each batch and each task: a full forward of the whole network and a
     backward of that task's loss; ``score += |dL_t/dm|`` (= ``|w * dL_t/dw|`` at m = 1) over
-    the backbone and head t. Slow by design; kept as the procedure tests and the benchmark
+    task model t. Slow by design; kept as the procedure tests and the benchmark
     compare against. Only for networks without installed masks.
     """
-    check_scene_net(net)
+    check_model(net)
     if has_masks(net):
         raise ValueError("task_scores_reference needs a network without installed masks")
-    ids = task_id_map(net, tasks)
+    tasks = check_selection(net, tasks)
     check_criterion(criterion, tasks)
-    names = network_tasks(net)
     device = _scoring_device(net, device)
     if mode not in SCORING_MODES:
         raise ValueError(f"mode must be one of {SCORING_MODES}, got {mode!r}")
     probe = copy.deepcopy(net).to(device).train(mode == "train")
-    for module in prunable_modules(probe).values():
+    for module in prunable_layers(probe).values():
         torch_prune.identity(module, "weight")
         module.weight_orig.requires_grad_(False)
         module.weight_mask.requires_grad_(True)
-    layers = {t: task_model_modules(probe, tid) for t, tid in ids.items()}
-    scores: dict[str, dict[str, torch.Tensor]] = {t: {} for t in ids}
+    layers = {t: task_model_layers(probe, t) for t in tasks}
+    scores: dict[str, dict[str, torch.Tensor]] = {t: {} for t in tasks}
     with torch.enable_grad():
         for batch in take_batches(loader, num_batches, "reference scores", progress):
             batch = batch_to(batch, device)
-            for t in ids:
+            for t in tasks:
                 for module in layers[t].values():
                     module.weight_mask.grad = None
-                preds = dict(zip(names, probe(batch["img"])))
+                preds = dict(zip(probe.tasks, probe(batch[INPUT_KEY])))
                 criterion.task_loss(preds, batch, t).backward()
                 for name, module in layers[t].items():
                     _accumulate(scores[t], name, module.weight_mask.grad.abs().float())
     return scores
 
 
-def joint_scores(net: SceneNet, criterion, loader: Iterable, num_batches: int,
+def joint_scores(net: MultiTaskModel, criterion, loader: Iterable, num_batches: int,
                  mode: str = "eval", device=None, progress: bool = True) -> dict[str, torch.Tensor]:
     """SNIP: ``sum_batches |w * dL/dw|`` with L the weighted loss of ``net.tasks``, every layer."""
-    check_scene_net(net)
-    names = network_tasks(net)
+    names = list(check_model(net).tasks)
     check_criterion(criterion, names)
     loss_fn = criterion.restricted_to(names)
     device = _scoring_device(net, device)
-    layers = prunable_modules(net)
+    layers = prunable_layers(net)
     weights = [weight_parameter(m) for m in layers.values()]
     scores: dict[str, torch.Tensor] = {}
     with scoring_state(net, mode, weights):
         for batch in take_batches(loader, num_batches, "SNIP scores", progress):
             batch = batch_to(batch, device)
-            loss = loss_fn(dict(zip(names, net(batch["img"]))), batch)
+            loss = loss_fn(dict(zip(names, net(batch[INPUT_KEY]))), batch)
             grads = torch.autograd.grad(loss, weights)
             for name, w, g in zip(layers, weights, grads):
                 _accumulate(scores, name, (g * w.detach()).abs().float())
     return scores
 
 
-def magnitude_scores(net: SceneNet, power: int = 1) -> dict[str, torch.Tensor]:
+def magnitude_scores(net: MultiTaskModel, power: int = 1) -> dict[str, torch.Tensor]:
     """``|w| ** power`` of every prunable layer's (effective) weight."""
     return {n: effective_weight(m).detach().abs().float() ** power
-            for n, m in prunable_modules(check_scene_net(net)).items()}
+            for n, m in prunable_layers(check_model(net)).items()}
 
 
-def random_scores(net: SceneNet, seed: int) -> dict[str, torch.Tensor]:
+def random_scores(net: MultiTaskModel, seed: int) -> dict[str, torch.Tensor]:
     """Uniform [0, 1) scores seeded with ``seed`` (generated on CPU: same masks on any device)."""
     g = torch.Generator().manual_seed(int(seed))
     return {n: torch.rand(weight_parameter(m).shape, generator=g).to(weight_parameter(m).device)
-            for n, m in prunable_modules(check_scene_net(net)).items()}
+            for n, m in prunable_layers(check_model(net)).items()}

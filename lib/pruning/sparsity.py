@@ -1,5 +1,5 @@
-"""Sparsity: per-layer and overall deployed sparsity, the reference's whole-network figure, and
-the keep ratio that reaches a requested deployed sparsity.
+"""Sparsity targets: the keep ratio that reaches a requested deployed sparsity, the reference's
+nominal keep ratios (the deployed figures themselves: :func:`lib.masks.sparsity_report`).
 
 All sparsities are percentages of zero weights among Conv2d/Linear ``weight`` tensors (biases
 and BatchNorm are never pruned, as in the reference).
@@ -10,9 +10,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from lib.models import SceneNet, backbone_modules, check_scene_net, head_modules, prunable_modules
-
-from .masks import Masks, effective_weight
+from lib.masks import Masks
 
 SPARSITY_TOLERANCE = 0.5  # percentage points a target-sparsity search may miss by
 
@@ -26,51 +24,6 @@ def check_sparsity(sparsity: float) -> float:
     if not 0.0 <= value < 100.0:
         raise ValueError(f"sparsity must be a percentage in [0, 100), got {sparsity}")
     return value
-
-
-def _count(weights: Mapping[str, torch.Tensor]) -> dict:
-    total = sum(w.numel() for w in weights.values())
-    zeros = sum(int((w == 0).sum()) for w in weights.values())
-    return {"total": total, "zeros": zeros, "sparsity": 100.0 * zeros / max(total, 1)}
-
-
-def layer_weights(net: SceneNet) -> dict[str, torch.Tensor]:
-    """``{layer: effective weight}`` of every prunable layer (masks applied)."""
-    return {n: effective_weight(m).detach() for n, m in prunable_modules(net).items()}
-
-
-def sparsity_report(net: SceneNet, full_net: SceneNet | None = None) -> dict:
-    """Deployed sparsity of ``net`` per layer, per part and overall (percent of zero weights).
-
-    Returns ``{"layers": {name: {total, zeros, sparsity}}, "backbone": {...},
-    "heads": {task: {...}}, "deployed": {...}}``; with ``full_net`` (the dense network it was
-    cut from) also ``"reference"``: the original code's figure, zeros over all Conv2d/Linear
-    weights of the full network, the removed heads counted as they are in ``full_net``.
-    """
-    check_scene_net(net)
-    weights = layer_weights(net)
-    names = net.tasks or [f"task{t}" for t in net.task_ids]
-    report = {
-        "layers": {n: _count({n: w}) for n, w in weights.items()},
-        "backbone": _count({n: weights[n] for n in backbone_modules(net)}),
-        "heads": {name: _count({n: weights[n] for n in head_modules(net, tid)})
-                  for name, tid in zip(names, net.task_ids)},
-        "deployed": _count(weights),
-    }
-    if full_net is not None:
-        check_scene_net(full_net)
-        missing = [t for t in net.task_ids if t not in full_net.task_ids]
-        if missing:
-            raise ValueError(f"full_net has no head(s) {missing}; it is not the network "
-                             f"{net.task_ids} was cut from")
-        removed = {}
-        for tid in full_net.task_ids:
-            if tid not in net.task_ids:
-                removed.update({n: effective_weight(m).detach()
-                                for n, m in head_modules(full_net, tid).items()})
-        both = _count({**weights, **removed})
-        report["reference"] = both
-    return report
 
 
 def mask_sparsity(masks: Masks, weights: Mapping[str, torch.Tensor] | None = None) -> float:

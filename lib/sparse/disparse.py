@@ -68,37 +68,41 @@ def disparse_keep_ratio(table: str, dataset: str, sparsity: float) -> float:
 def static_from_scratch(cfg, criterion, loader, *, selected_tasks: Sequence[str],
                         sparsity: float | None = None, keep_ratio: float | None = None,
                         num_batches: int | None = None, seed: int = 0, device=None,
-                        **options) -> nn.Module:
-    """A freshly initialised compact network (seeded) carrying ``disparse_static`` masks.
+                        **options):
+    """A :class:`lib.pruning.PruneResult`: a freshly initialised compact network (seeded,
+    ``lib.models.model_from_config(cfg)``) carrying ``disparse_static`` masks; its ``meta``
+    records ``"protocol": "from_scratch"``.
 
     Give ``sparsity`` (target deployed %, as :func:`lib.pruning.prune`) or ``keep_ratio``
     (e.g. :func:`disparse_keep_ratio`). Train it with :func:`train_from_scratch`.
     """
-    from lib.models import SceneNet
+    from lib.models import model_from_config
     from lib.pruning import prune
     from lib.utils import seed_everything
 
     seed_everything(seed)
-    fresh = SceneNet.from_config(cfg)
-    net = prune("disparse_static", fresh, criterion, loader, selected_tasks=list(selected_tasks),
-                tasks=cfg.TASKS, sparsity=sparsity, keep_ratio=keep_ratio,
-                num_batches=num_batches or cfg.PRUNE_NUM_BATCHES, seed=seed, device=device,
-                **options)
-    net.pruning_meta["protocol"] = "from_scratch"
-    return net
+    fresh = model_from_config(cfg)
+    result = prune("disparse_static", fresh, criterion, loader,
+                   selected_tasks=list(selected_tasks), tasks=cfg.TASKS, sparsity=sparsity,
+                   keep_ratio=keep_ratio, num_batches=num_batches or cfg.PRUNE_NUM_BATCHES,
+                   seed=seed, device=device, **options)
+    result.meta["protocol"] = "from_scratch"
+    return result
 
 
-def train_from_scratch(pruned: nn.Module, criterion, train_loader, cfg,
+def train_from_scratch(pruned, criterion, train_loader, cfg,
                        run_dir: str | os.PathLike, *, max_iters: int | None = None,
                        lr: float | None = None, decay_freq: int | None = None,
                        decay_rate: float | None = None, **kwargs: Any):
-    """Train ``pruned`` (masks held, as :func:`lib.training.finetune`) with the base schedule:
-    ``MAX_ITERS`` iterations at ``INIT_LR``, StepLR(``DECAY_LR_FREQ``, ``DECAY_LR_RATE``), each
-    overridable. Other keywords go to ``finetune``."""
+    """Train ``pruned`` (the :class:`lib.pruning.PruneResult` of :func:`static_from_scratch`;
+    masks held, as :func:`lib.training.finetune`, its ``meta`` recorded in
+    ``final_model.json``) with the base schedule: ``MAX_ITERS`` iterations at ``INIT_LR``,
+    StepLR(``DECAY_LR_FREQ``, ``DECAY_LR_RATE``), each overridable. Other keywords go to
+    ``finetune``."""
     from lib.training import finetune
 
     pick = lambda value, name: getattr(cfg, name) if value is None else value  # noqa: E731
-    return finetune(pruned, criterion, train_loader, cfg, run_dir,
+    return finetune(pruned.net, criterion, train_loader, cfg, run_dir, meta=pruned.meta,
                     max_iters=int(pick(max_iters, "MAX_ITERS")), lr=pick(lr, "INIT_LR"),
                     decay_freq=pick(decay_freq, "DECAY_LR_FREQ"),
                     decay_rate=pick(decay_rate, "DECAY_LR_RATE"), **kwargs)

@@ -12,16 +12,12 @@ from __future__ import annotations
 import math
 from typing import Iterable, Mapping, Sequence
 
+from lib.pruning.sparsity import check_sparsity
+
 
 def check_density(sparsity: float) -> float:
     """``1 - sparsity / 100`` for a sparsity percentage in [0, 100), else a one-line ValueError."""
-    try:
-        value = float(sparsity)
-    except (TypeError, ValueError):
-        raise ValueError(f"sparsity must be a percentage in [0, 100), got {sparsity!r}") from None
-    if not 0.0 <= value < 100.0:
-        raise ValueError(f"sparsity must be a percentage in [0, 100), got {sparsity}")
-    return 1.0 - value / 100.0
+    return 1.0 - check_sparsity(sparsity) / 100.0
 
 
 def erk_densities(shapes: Mapping[str, Sequence[int]], density: float, *,

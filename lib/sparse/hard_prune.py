@@ -13,7 +13,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-from lib.pruning.masks import effective_weight
+from lib.masks import effective_weight
 
 from . import masking
 

@@ -2,7 +2,7 @@
 
 Masks live where the rest of the workspace keeps them (``torch.nn.utils.prune``'s
 ``weight_orig`` parameter + ``weight_mask`` buffer, installed by
-:func:`lib.pruning.masks.install_masks`), so they are in the state dict, and therefore in every
+:func:`lib.masks.install_masks`), so they are in the state dict, and therefore in every
 checkpoint, and the saved models load with :func:`lib.pruning.load_pruned`. Selections are
 exact: "the k largest" picks exactly k positions, ties broken by position (lower flat index
 first), so a layer's density is what its schedule says and the same seed gives the same masks.
@@ -14,7 +14,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
-from lib.pruning.masks import install_masks, refresh_masked_weights
+from lib.masks import install_masks, refresh_masked_weights
 
 
 def install(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from lib.models import prunable_layers
-from lib.pruning.masks import weight_parameter
+from lib.masks import weight_parameter
 from lib.training.hooks import RunContext, TrainingHook
 
 from . import masking

@@ -34,12 +34,11 @@ from typing import Any, Mapping
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from lib.pruning import load_pruned, save_pruned
-from lib.pruning.masks import install_masks
+from lib.checkpoints import load_pruned, save_pruned
+from lib.masks import install_masks, refresh_masked_weights
+from lib.models import prunable_layers
 from lib.training import finetune, train
 from lib.training.engine import TrainResult
-
-from lib.models import prunable_layers
 
 from .hard_prune import check_kind, check_ratio, hard_prune_masks
 from .masking import zero_dead
@@ -101,9 +100,9 @@ def minmax_prune(net: nn.Module, criterion, train_loader: DataLoader, cfg,
         masks = hard_prune_masks(scoped_layers(regularised, layers), prune_ratio, sparsity_type)
         install_masks(regularised, masks)
         zero_dead(prunable_layers(regularised))   # pruned weights are zero, as hard_prune does
-        regularised.pruning_meta = {"method": "minmax_pipeline", "selected_tasks": tasks,
-                                    "keep_ratio": 1 - prune_ratio, **_flat(settings)}
-        save_pruned(regularised, pruned_path)
+        save_pruned(regularised, pruned_path,
+                    meta={"method": "minmax_pipeline", "selected_tasks": tasks,
+                          "keep_ratio": 1 - prune_ratio, **_flat(settings)})
     return rew_final, pruned_path, settings
 
 
@@ -122,18 +121,16 @@ def minmax_pipeline(net: nn.Module, criterion, train_loader: DataLoader, cfg,
         net, criterion, train_loader, cfg, out_dir, weighting=weighting,
         _extra={"retrain_iters": retrain_iters}, **common, **prune_options)
     out = Path(out_dir)
-    pruned, _ = load_pruned(pruned_path)
+    pruned, meta = load_pruned(pruned_path)
     result = finetune(pruned, criterion.restricted_to(list(net.tasks)), train_loader, cfg,
                       out / "retrain", max_iters=retrain_iters,
                       resume=(out / "retrain" / "last.pth").exists(), overwrite=True,
-                      weighting=weighting, **common)
+                      weighting=weighting, meta=meta, **common)
     return PipelineResult(result.net, rew_final, pruned_path, result, settings)
 
 
 def _copy(net: nn.Module) -> nn.Module:
     """A deep copy (training works in place; the caller's network stays as it was)."""
-    from lib.pruning.masks import refresh_masked_weights
-
     refresh_masked_weights(net)   # .weight without autograd history: deepcopy-safe
     return copy.deepcopy(net)
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-from lib.pruning.masks import refresh_masked_weights
+from lib.masks import refresh_masked_weights
 
 LossFn = Callable[[Any, Mapping[str, Any]], torch.Tensor]
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from lib.models import prunable_layers, shared_layers
-from lib.pruning.masks import effective_weight
+from lib.masks import effective_weight
 from lib.training.hooks import RunContext, TrainingHook
 
 LAYER_SCOPES = ("shared", "all")

@@ -85,22 +85,28 @@ def train_cell(method: str, *, cfg, base: nn.Module, criterion, loaders, sparsit
                                  **common, **options)
         net, task_masks = result.net, None
         final = result.retrain.final_model
+    elif method == STATIC_SCRATCH:
+        from .disparse import disparse_keep_ratio, static_from_scratch, train_from_scratch
+
+        if sparsity_mode == "reference_table":   # DiSparse's own table, by name
+            options.setdefault("keep_ratio",
+                               disparse_keep_ratio("disparse_static", cfg.DATASET, sparsity))
+        restricted = criterion.restricted_to(list(selection))
+        pruning = static_from_scratch(
+            cfg, restricted, loaders.train, selected_tasks=list(selection),
+            sparsity=None if "keep_ratio" in options else float(sparsity),
+            num_batches=num_batches or cfg.PRUNE_NUM_BATCHES, seed=seed, device=device,
+            **options)
+        result = train_from_scratch(pruning, restricted, loaders.train, cfg, run_dir,
+                                    max_iters=base_iters, overwrite=True, weighting=weighting,
+                                    **common)
+        net, task_masks, final = result.net, pruning.task_masks, result.final_model
     else:
-        name, extra = method, {}
-        if method == STATIC_SCRATCH:
-            name = "disparse_static"
-            extra = {"num_batches": num_batches or cfg.PRUNE_NUM_BATCHES}
-            if sparsity_mode == "reference_table":   # DiSparse's own table, by name
-                from .disparse import disparse_keep_ratio
-                options.setdefault("keep_ratio",
-                                   disparse_keep_ratio("disparse_static", cfg.DATASET, sparsity))
-        sparsity_arg = None if "keep_ratio" in options else float(sparsity)
-        result = train_sparse(name, sparsity_arg, criterion, loaders.train, cfg, run_dir,
+        result = train_sparse(method, float(sparsity), criterion, loaders.train, cfg, run_dir,
                               selected_tasks=list(selection), options=options,
                               max_iters=base_iters, overwrite=True, weighting=weighting,
-                              **extra, **common)
-        net, task_masks = result.net, getattr(result.net, "task_masks", None)
-        final = result.final_model
+                              **common)
+        net, task_masks, final = result.net, None, result.final_model
     _keep_only(run_dir, final)
     layers = prunable_layers(net)
     kept = sum(masking.counts(layers).values()) / sum(m.weight_orig.numel()

@@ -6,7 +6,7 @@
 ``method`` is a dynamic method (:data:`lib.sparse.registry.SPARSE_METHODS`: masks change during
 training) or ``disparse_static`` (DiSparse's static protocol: masks from ``disparse_static``
 scores on the fresh network, held while it trains with the base schedule). The network is
-``SceneNet.from_config(cfg)`` seeded by ``seed``, restricted to ``selected_tasks`` (default: all
+``lib.models.model_from_config(cfg)`` seeded by ``seed``, restricted to ``selected_tasks`` (default: all
 of ``cfg.TASKS``). The result's ``final_model`` is a pruned checkpoint (masks included) that
 ``lib.pruning.load_pruned`` reads.
 """
@@ -39,7 +39,7 @@ def train_sparse(method: str, sparsity: float, criterion, train_loader, cfg,
     method (``make_sparse``, or ``lib.pruning.prune`` for ``disparse_static``), everything
     else to :func:`lib.training.train` (the base schedule: ``MAX_ITERS``, ``INIT_LR``, ...).
     Settings are checked before anything is written."""
-    from lib.models import SceneNet
+    from lib.models import model_from_config
     from lib.training import train
     from lib.utils import seed_everything
 
@@ -57,7 +57,7 @@ def train_sparse(method: str, sparsity: float, criterion, train_loader, cfg,
                                   max_iters=iters, seed=seed, device=device, **train_kwargs)
     hook = make_sparse(method, sparsity, cfg, max_iters=iters, **dict(options or {}))
     seed_everything(seed)
-    net = SceneNet.from_config(cfg)
+    net = model_from_config(cfg)
     if tasks != list(cfg.TASKS):
         net = net.select(tasks)
     return train(net, criterion, train_loader, cfg, run_dir, max_iters=iters, seed=seed,

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lib.models import SceneNet
+    from lib.models import model_from_config
 
     from .train import train
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
         def fresh_net(cfg):
             seed_everything(args.seed)  # same initial weights on every rank
-            return SceneNet.from_config(cfg)
+            return model_from_config(cfg)
 
         return run_and_report(args, fresh_net, train, "trained")
     return _run_sparse(args)

@@ -90,7 +90,7 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
 
     from .distributed import init_from_env
     from .evaluate import evaluate, metrics_eval_fn, metrics_path_for
-    from .loading import net_from_checkpoint
+    from lib.checkpoints import load_network
     from .selection import make_loaders
 
     info = init_from_env()
@@ -108,7 +108,7 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
                       log=not args.quiet, split=loaders.split)
         if info.is_main:
             chosen = result.best_checkpoint or result.final_model
-            model = net_from_checkpoint(chosen, cfg)
+            model = load_network(chosen, cfg)
             metrics = evaluate(model, loaders.test, cfg, device=args.device,
                                out_path=metrics_path_for(chosen), progress=not args.quiet)
             print(f"{verb} {result.iterations} iterations; test metrics of {chosen}: {metrics}")

@@ -26,10 +26,10 @@ def run(args: argparse.Namespace) -> int:
     from lib.data import build_loader
 
     from .evaluate import evaluate, metrics_path_for
-    from .loading import net_from_checkpoint
+    from lib.checkpoints import load_network
 
     cfg = config_from_args(args)
-    net = net_from_checkpoint(args.checkpoint, cfg)
+    net = load_network(args.checkpoint, cfg)
     loader = build_loader(cfg, "test", batch_size=args.batch_size, shuffle=False, seed=args.seed)
     out = args.out or metrics_path_for(args.checkpoint)
     metrics = evaluate(net, loader, cfg, device=args.device, out_path=out)

@@ -21,8 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .finetune import finetune
-    from .loading import net_from_checkpoint
+    import functools
 
-    return run_and_report(args, lambda cfg: net_from_checkpoint(args.pruned, cfg), finetune,
-                          "fine-tuned")
+    from lib.checkpoints import find_sidecar, load_network, read_sidecar
+
+    from .finetune import finetune
+
+    side = find_sidecar(args.pruned)   # the pruning record goes on into final_model.json
+    meta = read_sidecar(side).get("meta", {}) if side is not None else {}
+    return run_and_report(args, lambda cfg: load_network(args.pruned, cfg),
+                          functools.partial(finetune, meta=meta), "fine-tuned")

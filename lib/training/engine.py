@@ -21,12 +21,13 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from lib.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint, unwrap
 from lib.config import config_to_dict
-from lib.utils import atomic_torch_save, atomic_write_json, seed_everything
+from lib.tasks import INPUT_KEY, lower_is_better
+from lib.utils import (atomic_torch_save, atomic_write_json, rng_state, seed_everything,
+                       set_rng_state)
 
 from . import run_dir as rd
-from .checkpoint import (load_checkpoint, read_checkpoint, rng_state, save_checkpoint,
-                         set_rng_state, unwrap)
 from .data_order import EpochLoader
 from .distributed import (DistInfo, all_gather_objects, broadcast_buffers, device_for,
                           dist_info)
@@ -92,19 +93,18 @@ class Selection:
 
     @classmethod
     def parse(cls, spec: str | None) -> "Selection":
-        """``None`` -> ``val/loss`` (min). A loss or a metric of ``lib.metrics`` (e.g.
+        """``None`` -> ``val/loss`` (min). A loss or a metric of the task table (e.g.
         ``"val/seg/mIoU"``) gets its known direction; ``"max:NAME"`` / ``"min:NAME"`` say it
         explicitly for anything else (e.g. an ``eval_fn``'s own scalars)."""
-        from lib.metrics import LOWER_IS_BETTER
-
         spec = spec or "val/loss"
         if spec.startswith(("min:", "max:")):
             return cls(spec[4:], spec[:3])
         parts = spec.split("/")
         if "loss" in parts:
             return cls(spec, "min")
-        if parts[-1] in LOWER_IS_BETTER:
-            return cls(spec, "min" if LOWER_IS_BETTER[parts[-1]] else "max")
+        direction = lower_is_better(parts[-1])
+        if direction is not None:
+            return cls(spec, "min" if direction else "max")
         raise ValueError(f"select_metric {spec!r}: prefix it with 'max:' or 'min:' to say "
                          f"whether higher or lower is better (e.g. 'max:val/seg/mIoU')")
 
@@ -142,9 +142,9 @@ def validation_losses(net: nn.Module, criterion, loader: DataLoader,
     count = 0
     for batch in loader:
         batch = move_batch(batch, device)
-        preds = net(batch["img"])
+        preds = net(batch[INPUT_KEY])
         losses = criterion.per_task(preds, batch)
-        n = batch["img"].shape[0]
+        n = batch[INPUT_KEY].shape[0]
         values = {f"val/loss/{t}": float(v) for t, v in losses.items()}
         values["val/loss"] = float(criterion.weighted(losses))
         for k, v in values.items():
@@ -301,7 +301,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
             if hook is not None:
                 hook.before_forward(model, batch, iteration)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                preds = train_net(batch["img"])
+                preds = train_net(batch[INPUT_KEY])
                 losses = criterion.per_task(preds, batch)
                 total = weighting.total(losses)
                 penalty = hook.penalty(model) if hook is not None else None

@@ -9,21 +9,21 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from .engine import EvalFn, Schedule, TrainResult, run_loop
-from lib.pruning.masks import refresh_masked_weights
+from lib.checkpoints import save_pruned
+from lib.masks import check_masks_unchanged, mask_snapshot, refresh_masked_weights, zero_pruned
+from lib.models import check_model
 
-from .masks import check_masks_unchanged, mask_snapshot, zero_pruned
+from .engine import EvalFn, Schedule, TrainResult, run_loop
 from .weighting import TaskWeighting
 
 FINAL_NAME = "final_model.pth"
 
 
 def save_final_pruned(net: nn.Module, path: Path, meta: Mapping[str, Any] | None = None) -> None:
-    """``lib.pruning.save_pruned``'s layout: state dict with ``weight_orig``/``weight_mask`` +
-    JSON sidecar (architecture, pruning meta, sparsity), so ``load_pruned`` reads it back."""
-    from lib.pruning import save_pruned
-
-    save_pruned(net, path, meta={"finetuned": True, **dict(meta or {})})
+    """``lib.checkpoints.save_pruned``'s layout: state dict with ``weight_orig``/``weight_mask``
+    + JSON sidecar (architecture, ``meta`` with ``"finetuned": True``, sparsity), so
+    ``load_pruned`` reads it back."""
+    save_pruned(net, path, meta={**dict(meta or {}), "finetuned": True})
 
 
 def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
@@ -35,23 +35,25 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
              overwrite: bool = False, amp: bool = False, eval_fn: EvalFn | None = None,
              select_metric: str | None = None, log: bool = True,
              split: Mapping[str, Any] | None = None,
+             meta: Mapping[str, Any] | None = None,
              weighting: str | Mapping[str, Any] | TaskWeighting | None = None) -> TrainResult:
-    """Fine-tune ``compact_net`` on its own tasks' weighted loss with every mask held.
+    """Fine-tune ``compact_net`` (any :class:`~lib.models.MultiTaskModel`) on its own tasks'
+    weighted loss with every mask held.
 
-    The criterion is restricted to ``compact_net.tasks`` (unselected tasks' losses dropped).
-    Adam(``cfg.RETRAIN_LR``, ``cfg.WEIGHT_DECAY``) + StepLR(``cfg.RETRAIN_DECAY_LR_FREQ``,
-    ``cfg.RETRAIN_DECAY_LR_RATE``) for ``cfg.RETRAIN_EPOCH`` iterations (the reference counts
-    iterations there despite the name). Pruned weights are exactly zero before, during (after
-    every step, weight decay included) and after the run; at the end the masks are checked to
-    be identical to the ones given (a RuntimeError otherwise). The final model goes to
-    ``run_dir/final_model.pth`` + ``final_model.json`` (``lib.pruning.save_pruned``'s layout).
-    ``weighting`` as in :func:`lib.training.train` (built for ``compact_net.tasks``).
-    Everything else is as in :func:`lib.training.train`.
+    The criterion (a :class:`lib.losses.TaskLosses`) is restricted to ``compact_net.tasks``
+    (unselected tasks' losses dropped). Adam(``cfg.RETRAIN_LR``, ``cfg.WEIGHT_DECAY``) +
+    StepLR(``cfg.RETRAIN_DECAY_LR_FREQ``, ``cfg.RETRAIN_DECAY_LR_RATE``) for
+    ``cfg.RETRAIN_EPOCH`` iterations (the reference counts iterations there despite the name).
+    Pruned weights are exactly zero before, during (after every step, weight decay included)
+    and after the run; at the end the masks are checked to be identical to the ones given (a
+    RuntimeError otherwise). The final model goes to ``run_dir/final_model.pth`` +
+    ``final_model.json`` (``lib.checkpoints.save_pruned``'s layout; ``meta``, e.g. the
+    :class:`lib.pruning.PruneResult`'s, is recorded there). ``weighting`` as in
+    :func:`lib.training.train` (built for ``compact_net.tasks``). Everything else is as in
+    :func:`lib.training.train`.
     """
-    tasks = getattr(compact_net, "tasks", None)
-    if tasks is None:
-        raise ValueError("finetune needs a SceneNet built with task names (net.tasks is None)")
-    criterion = criterion.restricted_to(list(tasks))
+    tasks = list(check_model(compact_net).tasks)
+    criterion = criterion.restricted_to(tasks)
     schedule = Schedule.from_config(cfg, retrain=True, max_iters=max_iters, lr=lr,
                                     weight_decay=weight_decay, decay_freq=decay_freq,
                                     decay_rate=decay_rate)
@@ -61,7 +63,8 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader, cfg,
                       phase="finetune", final_name=FINAL_NAME, val_loader=val_loader, seed=seed,
                       device=device, resume=resume, overwrite=overwrite, amp=amp,
                       eval_fn=eval_fn, select_metric=select_metric, log=log, split=split,
-                      after_step=zero_pruned, save_final=save_final_pruned,
+                      after_step=zero_pruned,
+                      save_final=lambda net, path: save_final_pruned(net, path, meta),
                       weighting=weighting)
     refresh_masked_weights(result.net)
     check_masks_unchanged(result.net, masks)

@@ -96,7 +96,8 @@ def write_dataset(root: str | os.PathLike, layout: str, num_train: int, num_test
     ``root`` must not exist or be an empty folder. Returns ``root``. ``workers > 1`` renders
     in that many processes; the files are identical either way.
     """
-    from ...utils import atomic_write_json   # imported here: it pulls in torch
+    from ...tasks import SEG_PRIOR_FILE       # imported here: they pull in torch
+    from ...utils import atomic_write_json
 
     _check_args(layout, num_train, num_test, height, width)
     root = Path(root)
@@ -131,7 +132,7 @@ def write_dataset(root: str | os.PathLike, layout: str, num_train: int, num_test
             if pool:
                 pool.shutdown(cancel_futures=True)
         if layout == "taskonomy":
-            np.save(tmp / "semseg_prior_factor.npy", taskonomy_prior(counts))
+            np.save(tmp / SEG_PRIOR_FILE, taskonomy_prior(counts))
         atomic_write_json(index, tmp / INDEX_FILES[layout])
         atomic_write_json(_params(layout, num_train, num_test, height, width, seed), tmp / MARKER)
         if root.exists():

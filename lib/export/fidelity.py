@@ -1,0 +1,99 @@
+"""What quantization costs in task metrics: the int8 model against its float model, measured.
+
+:class:`OnnxNet` puts an onnxruntime session behind the ``nn.Module`` interface that
+:func:`lib.metrics.evaluate` drives, so the int8 model is evaluated by the very code (and
+metric definitions) that evaluates PyTorch models. :func:`int8_fidelity` evaluates both on the
+same loader and returns the per-task Δ (``lib.metrics.per_task_delta``, percent, the float
+model as the reference, positive = int8 better) and every metric's relative change.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from lib.metrics import evaluate, per_task_delta
+
+
+class OnnxNet(nn.Module):
+    """An onnxruntime model (path, serialized bytes or ``onnx.ModelProto``) as a module.
+
+    ``forward(img)`` returns the outputs as a list of float tensors aligned with ``tasks``;
+    a batch larger than the model's fixed batch size is run in chunks. CPU only (the input is
+    moved to the CPU and the outputs back to the input's device).
+    """
+
+    def __init__(self, model: Any, tasks: Sequence[str], threads: int | None = None) -> None:
+        super().__init__()
+        from .onnx_io import onnx_session
+        if hasattr(model, "SerializeToString"):
+            model = model.SerializeToString()
+        self.session = onnx_session(model if isinstance(model, bytes) else os.fspath(model),
+                                    threads)
+        self.tasks = list(tasks)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+        if len(self.session.get_outputs()) != len(self.tasks):
+            raise ValueError(f"ONNX model has {len(self.session.get_outputs())} outputs, "
+                             f"tasks {self.tasks} need {len(self.tasks)}")
+
+    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
+        x = img.detach().float().cpu().numpy()
+        step = self.batch or x.shape[0]
+        if x.shape[0] % step:
+            raise ValueError(f"batch of {x.shape[0]} images is not a multiple of the ONNX "
+                             f"model's fixed batch size {step}")
+        chunks = [self.session.run(None, {self.input_name: np.ascontiguousarray(x[i:i + step])})
+                  for i in range(0, x.shape[0], step)]
+        return [torch.from_numpy(np.concatenate([c[k] for c in chunks])).to(img.device)
+                for k in range(len(self.tasks))]
+
+
+def _relative_changes(new: Mapping[str, Mapping[str, float]],
+                      ref: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float | None]]:
+    out: dict[str, dict[str, float | None]] = {}
+    for task, metrics in ref.items():
+        out[task] = {}
+        for name, value in metrics.items():
+            if not math.isfinite(value) or not math.isfinite(new[task][name]):
+                raise ValueError(f"{task} {name} is not finite (float {value}, int8 "
+                                 f"{new[task][name]}): no relative change")
+            out[task][name] = (None if value == 0
+                               else 100.0 * (new[task][name] - value) / abs(value))
+    return out
+
+
+def int8_fidelity(float_net: nn.Module | None, int8_net: nn.Module,
+                  loader: Iterable[Mapping[str, Any]], evaluator, max_batches: int | None = None,
+                  device: torch.device | str = "cpu",
+                  float_metrics: Mapping[str, Mapping[str, float]] | None = None
+                  ) -> dict[str, Any]:
+    """Evaluate ``float_net`` and ``int8_net`` (e.g. an :class:`OnnxNet`) on ``loader``.
+
+    Returns ``{"float": metrics, "int8": metrics, "delta": {task: Δ %}, "metric_change_pct":
+    {task: {metric: %}}, "max_abs_metric_change_pct"}``. ``delta`` uses the metrics of
+    ``lib.metrics.DELTA_METRICS``; a task whose float metric is 0 has ``None`` there (a relative
+    change is undefined), and so has a single metric change. ``float_metrics`` (already
+    measured on the same loader) skips evaluating ``float_net`` again.
+    """
+    if float_metrics is None:
+        float_metrics = evaluate(float_net, loader, evaluator, device=device,
+                                 max_batches=max_batches, progress=False)
+    int8_metrics = evaluate(int8_net, loader, evaluator, device=device,
+                            max_batches=max_batches, progress=False)
+    changes = _relative_changes(int8_metrics, float_metrics)
+    delta: dict[str, float | None] = {}
+    for task in float_metrics:
+        try:
+            delta[task] = per_task_delta(int8_metrics, float_metrics, [task])[task]
+        except ZeroDivisionError:
+            delta[task] = None
+    finite = [abs(v) for m in changes.values() for v in m.values() if v is not None]
+    return {"float": float_metrics, "int8": int8_metrics, "delta": delta,
+            "metric_change_pct": changes,
+            "max_abs_metric_change_pct": max(finite) if finite else None}
