@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no OpenMP spinning
 
-from lib.experiments.benchmark import GRIDS, BenchmarkSpec, format_report, run_benchmark  # noqa: E402
+from lib.experiments.benchmark import (GRIDS, BenchmarkSpec, format_report,  # noqa: E402
+                                       run_benchmark)
 from lib.utils import set_cpu_threads  # noqa: E402
 
 

@@ -38,9 +38,9 @@ def _per_seed(deltas):
 def summary():
     grid = Grid(seeds=(0, 1, 2), sparsities=(90,), methods=("cut", "snip", "random"))
     spec = BenchmarkSpec(grid=grid)
-    deltas = {0: {("dense_ft", 0): 0.5, ("cut", 90): -5.0, ("snip", 90): -6.0, ("random", 90): -50.0},
-              1: {("dense_ft", 0): -0.5, ("cut", 90): -4.0, ("snip", 90): -2.0, ("random", 90): -60.0},
-              2: {("dense_ft", 0): 1.0, ("cut", 90): -6.0, ("snip", 90): -7.0, ("random", 90): -55.0}}
+    rows = {0: (0.5, -5.0, -6.0, -50.0), 1: (-0.5, -4.0, -2.0, -60.0), 2: (1.0, -6.0, -7.0, -55.0)}
+    keys = (("dense_ft", 0), ("cut", 90), ("snip", 90), ("random", 90))
+    deltas = {seed: dict(zip(keys, values)) for seed, values in rows.items()}
     return summarize_benchmark(spec, _per_seed(deltas), seconds=120.0)
 
 
