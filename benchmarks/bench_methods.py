@@ -1,8 +1,9 @@
 """Method comparison that decides: every method over several seeds, paired intervals vs CUT.
 
-    python benchmarks/bench_methods.py            # default grid: 5 seeds, 70/90/95 %, all methods
-    python benchmarks/bench_methods.py --quick    # 3 seeds, 90 %, CUT/SNIP/LTH/random
-    python benchmarks/write_bench_readme.py       # README section + figure from the summary
+    python benchmarks/bench_methods.py                  # 5 seeds, 70/90/95 %, every method
+    python benchmarks/bench_methods.py --quick          # 3 seeds, 90 %, CUT/SNIP/LTH/random
+    python benchmarks/bench_methods.py --grid scratch   # CUT vs the from-scratch methods, 90 %
+    python benchmarks/write_bench_readme.py             # README section + figure from it
 
 Each seed trains its own base model on the ``bench`` profile (cached under ``--out``, reused
 by reruns and by both grids) and runs the grid on the same synthetic dataset. Prints the base
@@ -30,7 +31,8 @@ from lib.utils import set_cpu_threads  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the 10-minute grid")
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="default")
+    parser.add_argument("--quick", action="store_true", help="the 10-minute grid (--grid quick)")
     parser.add_argument("--seeds", nargs="+", type=int, help="override the grid's seeds")
     parser.add_argument("--sparsities", nargs="+", type=float, help="override its sparsities")
     parser.add_argument("--methods", nargs="+", help="override its methods (cut must be one)")
@@ -45,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    grid = GRIDS["quick" if args.quick else "default"]
+    grid = GRIDS["quick" if args.quick else args.grid]
     changes = {k: tuple(v) for k, v in (("seeds", args.seeds), ("sparsities", args.sparsities),
                                         ("methods", args.methods)) if v}
     try:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cell(method, sparsity, delta, collapsed=0):
     return {"method": method, "selection": "seg+depth", "sparsity": float(sparsity),
-            "delta": delta, "collapsed": collapsed, "seconds": 1.0}
+            "delta": delta, "measured": float(sparsity), "collapsed": collapsed, "seconds": 1.0}
 
 
 def _per_seed(deltas):
@@ -91,6 +91,11 @@ def test_readme_section_is_generated_between_markers(summary, tmp_path):
     with pytest.raises(ValueError, match="markers"):
         replace_section(bare, "x")
     assert bare.read_text() == "no markers\n"
+    for cell in summary["cells"]:                   # a method removing more than nominal
+        if cell["method"] == "snip":
+            cell["measured"] = {s: 99.0 for s in cell["measured"]}
+    assert ("- snip: its nominal sparsity is not its weight sparsity; weights removed (mean "
+            "over seeds): 99.0 % at 90 %.") in readme_section(summary)
     image = matplotlib.image.imread(plot_summary(summary, tmp_path / "fig.png"))
     assert image.ndim == 3 and image.shape[1] > 500
 
@@ -98,6 +103,10 @@ def test_readme_section_is_generated_between_markers(summary, tmp_path):
 def test_grids_and_validation():
     methods = applicable_methods()
     assert methods[0] == "cut" and "snip_untrained" not in methods and "snip" in methods
+    assert {"cut_iterative", "cut_floor", "cut_layer_norm", "structured_cut",
+            "minmax_pipeline"} <= set(methods) and "rigl" not in methods
+    scratch = GRIDS["scratch"].method_list()
+    assert scratch[0] == "cut" and "rigl" in scratch and "disparse_static_scratch" in scratch
     default = GRIDS["default"]
     assert len(default.seeds) >= 5 and default.sparsities == (70, 90, 95)
     assert set(GRIDS["quick"].method_list()) <= set(methods)

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 import lib.pruning.cut_variants as variants
-from lib.models import backbone_modules, head_modules
+from lib.masks import layer_weights
+from lib.models import shared_layers, task_layers
 from lib.pruning import METHODS, PruneContext, prune, select_tasks, sparsity_report
 from lib.pruning.cut_variants import (cut_floor, cut_iterative, cut_layer_norm, floor_scores,
                                       iterative_masks, layer_normalised, top_of_layer,
                                       with_floor)
-from lib.pruning.sparsity import layer_weights
 
 SEL = ["seg", "depth"]
 
@@ -20,14 +20,18 @@ def setup(tiny_setup):
 
 
 @pytest.fixture
-def registered(monkeypatch):
-    """The variants reachable by name through ``prune`` (as their METHODS lines will make them)."""
+def registered():
+    """The variants are reachable by name through ``prune``: one METHODS line each."""
     for name, fn in variants.VARIANTS.items():
-        monkeypatch.setitem(METHODS, name, fn)
+        assert METHODS[name] is fn
 
 
-def _collapsed(net):
-    return [n for n, v in sparsity_report(net)["layers"].items() if v["sparsity"] >= 100.0]
+def _collapsed(result):
+    return [n for n, v in sparsity_report(result.net)["layers"].items() if v["sparsity"] >= 100.0]
+
+
+def _layers(result):
+    return sparsity_report(result.net)["layers"]
 
 
 def test_layer_normalisation_divides_by_the_layer_mean():
@@ -57,20 +61,20 @@ def test_floor_keeps_the_best_weights_of_a_layer_below_it():
 def test_floor_scores_weigh_every_task_alike_on_the_backbone(setup):
     _, net, _, _ = setup
     compact = select_tasks(net, SEL, net.tasks)
-    layers = {**backbone_modules(compact), **head_modules(compact, compact.task_ids[0]),
-              **head_modules(compact, compact.task_ids[1])}
+    layers = {**shared_layers(compact), **task_layers(compact, "seg"),
+              **task_layers(compact, "depth")}
     g = torch.Generator().manual_seed(0)
     scores = {t: {n: torch.rand(3, generator=g) for n in layers} for t in SEL}
-    for t, tid in zip(compact.tasks, compact.task_ids):   # a head is only its task's
+    for t in compact.tasks:                               # a task layer is only its task's
         other = next(o for o in SEL if o != t)
-        for n in head_modules(compact, tid):
+        for n in task_layers(compact, t):
             del scores[other][n]
     picks = floor_scores(compact, scores)
     total = {t: sum(float(s.sum()) for s in scores[t].values()) for t in SEL}
-    name = next(iter(backbone_modules(compact)))
+    name = next(iter(shared_layers(compact)))
     expected = scores["seg"][name] / total["seg"] + scores["depth"][name] / total["depth"]
     assert torch.allclose(picks[name], expected)
-    head = next(iter(head_modules(compact, compact.task_ids[1])))
+    head = next(iter(task_layers(compact, "depth")))
     assert torch.equal(picks[head], scores["depth"][head])
 
 
@@ -81,10 +85,9 @@ def test_floor_variant_collapses_no_layer_where_cut_does(setup, registered):
     floored = prune("cut_floor", net, criterion, loader, min_density=0.02, **kwargs)
     assert _collapsed(cut), "the tiny random network should lose whole layers at 97 %"
     assert not _collapsed(floored)
-    report = sparsity_report(floored)
-    assert abs(report["deployed"]["sparsity"] - 97.0) <= 0.5
-    assert all(v["sparsity"] <= 98.0 + 100.0 / v["total"] for v in report["layers"].values())
-    assert floored.pruning_meta["min_density"] == 0.02
+    assert abs(floored.sparsity - 97.0) <= 0.5
+    assert all(v["sparsity"] <= 98.0 + 100.0 / v["total"] for v in _layers(floored).values())
+    assert floored.meta["min_density"] == 0.02
 
 
 def test_iterative_cut_with_one_round_is_cut(setup, registered):
@@ -92,7 +95,7 @@ def test_iterative_cut_with_one_round_is_cut(setup, registered):
     kwargs = dict(selected_tasks=SEL, tasks=net.tasks, sparsity=90.0, num_batches=2)
     one = prune("cut_iterative", net, criterion, loader, rounds=1, **kwargs)
     cut = prune("cut", net, criterion, loader, **kwargs)
-    assert sparsity_report(one)["layers"] == sparsity_report(cut)["layers"]
+    assert _layers(one) == _layers(cut)
 
 
 def test_iterative_cut_rescores_the_masked_network_each_round(setup, registered, monkeypatch):
@@ -108,10 +111,10 @@ def test_iterative_cut_rescores_the_masked_network_each_round(setup, registered,
     monkeypatch.setattr(variants, "task_scores", counting)
     pruned = prune("cut_iterative", net, criterion, loader, selected_tasks=SEL, tasks=net.tasks,
                    sparsity=90.0, num_batches=2, rounds=3)
-    assert abs(sparsity_report(pruned)["deployed"]["sparsity"] - 90.0) <= 0.5
+    assert abs(pruned.sparsity - 90.0) <= 0.5
     assert len(calls) == 3                               # one scoring per round
     assert calls[0] == 0 and 0 < calls[1] < calls[2]     # each on the sparser masked network
-    assert pruned.pruning_meta["rounds"] == 3
+    assert pruned.meta["rounds"] == 3
 
 
 def test_iterative_rounds_are_nested(setup):
@@ -126,14 +129,27 @@ def test_iterative_rounds_are_nested(setup):
     assert abs(100 * (1 - kept / total) - 90.0) <= 0.5
 
 
+def test_union_keeps_a_shared_weight_any_task_keeps(setup, registered):
+    _, net, criterion, loader = setup
+    kwargs = dict(selected_tasks=SEL, tasks=net.tasks, keep_ratio=0.2, num_batches=2)
+    union, cut = (prune(m, net, criterion, loader, **kwargs) for m in ("cut_union", "cut"))
+    assert union.meta["min_votes"] == "any"
+    shared = shared_layers(union.net)
+    masks, cut_masks = union.masks, cut.masks
+    for name in shared:
+        either = union.task_masks["seg"][name] | union.task_masks["depth"][name]
+        both = cut.task_masks["seg"][name] & cut.task_masks["depth"][name]
+        assert torch.equal(masks[name].cpu(), either) and torch.equal(cut_masks[name].cpu(), both)
+
+
 def test_layer_norm_variant_reaches_the_target_and_differs_from_cut(setup, registered):
     _, net, criterion, loader = setup
     kwargs = dict(selected_tasks=SEL, tasks=net.tasks, sparsity=90.0, num_batches=2)
     normed = prune("cut_layer_norm", net, criterion, loader, **kwargs)
     cut = prune("cut", net, criterion, loader, **kwargs)
-    assert abs(sparsity_report(normed)["deployed"]["sparsity"] - 90.0) <= 0.5
-    assert sparsity_report(normed)["layers"] != sparsity_report(cut)["layers"]
-    assert normed.pruning_meta["normalise"] == "layer"
+    assert abs(normed.sparsity - 90.0) <= 0.5
+    assert _layers(normed) != _layers(cut)
+    assert normed.meta["normalise"] == "layer"
 
 
 def test_variant_options_are_checked(setup):

@@ -28,6 +28,8 @@ REFERENCE = "cut"
 # baselines): the fine-tuning budget does not train it, so they answer another question
 # (training from scratch) and are left out of the default grid.
 FROM_SCRATCH = ("snip_untrained", "random_untrained")
+# The sparse-training methods that train from scratch (lib.sparse.study): every cell costs a
+# whole base training, so they have their own grid ("scratch").
 # The control passes when fine-tuning alone moves the dense model by at most this (Δ, %).
 CONTROL_TOLERANCE = 2.0
 # The base model is worth pruning when it reaches these on the test split.
@@ -36,26 +38,41 @@ SUMMARY = "summary.json"
 
 
 def applicable_methods() -> tuple[str, ...]:
-    """:data:`REFERENCE` first, then every other registry method except :data:`FROM_SCRATCH`."""
+    """:data:`REFERENCE` first, then every other registry method except :data:`FROM_SCRATCH`,
+    then the trained methods that start from the base model (the min-max pipeline)."""
     from lib.pruning import METHODS
-    return (REFERENCE, *[m for m in METHODS if m not in FROM_SCRATCH and m != REFERENCE])
+    from lib.sparse.study import PIPELINE
+    return (REFERENCE, *[m for m in METHODS if m not in FROM_SCRATCH and m != REFERENCE],
+            PIPELINE)
+
+
+def scratch_methods() -> tuple[str, ...]:
+    """The sparse-training methods that train the selected tasks' network from scratch."""
+    from lib.sparse.study import DYNAMIC_METHODS, STATIC_SCRATCH
+    return (*DYNAMIC_METHODS, STATIC_SCRATCH)
 
 
 @dataclass(frozen=True)
 class Grid:
-    """Seeds x sparsities x task selections x methods (``methods=None``: every applicable)."""
+    """Seeds x sparsities x task selections x methods (``methods=None``: every applicable;
+    ``"scratch"``: CUT and the methods that train from scratch)."""
     seeds: tuple[int, ...]
     sparsities: tuple[float, ...]
     selections: tuple[tuple[str, ...], ...] = (("seg", "depth"),)
-    methods: tuple[str, ...] | None = None
+    methods: tuple[str, ...] | str | None = None
 
     def method_list(self) -> tuple[str, ...]:
-        return applicable_methods() if self.methods is None else tuple(self.methods)
+        if self.methods is None:
+            return applicable_methods()
+        if self.methods == "scratch":
+            return (REFERENCE, *scratch_methods())
+        return tuple(self.methods)
 
 
 GRIDS = {
     "default": Grid(seeds=(0, 1, 2, 3, 4), sparsities=(70, 90, 95)),
     "quick": Grid(seeds=(0, 1, 2), sparsities=(90,), methods=("cut", "snip", "lth", "random")),
+    "scratch": Grid(seeds=(0, 1, 2, 3, 4), sparsities=(90,), methods="scratch"),
 }
 
 
@@ -116,6 +133,7 @@ def run_benchmark(spec: BenchmarkSpec, progress: bool = True) -> dict:
             record = json.loads((Path(study.out_dir) / "cells" / f"{key}.json").read_text())
             cells[key] = {"method": row["method"], "selection": row["tasks"],
                           "sparsity": float(row["nominal_sparsity"]), "delta": row["delta"],
+                          "measured": row["measured_sparsity"],
                           "collapsed": collapsed_layers(record["layer_sparsity"]),
                           "seconds": row.get("seconds")}
         dense = json.loads((Path(study.out_dir) / "base" / "dense_metrics.json").read_text())
@@ -141,6 +159,7 @@ def summarize_benchmark(spec: BenchmarkSpec, per_seed: dict[int, dict], seconds:
                 deltas = {s: c["delta"] for s, c in found.items() if c["delta"] is not None}
                 cell = {"selection": selection, "method": method, "sparsity": float(sparsity),
                         "deltas": {str(s): d for s, d in deltas.items()},
+                        "measured": {str(s): c["measured"] for s, c in found.items()},
                         "collapsed": {str(s): c["collapsed"] for s, c in found.items()}}
                 if deltas:
                     stat = summarize(list(deltas.values()), f"Δ of {key}")

@@ -81,6 +81,26 @@ def comparison_table(summary: dict, selection: str) -> list[str]:
     return lines
 
 
+def off_target_lines(summary: dict, selection: str, tolerance: float = 1.0) -> list[str]:
+    """Methods whose measured sparsity is not the nominal one (structured CUT's budget is a
+    channel sparsity), with the weight sparsity they reach."""
+    lines = []
+    for method in summary["methods"]:
+        pairs = []
+        for s in summary["sparsities"]:
+            c = _cells(summary, selection).get((method, s))
+            measured = list((c or {}).get("measured", {}).values())
+            if measured and abs(sum(measured) / len(measured) - s) > tolerance:
+                pairs.append(f"{sum(measured) / len(measured):.1f} % at {_pct(s)}")
+            elif measured:
+                pairs.append(None)
+        if any(pairs):
+            reached = ", ".join(p for p in pairs if p)
+            lines.append(f"- {method}: its nominal sparsity is not its weight sparsity; weights "
+                         f"removed (mean over seeds): {reached}.")
+    return lines
+
+
 def verdict_lines(summary: dict, selection: str) -> list[str]:
     """What is decided (and which way) and what is not, in words."""
     comps = [c for c in summary["comparisons"] if c["selection"] == selection]
@@ -131,8 +151,9 @@ def readme_section(summary: dict, figure: str | None = None) -> str:
         sel = selection.replace("+", " + ")
         pairs = sorted({c["n"] for c in summary["comparisons"] if c["selection"] == selection})
         pairs_text = " or ".join(str(p) for p in pairs) or "no"
+        off = off_target_lines(summary, selection)
         out += ["", f"Δ vs dense, {sel} (mean ± std over seeds):", "",
-                *delta_table(summary, selection), "",
+                *delta_table(summary, selection), "", *off, *([""] if off else []),
                 f"Paired by seed, {summary['reference']} minus each method: mean "
                 f"[{summary['confidence']:.0%} interval, Student t on the {pairs_text} paired "
                 f"differences (n − 1 degrees of freedom)]; bold = decided (the interval "

@@ -1,9 +1,13 @@
-"""CUT beyond the paper: variants with the method signature ``(net, ctx, **options) -> plan``.
+"""CUT beyond the paper: variants with the method signature ``(net, ctx, **options) -> plan``,
+registered in :data:`lib.pruning.METHODS` under their names.
 
 The paper's CUT (``methods.cut``) scores every weight once per task at the pre-trained
-weights, keeps each task model's top weights and fuses the backbone by votes. Three departures,
-each a plan the shared :func:`lib.pruning.prune` pipeline (target-sparsity search included)
-uses unchanged:
+weights, keeps each task model's top weights and fuses the shared layers by votes (a weight
+kept by >= 2 tasks). The variants, each a plan the shared :func:`lib.pruning.prune` pipeline
+(target-sparsity search included) uses unchanged:
+
+``cut_union``       the other fusion rule: a shared weight is kept when any task keeps it
+                    (DiSparse's union; with two tasks the paper's ">= 2" is the intersection).
 
 ``cut_iterative``   reach the target over ``rounds`` rounds; each round re-scores every task
                     on the network masked by the previous round and prunes to the round's
@@ -25,23 +29,24 @@ from typing import Mapping
 
 import torch
 
-from lib.models import SceneNet, backbone_modules, head_modules
+from lib.masks import Masks, install_masks, layer_weights
+from lib.models import MultiTaskModel, shared_layers, task_layers
 
+from .errors import PruningError, UnreachableSparsityError
 from .fusion import MinVotes, required_votes
-from .masks import Masks, install_masks
-from .methods import PruneContext, PruningPlan, _require_data, per_task_plan
+from .methods import PruneContext, PruningPlan, _require_data, cut, per_task_plan
 from .scores import task_scores
-from .sparsity import keep_ratio_for_sparsity, layer_weights
+from .sparsity import keep_ratio_for_sparsity
 
 Scores = dict[str, dict[str, torch.Tensor]]
 
 
-def _scores(net: SceneNet, ctx: PruneContext) -> Scores:
+def _scores(net: MultiTaskModel, ctx: PruneContext) -> Scores:
     return task_scores(net, ctx.criterion, ctx.loader, net.tasks, ctx.num_batches, ctx.mode,
                        ctx.device)
 
 
-def masked_copy(net: SceneNet, masks: Masks) -> SceneNet:
+def masked_copy(net: MultiTaskModel, masks: Masks) -> MultiTaskModel:
     """A copy of ``net`` carrying ``masks`` (pruned weights are zero in its forward pass)."""
     return install_masks(copy.deepcopy(net), masks)
 
@@ -53,14 +58,14 @@ def reach_density(masks_for, density: float, weights: Mapping[str, torch.Tensor]
     try:
         keep = keep_ratio_for_sparsity(lambda k: masks_for(k, False), sparsity, weights)
         return masks_for(keep, False)
-    except ValueError as exc:
-        if "ties in the scores" not in str(exc):
-            raise
+    except ValueError as exc:     # the pipeline's search names ties in its message until it
+        if not (isinstance(exc, UnreachableSparsityError) or "ties in the scores" in str(exc)):
+            raise                 # raises UnreachableSparsityError
     keep = keep_ratio_for_sparsity(lambda k: masks_for(k, True), sparsity, weights)
     return masks_for(keep, True)
 
 
-def iterative_masks(net: SceneNet, ctx: PruneContext, keep: float, rounds: int,
+def iterative_masks(net: MultiTaskModel, ctx: PruneContext, keep: float, rounds: int,
                     min_votes: MinVotes, first_scores: Scores | None = None) -> Masks:
     """Masks of deployed density ``keep`` reached over ``rounds`` re-scored CUT rounds.
 
@@ -85,7 +90,7 @@ def iterative_masks(net: SceneNet, ctx: PruneContext, keep: float, rounds: int,
     return kept
 
 
-def cut_iterative(net: SceneNet, ctx: PruneContext, *, rounds: int = 3,
+def cut_iterative(net: MultiTaskModel, ctx: PruneContext, *, rounds: int = 3,
                   min_votes: MinVotes = 2) -> PruningPlan:
     """Iterative CUT: ``rounds`` rounds of per-task re-scoring on the masked network.
 
@@ -95,7 +100,7 @@ def cut_iterative(net: SceneNet, ctx: PruneContext, *, rounds: int = 3,
     _require_data(ctx, net, "cut_iterative")
     required_votes(min_votes, len(net.tasks))
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
+        raise PruningError(f"rounds must be a positive integer, got {rounds!r}")
     first = _scores(net, ctx)       # round 1 does not depend on the target: scored once
 
     def masks_for(keep: float, exact: bool = False) -> Masks:
@@ -105,17 +110,17 @@ def cut_iterative(net: SceneNet, ctx: PruneContext, *, rounds: int = 3,
                        {"rounds": rounds, "min_votes": min_votes, "mode": ctx.mode})
 
 
-def floor_scores(net: SceneNet, scores: Scores) -> dict[str, torch.Tensor]:
-    """Per layer, the score that picks the weights a floor keeps: a head layer's own task's
-    score; for a backbone layer the sum over tasks of each task's score divided by that
-    task model's total (so every task weighs the same)."""
+def floor_scores(net: MultiTaskModel, scores: Scores) -> dict[str, torch.Tensor]:
+    """Per layer, the score that picks the weights a floor keeps: a task layer's own task's
+    score; for a shared layer the sum over tasks of each task's score divided by that task
+    model's total (so every task weighs the same)."""
     totals = {t: sum(float(s.sum()) for s in ts.values()) for t, ts in scores.items()}
     for t, total in totals.items():
         if not math.isfinite(total) or total <= 0:
-            raise ValueError(f"task {t!r}: importance scores sum to {total}, cannot normalise")
-    out = {n: sum(scores[t][n] / totals[t] for t in scores) for n in backbone_modules(net)}
-    for task, tid in zip(net.tasks, net.task_ids):
-        out.update({n: scores[task][n] for n in head_modules(net, tid)})
+            raise PruningError(f"task {t!r}: importance scores sum to {total}, cannot normalise")
+    out = {n: sum(scores[t][n] / totals[t] for t in scores) for n in shared_layers(net)}
+    for task in net.tasks:
+        out.update({n: scores[task][n] for n in task_layers(net, task)})
     return out
 
 
@@ -147,12 +152,12 @@ def with_floor(masks: Masks, scores: Mapping[str, torch.Tensor],
     return out
 
 
-def cut_floor(net: SceneNet, ctx: PruneContext, *, min_density: float = 0.01,
+def cut_floor(net: MultiTaskModel, ctx: PruneContext, *, min_density: float = 0.01,
               min_votes: MinVotes = 2) -> PruningPlan:
     """CUT with a per-layer floor: no layer keeps fewer than ``min_density`` of its weights."""
     _require_data(ctx, net, "cut_floor")
     if not 0 < min_density < 1:
-        raise ValueError(f"min_density must be in (0, 1), got {min_density}")
+        raise PruningError(f"min_density must be in (0, 1), got {min_density}")
     required_votes(min_votes, len(net.tasks))
     scores = _scores(net, ctx)
     plan = per_task_plan(net, scores, min_votes, info={"mode": ctx.mode})
@@ -177,12 +182,12 @@ def layer_normalised(scores: Scores) -> Scores:
         for name, s in layers.items():
             mean = float(s.float().mean())
             if not math.isfinite(mean):
-                raise ValueError(f"task {task!r} layer {name}: non-finite scores")
+                raise PruningError(f"task {task!r} layer {name}: non-finite scores")
             out[task][name] = s / mean if mean > 0 else s
     return out
 
 
-def cut_layer_norm(net: SceneNet, ctx: PruneContext, *, min_votes: MinVotes = 2) -> PruningPlan:
+def cut_layer_norm(net: MultiTaskModel, ctx: PruneContext, *, min_votes: MinVotes = 2) -> PruningPlan:
     """CUT with scores normalised per layer instead of per task model."""
     _require_data(ctx, net, "cut_layer_norm")
     required_votes(min_votes, len(net.tasks))
@@ -190,5 +195,10 @@ def cut_layer_norm(net: SceneNet, ctx: PruneContext, *, min_votes: MinVotes = 2)
                          info={"mode": ctx.mode, "normalise": "layer"})
 
 
-VARIANTS = {"cut_iterative": cut_iterative, "cut_floor": cut_floor,
+def cut_union(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
+    """CUT with the union fusion rule (``min_votes="any"``)."""
+    return cut(net, ctx, min_votes="any")
+
+
+VARIANTS = {"cut_union": cut_union, "cut_iterative": cut_iterative, "cut_floor": cut_floor,
             "cut_layer_norm": cut_layer_norm}
