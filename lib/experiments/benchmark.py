@@ -18,6 +18,8 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+import torch
+
 from lib.utils import atomic_write_json
 
 from .stats import compare_paired, summarize
@@ -119,7 +121,7 @@ def collapsed_layers(layer_sparsity: dict[str, float]) -> int:
 
 def run_benchmark(spec: BenchmarkSpec, progress: bool = True) -> dict:
     """Run (or resume) every seed's study; write and return the summary."""
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     out = Path(spec.out_dir)
     per_seed: dict[int, dict] = {}
     for seed in spec.grid.seeds:
@@ -140,13 +142,16 @@ def run_benchmark(spec: BenchmarkSpec, progress: bool = True) -> dict:
         per_seed[seed] = {"cells": cells, "dense": dense}
         if progress:
             print(f"seed {seed}: study done in {result.seconds / 60:.1f} min", flush=True)
-    summary = summarize_benchmark(spec, per_seed, time.time() - started)
+    summary = summarize_benchmark(spec, per_seed, time.time() - started,
+                                  time.process_time() - cpu_started)
     atomic_write_json(summary, out / SUMMARY)
     return summary
 
 
-def summarize_benchmark(spec: BenchmarkSpec, per_seed: dict[int, dict], seconds: float) -> dict:
-    """The JSON summary: settings, base floors, cells (Δ per seed) and paired comparisons."""
+def summarize_benchmark(spec: BenchmarkSpec, per_seed: dict[int, dict], seconds: float,
+                        cpu_seconds: float | None = None) -> dict:
+    """The JSON summary: settings, base floors, cells (Δ per seed) and paired comparisons;
+    ``seconds`` (wall) and ``cpu_seconds`` (this process) of the run that wrote it."""
     grid = spec.grid
     seeds = list(grid.seeds)
     methods = [DENSE_FINETUNED, *grid.method_list()]
@@ -192,6 +197,8 @@ def summarize_benchmark(spec: BenchmarkSpec, per_seed: dict[int, dict], seconds:
             "base_floors": {f"{t}/{m}": v for (t, m), v in BASE_FLOORS.items()},
             "base": base, "cells": cells, "comparisons": comparisons,
             "seconds": round(seconds, 1),
+            "cpu_seconds": None if cpu_seconds is None else round(cpu_seconds, 1),
+            "threads": torch.get_num_threads(),
             "cell_seconds": round(sum(c["seconds"] or 0.0 for s in seeds
                                       for c in per_seed[s]["cells"].values()), 1)}
 
@@ -225,8 +232,10 @@ def format_report(summary: dict) -> str:
     """The printed report: floors, control, Δ table with spread, one verdict per comparison."""
     width = 17
     methods = summary["methods"]
+    cpu = summary.get("cpu_seconds")
+    cpu_text = f", {cpu / 60:.1f} CPU-min on {summary.get('threads')} thread(s)" if cpu else ""
     lines = [f"profile {summary['profile']}, seeds {summary['seeds']}, "
-             f"{summary['seconds'] / 60:.1f} min this run", *floor_verdicts(summary)]
+             f"{summary['seconds'] / 60:.1f} min this run{cpu_text}", *floor_verdicts(summary)]
     for selection in summary["selections"]:
         cells = {(c["method"], c["sparsity"]): c for c in summary["cells"]
                  if c["selection"] == selection}

@@ -120,6 +120,16 @@ def verdict_lines(summary: dict, selection: str) -> list[str]:
             f"- Not decided (the interval contains 0): {grouped(open_)}."]
 
 
+def _timing(summary: dict) -> str:
+    """How long the run that wrote the summary took (wall, and CPU when recorded)."""
+    text = f"The run took {summary['seconds'] / 60:.0f} min wall"
+    if summary.get("cpu_seconds"):
+        text += (f" ({summary['cpu_seconds'] / 60:.0f} CPU-min on {summary['threads']} "
+                 f"thread(s))")
+    return (text + f"; pruning, fine-tuning and evaluating the cells took "
+            f"{summary['cell_seconds'] / 60:.0f} min of it.")
+
+
 def readme_section(summary: dict, figure: str | None = None) -> str:
     """The Markdown between :data:`BEGIN` and :data:`END` (markers included)."""
     n = len(summary["seeds"])
@@ -129,9 +139,7 @@ def readme_section(summary: dict, figure: str | None = None) -> str:
            f"`benchmarks/bench_methods.py` (profile `{summary['profile']}`, "
            f"{n} seeds {summary['seeds']}, each with its own base model; the synthetic data "
            f"fixed). Δ is the mean relative change of the selected tasks' metrics vs the dense "
-           f"model, in percent (higher is better). Pruning, fine-tuning and evaluation of the "
-           f"cells took {summary['cell_seconds'] / 60:.0f} min of this run's "
-           f"{summary['seconds'] / 60:.0f} min.", ""]
+           f"model, in percent (higher is better). {_timing(summary)}", ""]
     for name, floor in floors.items():
         values = [b[name] for b in summary["base"].values()]
         met = "met" if min(values) >= floor else "**not met**"
