@@ -124,8 +124,10 @@ def run_benchmark(spec: BenchmarkSpec, progress: bool = True) -> dict:
     started, cpu_started = time.time(), time.process_time()
     out = Path(spec.out_dir)
     per_seed: dict[int, dict] = {}
+    read_back = 0
     for seed in spec.grid.seeds:
         study = seed_spec(spec, seed)
+        read_back += sum(1 for _ in (Path(study.out_dir) / "cells").glob("*.json"))
         result = run_study(study, progress=progress)
         cells = {}
         for row in result.rows:
@@ -143,15 +145,16 @@ def run_benchmark(spec: BenchmarkSpec, progress: bool = True) -> dict:
         if progress:
             print(f"seed {seed}: study done in {result.seconds / 60:.1f} min", flush=True)
     summary = summarize_benchmark(spec, per_seed, time.time() - started,
-                                  time.process_time() - cpu_started)
+                                  time.process_time() - cpu_started, read_back)
     atomic_write_json(summary, out / SUMMARY)
     return summary
 
 
 def summarize_benchmark(spec: BenchmarkSpec, per_seed: dict[int, dict], seconds: float,
-                        cpu_seconds: float | None = None) -> dict:
+                        cpu_seconds: float | None = None, read_back: int = 0) -> dict:
     """The JSON summary: settings, base floors, cells (Δ per seed) and paired comparisons;
-    ``seconds`` (wall) and ``cpu_seconds`` (this process) of the run that wrote it."""
+    ``seconds`` (wall) and ``cpu_seconds`` (this process) of the run that wrote it, which read
+    ``read_back`` finished cells from an earlier run instead of computing them."""
     grid = spec.grid
     seeds = list(grid.seeds)
     methods = [DENSE_FINETUNED, *grid.method_list()]
@@ -198,6 +201,7 @@ def summarize_benchmark(spec: BenchmarkSpec, per_seed: dict[int, dict], seconds:
             "base": base, "cells": cells, "comparisons": comparisons,
             "seconds": round(seconds, 1),
             "cpu_seconds": None if cpu_seconds is None else round(cpu_seconds, 1),
+            "cells_read_back": read_back,
             "threads": torch.get_num_threads(),
             "cell_seconds": round(sum(c["seconds"] or 0.0 for s in seeds
                                       for c in per_seed[s]["cells"].values()), 1)}

@@ -126,8 +126,11 @@ def _timing(summary: dict) -> str:
     if summary.get("cpu_seconds"):
         text += (f" ({summary['cpu_seconds'] / 60:.0f} CPU-min on {summary['threads']} "
                  f"thread(s))")
-    return (text + f"; pruning, fine-tuning and evaluating the cells took "
-            f"{summary['cell_seconds'] / 60:.0f} min of it.")
+    if summary.get("cells_read_back"):
+        text += (f", reading {summary['cells_read_back']} finished cells of an earlier run "
+                 f"back instead of computing them")
+    return (text + f"; the cells' pruning, fine-tuning and evaluation took "
+            f"{summary['cell_seconds'] / 60:.0f} min when they were computed.")
 
 
 def readme_section(summary: dict, figure: str | None = None) -> str:
