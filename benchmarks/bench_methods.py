@@ -1,77 +1,67 @@
-"""Method comparison with its spread: the demo grid run with several seeds.
+"""Method comparison that decides: every method over several seeds, paired intervals vs CUT.
 
-    python benchmarks/bench_methods.py [--seeds 0 1 2] [--out runs/bench_methods]
+    python benchmarks/bench_methods.py                  # 5 seeds, 70/90/95 %, every method
+    python benchmarks/bench_methods.py --quick          # 3 seeds, 90 %, CUT/SNIP/LTH/random
+    python benchmarks/bench_methods.py --grid scratch   # CUT vs the from-scratch methods, 90 %
+    python benchmarks/write_bench_readme.py             # README section + figure from it
 
-Each seed trains its own base model and runs the demo's grid (CUT and the baselines, several
-sparsities, two task selections) on the same synthetic dataset (``data_seed`` is fixed), so
-the spread covers training, pruning and data-order randomness. Prints, per selection, method
-and sparsity, the mean ± std of Δ vs dense (percent, higher is better) over the seeds, and
-CUT's margin over each baseline with its spread, and the control: the dense model fine-tuned
-exactly like the pruned ones. Resumable: finished cells are reused.
+Each seed trains its own base model on the ``bench`` profile (cached under ``--out``, reused
+by reruns and by both grids) and runs the grid on the same synthetic dataset. Prints the base
+models' accuracy floors, the control (the dense model fine-tuned exactly like the pruned ones;
+it should stay within ±2 % Δ), per method and sparsity the mean ± std of Δ vs dense over the
+seeds with the number of collapsed layers, and CUT minus each method paired by seed with a 95 %
+Student t interval, one line per comparison saying whether it is decided. Writes
+``--out/summary.json``. Resumable: finished cells are read back.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no OpenMP spinning
 
-from lib.experiments import DENSE_FINETUNED, run_study  # noqa: E402
-from lib.experiments.demo import demo_spec  # noqa: E402
+from lib.experiments.benchmark import (GRIDS, BenchmarkSpec, format_report,  # noqa: E402
+                                       run_benchmark)
 from lib.utils import set_cpu_threads  # noqa: E402
 
 
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "n/a"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):+7.2f} ± {std:5.2f}"
-
-
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--out", default="runs/bench_methods")
-    args = parser.parse_args()
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="default")
+    parser.add_argument("--quick", action="store_true", help="the 10-minute grid (--grid quick)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="override the grid's seeds")
+    parser.add_argument("--sparsities", nargs="+", type=float, help="override its sparsities")
+    parser.add_argument("--methods", nargs="+", help="override its methods (cut must be one)")
+    parser.add_argument("--profile", default="bench", help="config profile (tests: tiny)")
+    parser.add_argument("--out", default="runs/bench_methods", help="output folder (resumable)")
+    parser.add_argument("--synthetic-train", type=int, default=320)
+    parser.add_argument("--synthetic-test", type=int, default=64)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    grid = GRIDS["quick" if args.quick else args.grid]
+    changes = {k: tuple(v) for k, v in (("seeds", args.seeds), ("sparsities", args.sparsities),
+                                        ("methods", args.methods)) if v}
+    try:
+        spec = BenchmarkSpec(grid=replace(grid, **changes), out_dir=args.out,
+                             profile=args.profile, synthetic_train=args.synthetic_train,
+                             synthetic_test=args.synthetic_test, device=args.device)
+    except ValueError as exc:
+        print(f"bench_methods: {exc}", file=sys.stderr)
+        return 2
     set_cpu_threads()
-
-    deltas: dict[tuple[str, float, str], dict[int, float]] = defaultdict(dict)
-    methods: list[str] = []
-    for seed in args.seeds:
-        spec = replace(demo_spec(out_dir=f"{args.out}/seed{seed}", seed=seed), data_seed=0)
-        result = run_study(spec, progress=True)
-        print(f"seed {seed}: study done in {result.seconds / 60:.1f} min")
-        methods = list(spec.methods)
-        for row in result.rows:
-            if row["method"] != "dense" and row.get("delta") is not None:
-                deltas[(row["tasks"], row["nominal_sparsity"], row["method"])][seed] = row["delta"]
-
-    print(f"\nΔ vs dense in % (mean ± std over seeds {args.seeds}; higher is better)")
-    selections = sorted({k[0] for k in deltas}, key=lambda s: -len(s))
-    sparsities = sorted({k[1] for k in deltas if k[2] != DENSE_FINETUNED})
-    for sel in selections:
-        print(f"\nselection {sel}")
-        control = list(deltas.get((sel, 0.0, DENSE_FINETUNED), {}).values())
-        if control:
-            print(f"dense model fine-tuned like the pruned ones (control): {mean_std(control)}")
-        print(f"{'sparsity':>9} " + " ".join(f"{m:>17}" for m in methods))
-        for s in sparsities:
-            cells = [mean_std(list(deltas[(sel, s, m)].values())) for m in methods]
-            print(f"{s:>8g}% " + " ".join(f"{c:>17}" for c in cells))
-        if "cut" in methods:
-            print("CUT minus baseline (paired by seed):")
-            for m in (m for m in methods if m != "cut"):
-                diffs = [f"{s:g}%: " + mean_std([deltas[(sel, s, 'cut')][k] - v
-                                                  for k, v in deltas[(sel, s, m)].items()
-                                                  if k in deltas[(sel, s, 'cut')]])
-                         for s in sparsities]
-                print(f"  vs {m:<16} " + "   ".join(diffs))
+    summary = run_benchmark(spec, progress=not args.quiet)
+    print()
+    print(format_report(summary))
+    print(f"\nsummary: {Path(args.out) / 'summary.json'}")
     return 0
 
 

@@ -56,6 +56,18 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "cifar100_mtl": dict(WIDTH_MULT=0.125, INIT_LR=0.05, RETRAIN_LR=0.01, DECAY_LR_FREQ=300,
                              RETRAIN_DECAY_LR_FREQ=60),
     },
+    # The method benchmark (benchmarks/bench_methods.py): the cpu network and images, trained
+    # until it converges (several learning-rate decays) so that fine-tuning alone no longer
+    # moves it; pruned models get a fine-tuning budget long enough to recover what they can.
+    "bench": {
+        "*": dict(BACKBONE_NAME="ResNet18", WIDTH_MULT=0.125, BATCH_SIZE=8, MAX_ITERS=2000,
+                  DECAY_LR_FREQ=500, DECAY_LR_RATE=0.4, INIT_LR=2e-3, VAL_FREQ=500,
+                  CKPT_FREQ=500, PRUNE_NUM_BATCHES=5, RETRAIN_EPOCH=40, RETRAIN_LR=1e-4,
+                  RETRAIN_DECAY_LR_FREQ=40, RESIZE_TO_IMAGE_SHAPE=True),
+        "nyuv2_3task": dict(IMAGE_SHAPE=(96, 128), CROP_H=80, CROP_W=112),
+        "cityscapes": dict(IMAGE_SHAPE=(96, 192), CROP_H=80, CROP_W=80),
+        "taskonomy": dict(IMAGE_SHAPE=(96, 96), CROP_H=80, CROP_W=80),
+    },
     # For tests: smallest network and images that still exercise every code path.
     "tiny": {
         "*": dict(BACKBONE_NAME="ResNet18", WIDTH_MULT=0.125, BATCH_SIZE=2, MAX_ITERS=4,

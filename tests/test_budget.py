@@ -151,7 +151,9 @@ def test_cli_int8_export_reports_task_metrics_against_float(cli_inputs, tmp_path
 
     root, data = cli_inputs
     cfg = load_config("nyuv2_3task", profile="tiny")
-    torch.manual_seed(0)
+    # An untrained network predicts one class everywhere, and the reference mIoU is NaN
+    # without a true positive: seed 9's class is floor, which every synthetic room shows.
+    torch.manual_seed(9)
     net = SceneNet.from_config(cfg).select(["seg", "depth"]).eval()
     install_masks(net, global_magnitude_masks(net, 0.1))
     save_pruned(net, tmp_path / "pruned.pth")

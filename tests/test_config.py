@@ -41,3 +41,11 @@ def test_bad_names_raise():
         load_config("cityscapes", profile="gpu")
     with pytest.raises(AttributeError, match="no attribute 'MAX_ITER'"):
         load_config("cityscapes", MAX_ITER=3)
+
+
+def test_bench_profile_trains_the_cpu_network_longer():
+    cpu, bench = (load_config("nyuv2_3task", profile=p) for p in ("cpu", "bench"))
+    for attr in ("BACKBONE_NAME", "WIDTH_MULT", "IMAGE_SHAPE", "CROP_H", "CROP_W", "BATCH_SIZE"):
+        assert getattr(bench, attr) == getattr(cpu, attr), attr
+    assert bench.MAX_ITERS > cpu.MAX_ITERS
+    assert bench.MAX_ITERS // bench.DECAY_LR_FREQ >= 2      # several learning-rate decays

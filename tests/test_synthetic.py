@@ -104,6 +104,21 @@ def test_scenes_vary_and_use_few_classes_each():
     assert len(seen) >= 8
 
 
+def test_nyu_rooms_show_only_the_scene_classes():
+    from lib.data.synthetic.classes import NYU13_SCENE_CLASSES, class_index
+    from lib.data.synthetic.scenes import IndoorStyle
+
+    allowed = {class_index(NYU40, n) for n in NYU13_SCENE_CLASSES}
+    seen = set()
+    for index in range(8):
+        f = sample_frame("nyuv2_3", 3, "train", index, 32, 40)
+        seen |= set(np.unique(f.label[f.label >= 0]).tolist())
+    assert seen <= allowed and len(seen) >= 8
+    assert IndoorStyle().palette(NYU40) == list(range(40))
+    with pytest.raises(ValueError, match="unknown class"):
+        IndoorStyle(classes=("wall", "unicorn")).palette(NYU40)
+
+
 def test_defects_exercise_invalid_markers(tmp_path):
     root = write_dataset(tmp_path / "ds", "nyuv2_3", 8, 0, 32, 40, seed=0)
     ds = NYUv2(root, "train", augment=False)

@@ -315,6 +315,9 @@ def structured_cut(net: MultiTaskModel, ctx: PruneContext, *,
                                        "ranking": ranking})
 
 
+# CUT beyond the paper builds on the plans above (hence imported here, not at the top).
+from . import cut_variants  # noqa: E402
+
 METHODS: dict[str, Callable[..., PruningPlan | StructuredPlan]] = {
     "cut": cut,
     "lth": lth,
@@ -325,6 +328,10 @@ METHODS: dict[str, Callable[..., PruningPlan | StructuredPlan]] = {
     "disparse_static": disparse_static,
     "disparse_pt": disparse_pt,
     "structured_cut": structured_cut,
+    "cut_union": cut_variants.cut_union,
+    "cut_iterative": cut_variants.cut_iterative,
+    "cut_floor": cut_variants.cut_floor,
+    "cut_layer_norm": cut_variants.cut_layer_norm,
 }
 # Methods that remove channels instead of masking weights (their budget is a channel sparsity).
 STRUCTURED_METHODS = ("structured_cut",)

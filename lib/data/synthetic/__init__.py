@@ -28,7 +28,7 @@ from .minmax import MINMAX_LAYOUTS, prepare_minmax_synthetic, write_minmax_datas
 from .store import MARKER, atomic_folder, check_counts, dataset_params, prepare, read_marker
 from .store import default_root as _named_root
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 5
 DEFAULT_COUNTS = {"tiny": (8, 4)}
 FALLBACK_COUNTS = (320, 80)
 ALL_LAYOUTS = LAYOUTS + MINMAX_LAYOUTS

@@ -14,9 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .classes import CITYSCAPES_CATEGORY2, CITYSCAPES_CATEGORY7, CLASS_SETS, class_index
+from .classes import (CITYSCAPES_CATEGORY2, CITYSCAPES_CATEGORY7, CLASS_SETS,
+                      NYU13_SCENE_CLASSES, class_index)
 from .render import Frame, render
-from .scenes import indoor_scene, street_scene
+from .scenes import IndoorStyle, indoor_scene, street_scene
 
 LAYOUTS = ("nyuv2_3", "cityscapes", "taskonomy")
 SPLIT_CODES = {"train": 0, "test": 1}
@@ -25,6 +26,8 @@ TASKONOMY_DOMAINS = ("rgb", "segment_semantic", "normal", "depth_zbuffer", "keyp
 TASKONOMY_DEPTH_UNITS = 512.0        # depth_zbuffer units per metre
 TASKONOMY_SAMPLES_PER_BUILDING = 16
 MAX_STREET_DEPTH = 150.0            # metres; farther street pixels have no depth (as stereo)
+# How hard each indoor layout's rooms are (see IndoorStyle).
+INDOOR_STYLES = {"nyuv2_3": IndoorStyle(classes=NYU13_SCENE_CLASSES), "taskonomy": IndoorStyle()}
 
 
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -41,9 +44,10 @@ def sample_frame(layout: str, seed: int, split: str, index: int, height: int, wi
         scene = street_scene(classes, rng, width)
     elif layout == "nyuv2_3":
         structure = {k: class_index(classes, k) for k in ("wall", "floor", "ceiling")}
-        scene = indoor_scene(classes, rng, width, structure)
+        scene = indoor_scene(classes, rng, width, structure, INDOOR_STYLES[layout])
     else:
-        scene = indoor_scene(classes, rng, width, {"wall": 0, "floor": 0, "ceiling": 0})
+        scene = indoor_scene(classes, rng, width, {"wall": 0, "floor": 0, "ceiling": 0},
+                             INDOOR_STYLES[layout])
     frame = render(scene, height, width, rng, cull)
     return add_defects(frame, layout, rng)
 

@@ -1,14 +1,15 @@
 """Sample random scenes (geometry, materials, lights, camera) for a class set.
 
 ``indoor_scene`` builds a box room (floor, ceiling, four walls) furnished with a few object
-classes; ``street_scene`` builds a road with sidewalks, buildings, vehicles, poles, trees and
-people under a sky. Every draw comes from the ``numpy.random.Generator`` passed in, so a scene
+classes, as hard to read as its :class:`IndoorStyle` says; ``street_scene`` builds a road with
+sidewalks, buildings, vehicles, poles, trees and people under a sky. Every draw comes from the ``numpy.random.Generator`` passed in, so a scene
 is a pure function of it.
 """
 from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -21,11 +22,48 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def make_material(spec: ClassSpec, rng: np.random.Generator, scale: float = 1.0) -> Material:
-    """Class-typical colour and pattern, jittered; sometimes any colour or any pattern."""
+@dataclass(frozen=True)
+class IndoorStyle:
+    """How hard an indoor scene is to read: which classes appear, how large they look (room
+    size, object count), how much the viewpoint varies and how reliably appearance follows
+    the class. Ranges are ``(low, high)``; counts are drawn from ``[low, high)``.
+
+    ``classes``: names of the classes furnishing the rooms (``None``: every class of the set);
+    the other classes of the label set never appear. ``atypical``: chance that an instance takes
+    any colour; ``any_texture``: chance that it takes any pattern instead of its class's;
+    ``texture_freq``: pattern cycles per metre (a narrow range makes texture scale a depth cue).
+    """
+    classes: tuple[str, ...] | None = None
+    room_width: tuple[float, float] = (3.5, 4.5)
+    room_depth: tuple[float, float] = (3.5, 4.5)
+    room_height: tuple[float, float] = (2.5, 2.9)
+    camera_height: tuple[float, float] = (1.3, 1.6)
+    objects: tuple[int, int] = (3, 9)              # standing objects
+    classes_per_scene: tuple[int, int] = (2, 5)    # standing classes
+    wall_decals: tuple[int, int] = (1, 4)
+    atypical: float = 0.05
+    any_texture: float = 0.1
+    texture_freq: tuple[float, float] = (2.0, 3.0)   # pattern cycles per metre: a depth cue
+
+    def palette(self, classes: Sequence[ClassSpec]) -> list[int]:
+        """Indices of the classes scenes may show (an unknown name is an error)."""
+        if self.classes is None:
+            return list(range(len(classes)))
+        names = [s.name for s in classes]
+        unknown = sorted(set(self.classes) - set(names))
+        if unknown:
+            raise ValueError(f"IndoorStyle names unknown class(es) {unknown}")
+        return [i for i, n in enumerate(names) if n in self.classes]
+
+
+def make_material(spec: ClassSpec, rng: np.random.Generator, scale: float = 1.0,
+                  atypical: float = 0.15, any_texture: float = 0.2,
+                  freq: tuple[float, float] = (1.5, 5.0)) -> Material:
+    """Class-typical colour and pattern, jittered; with probability ``atypical`` any colour,
+    with probability ``any_texture`` any pattern; ``freq / scale`` pattern cycles per metre."""
     r, g, b = spec.color
     h, l, s = colorsys.rgb_to_hls(r, g, b)
-    if rng.random() < 0.15:                       # an atypical instance
+    if rng.random() < atypical:                   # an atypical instance
         h, l, s = rng.random(), rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.7)
     h = (h + rng.normal(0, 0.04)) % 1.0
     l = float(np.clip(l * rng.uniform(0.75, 1.25), 0.05, 0.95))
@@ -35,13 +73,14 @@ def make_material(spec: ClassSpec, rng: np.random.Generator, scale: float = 1.0)
     color2 = np.clip(color * (1 - contrast) + rng.uniform(0, 1, 3) * contrast * 0.5, 0, 1)
     if rng.random() < 0.5:
         color2 = np.clip(color * rng.uniform(0.4, 0.8), 0, 1)
-    kind = str(rng.choice(spec.textures)) if rng.random() > 0.2 else str(rng.choice(TEXTURES))
+    kind = (str(rng.choice(spec.textures)) if rng.random() >= any_texture
+            else str(rng.choice(TEXTURES)))
     axis = _unit(rng.normal(size=3))
     axis2 = _unit(np.cross(axis, _unit(rng.normal(size=3))))
     if kind in ("checker", "grid") and rng.random() < 0.7:   # mostly axis-aligned patterns
         axis, axis2 = np.eye(3)[rng.permutation(3)[:2]]
-    freq = rng.uniform(1.5, 5.0) / scale
-    return Material(color=color, color2=color2, texture=kind, freq=freq, axis=axis, axis2=axis2,
+    cycles = rng.uniform(*freq) / scale
+    return Material(color=color, color2=color2, texture=kind, freq=cycles, axis=axis, axis2=axis2,
                     phases=rng.uniform(0, 2 * np.pi, 3), dirs=rng.normal(size=(3, 3)))
 
 
@@ -50,11 +89,12 @@ def _u(rng: np.random.Generator, r: tuple[float, float]) -> float:
 
 
 def build_object(spec: ClassSpec, label: int, x: float, z: float, base: float,
-                 rng: np.random.Generator, scale: float = 1.0, yaw: float | None = None
-                 ) -> tuple[SceneObject, float]:
+                 rng: np.random.Generator, scale: float = 1.0, yaw: float | None = None,
+                 material: Material | None = None) -> tuple[SceneObject, float]:
     """An instance of ``spec`` standing at ``(x, base, z)``; returns it and its top height.
-    Boxes turn by ``yaw`` (random if None) about the vertical."""
-    mat = make_material(spec, rng, scale)
+    Boxes turn by ``yaw`` (random if None) about the vertical. ``material`` defaults to a
+    :func:`make_material` draw."""
+    mat = make_material(spec, rng, scale) if material is None else material
     shape = spec.shape
     if shape == "box":
         w, h, d = (_u(rng, r) for r in spec.dims)
@@ -108,34 +148,46 @@ class Room:
     wall_ids: list[int]  # object indices of the left, right, back and front walls
 
 
-def _build_room(classes, structure: dict[str, int], rng: np.random.Generator,
-                objects: list[SceneObject]) -> Room:
+def _build_room(classes, structure: dict[str, int], style: IndoorStyle,
+                rng: np.random.Generator, objects: list[SceneObject]) -> Room:
     """Floor, ceiling and four walls (the same paint on most walls)."""
-    room = Room(rng.uniform(3.0, 7.0), rng.uniform(3.5, 8.0), rng.uniform(2.4, 3.2), [])
+    room = Room(_u(rng, style.room_width), _u(rng, style.room_depth), _u(rng, style.room_height),
+                [])
     floor, ceiling, wall = structure["floor"], structure["ceiling"], structure["wall"]
-    objects.append(SceneObject(floor, make_material(classes[floor], rng),
+    objects.append(SceneObject(floor, style_material(style, classes[floor], rng),
                                [Plane(np.array([0, 1.0, 0]), 0.0)]))
-    objects.append(SceneObject(ceiling, make_material(classes[ceiling], rng),
+    objects.append(SceneObject(ceiling, style_material(style, classes[ceiling], rng),
                                [Plane(np.array([0, -1.0, 0]), -room.height)], casts_shadow=False))
-    paint = make_material(classes[wall], rng)
+    paint = style_material(style, classes[wall], rng)
     for n, offset in ((np.array([1.0, 0, 0]), -room.width / 2),
                       (np.array([-1.0, 0, 0]), -room.width / 2),
                       (np.array([0, 0, -1.0]), -room.depth), (np.array([0, 0, 1.0]), 0.0)):
-        mat = paint if rng.random() < 0.7 else make_material(classes[wall], rng)
+        mat = paint if rng.random() < 0.7 else style_material(style, classes[wall], rng)
         room.wall_ids.append(len(objects))
         objects.append(SceneObject(wall, mat, [Plane(n, offset)]))
     return room
 
 
-def _furnish(classes, room: Room, cam_pos: np.ndarray, rng: np.random.Generator,
-             objects: list[SceneObject]) -> None:
-    """2-7 standing objects from 2-5 classes, kept away from the camera, and small things on
-    top of some boxes."""
-    standing = [i for i, s in enumerate(classes)
-                if s.shape in ("box", "sphere", "cylinder", "person", "lamp", "plant")]
-    chosen = rng.choice(standing, size=min(len(standing), int(rng.integers(2, 6))), replace=False)
+def style_material(style: IndoorStyle, spec: ClassSpec, rng: np.random.Generator,
+                   scale: float = 1.0) -> Material:
+    """:func:`make_material` with the style's chances of atypical colours and patterns."""
+    return make_material(spec, rng, scale, atypical=style.atypical, any_texture=style.any_texture,
+                         freq=style.texture_freq)
+
+
+def _furnish(classes, palette: list[int], style: IndoorStyle, room: Room, cam_pos: np.ndarray,
+             rng: np.random.Generator, objects: list[SceneObject]) -> None:
+    """``style.objects`` standing objects of ``style.classes_per_scene`` palette classes, kept
+    away from the camera, and small things on top of some boxes."""
+    standing = [i for i in palette
+                if classes[i].shape in ("box", "sphere", "cylinder", "person", "lamp", "plant")]
+    if not standing:
+        return
+    chosen = rng.choice(standing, size=min(len(standing),
+                                           int(rng.integers(*style.classes_per_scene))),
+                        replace=False)
     tops: list[tuple[float, float, float, float]] = []   # x, z, top height, half size
-    for _ in range(int(rng.integers(2, 8))):
+    for _ in range(int(rng.integers(*style.objects))):
         c = int(rng.choice(chosen))
         spec = classes[c]
         for _attempt in range(10):
@@ -148,24 +200,28 @@ def _furnish(classes, room: Room, cam_pos: np.ndarray, rng: np.random.Generator,
         yaw = None      # furniture stands squarely against the back wall half of the time
         if spec.shape == "box" and rng.random() < 0.5:
             z, yaw = room.depth - spec.dims[2][1] / 2 - 0.05, 0.0
-        obj, top = build_object(spec, c, x, z, 0.0, rng, yaw=yaw)
+        obj, top = build_object(spec, c, x, z, 0.0, rng, yaw=yaw,
+                                material=style_material(style, spec, rng))
         objects.append(obj)
         if spec.shape == "box":
             tops.append((x, z, top, min(spec.dims[0][0], spec.dims[2][0]) / 2))
-    small = [i for i, s in enumerate(classes) if s.on_top]
+    small = [i for i in palette if classes[i].on_top]
     for x, z, top, half in tops:
         if small and rng.random() < 0.6:
             c = int(rng.choice(small))
             dx, dz = rng.uniform(-half, half, 2) * 0.6
-            objects.append(build_object(classes[c], c, x + dx, z + dz, top, rng)[0])
+            objects.append(build_object(classes[c], c, x + dx, z + dz, top, rng,
+                                        material=style_material(style, classes[c], rng))[0])
 
 
-def _room_decals(classes, room: Room, rng: np.random.Generator) -> list[Decal]:
-    """0-3 rectangles on the side/back walls (doors stand on the floor), maybe one floor mat."""
+def _room_decals(classes, palette: list[int], style: IndoorStyle, room: Room,
+                 rng: np.random.Generator) -> list[Decal]:
+    """``style.wall_decals`` rectangles on the side/back walls (doors stand on the floor),
+    maybe one floor mat."""
     decals: list[Decal] = []
-    wall_kinds = [i for i, s in enumerate(classes) if s.shape == "wall_decal"]
-    floor_kinds = [i for i, s in enumerate(classes) if s.shape == "floor_decal"]
-    for _ in range(int(rng.integers(0, 4)) if wall_kinds else 0):
+    wall_kinds = [i for i in palette if classes[i].shape == "wall_decal"]
+    floor_kinds = [i for i in palette if classes[i].shape == "floor_decal"]
+    for _ in range(int(rng.integers(*style.wall_decals)) if wall_kinds else 0):
         c = int(rng.choice(wall_kinds))
         spec = classes[c]
         k = int(rng.integers(0, 3))          # left, right or back wall
@@ -179,7 +235,7 @@ def _room_decals(classes, room: Room, rng: np.random.Generator) -> list[Decal]:
             center, u = np.array([x, y, room.depth / 2 + offset]), np.array([0, 0, 1.0])
         else:
             center, u = np.array([offset, y, room.depth]), np.array([1.0, 0, 0])
-        decals.append(Decal(room.wall_ids[k], c, make_material(spec, rng), center, u,
+        decals.append(Decal(room.wall_ids[k], c, style_material(style, spec, rng), center, u,
                             np.array([0, 1.0, 0]), w / 2, h / 2, spec.depth_unreliable))
     if floor_kinds and rng.random() < 0.4:
         c = int(rng.choice(floor_kinds))
@@ -188,20 +244,22 @@ def _room_decals(classes, room: Room, rng: np.random.Generator) -> list[Decal]:
         rot = rotation_y(rng.uniform(0, np.pi))
         center = np.array([rng.uniform(-room.width / 3, room.width / 3), 0.0,
                            rng.uniform(1.0, room.depth - 1.0)])
-        decals.append(Decal(0, c, make_material(spec, rng), center, rot[:, 0], rot[:, 2],
+        decals.append(Decal(0, c, style_material(style, spec, rng), center, rot[:, 0], rot[:, 2],
                             w / 2, d / 2, spec.depth_unreliable))
     return decals
 
 
 def indoor_scene(classes: tuple[ClassSpec, ...], rng: np.random.Generator, width: int,
-                 structure: dict[str, int]) -> Scene:
-    """A furnished box room. ``structure`` maps 'wall', 'floor', 'ceiling' to class indices."""
+                 structure: dict[str, int], style: IndoorStyle = IndoorStyle()) -> Scene:
+    """A furnished box room. ``structure`` maps 'wall', 'floor', 'ceiling' to class indices;
+    ``style`` says which other classes appear and how hard they are to tell apart."""
+    palette = style.palette(classes)
     objects: list[SceneObject] = []
-    room = _build_room(classes, structure, rng, objects)
-    cam_pos = np.array([rng.uniform(-room.width / 4, room.width / 4), rng.uniform(1.1, 1.7),
-                        rng.uniform(0.2, 0.9)])
-    _furnish(classes, room, cam_pos, rng, objects)
-    decals = _room_decals(classes, room, rng)
+    room = _build_room(classes, structure, style, rng, objects)
+    cam_pos = np.array([rng.uniform(-room.width / 4, room.width / 4),
+                        _u(rng, style.camera_height), rng.uniform(0.2, 0.9)])
+    _furnish(classes, palette, style, room, cam_pos, rng, objects)
+    decals = _room_decals(classes, palette, style, room, rng)
 
     def ceiling_light(spread: float, drop: float, power: tuple[float, float]) -> Light:
         position = np.array([rng.uniform(-room.width / spread, room.width / spread),
