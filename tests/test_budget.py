@@ -92,7 +92,10 @@ def cli_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("budget")
     data = write_dataset(root / "data", "nyuv2_3", 8, 2, 48, 64, seed=3)
     cfg = load_config("nyuv2_3task", profile="tiny")
-    torch.manual_seed(0)
+    # Untrained, the network predicts one class everywhere, and the reference mIoU (the report
+    # compares with the dense model) is undefined without a true positive: seed 9's is floor,
+    # which every synthetic room shows.
+    torch.manual_seed(9)
     torch.save(SceneNet.from_config(cfg).state_dict(), root / "base.pth")
     return root, str(data)
 
