@@ -147,11 +147,16 @@ def prepare_data(spec: StudySpec, cfg) -> str:
 
 def check_study_data(cfg) -> None:
     """Every file the train and test lists of ``cfg``'s dataset name exists (existence only;
-    a one-line FileNotFoundError naming the first missing one otherwise)."""
-    from lib.data import build_dataset, check_files
+    a one-line FileNotFoundError naming the first missing one otherwise); for a per-task
+    dataset, every task's."""
+    from lib.data import build_dataset, build_task_datasets, check_files, has_task_datasets
 
     for split in ("train", "test"):
-        check_files(build_dataset(cfg, split, augment=False))
+        if has_task_datasets(cfg):
+            for dataset in build_task_datasets(cfg, split, augment=False).values():
+                check_files(dataset)
+        else:
+            check_files(build_dataset(cfg, split, augment=False))
 
 
 def _record_spec(spec: StudySpec, out: Path) -> None:

@@ -58,9 +58,8 @@ def reach_density(masks_for, density: float, weights: Mapping[str, torch.Tensor]
     try:
         keep = keep_ratio_for_sparsity(lambda k: masks_for(k, False), sparsity, weights)
         return masks_for(keep, False)
-    except ValueError as exc:     # the pipeline's search names ties in its message until it
-        if not (isinstance(exc, UnreachableSparsityError) or "ties in the scores" in str(exc)):
-            raise                 # raises UnreachableSparsityError
+    except UnreachableSparsityError:
+        pass
     keep = keep_ratio_for_sparsity(lambda k: masks_for(k, True), sparsity, weights)
     return masks_for(keep, True)
 
@@ -169,6 +168,7 @@ def cut_floor(net: MultiTaskModel, ctx: PruneContext, *, min_density: float = 0.
         return with_floor(base_masks_for(keep, exact), picks, weights, min_density)
 
     plan.masks_for = masks_for
+    plan.sparsity_curve = None    # CUT's curve does not count the weights the floor adds back
     plan.info["min_density"] = min_density
     return plan
 
