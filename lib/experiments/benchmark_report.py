@@ -212,13 +212,16 @@ def plot_summary(summary: dict, path: str | Path) -> Path:
     methods = summary["methods"]
     sparsities = summary["sparsities"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    # tab10 has ten colours: methods past the tenth repeat one with another marker and line
     colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    markers = {m: "osD^"[(i // 10) % 4] for i, m in enumerate(methods)}
+    lines = {m: ("-", "--", ":", "-.")[(i // 10) % 4] for i, m in enumerate(methods)}
     for m in methods:
         pts = [(s, cells[(m, s)]) for s in sparsities if "mean" in cells.get((m, s), {})]
         if pts:
             left.errorbar([s for s, _ in pts], [c["mean"] for _, c in pts],
-                          yerr=[c["std"] for _, c in pts], marker="o", capsize=3, label=m,
-                          color=colours[m])
+                          yerr=[c["std"] for _, c in pts], marker=markers[m], capsize=3,
+                          label=m, color=colours[m], linestyle=lines[m])
     control = cells.get((DENSE_FINETUNED, 0.0), {})
     left.axhline(0.0, color="black", lw=0.8)
     if "mean" in control:
@@ -240,7 +243,7 @@ def plot_summary(summary: dict, path: str | Path) -> Path:
                 continue
             x = j + (i - (len(others) - 1) / 2) * step
             right.errorbar([x], [c["mean"]], yerr=[[c["mean"] - c["low"]], [c["high"] - c["mean"]]],
-                           fmt="o", capsize=3, color=colours[m],
+                           fmt=markers[m], capsize=3, color=colours[m],
                            mfc=colours[m] if c["decided"] else "white",
                            label=m if j == 0 else None)
     right.axhline(0.0, color="black", lw=0.8)
