@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--synthetic-train", type=int, default=320)
     parser.add_argument("--synthetic-test", type=int, default=64)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no study progress bar (training and scoring still show theirs)")
     return parser.parse_args(argv)
 
 
