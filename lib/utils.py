@@ -146,7 +146,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     The temporary file lives in the same folder (so the rename is atomic).
 
     A crash mid-write leaves the previous file (if any) untouched and no partial file behind
-    (a process killed outright leaves the temporary, ``.{name}.XXXXXXXX.tmp``; see
+    (a process killed outright leaves the temporary, ``.{name}.<random>.tmp``; see
     :func:`remove_stale_temporaries`).
     """
     path = Path(path)

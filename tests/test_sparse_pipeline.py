@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from conftest import make_random_batch
-from lib.config import load_config
 from lib.losses import SceneNetLoss
-from lib.models import SceneNet, prunable_layers, shared_layers
+from lib.models import prunable_layers, shared_layers
 from lib.pruning import load_pruned
 from lib.sparse import masking
 from lib.sparse.disparse import (disparse_keep_ratio, iou_at_initialisation, mask_agreement,
@@ -18,18 +17,8 @@ from lib.sparse.hard_prune import hard_prune_masks, kept
 from lib.sparse.minmax_pipeline import minmax_pipeline
 from lib.sparse.reweighted import ReweightedL1
 from lib.training import read_checkpoint
-from test_sparse_dynamic import context
+from test_sparse_dynamic import cfg, context, fresh  # noqa: F401 (cfg: a fixture)
 from test_training import loader, make_data
-
-
-@pytest.fixture
-def cfg():
-    return load_config("nyuv2_3task", profile="tiny")
-
-
-def fresh(cfg, seed=0):
-    torch.manual_seed(seed)
-    return SceneNet.from_config(cfg)
 
 
 def test_reweighted_penalty_by_hand(cfg):
