@@ -54,3 +54,7 @@ class Config:
     RETRAIN_LR = INIT_LR
     RETRAIN_DECAY_LR_FREQ = DECAY_LR_FREQ
     RETRAIN_DECAY_LR_RATE = DECAY_LR_RATE
+
+    # Not in the reference: > 0 recomputes BatchNorm statistics over this many training batches
+    # at the end of training and fine-tuning (lib.training.batchnorm); 0 keeps the reference's.
+    BN_RECALIBRATE_BATCHES = 0

@@ -61,6 +61,10 @@ class Config:
     RETRAIN_DECAY_LR_FREQ = DECAY_LR_FREQ
     RETRAIN_DECAY_LR_RATE = DECAY_LR_RATE
 
+    # Not in the reference: > 0 recomputes BatchNorm statistics over this many training batches
+    # at the end of training and fine-tuning (lib.training.batchnorm); 0 keeps the reference's.
+    BN_RECALIBRATE_BATCHES = 0
+
 
 class DeepLabConfig(Config):
     MODEL = "MTANDeepLabv3"   # or "SplitDeepLabv3"

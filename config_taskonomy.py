@@ -41,3 +41,7 @@ class Config:
     RETRAIN_LR = 1e-6
     RETRAIN_DECAY_LR_FREQ = 100
     RETRAIN_DECAY_LR_RATE = 0.5
+
+    # Not in the reference: > 0 recomputes BatchNorm statistics over this many training batches
+    # at the end of training and fine-tuning (lib.training.batchnorm); 0 keeps the reference's.
+    BN_RECALIBRATE_BATCHES = 0

@@ -11,7 +11,9 @@ models' accuracy floors, the control (the dense model fine-tuned exactly like th
 it should stay within ±2 % Δ), per method and sparsity the mean ± std of Δ vs dense over the
 seeds with the number of collapsed layers, and CUT minus each method paired by seed with a 95 %
 Student t interval, one line per comparison saying whether it is decided. Writes
-``--out/summary.json``. Resumable: finished cells are read back.
+``--out/summary.json``. Resumable: finished cells are read back. On a CPU the seeds run in
+parallel processes, one per core with one thread each (``--jobs``; each seed's log is
+``--out/seed{k}/study.log``).
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no OpenMP spinning
 
-from lib.experiments.benchmark import (GRIDS, BenchmarkSpec, format_report,  # noqa: E402
-                                       run_benchmark)
+from lib.experiments.benchmark import (GRIDS, BenchmarkSpec, check_benchmark,  # noqa: E402
+                                       default_jobs, format_report, run_benchmark)
 from lib.utils import set_cpu_threads  # noqa: E402
 
 
@@ -41,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--synthetic-train", type=int, default=320)
     parser.add_argument("--synthetic-test", type=int, default=64)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="seeds run at once (default: one per core on a CPU, 1 on a GPU)")
     parser.add_argument("--quiet", action="store_true",
                         help="no study progress bar (training and scoring still show theirs)")
     return parser.parse_args(argv)
@@ -55,11 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         spec = BenchmarkSpec(grid=replace(grid, **changes), out_dir=args.out,
                              profile=args.profile, synthetic_train=args.synthetic_train,
                              synthetic_test=args.synthetic_test, device=args.device)
-    except ValueError as exc:
+        if args.jobs is not None and args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        check_benchmark(spec)   # every input, before any work (run_benchmark checks it too)
+    except (ValueError, FileNotFoundError) as exc:
         print(f"bench_methods: {exc}", file=sys.stderr)
         return 2
     set_cpu_threads()
-    summary = run_benchmark(spec, progress=not args.quiet)
+    jobs = default_jobs(spec) if args.jobs is None else min(args.jobs, len(spec.grid.seeds))
+    summary = run_benchmark(spec, progress=not args.quiet, jobs=jobs)
     print()
     print(format_report(summary))
     print(f"\nsummary: {Path(args.out) / 'summary.json'}")

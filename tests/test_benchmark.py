@@ -2,6 +2,7 @@
 on the tiny profile; the README section written between its markers."""
 import importlib.util
 import json
+import os
 import math
 from pathlib import Path
 
@@ -143,5 +144,14 @@ def test_quick_path_runs_end_to_end_on_the_tiny_profile(tmp_path, monkeypatch, c
     comps = summary["comparisons"]
     assert [c["baseline"] for c in comps] == ["random"] and comps[0]["n"] == 2
     assert "cut minus each method" in printed and comps[0]["verdict"] in printed
+    # Seeds in parallel processes (one per core here) give what one process gives in turn.
+    assert summary["jobs"] == min(2, os.cpu_count() or 1) and summary["threads"] == 1
+    if summary["jobs"] > 1:
+        assert "study done" in (out / "seed1" / "study.log").read_text()
+    serial = tmp_path / "serial"
+    assert bench.main([str(serial) if a == str(out) else a for a in argv] + ["--jobs", "1"]) == 0
+    again = json.loads((serial / "summary.json").read_text())
+    assert again["jobs"] == 1
+    assert [c["deltas"] for c in again["cells"]] == [c["deltas"] for c in summary["cells"]]
     assert bench.main(argv[:-1] + ["--methods", "snip"]) == 2
     assert "reference" in capsys.readouterr().err

@@ -15,10 +15,17 @@ other method paired by seed with a Student t interval (:mod:`lib.experiments.sta
 from __future__ import annotations
 
 import json
+import os
+import resource
 import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
+
 import torch
+from tqdm.auto import tqdm
 
 from lib.utils import atomic_write_json
 
@@ -119,43 +126,148 @@ def collapsed_layers(layer_sparsity: dict[str, float]) -> int:
     return sum(1 for v in layer_sparsity.values() if v >= 100.0)
 
 
-def run_benchmark(spec: BenchmarkSpec, progress: bool = True) -> dict:
-    """Run (or resume) every seed's study; write and return the summary."""
-    started, cpu_started = time.time(), time.process_time()
-    out = Path(spec.out_dir)
-    per_seed: dict[int, dict] = {}
-    read_back = 0
+def check_benchmark(spec: BenchmarkSpec) -> None:
+    """Every seed's study validated (:func:`lib.experiments.study.check_spec`) and the shared
+    dataset prepared and checked, before any seed starts: parallel seeds would otherwise race
+    to write the same synthetic dataset, and a bad input would surface in one worker only."""
+    from lib.metrics import metrics_from_config
+
+    from .study import check_spec, check_study_data, prepare_data, study_config
+
     for seed in spec.grid.seeds:
         study = seed_spec(spec, seed)
-        read_back += sum(1 for _ in (Path(study.out_dir) / "cells").glob("*.json"))
-        result = run_study(study, progress=progress)
-        cells = {}
-        for row in result.rows:
-            if row["method"] == "dense":
-                continue
-            key = cell_id(row["method"], row["nominal_sparsity"], row["tasks"].split("+"))
-            record = json.loads((Path(study.out_dir) / "cells" / f"{key}.json").read_text())
-            cells[key] = {"method": row["method"], "selection": row["tasks"],
-                          "sparsity": float(row["nominal_sparsity"]), "delta": row["delta"],
-                          "measured": row["measured_sparsity"],
-                          "collapsed": collapsed_layers(record["layer_sparsity"]),
-                          # cells written before timings moved out of the row have it there
-                          "seconds": record.get("seconds", record["row"].get("seconds"))}
-        dense = json.loads((Path(study.out_dir) / "base" / "dense_metrics.json").read_text())
-        per_seed[seed] = {"cells": cells, "dense": dense}
-        if progress:
-            print(f"seed {seed}: study done in {result.seconds / 60:.1f} min", flush=True)
+        cfg = study_config(study)
+        check_spec(study, cfg)
+        metrics_from_config(cfg, **study.metric_options)
+    prepare_data(study, cfg)     # the data is the same for every seed (data_seed fixed)
+    check_study_data(cfg)
+
+
+def default_jobs(spec: BenchmarkSpec) -> int:
+    """Seeds run at once: one per core on a CPU (the bench network is too small for intra-op
+    threads to pay: one 2-thread process trains slower than one 1-thread process on 2 cores,
+    benchmarks/bench_parallel.py), one on a GPU."""
+    from lib.utils import resolve_device
+
+    if resolve_device(spec.device).type != "cpu":
+        return 1
+    return max(1, min(len(spec.grid.seeds), os.cpu_count() or 1))
+
+
+def run_benchmark(spec: BenchmarkSpec, progress: bool = True, jobs: int = 1) -> dict:
+    """Run (or resume) every seed's study, ``jobs`` seeds at a time (separate processes sharing
+    the cores; each seed's log goes to ``out_dir/seed{k}/study.log`` and one bar counts the
+    finished bases and cells); write and return the summary."""
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    started, cpu_started = time.time(), _cpu_seconds()
+    out = Path(spec.out_dir)
+    check_benchmark(spec)
+    studies = {seed: seed_spec(spec, seed) for seed in spec.grid.seeds}
+    read_back = sum(1 for study in studies.values()
+                    for _ in (Path(study.out_dir) / "cells").glob("*.json"))
+    threads = torch.get_num_threads()
+    if jobs > 1:
+        threads = max(1, threads // jobs)
+        rows = _run_parallel(studies, jobs, threads, progress)
+    else:
+        rows = {}
+        for seed, study in studies.items():
+            result = run_study(study, progress=progress)
+            rows[seed] = result.rows
+            if progress:
+                print(f"seed {seed}: study done in {result.seconds / 60:.1f} min", flush=True)
+    per_seed = {seed: seed_results(studies[seed], rows[seed]) for seed in studies}
     summary = summarize_benchmark(spec, per_seed, time.time() - started,
-                                  time.process_time() - cpu_started, read_back)
+                                  _cpu_seconds() - cpu_started, read_back,
+                                  jobs=jobs, threads=threads)
     atomic_write_json(summary, out / SUMMARY)
     return summary
 
 
+def seed_results(study: StudySpec, rows: list[dict]) -> dict:
+    """One seed's cells (Δ, measured sparsity, collapsed layers, seconds) and dense metrics,
+    from its study's rows and the records it wrote."""
+    cells = {}
+    for row in rows:
+        if row["method"] == "dense":
+            continue
+        key = cell_id(row["method"], row["nominal_sparsity"], row["tasks"].split("+"))
+        record = json.loads((Path(study.out_dir) / "cells" / f"{key}.json").read_text())
+        cells[key] = {"method": row["method"], "selection": row["tasks"],
+                      "sparsity": float(row["nominal_sparsity"]), "delta": row["delta"],
+                      "measured": row["measured_sparsity"],
+                      "collapsed": collapsed_layers(record["layer_sparsity"]),
+                      # cells written before timings moved out of the row have it there
+                      "seconds": record.get("seconds", record["row"].get("seconds"))}
+    dense = json.loads((Path(study.out_dir) / "base" / "dense_metrics.json").read_text())
+    return {"cells": cells, "dense": dense}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (the parallel seeds)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _study_in_worker(study: StudySpec, threads: int) -> list[dict]:
+    """A worker process's job: one seed's study on ``threads`` threads, logged to its folder."""
+    torch.set_num_threads(threads)
+    log_path = Path(study.out_dir) / "study.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log, redirect_stdout(log), redirect_stderr(log):
+        result = run_study(study, progress=True)
+        print(f"study done in {result.seconds / 60:.1f} min", flush=True)
+    return result.rows
+
+
+def _finished_units(studies: dict[int, StudySpec]) -> int:
+    """Bases trained and cells finished so far, over all seeds (what the parallel bar counts)."""
+    return sum(int((Path(s.out_dir) / "base" / "base_model.pth").exists())
+               + sum(1 for _ in (Path(s.out_dir) / "cells").glob("*.json"))
+               for s in studies.values())
+
+
+def _run_parallel(studies: dict[int, StudySpec], jobs: int, threads: int,
+                  progress: bool) -> dict[int, list[dict]]:
+    """Every seed's study in a pool of ``jobs`` spawned processes; their rows by seed. A failing
+    seed's error is raised once the seeds already running have finished (their work is kept)."""
+    from .study import check_spec, study_config
+
+    total = sum(1 + len(check_spec(s, study_config(s))) for s in studies.values())
+    bar = tqdm(total=total, desc=f"benchmark ({jobs} seeds at a time)", disable=not progress,
+               dynamic_ncols=True)
+    rows: dict[int, list[dict]] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_study_in_worker, study, threads): seed
+                   for seed, study in studies.items()}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=5.0, return_when=FIRST_EXCEPTION)
+                bar.n = min(total, _finished_units(studies))
+                bar.refresh()
+                for future in done:
+                    rows[futures[future]] = future.result()
+                    if progress:
+                        bar.write(f"seed {futures[future]}: done "
+                                  f"(log: {studies[futures[future]].out_dir}/study.log)")
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        finally:
+            bar.close()
+    return rows
+
+
 def summarize_benchmark(spec: BenchmarkSpec, per_seed: dict[int, dict], seconds: float,
-                        cpu_seconds: float | None = None, read_back: int = 0) -> dict:
+                        cpu_seconds: float | None = None, read_back: int = 0, jobs: int = 1,
+                        threads: int | None = None) -> dict:
     """The JSON summary: settings, base floors, cells (Δ per seed) and paired comparisons;
-    ``seconds`` (wall) and ``cpu_seconds`` (this process) of the run that wrote it, which read
-    ``read_back`` finished cells from an earlier run instead of computing them."""
+    ``seconds`` (wall) and ``cpu_seconds`` (all its processes) of the run that wrote it, which
+    ran ``jobs`` seeds at a time on ``threads`` threads each and read ``read_back`` finished
+    cells from an earlier run instead of computing them."""
     grid = spec.grid
     seeds = list(grid.seeds)
     methods = [DENSE_FINETUNED, *grid.method_list()]
@@ -203,7 +315,8 @@ def summarize_benchmark(spec: BenchmarkSpec, per_seed: dict[int, dict], seconds:
             "seconds": round(seconds, 1),
             "cpu_seconds": None if cpu_seconds is None else round(cpu_seconds, 1),
             "cells_read_back": read_back,
-            "threads": torch.get_num_threads(),
+            "jobs": int(jobs),
+            "threads": int(threads or torch.get_num_threads()),
             "cell_seconds": round(sum(c["seconds"] or 0.0 for s in seeds
                                       for c in per_seed[s]["cells"].values()), 1)}
 
@@ -238,7 +351,10 @@ def format_report(summary: dict) -> str:
     width = 17
     methods = summary["methods"]
     cpu = summary.get("cpu_seconds")
-    cpu_text = f", {cpu / 60:.1f} CPU-min on {summary.get('threads')} thread(s)" if cpu else ""
+    jobs = summary.get("jobs", 1)
+    procs = f"{jobs} seeds at a time x " if jobs > 1 else ""
+    cpu_text = (f", {cpu / 60:.1f} CPU-min on {procs}{summary.get('threads')} thread(s)"
+                if cpu else "")
     lines = [f"profile {summary['profile']}, seeds {summary['seeds']}, "
              f"{summary['seconds'] / 60:.1f} min this run{cpu_text}", *floor_verdicts(summary)]
     for selection in summary["selections"]:

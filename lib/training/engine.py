@@ -38,6 +38,7 @@ from lib.utils import (atomic_torch_save, atomic_write_json, rng_state, seed_eve
                        set_rng_state)
 
 from . import run_dir as rd
+from .batchnorm import recalibrate_batchnorm, recalibration_batches
 from .data_order import epoch_loader
 from .distributed import (DistInfo, all_gather_objects, broadcast_buffers, device_for,
                           dist_info)
@@ -271,6 +272,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
     (:func:`run_settings`) but for the :data:`RESUMABLE_CHANGES` keys in ``allow_changed``.
     """
     schedule.validate()
+    recalibrate = recalibration_batches(cfg)
     allow_changed = check_allow_changed(allow_changed, resume)
     for data_loader in (train_loader, val_loader):
         if data_loader is not None:
@@ -437,6 +439,13 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
     broadcast_buffers(model, info)
     if hook is not None:
         hook.finish(model)
+    if recalibrate:   # after the hook's last mask change; the same batches on every resume
+        recalibrate_batchnorm(model, epoch_loader(train_loader, seed=seed, rank=info.rank,
+                                                  world_size=info.world_size),
+                              recalibrate, device)
+        broadcast_buffers(model, info)
+        if val_loader is not None and info.is_main:
+            final_val = validate()   # of the model as written, not as the last step left it
 
     final_path = run_dir / final_name
     if info.is_main:
