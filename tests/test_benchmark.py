@@ -10,7 +10,8 @@ import matplotlib.image
 import pytest
 
 from lib.experiments.benchmark import (GRIDS, BenchmarkSpec, Grid, applicable_methods,
-                                       collapsed_layers, format_report, summarize_benchmark)
+                                       collapsed_layers, default_jobs, format_report,
+                                       run_benchmark, summarize_benchmark)
 from lib.experiments.benchmark_report import (BEGIN, END, plot_summary, readme_section,
                                               replace_section)
 
@@ -116,6 +117,11 @@ def test_grids_and_validation():
     with pytest.raises(ValueError, match="reference"):
         BenchmarkSpec(grid=Grid(seeds=(0, 1), sparsities=(90,), methods=("snip",)))
     assert collapsed_layers({"a": 100.0, "b": 99.9, "c": 0.0}) == 1
+    five = BenchmarkSpec(grid=default)
+    assert default_jobs(five) == min(5, os.cpu_count() or 1)
+    assert default_jobs(BenchmarkSpec(grid=default, device="cuda")) == 1   # one GPU
+    with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
+        run_benchmark(five, jobs=0)
 
 
 def _bench_script():

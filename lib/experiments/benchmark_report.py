@@ -124,12 +124,14 @@ def _timing(summary: dict) -> str:
     """How long the run that wrote the summary took (wall, and CPU when recorded)."""
     text = f"The run took {summary['seconds'] / 60:.0f} min wall"
     if summary.get("cpu_seconds"):
-        text += (f" ({summary['cpu_seconds'] / 60:.0f} CPU-min on {summary['threads']} "
-                 f"thread(s))")
+        jobs, threads = summary.get("jobs", 1), summary["threads"]
+        where = (f"; {jobs} seeds at a time, {threads} thread(s) each" if jobs > 1
+                 else f" on {threads} thread(s)")
+        text += f" ({summary['cpu_seconds'] / 60:.0f} CPU-min{where})"
     if summary.get("cells_read_back"):
         text += (f", reading {summary['cells_read_back']} finished cells of an earlier run "
                  f"back instead of computing them")
-    return (text + f"; the cells' pruning, fine-tuning and evaluation took "
+    return (text + f"; the cells' pruning, fine-tuning and evaluation took, summed, "
             f"{summary['cell_seconds'] / 60:.0f} min when they were computed.")
 
 

@@ -11,6 +11,9 @@ overrides included; the schedule; the seed; the selection metric; the validation
 task weighting; the hook) with the new ones and refuses any difference in one line listing the
 keys, except the few :data:`RESUMABLE_CHANGES` named in ``allow_changed``.
 
+With ``cfg.BN_RECALIBRATE_BATCHES`` > 0 the BatchNorm statistics are recomputed after the last
+step (:mod:`.batchnorm`), before the final model is written and validated.
+
 Two optional additions, both recorded in checkpoints so that a resumed run is exact: a task
 weighting (:mod:`lib.training.weighting`, default ``fixed``: the criterion's LAMBDAS) that forms
 the loss from the per-task losses, and a hook (:mod:`lib.training.hooks`: mask updates before
