@@ -81,8 +81,17 @@ def tie_breaks(scores):
     return {n: torch.randint(0, 3, s.shape, generator=g).float() for n, s in scores.items()}
 
 
+@pytest.fixture(params=["plateaus searched", "plateaus sorted"])
+def plateau_sorting(request, monkeypatch):
+    """Run a test as it is, and again with every run of equal scores sorted in tie order on
+    its second cut (the fast path the large plateaus of real networks take)."""
+    if request.param == "plateaus sorted":
+        monkeypatch.setattr(ScoreRanking, "PLATEAU_SORT_MIN", 1)
+    return request.param == "plateaus sorted"
+
+
 @pytest.mark.parametrize("case", list(score_cases()))
-def test_selection_gives_the_thresholds_and_masks_of_a_sort(case):
+def test_selection_gives_the_thresholds_and_masks_of_a_sort(case, plateau_sorting):
     scores, normalise = score_cases()[case]
     n = sum(s.numel() for s in scores.values())
     for tie_break in (None, tie_breaks(scores)):
@@ -107,7 +116,7 @@ def test_selection_gives_the_thresholds_and_masks_of_a_sort(case):
 
 
 @pytest.mark.parametrize("exact", [False, True])
-def test_cuts_inside_a_focused_bracket_equal_a_sort(exact):
+def test_cuts_inside_a_focused_bracket_equal_a_sort(exact, plateau_sorting):
     g = gen(6)
     scores = {"a": torch.randint(0, 300, (200, 100), generator=g).float() ** 2,
               "b": torch.zeros(5000), "c": torch.rand(7000, generator=g)}
@@ -129,6 +138,23 @@ def test_cuts_inside_a_focused_bracket_equal_a_sort(exact):
         got, want = ranking.masks(keep, True), oracle.masks(keep, True)
         assert all(torch.equal(got[name], want[name]) for name in want), keep
     assert ranking._window.positions is not None
+
+
+def test_a_plateau_cut_twice_is_sorted_once_and_gives_the_masks_of_a_sort(monkeypatch):
+    monkeypatch.setattr(ScoreRanking, "PLATEAU_SORT_MIN", 1000)
+    g = gen(8)
+    scores = {"a": torch.rand(3000, generator=g), "b": torch.zeros(4000),
+              "c": torch.rand(500, generator=g) + 5}
+    for tie_break in (None, tie_breaks(scores)):
+        ranking = ScoreRanking(scores, tie_break=tie_break)
+        oracle = SortedRanking(scores, tie_break=tie_break)
+        zero_key = int(order_keys(torch.zeros(1))[0])
+        for i, keep in enumerate((0.6, 0.5, 0.55, 0.7, 0.9)):   # every cut on the zeros
+            got, want = ranking.masks(keep, exact=True), oracle.masks(keep, exact=True)
+            assert all(torch.equal(got[n], want[n]) for n in want), (keep, tie_break is None)
+            assert (zero_key in ranking._plateaus) == (i >= 1)   # sorted on the second cut
+        plateau = ranking._plateaus[zero_key]
+        assert plateau.above == 3500 and plateau.order.numel() == 4000
 
 
 def test_ranking_errors_are_one_line():
@@ -199,7 +225,8 @@ class Recorded(SparsityCurve):
     (("seg", "sn", "depth"), "all", 3, False), (("seg", "depth"), 2, 2, False),
     (("sn",), 2, 1, False), (("sn",), 2, 2, True)])
 @pytest.mark.parametrize("exact", [False, True])
-def test_voted_curve_walks_the_search_exactly_as_counting_masks(tasks, rule, need, bug, exact):
+def test_voted_curve_walks_the_search_exactly_as_counting_masks(tasks, rule, need, bug, exact,
+                                                                plateau_sorting):
     scores, weights = voted_fixture(tasks=tasks)
     magnitudes = {n: w.abs() for n, w in weights.items()}
     rankings, oracle = ({t: cls(s, normalise=True, label=t, tie_break=magnitudes)

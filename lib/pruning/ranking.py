@@ -124,6 +124,13 @@ class Cut(NamedTuple):
     kept: int
 
 
+class _Plateau(NamedTuple):
+    """A long run of entries with one key: how many entries rank above it, and its flat
+    positions in tie order (tie-break key descending, then position ascending)."""
+    above: int
+    order: torch.Tensor
+
+
 class _Window(NamedTuple):
     """The entries whose high digit lies in [low, high]: their keys, digits and (for broken
     ties) flat positions."""
@@ -156,6 +163,9 @@ class ScoreRanking:
     scores tie at the threshold.
     """
     CACHED_BINS = 8
+    # Runs of equal scores at least this long are sorted in tie order on their second cut.
+    PLATEAU_SORT_MIN = 1 << 16
+    CACHED_PLATEAUS = 2
 
     def __init__(self, scores: Mapping[str, torch.Tensor], normalise: bool = True,
                  label: str = "scores", tie_break: Mapping[str, torch.Tensor] | None = None,
@@ -199,6 +209,8 @@ class ScoreRanking:
         self._tie_break = tie_break
         self._tie_keys: torch.Tensor | None = None
         self._cuts: dict[tuple[int, bool], Cut] = {}
+        self._plateaus: dict[int, _Plateau] = {}
+        self._plateau_visits: dict[int, int] = {}
 
     def num_keep(self, keep_ratio: float) -> int:
         """``int(n * keep_ratio)``; a KeepsNoWeightError when that is 0."""
@@ -243,6 +255,14 @@ class ScoreRanking:
         if cut.position is None:
             return keys >= cut.key
         kept = keys > cut.key
+        plateau = self._plateaus.get(cut.key)
+        if (plateau is not None and isinstance(positions, int) and positions == 0
+                and keys.data_ptr() == self.keys.data_ptr()):   # all entries, or the first ones
+            winners = plateau.order[:cut.kept - plateau.above]
+            if keys.numel() < self.numel:
+                winners = winners[winners < keys.numel()]
+            kept[winners] = True
+            return kept
         tied = (keys == cut.key).nonzero().squeeze(1)
         if tied.numel():
             at = tied + positions if isinstance(positions, int) else positions[tied]
@@ -270,12 +290,19 @@ class ScoreRanking:
         key, above, equal = _resolve(self._high_hist, self._low_hist, num_keep, self.signed)
         if not exact:
             return Cut(key, None, None, above + equal)
+        rank = num_keep - above
+        plateau = self._plateaus.get(key)
+        if plateau is not None:    # this plateau's tie order is known: the rank-th of it
+            at = plateau.order[rank - 1:rank]
+            tie_key = None if self._tie_break is None else int(self._tie_keys_at(at)[0])
+            return Cut(key, tie_key, int(at[0]), num_keep)
         window = self._window_for(self._digit(key))
         if window is None or window.positions is None:
             positions = (self.keys == key).nonzero().squeeze(1)
         else:
             positions = window.positions[window.keys == key]
-        rank = num_keep - above
+        if self._remember_plateau(key, above, equal, positions):
+            return self._select(num_keep, exact)
         tie_key = None
         if self._tie_break is not None:
             tie_keys = self._tie_keys_at(positions)
@@ -283,6 +310,27 @@ class ScoreRanking:
             positions = positions[tie_keys == tie_key]
             rank -= above_tie
         return Cut(key, tie_key, int(positions[rank - 1]), num_keep)
+
+    def _remember_plateau(self, key: int, above: int, size: int, positions: torch.Tensor) -> bool:
+        """On the second tie-broken cut inside one large run of equal scores (``size``
+        entries at ``positions``, ascending; ``above`` entries rank higher), sort the run once
+        in tie order (tie-break larger first, then position), so this and later cuts in it
+        are a lookup; whether it was sorted now. A search on a plateau of tied scores cuts it
+        again and again."""
+        if size < self.PLATEAU_SORT_MIN or positions.numel() != size:
+            return False
+        self._plateau_visits[key] = self._plateau_visits.get(key, 0) + 1
+        if self._plateau_visits[key] < 2:
+            return False
+        if self._tie_break is not None:
+            # ~key orders like -key without overflow; an ascending stable sort (a radix sort
+            # for integers, 3x a descending one here) keeps equal tie keys in position order
+            by_tie = torch.sort(~self._tie_keys_at(positions), stable=True).indices
+            positions = positions[by_tie]
+        if len(self._plateaus) >= self.CACHED_PLATEAUS:
+            self._plateaus.pop(next(iter(self._plateaus)))
+        self._plateaus[key] = _Plateau(above, positions)
+        return True
 
     def _window_for(self, b: int) -> _Window | None:
         """The gathered entries covering high digit ``b``, gathering them when that pays."""
