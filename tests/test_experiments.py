@@ -71,10 +71,16 @@ def test_resume_reads_finished_cells_instead_of_recomputing(finished_study, monk
     assert json.dumps(again.rows) == json.dumps(first.rows)   # NaN-safe equality
 
 
-def test_resume_with_a_different_defining_setting_is_refused(finished_study):
+def test_resume_with_a_different_defining_setting_is_refused(finished_study, monkeypatch):
     out, _ = finished_study
     with pytest.raises(ValueError, match="finetune_iters"):
         run_study(tiny_spec(out, finetune_iters=3), progress=False)
+    # The profile of the same name with other values (a newer version's): refused, named.
+    from lib.config import PROFILES
+    monkeypatch.setitem(PROFILES["tiny"], "*", {**PROFILES["tiny"]["*"], "RETRAIN_LR": 5e-4})
+    with pytest.raises(ValueError, match=r"settings\.RETRAIN_LR.*0\.0001.*0\.0005"):
+        run_study(tiny_spec(out), progress=False)
+    assert "RETRAIN_LR" in json.loads((out / "study.json").read_text())["settings"]
 
 
 def test_grid_validation_and_default_selections():

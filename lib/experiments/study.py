@@ -159,10 +159,22 @@ def check_study_data(cfg) -> None:
             check_files(build_dataset(cfg, split, augment=False))
 
 
-def _record_spec(spec: StudySpec, out: Path) -> None:
-    """Write ``out/study.json``; refuse to resume a study whose defining settings changed."""
+def _config_settings(cfg) -> dict:
+    """The config values a study ran with (its profile's included), as JSON reads them back;
+    the data root is the spec's ``data_root`` (a synthetic dataset's folder may move)."""
+    from lib.config import config_to_dict
+
+    values = {k: v for k, v in config_to_dict(cfg).items() if k != "DATA_ROOT"}
+    return json.loads(json.dumps(values, default=list))
+
+
+def _record_spec(spec: StudySpec, cfg, out: Path) -> None:
+    """Write ``out/study.json`` (the spec and the config values it resolved to); refuse to
+    resume a study whose defining settings changed, a profile's values included (a record
+    written before those were kept is checked on the spec alone)."""
     path = out / "study.json"
     current = json.loads(json.dumps(asdict(spec), default=list))   # tuples -> lists, as read back
+    current["settings"] = _config_settings(cfg)
     if path.exists():
         # A field an older version did not record had its default value then.
         defaults = json.loads(json.dumps(asdict(StudySpec()), default=list))
@@ -174,10 +186,18 @@ def _record_spec(spec: StudySpec, out: Path) -> None:
                              f"JSON object; restore it, or run the study in another out_dir")
         previous = {**defaults, **recorded}
         changed = [k for k in _DEFINING_FIELDS if previous.get(k) != current.get(k)]
+        before = [previous.get(k) for k in changed]
+        after = [current.get(k) for k in changed]
+        old_settings = recorded.get("settings")
+        if isinstance(old_settings, dict):
+            for key in sorted(set(old_settings) | set(current["settings"])):
+                if old_settings.get(key) != current["settings"].get(key):
+                    changed.append(f"settings.{key}")
+                    before.append(old_settings.get(key))
+                    after.append(current["settings"].get(key))
         if changed:
             raise ValueError(f"{path} was written by a study with other {changed} "
-                             f"({[previous.get(k) for k in changed]} vs "
-                             f"{[current.get(k) for k in changed]}); use another out_dir")
+                             f"({before} vs {after}); use another out_dir")
     atomic_write_json(current, path)
 
 
@@ -367,7 +387,7 @@ def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
     prepare_data(spec, cfg)
     check_study_data(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    _record_spec(spec, out)
+    _record_spec(spec, cfg, out)
     criterion = losses_from_config(cfg)
     base = base_model(spec, cfg, criterion, out, device)
     dense = dense_metrics(spec, cfg, base, out, device)

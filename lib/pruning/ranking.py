@@ -327,6 +327,8 @@ class ScoreRanking:
             # for integers, 3x a descending one here) keeps equal tie keys in position order
             by_tie = torch.sort(~self._tie_keys_at(positions), stable=True).indices
             positions = positions[by_tie]
+        if self.numel < 2 ** 31:   # half the memory of int64 positions (tens of millions)
+            positions = positions.int()
         if len(self._plateaus) >= self.CACHED_PLATEAUS:
             self._plateaus.pop(next(iter(self._plateaus)))
         self._plateaus[key] = _Plateau(above, positions)
