@@ -159,5 +159,12 @@ def test_quick_path_runs_end_to_end_on_the_tiny_profile(tmp_path, monkeypatch, c
     again = json.loads((serial / "summary.json").read_text())
     assert again["jobs"] == 1
     assert [c["deltas"] for c in again["cells"]] == [c["deltas"] for c in summary["cells"]]
+    # The profile's values changed since (a newer version): refused before any seed starts.
+    from lib.config import PROFILES
+    capsys.readouterr()
+    with monkeypatch.context() as changed:
+        changed.setitem(PROFILES["tiny"], "*", {**PROFILES["tiny"]["*"], "RETRAIN_LR": 5e-4})
+        assert bench.main(argv) == 2
+    assert "settings.RETRAIN_LR" in capsys.readouterr().err
     assert bench.main(argv[:-1] + ["--methods", "snip"]) == 2
     assert "reference" in capsys.readouterr().err

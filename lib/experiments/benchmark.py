@@ -127,20 +127,24 @@ def collapsed_layers(layer_sparsity: dict[str, float]) -> int:
 
 
 def check_benchmark(spec: BenchmarkSpec) -> None:
-    """Every seed's study validated (:func:`lib.experiments.study.check_spec`) and the shared
+    """Every seed's study validated (:func:`lib.experiments.study.check_spec`, and
+    :func:`~lib.experiments.study.check_record` against what its folder holds) and the shared
     dataset prepared and checked, before any seed starts: parallel seeds would otherwise race
     to write the same synthetic dataset, and a bad input would surface in one worker only."""
     from lib.metrics import metrics_from_config
 
-    from .study import check_spec, check_study_data, prepare_data, study_config
+    from .study import check_record, check_spec, check_study_data, prepare_data, study_config
 
+    configs = {}
     for seed in spec.grid.seeds:
         study = seed_spec(spec, seed)
-        cfg = study_config(study)
+        configs[seed] = cfg = study_config(study)
         check_spec(study, cfg)
         metrics_from_config(cfg, **study.metric_options)
     prepare_data(study, cfg)     # the data is the same for every seed (data_seed fixed)
     check_study_data(cfg)
+    for seed, cfg in configs.items():    # a seed's folder left by other settings: refused
+        check_record(seed_spec(spec, seed), cfg, Path(spec.out_dir) / f"seed{seed}")
 
 
 def default_jobs(spec: BenchmarkSpec) -> int:

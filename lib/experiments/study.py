@@ -168,37 +168,38 @@ def _config_settings(cfg) -> dict:
     return json.loads(json.dumps(values, default=list))
 
 
-def _record_spec(spec: StudySpec, cfg, out: Path) -> None:
-    """Write ``out/study.json`` (the spec and the config values it resolved to); refuse to
-    resume a study whose defining settings changed, a profile's values included (a record
-    written before those were kept is checked on the spec alone)."""
+def check_record(spec: StudySpec, cfg, out: Path) -> dict:
+    """The record ``out/study.json`` will hold (the spec and the config values it resolved to);
+    a one-line ValueError when an earlier study there had other defining settings, a profile's
+    values included (a record written before those were kept is checked on the spec alone)."""
     path = out / "study.json"
     current = json.loads(json.dumps(asdict(spec), default=list))   # tuples -> lists, as read back
     current["settings"] = _config_settings(cfg)
-    if path.exists():
-        # A field an older version did not record had its default value then.
-        defaults = json.loads(json.dumps(asdict(StudySpec()), default=list))
-        recorded = read_json(path, "study record", recover=(
-            "it records the settings the finished cells were computed with: restore it, or "
-            "run the study in another out_dir"))
-        if not isinstance(recorded, dict):
-            raise ValueError(f"study record {path} holds {type(recorded).__name__}, expected a "
-                             f"JSON object; restore it, or run the study in another out_dir")
-        previous = {**defaults, **recorded}
-        changed = [k for k in _DEFINING_FIELDS if previous.get(k) != current.get(k)]
-        before = [previous.get(k) for k in changed]
-        after = [current.get(k) for k in changed]
-        old_settings = recorded.get("settings")
-        if isinstance(old_settings, dict):
-            for key in sorted(set(old_settings) | set(current["settings"])):
-                if old_settings.get(key) != current["settings"].get(key):
-                    changed.append(f"settings.{key}")
-                    before.append(old_settings.get(key))
-                    after.append(current["settings"].get(key))
-        if changed:
-            raise ValueError(f"{path} was written by a study with other {changed} "
-                             f"({before} vs {after}); use another out_dir")
-    atomic_write_json(current, path)
+    if not path.exists():
+        return current
+    # A field an older version did not record had its default value then.
+    defaults = json.loads(json.dumps(asdict(StudySpec()), default=list))
+    recorded = read_json(path, "study record", recover=(
+        "it records the settings the finished cells were computed with: restore it, or "
+        "run the study in another out_dir"))
+    if not isinstance(recorded, dict):
+        raise ValueError(f"study record {path} holds {type(recorded).__name__}, expected a "
+                         f"JSON object; restore it, or run the study in another out_dir")
+    previous = {**defaults, **recorded}
+    changed = [k for k in _DEFINING_FIELDS if previous.get(k) != current.get(k)]
+    before = [previous.get(k) for k in changed]
+    after = [current.get(k) for k in changed]
+    old_settings = recorded.get("settings")
+    if isinstance(old_settings, dict):
+        for key in sorted(set(old_settings) | set(current["settings"])):
+            if old_settings.get(key) != current["settings"].get(key):
+                changed.append(f"settings.{key}")
+                before.append(old_settings.get(key))
+                after.append(current["settings"].get(key))
+    if changed:
+        raise ValueError(f"{path} was written by a study with other {changed} "
+                         f"({before} vs {after}); use another out_dir")
+    return current
 
 
 def _loaders(spec: StudySpec, cfg):
@@ -387,7 +388,7 @@ def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
     prepare_data(spec, cfg)
     check_study_data(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    _record_spec(spec, cfg, out)
+    atomic_write_json(check_record(spec, cfg, out), out / "study.json")
     criterion = losses_from_config(cfg)
     base = base_model(spec, cfg, criterion, out, device)
     dense = dense_metrics(spec, cfg, base, out, device)
