@@ -111,3 +111,166 @@ def test_registry_rebuilds_models_and_names_bad_records():
     with pytest.raises(ValueError, match="already registered"):
         register_model(Toy, name="SceneNet")
     assert MODEL_REGISTRY["SceneNet"] is SceneNet
+
+
+# ------------------------------------------------------------------ contract violations
+class TwoTasks(MultiTaskModel):
+    """A conv trunk and a conv head per task; subclasses break the contract one way each."""
+
+    def __init__(self, tasks=("a", "b")):
+        super().__init__()
+        self.tasks = list(tasks)
+        self.trunk = nn.Conv2d(3, 4, 3, padding=1)
+        self.heads = nn.ModuleDict({t: nn.Conv2d(4, 1, 1) for t in self.tasks})
+
+    def shared_modules(self):
+        return {"trunk": self.trunk}
+
+    def task_modules(self, task):
+        return {f"heads.{task}": self.heads[task]}
+
+    def forward(self, x):
+        f = self.trunk(x)
+        return [self.heads[t](f) for t in self.tasks]
+
+
+class ExtraOutput(TwoTasks):
+    def forward(self, x):
+        return super().forward(x) + [x]
+
+
+class DictOutput(TwoTasks):
+    def forward(self, x):
+        return dict(zip(self.tasks, super().forward(x)))
+
+
+class LooseConv(TwoTasks):
+    def __init__(self):
+        super().__init__()
+        self.refine = nn.Conv2d(4, 4, 1)   # used by every task, declared by none
+
+    def forward(self, x):
+        f = self.refine(self.trunk(x))
+        return [self.heads[t](f) for t in self.tasks]
+
+
+class CrossStitch(MultiTaskModel):
+    """One column per task mixed by a cross-stitch unit: a task's output depends on the
+    other columns, so declaring the columns as per-task modules breaks select()."""
+
+    def __init__(self, tasks=("a", "b")):
+        super().__init__()
+        self.tasks = list(tasks)
+        self.columns = nn.ModuleDict({t: nn.Conv2d(3, 4, 3, padding=1) for t in self.tasks})
+        self.heads = nn.ModuleDict({t: nn.Conv2d(4, 1, 1) for t in self.tasks})
+        self.stitch = nn.Parameter(torch.full((len(tasks), len(tasks)), 0.5))
+        self.index = {t: i for i, t in enumerate(self.tasks)}
+
+    def shared_modules(self):
+        return {}
+
+    def task_modules(self, task):
+        return {f"columns.{task}": self.columns[task], f"heads.{task}": self.heads[task]}
+
+    def forward(self, x):
+        feats = {t: self.columns[t](x) for t in self.tasks}
+        return [self.heads[t](sum(self.stitch[self.index[t], self.index[u]] * feats[u]
+                                  for u in self.tasks)) for t in self.tasks]
+
+
+def _losses(tasks, calls):
+    from lib.losses import TaskLosses
+
+    def loss(pred, batch):
+        calls.append(1)
+        return pred.abs().mean()
+    return TaskLosses({t: loss for t in tasks})
+
+
+def _batches(n=2):
+    g = torch.Generator().manual_seed(0)
+    return [{"img": torch.randn(2, 3, 8, 8, generator=g)} for _ in range(n)]
+
+
+@pytest.mark.parametrize("model, error, message", [
+    (ExtraOutput, ValueError, r"ExtraOutput.forward returned 3 outputs for the 2 tasks \['a', "
+                              r"'b'\]"),
+    (DictOutput, TypeError, r"DictOutput.forward returned a dict; the contract wants a list"),
+])
+def test_outputs_not_aligned_with_the_tasks_are_refused_before_scoring(model, error, message):
+    from lib.pruning import prune
+
+    torch.manual_seed(0)
+    net = model()
+    check_model(net)   # the static checks cannot see the outputs
+    with pytest.raises(error, match=message):
+        check_model(net, torch.randn(1, 3, 8, 8))
+    calls = []
+    with pytest.raises(error, match=message):
+        prune("cut", net, _losses(net.tasks, calls), _batches(), selected_tasks=["a"],
+              keep_ratio=0.5, num_batches=2)
+    assert not calls   # refused before any score was taken
+    with pytest.raises(error, match=message):   # one-shot iterators too
+        prune("snip", net, _losses(net.tasks, calls), iter(_batches()), selected_tasks=["a"],
+              keep_ratio=0.5, num_batches=2)
+    assert not calls
+
+
+def test_a_prunable_layer_outside_every_declared_module_is_refused():
+    from lib.pruning import prune
+
+    with pytest.raises(ValueError, match=r"LooseConv: prunable layer\(s\) \['refine'\] are in "
+                                         r"neither shared_modules\(\) nor any task_modules\(\)"):
+        check_model(LooseConv())
+    with pytest.raises(ValueError, match="'refine'"):
+        prune("random", LooseConv(), None, None, selected_tasks=["a", "b"], keep_ratio=0.5)
+
+
+def test_select_compares_the_compact_outputs_with_the_full_model_on_a_probe():
+    from lib.pruning import prune
+
+    torch.manual_seed(0)
+    net = CrossStitch()
+    probe = torch.randn(1, 3, 8, 8)
+    check_model(net, probe)   # the declaration itself is consistent
+    with pytest.raises(ValueError, match=r"CrossStitch.select\(\['a'\]\): task 'a''s output "
+                                         r"differs from the full model's by max \|diff\| [0-9.]+"):
+        net.select(["a"], probe=probe)
+    assert net.select(["b", "a"], probe=probe).tasks == ["b", "a"]   # all tasks: nothing lost
+    with pytest.raises(ValueError, match=r"task 'b''s output differs"):
+        prune("cut", net, _losses(["b"], []), _batches(), selected_tasks=["b"], keep_ratio=0.5,
+              num_batches=2)
+    compact = Toy().eval().select(["dense"], probe=torch.randn(1, 3, 8, 8))  # a correct model
+    assert compact.tasks == ["dense"]
+
+
+def test_a_pruned_network_is_deep_copyable_before_and_after_a_forward():
+    import copy
+
+    from lib.masks import masks_of
+    from lib.pruning import prune
+
+    torch.manual_seed(0)
+    result = prune("cut", TwoTasks(), _losses(["a", "b"], []), _batches(), selected_tasks=["a",
+                   "b"], keep_ratio=0.5, num_batches=2)
+    for _ in range(2):
+        clone = copy.deepcopy(result.net)
+        assert set(masks_of(clone)) == set(masks_of(result.net))
+        x = torch.randn(1, 3, 8, 8)
+        assert all(torch.equal(u, v) for u, v in zip(clone(x), result.net(x)))
+        assert clone.trunk.weight_orig is not result.net.trunk.weight_orig
+        result.net.train()(x)[0].sum().backward()   # cached weights are non-leaf from now on
+        assert not result.net.trunk.weight.is_leaf
+
+
+def test_on_select_is_the_public_hook_and_the_old_name_still_works():
+    class Counted(TwoTasks):
+        def on_select(self, tasks):
+            self.seen = (list(self.tasks), list(tasks))
+
+    class Legacy(TwoTasks):
+        def _on_select(self, tasks):
+            self.seen = list(tasks)
+
+    assert Counted().select(["b"]).seen == (["a", "b"], ["b"])
+    assert Legacy().select(["b"]).seen == ["b"]

@@ -11,7 +11,8 @@ from lib.explorer import ExplorerState
 from lib.explorer.search import KeepRatioSearch
 from lib.export import conv_macs, load_artifact, parameter_counts, save_artifact
 from lib.masks import install_masks, masks_of, sparsity_report
-from lib.models import copy_network, shared_layers
+from lib.losses import TaskLosses
+from lib.models import MultiTaskModel, copy_network, register_model, shared_layers
 from lib.pruning import METHODS, PruningError, UnreachableSparsityError, prune
 from lib.pruning.sparsity import SPARSITY_TOLERANCE
 
@@ -187,6 +188,49 @@ def test_bad_settings_are_one_line_errors(setup, state):
         ExplorerState(net, input_shape=(1, 3, 48, 64), method_options={"cut": {"min_votes": 2}})
     with pytest.raises(ValueError, match=r"input_shape must be \(N, 3, H, W\)"):
         ExplorerState(net, input_shape=(3, 48, 64))
+    for option, value in (("latency_repeats", 0), ("threads", 0), ("max_scored", -1),
+                          ("num_batches", 0), ("latency_repeats", 2.5), ("threads", "4")):
+        with pytest.raises(ValueError, match=f"{option} must be a whole number >= 1, got "
+                                             f"{value!r}"):
+            ExplorerState(net, input_shape=(1, 3, 48, 64), **{option: value})
+    with pytest.raises(ValueError, match="mode must be one of"):
+        ExplorerState(net, input_shape=(1, 3, 48, 64), mode="training")
+
+
+@register_model
+class ExplorerColumns(MultiTaskModel):
+    """Every layer belongs to one task: no shared layer to fuse or to compare masks on."""
+
+    def __init__(self, tasks=("a", "b")):
+        super().__init__()
+        self.tasks = list(tasks)
+        self.columns = torch.nn.ModuleDict({t: torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 1, 1)) for t in self.tasks})
+
+    def shared_modules(self):
+        return {}
+
+    def task_modules(self, task):
+        return {f"columns.{task}": self.columns[task]}
+
+    def forward(self, x):
+        return [self.columns[t](x) for t in self.tasks]
+
+    def architecture(self):
+        return {"model": "ExplorerColumns", "tasks": list(self.tasks)}
+
+
+def test_a_model_without_shared_modules_is_explored():
+    torch.manual_seed(0)
+    criterion = TaskLosses({t: lambda pred, batch: pred.abs().mean() for t in ("a", "b")})
+    g = torch.Generator().manual_seed(0)
+    loader = [{"img": torch.randn(2, 3, 8, 8, generator=g)} for _ in range(2)]
+    state = ExplorerState(ExplorerColumns().eval(), criterion, loader, num_batches=2, latency_repeats=1)
+    snap = state.snapshot(["a", "b"], "cut", 50)
+    assert snap.iou is None and abs(snap.sparsity - 50) <= SPARSITY_TOLERANCE
+    assert snap.report["backbone"]["total"] == 0
+    assert state.measure(snap)["artifact_bytes"] > 0
 
 
 def test_search_interpolates_and_remembers():

@@ -45,6 +45,7 @@ from lib.pruning import (METHODS, STRUCTURED_METHODS, PruneContext, PruningPlan,
                          pairwise_mask_iou, required_votes, select_tasks, uses_data)
 from lib.pruning.errors import PruningError, UnreachableSparsityError
 from lib.pruning.fusion import MinVotes
+from lib.pruning.scores import SCORING_MODES
 from lib.pruning.sparsity import SPARSITY_TOLERANCE, check_sparsity
 from lib.utils import resolve_device, seed_everything
 
@@ -56,6 +57,14 @@ FUSION_RULES: tuple[MinVotes, ...] = (2, "all", "any", "majority")
 # the sparsity curve it needs one to six; more means the target sits in a jump (a plateau of
 # tied scores), which prune's bisection proves in 40 steps and this one does not wait for.
 TIES_KEPT_STEPS = 12
+
+
+def _positive_int(name: str, value: Any) -> int:
+    """``value`` as an int >= 1, else a one-line ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
+            or int(value) < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,8 @@ class ExplorerState:
         self.criterion, self.loader, self.num_batches = criterion, loader, num_batches
         self.cfg, self.test_loader, self.metrics = cfg, test_loader, metrics
         self.seed, self.mode = int(seed), mode
+        if mode not in SCORING_MODES:
+            raise ValueError(f"mode must be one of {SCORING_MODES}, got {mode!r}")
         self.device = None if device is None else resolve_device(device)
         self.method_options = {m: dict(o) for m, o in (method_options or {}).items()}
         for method, options in self.method_options.items():
@@ -154,10 +165,17 @@ class ExplorerState:
             if "min_votes" in options:
                 raise ValueError(f"method_options[{method!r}]: min_votes is the explorer's "
                                  f"fusion-rule control, not an option")
-        self.max_scored = int(max_scored)
-        self.latency_repeats = int(latency_repeats)
-        self.threads = int(threads or torch.get_num_threads())
+        self.max_scored = _positive_int("max_scored", max_scored)
+        self.latency_repeats = _positive_int("latency_repeats", latency_repeats)
+        self.threads = _positive_int("threads", torch.get_num_threads() if threads is None
+                                     else threads)
+        if num_batches is not None:
+            _positive_int("num_batches", num_batches)
         self.input_shape = self._input_shape(input_shape)
+        # The contract's output checks, and select()'s, run on one seeded random image.
+        self._probe = torch.randn((1, *self.input_shape[1:]),
+                                  generator=torch.Generator().manual_seed(self.seed))
+        check_model(self.net, self._probe)
         self._lock = threading.RLock()
         self._scored: OrderedDict[tuple, _Scored] = OrderedDict()
         self._masks: OrderedDict[tuple, tuple[Masks, dict | None]] = OrderedDict()
@@ -202,7 +220,7 @@ class ExplorerState:
             if key in self._scored:
                 self._scored.move_to_end(key)
                 return self._scored[key]
-            compact = select_tasks(self.net, list(tasks))
+            compact = select_tasks(self.net, list(tasks), probe=self._probe)
             if self.device is not None:
                 compact.to(self.device)
             seed_everything(self.seed)
@@ -318,12 +336,12 @@ class ExplorerState:
                             self._iou(selection, scored, rule, exact, keep))
 
     def _iou(self, selection, scored: _Scored, rule, exact: bool, keep: float) -> dict | None:
-        if not scored.per_task or len(selection[0]) < 2:
-            return None
+        shared = shared_layers(scored.plan.net)
+        if not scored.per_task or len(selection[0]) < 2 or not shared:
+            return None  # nothing two task masks have in common to compare
         key = (rule, exact, keep)
         if key not in scored.iou:
             _, per_task = self._masks_at(selection, scored, rule, exact, keep)
-            shared = shared_layers(scored.plan.net)
             scored.iou[key] = pairwise_mask_iou(
                 {t: {n: m for n, m in masks.items() if n in shared}
                  for t, masks in per_task.items()})

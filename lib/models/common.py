@@ -61,7 +61,7 @@ class TaskSlots:
     """Task names, output channels and 1-based slot ids of a multi-task model (a mixin).
 
     ``_init_tasks`` validates and stores them (``_init_slots`` also the width multiplier);
-    ``_on_select`` (the contract's hook) keeps them aligned with a selection. The record
+    ``on_select`` (the contract's hook) keeps them aligned with a selection. The record
     ``architecture()`` and ``from_config(cfg)`` are the same for every model built this way:
     ``cls(tasks_num_class, tasks, width_mult, task_ids)``.
     """
@@ -111,7 +111,7 @@ class TaskSlots:
         return {"tasks_num_class": list(self.tasks_num_class), "tasks": list(self.tasks),
                 "task_ids": list(self.task_ids)}
 
-    def _on_select(self, tasks: list[str]) -> None:
+    def on_select(self, tasks: list[str]) -> None:
         index = [self.tasks.index(t) for t in tasks]
         self.task_ids = [self.task_ids[i] for i in index]
         self.tasks_num_class = [self.tasks_num_class[i] for i in index]

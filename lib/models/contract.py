@@ -91,13 +91,18 @@ class MultiTaskModel(nn.Module, abc.ABC):
         ``cls(**record)`` without the ``"model"`` key)."""
         return cls(**{k: v for k, v in record.items() if k != "model"})
 
-    def select(self: M, tasks: Sequence[str]) -> M:
+    def select(self: M, tasks: Sequence[str], probe: Any = None) -> M:
         """A compact copy holding only ``tasks``, outputs in the order given.
 
         The other tasks' modules are absent from the copy's module tree and state dict; every
         kept module keeps its qualified name (a removed entry of an ``nn.ModuleList`` becomes
         ``None`` so later indices do not shift). Weights, buffers, prune masks, device and
         train/eval mode are copied; the removed modules are never copied. ``self`` is unchanged.
+
+        With ``probe`` (an input tensor, or ``{task: tensor}`` for per-task inputs), the compact
+        model's outputs on it must equal the full model's for the kept tasks (eval mode, no
+        grad): a one-line ValueError names the task and the max |diff| otherwise (a module a
+        kept task uses was declared as a removed task's, or ``forward`` ignores ``self.tasks``).
         """
         selected = check_selection(self, tasks)
         removed = {name: module for t in self.tasks if t not in selected
@@ -106,19 +111,43 @@ class MultiTaskModel(nn.Module, abc.ABC):
         for name in removed:
             if not any(name.startswith(f"{other}.") for other in removed):  # outermost only
                 _detach_module(compact, name)
-        compact._on_select(list(selected))
+        compact.on_select(list(selected))
         compact.tasks = list(selected)
+        if probe is not None:
+            check_same_outputs(self, compact, probe)
         return compact
 
+    def on_select(self, tasks: list[str]) -> None:
+        """Called on the compact copy by :meth:`select`, before ``self.tasks`` becomes ``tasks``
+        (so ``self.tasks`` is still the full list): override it to keep bookkeeping aligned
+        with the task list (per-task ids, channel counts, the order heads run in) when
+        ``forward`` loops over something other than ``self.tasks``. Default: the deprecated
+        name ``_on_select``, which older subclasses override."""
+        self._on_select(tasks)
+
     def _on_select(self, tasks: list[str]) -> None:
-        """Hook for bookkeeping aligned with ``self.tasks`` (still the old list when called)."""
+        """Deprecated name of :meth:`on_select`, still called by its default."""
+
+    def __deepcopy__(self, memo: dict) -> "MultiTaskModel":
+        """``copy.deepcopy`` that copes with installed prune masks: their cached
+        ``weight = weight_orig * weight_mask`` is a non-leaf tensor, which a tensor's deepcopy
+        refuses; a detached copy stands in for it (the next forward recomputes it)."""
+        _memo_non_leaf(self, memo)
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return clone
 
 
-def check_model(net: Any) -> MultiTaskModel:
+def check_model(net: Any, probe: Any = None) -> MultiTaskModel:
     """Return ``net`` if it follows the contract, else raise a one-line TypeError / ValueError.
 
     Checks: a :class:`MultiTaskModel`; distinct task names; every named module resolves to that
-    very module in the tree; no module is both shared and task-specific, or owned by two tasks.
+    very module in the tree; no module is both shared and task-specific, or owned by two tasks;
+    every prunable layer (Conv2d/Linear) is inside a shared or a task module (else pruning
+    would leave it dense). With ``probe`` (an input tensor, or ``{task: tensor}``), one forward
+    on it (eval mode, no grad, modes restored) must give one tensor per task
+    (:func:`check_outputs`).
     """
     if not isinstance(net, MultiTaskModel):
         raise TypeError(f"expected a lib.models.MultiTaskModel (such as SceneNet), got "
@@ -140,7 +169,72 @@ def check_model(net: Any) -> MultiTaskModel:
                     raise ValueError(f"{type(net).__name__}: module {name!r} belongs to both "
                                      f"{owner[id(sub)]} and {part}")
                 owner[id(sub)] = part
+    loose = [name for name, module in tree.items()
+             if isinstance(module, PRUNABLE_TYPES) and id(module) not in owner]
+    if loose:
+        raise ValueError(f"{type(net).__name__}: prunable layer(s) {loose[:3]}"
+                         f"{' ...' if len(loose) > 3 else ''} are in neither shared_modules() nor "
+                         f"any task_modules(): pruning would leave them dense")
+    if probe is not None:
+        probe_outputs(net, probe)
     return net
+
+
+def check_outputs(net: MultiTaskModel, outputs: Any) -> list[torch.Tensor]:
+    """``outputs`` of ``net(x)`` as a list, after a one-line TypeError / ValueError unless it is
+    a list or tuple of tensors, one per task of ``net`` in ``net.tasks`` order."""
+    name = type(net).__name__
+    if not isinstance(outputs, (list, tuple)):
+        raise TypeError(f"{name}.forward returned a {type(outputs).__name__}; the contract "
+                        f"wants a list of tensors aligned with its tasks {list(net.tasks)}")
+    if len(outputs) != len(net.tasks):
+        raise ValueError(f"{name}.forward returned {len(outputs)} outputs for the "
+                         f"{len(net.tasks)} tasks {list(net.tasks)}; the contract wants one per "
+                         f"task, in that order")
+    for task, out in zip(net.tasks, outputs):
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"{name}.forward's output for task {task!r} is a "
+                            f"{type(out).__name__}, not a tensor")
+    return list(outputs)
+
+
+def probe_outputs(net: MultiTaskModel, probe: Any) -> dict[str, torch.Tensor]:
+    """``{task: output}`` of one forward of ``net`` on ``probe`` (moved to ``net``'s device),
+    in eval mode without grad; every module's train/eval mode is restored afterwards."""
+    device = next((p.device for p in net.parameters()), None)
+    if device is not None:
+        probe = ({t: x.to(device) for t, x in probe.items()} if isinstance(probe, Mapping)
+                 else probe.to(device))
+    modes = [(module, module.training) for module in net.modules()]
+    try:
+        net.eval()
+        with torch.no_grad():
+            return task_outputs(net, probe)
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def check_same_outputs(full: MultiTaskModel, compact: MultiTaskModel, probe: Any,
+                       tolerance: float = 1e-5) -> None:
+    """One-line ValueError unless ``compact``'s output of each of its tasks on ``probe`` equals
+    ``full``'s (max |diff| within ``tolerance`` times the output's largest magnitude, at least
+    ``tolerance``)."""
+    expected = probe_outputs(full, probe)
+    for task, out in probe_outputs(compact, probe).items():
+        want = expected[task]
+        if out.shape != want.shape:
+            raise ValueError(f"{type(full).__name__}.select: task {task!r} outputs shape "
+                             f"{tuple(out.shape)} in the compact model, {tuple(want.shape)} in the "
+                             f"full one")
+        diff = float((out.float() - want.float()).abs().max()) if out.numel() else 0.0
+        scale = max(1.0, float(want.float().abs().max())) if want.numel() else 1.0
+        if not diff <= tolerance * scale:
+            raise ValueError(f"{type(full).__name__}.select({list(compact.tasks)}): task "
+                             f"{task!r}'s output differs from the full model's by max |diff| "
+                             f"{diff:.3g} on the probe input; a module it uses is declared as "
+                             f"a removed task's (task_modules), or forward does not follow "
+                             f"self.tasks")
 
 
 def check_selection(net: MultiTaskModel, selected: Sequence[str]) -> list[str]:
@@ -164,12 +258,17 @@ def task_outputs(net: MultiTaskModel, inputs: torch.Tensor | Mapping[str, torch.
     tasks share; for ``{task: tensor}`` (``lib.tasks.network_input`` of a ``TaskBatches``)
     each task of ``net`` through :meth:`MultiTaskModel.forward_task` on its own input."""
     if isinstance(inputs, torch.Tensor):
-        return dict(zip(net.tasks, net(inputs)))
+        return dict(zip(net.tasks, check_outputs(net, net(inputs))))
     missing = [t for t in net.tasks if t not in inputs]
     if missing:
         raise KeyError(f"the step has no input for task(s) {missing} of the network; it has "
                        f"inputs for {sorted(inputs)}")
-    return {task: net.forward_task(inputs[task], task) for task in net.tasks}
+    outputs = {task: net.forward_task(inputs[task], task) for task in net.tasks}
+    for task, out in outputs.items():
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"{type(net).__name__}.forward_task({task!r}) returned a "
+                            f"{type(out).__name__}, not a tensor")
+    return outputs
 
 
 class TaskOutputs(nn.Module):
@@ -306,11 +405,16 @@ def copy_network(net: nn.Module, skip: Iterable[nn.Module] = ()) -> nn.Module:
     it (the next forward recomputes it anyway).
     """
     memo: dict[int, Any] = {id(m): None for m in skip}
+    _memo_non_leaf(net, memo)
+    return copy.deepcopy(net, memo)
+
+
+def _memo_non_leaf(net: nn.Module, memo: dict) -> None:
+    """Put a detached copy of every non-leaf tensor attribute of ``net``'s modules in ``memo``."""
     for module in net.modules():
         for value in module.__dict__.values():
-            if isinstance(value, torch.Tensor) and not value.is_leaf:
+            if isinstance(value, torch.Tensor) and not value.is_leaf and id(value) not in memo:
                 memo[id(value)] = value.detach().clone()
-    return copy.deepcopy(net, memo)
 
 
 def _detach_module(root: nn.Module, name: str) -> None:

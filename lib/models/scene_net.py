@@ -240,7 +240,7 @@ class SceneNet(MultiTaskModel):
             raise KeyError(f"this network has no task {task!r}; tasks: {self.tasks}")
         return self.task_ids[self.tasks.index(task)]
 
-    def _on_select(self, tasks: list[str]) -> None:
+    def on_select(self, tasks: list[str]) -> None:
         index = [self.tasks.index(t) for t in tasks]
         self.task_ids = [self.task_ids[i] for i in index]
         self.tasks_num_class = [self.tasks_num_class[i] for i in index]

@@ -10,6 +10,7 @@ Public API
         -> PruneResult(net, task_masks, meta, sparsity); METHODS (name -> method), uses_data
     cut_prune(net, criterion, loader, num_batches, keep_ratio, selected_tasks, tasks, min_votes=2)
     select_tasks(net, selected_tasks, tasks=None)     net.select(...): compact copy, outputs in order
+    probe_from(loader)                                first batch's input: select_tasks(probe=) checks
     task_scores(net, criterion, loader, tasks, num_batches, mode="eval", device=None)
     task_scores_reference(...)                        naive oracle (the reference's procedure)
     task_masks(scores, keep_ratio)                    per-task normalised top-k, ties kept
@@ -32,7 +33,7 @@ from lib.masks import (effective_weight, has_masks, install_masks, masks_of, rem
 
 from .analysis import (layer_sparsity, mask_iou_by_layer, pairwise_mask_iou, plot_layer_sparsity,
                        plot_mask_iou)
-from .compact import select_tasks
+from .compact import probe_from, select_tasks
 from .errors import KeepsNoWeightError, PruningError, UnreachableSparsityError
 from .fusion import fuse_backbone, required_votes
 from .lth import global_magnitude_masks, iterative_magnitude_masks, per_round_runs
@@ -58,6 +59,6 @@ __all__ = [
     "per_round_runs", "plot_layer_sparsity", "plot_mask_iou", "plot_pruning", "prune",
     "prune_and_save", "pruned_filename", "random_scores", "reference_keep_ratio",
     "reference_state_dict", "remove_masks", "required_votes", "same_masks", "save_initial_model",
-    "save_pruned", "select_tasks", "sparsity_report", "task_masks", "task_scores",
+    "save_pruned", "probe_from", "select_tasks", "sparsity_report", "task_masks", "task_scores",
     "task_scores_reference", "topk_mask", "unwrap_state_dict", "uses_data",
 ]

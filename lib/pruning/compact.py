@@ -1,9 +1,17 @@
 """Task selection: the compact network holding the shared modules and the selected tasks only."""
 from __future__ import annotations
 
-from typing import Sequence
+import itertools
+from collections.abc import Iterator
+from typing import Any, Iterable, Sequence
+
+import torch
 
 from lib.models import MultiTaskModel, check_model
+from lib.tasks import network_input
+
+# Samples of the first batch the contract checks run on (eval mode: one image is enough).
+PROBE_SAMPLES = 1
 
 
 def network_tasks(net: MultiTaskModel, tasks: Sequence[str] | None = None) -> list[str]:
@@ -16,13 +24,39 @@ def network_tasks(net: MultiTaskModel, tasks: Sequence[str] | None = None) -> li
     return list(net.tasks)
 
 
+def probe_from(loader: Iterable | None) -> tuple[Any, Iterable | None]:
+    """(probe input, loader): the network input of the loader's first batch cut to
+    :data:`PROBE_SAMPLES` samples (None without a loader or batches), and the loader to use
+    from then on (a one-shot iterator gets its first batch put back; anything else is
+    iterated afresh, so a DataLoader is left as it was)."""
+    if loader is None:
+        return None, loader
+    if isinstance(loader, Iterator):
+        first = next(loader, None)
+        if first is None:
+            return None, iter(())
+        loader = itertools.chain([first], loader)
+    else:
+        first = next(iter(loader), None)
+        if first is None:
+            return None, loader
+    x = network_input(first)
+    if isinstance(x, torch.Tensor):
+        return x[:PROBE_SAMPLES], loader
+    return {task: v[:PROBE_SAMPLES] for task, v in x.items()}, loader
+
+
 def select_tasks(net: MultiTaskModel, selected_tasks: Sequence[str],
-                 tasks: Sequence[str] | None = None) -> MultiTaskModel:
+                 tasks: Sequence[str] | None = None, probe: Any = None) -> MultiTaskModel:
     """``net.select(selected_tasks)``: a compact copy with the shared modules and only the
     selected tasks' modules, outputs in the order given (see
     :meth:`lib.models.MultiTaskModel.select`); ``net`` is left untouched. Masks, weights,
     device and mode are copied; kept modules keep their names (``task3_fc1_c0`` stays
-    ``task3_fc1_c0`` in a SceneNet). ``tasks`` is checked against ``net.tasks``.
+    ``task3_fc1_c0`` in a SceneNet). ``tasks`` is checked against ``net.tasks``. With
+    ``probe`` (:func:`probe_from`), the network's outputs on it are checked against the
+    contract and the compact network's against the full one's.
     """
     network_tasks(net, tasks)
-    return net.select(selected_tasks)
+    if probe is not None:
+        check_model(net, probe)
+    return net.select(selected_tasks, probe=probe)

@@ -25,7 +25,7 @@ from lib.models import (MultiTaskModel, architecture_of, build_model, check_mode
                         shared_layers, task_layers, task_model_layers)
 from lib.utils import resolve_device, seed_everything
 
-from .compact import select_tasks
+from .compact import probe_from, select_tasks
 from .errors import PruningError, UnreachableSparsityError
 from .fusion import MinVotes, fuse_backbone, required_votes
 from .lth import TrainFn, iterative_magnitude_masks
@@ -371,7 +371,8 @@ def prune(method: str, net: MultiTaskModel, criterion, loader: Iterable | None, 
         raise PruningError("give exactly one of keep_ratio and sparsity")
     keep_ratio = None if keep_ratio is None else check_keep_ratio(keep_ratio)
     sparsity = None if sparsity is None else check_sparsity(sparsity)
-    compact = select_tasks(check_model(net), selected_tasks, tasks)
+    probe, loader = probe_from(loader)
+    compact = select_tasks(check_model(net), selected_tasks, tasks, probe=probe)
     if device is not None:
         compact.to(resolve_device(device))
     seed_everything(seed)
