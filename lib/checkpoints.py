@@ -40,12 +40,12 @@ import torch.nn as nn
 
 from lib.masks import (count_zeros, install_masks_for_state, layer_weights, masked_modules,
                        masks_of, refresh_masked_weights, sparsity_report)
-from lib.models.channels import build_structured, changed_channels
-from lib.models.contract import (MultiTaskModel, architecture_of, build_model, model_from_config,
+from lib.models.channels import build_structured, build_without_weights, changed_channels
+from lib.models.contract import (MultiTaskModel, architecture_of, model_from_config,
                                  prunable_layers)
 from lib.tasks import TASKS
-from lib.utils import (atomic_torch_save, atomic_write_text, check_finite_tensors, rng_state,
-                       safe_torch_load, set_rng_state)
+from lib.utils import (atomic_torch_save, atomic_write_text, check_finite_tensors, plain_json,
+                       rng_state, safe_torch_load, set_rng_state)
 
 CHECKPOINT_FORMAT = "cut-training-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -207,16 +207,16 @@ def check_task_channels(architecture: Mapping[str, Any], source: str) -> None:
 def check_record_fits(architecture: Mapping[str, Any], channels: Mapping[str, Any] | None,
                       shapes: Mapping[str, Sequence[int]], source: str) -> None:
     """Check an architecture record (and channel spec) against the tensors of a file before
-    anything real is built: :func:`check_task_channels`, then the network is built on the
-    ``meta`` device (no memory, however large the record says it is), given the prune masks
-    ``shapes``' keys name, and compared key by key and shape by shape (:func:`check_shapes_fit`)."""
+    anything real is built: :func:`check_task_channels`, then the network is built without
+    weights (``lib.models.build_without_weights``: on the ``meta`` device, no memory however
+    large the record says it is), given the prune masks ``shapes``' keys name, and compared
+    key by key and shape by shape (:func:`check_shapes_fit`)."""
     check_task_channels(architecture, source)
-    with torch.device("meta"):
-        net = build_structured(architecture, channels, source=source)
-        try:
-            install_masks_for_state(net, shapes.keys())
-        except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from None
+    net = build_without_weights(architecture, channels, source=source)
+    try:
+        install_masks_for_state(net, shapes.keys())   # masks go where the weights are
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
     check_shapes_fit(net, shapes, source)
 
 
@@ -378,8 +378,7 @@ def load_network(path: str | os.PathLike, cfg=None, *, sidecar: str | os.PathLik
         else:
             arch, channels = architecture_for(path, ckpt, cfg)
     if arch.get("tasks") is None and cfg is not None:
-        with torch.device("meta"):
-            unnamed = build_model(arch, source)
+        unnamed = build_without_weights(arch, source=source)
         if len(unnamed.tasks) == len(cfg.TASKS):
             arch = {**arch, "tasks": list(cfg.TASKS)}
     net = net_from_state(ckpt["model"], arch, source, channels)
@@ -507,7 +506,8 @@ def save_pruned(net: MultiTaskModel, path: str | os.PathLike,
     for name, module in masked_modules(net).items():
         state[f"{name}.weight_orig"] = (module.weight_orig * module.weight_mask).detach()
     channels = changed_channels(net)
-    sidecar = {"architecture": net.architecture(), **({"channels": channels} if channels else {}),
+    sidecar = {"architecture": plain_json(net.architecture()),
+               **({"channels": channels} if channels else {}),
                "meta": dict(meta or {}), **sidecar_record(net, full_net)}
     try:
         text = json.dumps(sidecar, indent=2, allow_nan=False) + "\n"

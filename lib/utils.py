@@ -212,6 +212,12 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", recover: str | N
         raise ValueError(f"{what} {path} is not valid JSON ({exc}){hint}") from None
 
 
+def plain_json(obj: Any) -> Any:
+    """``obj`` with numpy scalars / arrays, tensors and paths turned into plain JSON values (a
+    TypeError names any other type)."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)

@@ -161,3 +161,69 @@ def test_onnx_parity_and_artifact_round_trip(net, method, tmp_path):
                                  repeats=1, warmup=0, out_dir=tmp_path / "report")
     assert rows[1]["onnx_parity_ok"] and rows[1]["macs_effective"] < rows[0]["macs_dense"]
 
+
+
+def test_a_task_selection_trains_and_scores_with_the_all_task_metrics_and_plain_batches(
+        net, tmp_path):
+    """The user's metrics dict covers every task; the compact model holds one. Fine-tuning
+    takes the same list of batches as prune, without a config (documented defaults)."""
+    from lib.explorer import ExplorerState
+    from lib.training.finetune import FINETUNE_DEFAULTS
+
+    result = prune("cut", net, CRITERION, batches(2), selected_tasks=["dense"], sparsity=50,
+                   num_batches=2)
+    masks = {n: m.weight_mask.clone() for n, m in masked_modules(result.net).items()}
+    run = finetune(result.net, CRITERION, batches(2), None, tmp_path / "ft", max_iters=3,
+                   val_loader=batches(1, seed=7), eval_fn=metrics_eval_fn(metrics=METRICS),
+                   log=False)
+    assert run.iterations == 3 and set(run.final_val) >= {"val/dense/l1", "val/loss"}
+    assert not any(k.startswith("val/cls") for k in run.final_val)
+    assert all(torch.equal(m.weight_mask, masks[n]) for n, m in masked_modules(run.net).items())
+    assert (tmp_path / "ft" / "final_model.pth").is_file()
+    scores = evaluate(run.net, batches(2, seed=3), metrics=METRICS, progress=False)
+    assert set(scores) == {"dense"}
+    with pytest.raises(ValueError, match=r"metrics are given for tasks \['cls'\], none of the "
+                                         r"network's tasks \['dense'\]"):
+        evaluate(run.net, batches(1), metrics={"cls": METRICS["cls"]}, progress=False)
+    partial = finetune(result.net, CRITERION, batches(2), {"RETRAIN_LR": 1e-3},
+                       tmp_path / "ft2", max_iters=2, log=False)
+    assert partial.iterations == 2 and FINETUNE_DEFAULTS["RETRAIN_LR"] != 1e-3
+    state = ExplorerState(net, CRITERION, batches(2), num_batches=2, metrics=METRICS,
+                          test_loader=batches(2, seed=4), latency_repeats=1)
+    assert set(state.evaluate(state.snapshot(["dense"], "cut", 50))["pruned"]) == {"dense"}
+
+
+@register_model
+class DeviceMovingHeads(TwoHeads):
+    """Counts channels in numpy ints and moves itself in its constructor: neither may stop the
+    artifact or the checkpoint (no meta-device build for it, no numpy ints in JSON)."""
+
+    def __init__(self, tasks=("cls", "dense"), num_classes=3, width=8):
+        import numpy as np
+        super().__init__(tasks, np.int64(num_classes), np.int64(width))
+        self.to(torch.device("cpu"))
+
+    def architecture(self):
+        return {**super().architecture(), "model": "DeviceMovingHeads"}
+
+
+def test_numpy_channel_counts_and_a_constructor_calling_to(tmp_path):
+    import json
+
+    from lib.models import channel_spec
+
+    torch.manual_seed(0)
+    dense = DeviceMovingHeads().eval()
+    assert json.dumps(channel_spec(dense))   # plain ints
+    for method in ("cut", "structured_cut"):
+        pruned = prune(method, dense, CRITERION, batches(2), selected_tasks=SELECTED,
+                       sparsity=50, num_batches=2).net.eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # structured: no masks, stored dense
+            save_artifact(pruned, tmp_path / f"{method}.cutedge")
+        save_pruned(pruned, tmp_path / f"{method}.pth")
+        x = batches(1, seed=3)[0]["img"]
+        for loaded in (load_artifact(tmp_path / f"{method}.cutedge"),
+                       load_pruned(tmp_path / f"{method}.pth")[0]):
+            with torch.no_grad():
+                assert all(torch.equal(a, b) for a, b in zip(pruned(x), loaded.eval()(x)))

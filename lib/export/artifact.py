@@ -37,7 +37,7 @@ from lib import __version__
 from lib.checkpoints import check_record_fits
 from lib.masks import effective_state_dict, prune_masks
 from lib.models import MultiTaskModel, build_structured, channel_spec, check_model
-from lib.utils import NonFiniteError, atomic_write_bytes, check_finite_tensors
+from lib.utils import NonFiniteError, atomic_write_bytes, check_finite_tensors, plain_json
 
 from .container import (BLOB_SCHEMA, ArtifactFormatError, ArtifactReader, BlobWriter,
                         check_manifest, compress_best, encode_file)
@@ -193,7 +193,7 @@ def save_artifact(net: nn.Module, path: str | os.PathLike, dtype: str = "float32
         totals["values_stored"] += flat.numel()
         entries.append(entry)
     manifest = {"format": ARTIFACT_FORMAT, "written_by": f"lib.export {__version__}",
-                "architecture": net.architecture(), "channels": channel_spec(net),
+                "architecture": plain_json(net.architecture()), "channels": channel_spec(net),
                 "dtype": dtype, "had_masks": bool(masks), "tensors": entries}
     path = atomic_write_bytes(encode_file(manifest, blobs), path)
     return {"path": str(path), "bytes": os.path.getsize(path), "dtype": dtype,

@@ -9,7 +9,8 @@
 Also: channel specs of structurally pruned networks (:mod:`.channels`), SceneNet's head-id
 helpers (:mod:`.structure`).
 """
-from .channels import apply_channel_spec, build_structured, changed_channels, channel_spec
+from .channels import (apply_channel_spec, build_structured, build_without_weights,
+                       changed_channels, channel_spec)
 from .contract import (MODEL_REGISTRY, PRUNABLE_TYPES, MultiTaskModel, TaskOutputs,
                        architecture_of, build_model, check_model, check_selection, copy_network,
                        layer_owner, model_from_config, model_name, prunable_layers,
@@ -29,7 +30,8 @@ __all__ = ["MODEL_REGISTRY", "PRUNABLE_TYPES", "MultiTaskModel", "TaskOutputs", 
            "build_model", "check_model", "check_selection", "copy_network", "layer_owner",
            "model_from_config", "model_name", "prunable_layers", "register_model",
            "shared_layers", "task_layers", "task_model_layers",
-           "apply_channel_spec", "build_structured", "changed_channels", "channel_spec",
+           "apply_channel_spec", "build_structured", "build_without_weights",
+           "changed_channels", "channel_spec",
            "ASPP_RATES", "BACKBONE_BLOCKS", "BACKBONE_LAYOUTS", "BasicBlock", "Bottleneck",
            "ClassificationModule", "DeepLabResNetBackbone", "SceneNet", "head_branch_names",
            "NORMAL_TASKS", "SegNetMTAN", "SplitDeepLabv3", "MTANDeepLabv3", "MultiDomainVGG16",

@@ -24,12 +24,13 @@ def channel_spec(net: nn.Module) -> dict[str, dict[str, Any]]:
     [out, in]}`` when the network has Linear layers."""
     spec: dict[str, dict[str, Any]] = {"conv": {}, "bn": {}}
     for name, module in net.named_modules():
-        if isinstance(module, nn.Conv2d):
-            spec["conv"][name] = [module.out_channels, module.in_channels]
+        if isinstance(module, nn.Conv2d):   # int(): a model may count channels in numpy ints
+            spec["conv"][name] = [int(module.out_channels), int(module.in_channels)]
         elif isinstance(module, nn.BatchNorm2d):
-            spec["bn"][name] = module.num_features
+            spec["bn"][name] = int(module.num_features)
         elif isinstance(module, nn.Linear):
-            spec.setdefault("linear", {})[name] = [module.out_features, module.in_features]
+            spec.setdefault("linear", {})[name] = [int(module.out_features),
+                                                   int(module.in_features)]
     return spec
 
 
@@ -40,9 +41,8 @@ def changed_channels(net: nn.Module) -> dict[str, dict[str, Any]] | None:
     if record is None:
         return None
     spec = channel_spec(net)
-    with torch.device("meta"):
-        built = channel_spec(build_model(record))
-    return None if spec == built else spec
+    built = build_without_weights(record, source=f"{type(net).__name__}.architecture()")
+    return None if spec == channel_spec(built) else spec
 
 
 def apply_channel_spec(net: nn.Module, spec: Mapping[str, Mapping[str, Any]]) -> nn.Module:
@@ -90,6 +90,21 @@ def _resized(old: nn.Module, counts: Any) -> nn.Module:
     if num < 1:
         raise ValueError(f"cannot resize {old} to {num} features")
     return nn.BatchNorm2d(num, old.eps, old.momentum, old.affine, old.track_running_stats)
+
+
+def build_without_weights(architecture: Mapping[str, Any],
+                          spec: Mapping[str, Mapping[str, Any]] | None = None,
+                          source: str = "architecture") -> MultiTaskModel:
+    """:func:`build_structured` without weights, for its layer shapes: on the ``meta`` device
+    (no memory, however large the record), or on the CPU for a model whose constructor
+    cannot run there (one that calls ``.to()`` or reads tensor values). Errors as
+    :func:`build_structured`'s, naming ``source``."""
+    try:
+        with torch.device("meta"):
+            return build_structured(architecture, spec, source=source)
+    except (NotImplementedError, RuntimeError, ValueError):
+        # Not meta-safe, or a bad record: building for real tells the two apart.
+        return build_structured(architecture, spec, source=source)
 
 
 def build_structured(architecture: Mapping[str, Any],

@@ -49,6 +49,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 import torch
 import torch.nn as nn
 
+from lib.utils import plain_json
+
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 
 M = TypeVar("M", bound="MultiTaskModel")
@@ -349,12 +351,13 @@ def register_model(cls: type[M] | None = None, *, name: str | None = None
 
 
 def architecture_of(net: nn.Module) -> dict[str, Any] | None:
-    """``net.architecture()`` when the network describes itself, else None (a model that does
-    not implement :meth:`MultiTaskModel.architecture`, or a module outside the contract)."""
+    """``net.architecture()`` in plain JSON values (numpy ints become ints) when the network
+    describes itself, else None (a model that does not implement
+    :meth:`MultiTaskModel.architecture`, or a module outside the contract)."""
     own = getattr(type(net), "architecture", None)
     if own is None or own is MultiTaskModel.architecture:
         return None
-    return net.architecture()
+    return plain_json(net.architecture())
 
 
 def model_from_config(cfg) -> MultiTaskModel:

@@ -25,9 +25,10 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg=None,
     datasets' ``SceneNetEval``, the min-max benchmarks' evaluators), so a compact network is
     scored on its own tasks only; ``metric_options`` picks other metric variants (e.g.
     ``{"miou": "present"}``; defaults and options: docs/METRICS.md). For other tasks pass
-    ``{task: fn(pred, batch) -> {metric: value}}`` (wrapped in ``lib.metrics.TaskMetrics``) or
-    any evaluator with ``reset`` / ``update`` / ``compute``; ``cfg`` is then not needed. The loop is ``lib.metrics.evaluate``. With
-    ``out_path`` the metrics are also written there as JSON, atomically
+    ``{task: fn(pred, batch) -> {metric: value}}`` (wrapped in ``lib.metrics.TaskMetrics``;
+    restricted to the network's tasks, so one dict serves every task selection) or any
+    evaluator with ``reset`` / ``update`` / ``compute``; ``cfg`` is then not needed. The loop
+    is ``lib.metrics.evaluate``. With ``out_path`` the metrics are also written there as JSON, atomically
     (:func:`lib.metrics.write_metrics`; the path is checked before the evaluation runs). The
     network's train/eval mode is restored afterwards.
 
@@ -50,7 +51,9 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg=None,
         tasks = getattr(model, "tasks", None) or list(cfg.TASKS)
         evaluator = metrics_from_config(cfg, tasks=tasks, **dict(metric_options or {}))
     elif isinstance(metrics, Mapping):
-        evaluator = TaskMetrics(metrics)
+        evaluator = TaskMetrics(metrics_for(model, metrics))
+    elif isinstance(metrics, TaskMetrics):
+        evaluator = TaskMetrics(metrics_for(model, metrics.metrics), metrics.directions)
     else:
         evaluator = metrics
     values = run_evaluator(model.to(device), loader, evaluator, device=device, progress=progress)
@@ -58,6 +61,20 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg=None,
     if out_path is not None:
         write_metrics(values, out_path)
     return values
+
+
+def metrics_for(net: nn.Module, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` restricted to ``net``'s tasks (a compact network scores its own tasks only,
+    as its losses are restricted), in ``net.tasks`` order; a network without task names keeps
+    them all. A one-line ValueError when none of ``net``'s tasks has a metric function."""
+    tasks = getattr(net, "tasks", None)
+    if tasks is None:
+        return dict(metrics)
+    kept = {task: metrics[task] for task in tasks if task in metrics}
+    if not kept:
+        raise ValueError(f"metrics are given for tasks {sorted(metrics)}, none of the network's "
+                       f"tasks {list(tasks)}")
+    return kept
 
 
 def metrics_path_for(checkpoint: str | os.PathLike) -> Path:
