@@ -176,3 +176,61 @@ def test_cli_int8_export_reports_task_metrics_against_float(cli_inputs, tmp_path
     assert cli_main(args[:-1] + ["9"] + ["--out", str(tmp_path / "none")]) == 2
     assert "hold 4 batch(es) (8 input(s) of batch 1), need 9" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_cli_int8_export_with_an_undefined_metric_and_what_it_leaves(cli_inputs, tmp_path,
+                                                                     capsys, monkeypatch):
+    """The seg head predicts one class the test split never shows: no true positive, mIoU
+    undefined. Its changes are null with a reason, never numbers; a re-export replaces the
+    int8 files; a failed export leaves nothing."""
+    from lib.config import load_config
+    from lib.data import build_loader
+    from lib.models import SceneNet
+    from lib.pruning import global_magnitude_masks, install_masks, save_pruned
+
+    root, data = cli_inputs
+    cfg = load_config("nyuv2_3task", profile="tiny", DATA_ROOT=data)
+    shown = {int(c) for b in build_loader(cfg, "test", batch_size=1, shuffle=False)
+             for c in b["seg"].unique()}
+    absent = min(set(range(cfg.TASKS_NUM_CLASS[0])) - shown)
+    torch.manual_seed(0)
+    net = SceneNet.from_config(cfg).select(["seg", "depth"]).eval()
+    with torch.no_grad():
+        for k, branch in enumerate(net.head(net.task_id("seg"))):
+            branch.conv3.weight.mul_(1e-3)
+            branch.conv3.bias.zero_()
+            branch.conv3.bias[absent] = 10.0 if k == 0 else 0.0
+    install_masks(net, global_magnitude_masks(net, 0.5))
+    save_pruned(net, tmp_path / "pruned.pth")
+    out = tmp_path / "out"
+    base = ["export", "--pruned", str(tmp_path / "pruned.pth"), "--out", str(out),
+            "--input-shape", "1", "3", "48", "64"]
+    int8 = ["--int8", "--config", "nyuv2_3task", "--profile", "tiny", "--data-root", data,
+            "--calibration-batches", "4"]
+    assert cli_main(base + int8) == 0
+    assert "seg undefined (" in capsys.readouterr().out
+    fidelity = json.loads((out / "pruned_int8_fidelity.json").read_text())
+    assert fidelity["float"]["seg"]["mIoU"] is None and fidelity["int8"]["seg"]["mIoU"] is None
+    assert "true positive" in fidelity["undefined"]["float"]["seg"]["mIoU"]
+    assert fidelity["metric_change_pct"]["seg"]["mIoU"] is None
+    assert "float seg mIoU is undefined" in fidelity["undefined"]["metric_change_pct"]["seg"][
+        "mIoU"]
+    assert fidelity["delta"]["seg"] is None and "undefined" in fidelity["undefined"]["delta"]["seg"]
+    assert isinstance(fidelity["delta"]["depth"], float)
+    int8_files = {"pruned_int8.onnx", "pruned.int8.cutedge", "pruned_int8_fidelity.json"}
+    assert int8_files <= {p.name for p in out.iterdir()}
+    # The re-export without --int8 replaces the last export whole: no stale int8 files.
+    assert cli_main(base) == 0
+    assert {p.name for p in out.iterdir()} == {"pruned.cutedge", "export_summary.json"}
+    assert "int8" not in json.loads((out / "export_summary.json").read_text())
+    # An export failing half-way (after the artifact and the int8 files) leaves nothing.
+    import lib.export.fidelity as fidelity_module
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("onnxruntime died")
+    monkeypatch.setattr(fidelity_module, "int8_fidelity", fail)
+    for folder in (out, tmp_path / "fresh"):
+        assert cli_main(base[:4] + [str(folder)] + base[5:] + int8) == 2
+        assert "error: onnxruntime died" in capsys.readouterr().err
+        assert not folder.exists() or not any(folder.iterdir())
+    assert not (tmp_path / "fresh").exists()

@@ -9,7 +9,14 @@ either its sidecar or ``--config``.
 
 ``--int8`` also writes the int8 model (``X_int8.onnx``, QDQ) and its sparse artifact
 (``X.int8.cutedge``), calibrated on ``--calibration-batches`` train batches of ``--config``'s
-data, with its task metrics against the float model on the test split (``int8_fidelity.json``).
+data, with its task metrics against the float model on the test split
+(``X_int8_fidelity.json``; an undefined metric, Δ or change is ``null``, its reason under
+``"undefined"``).
+
+An export replaces the previous export of the same checkpoint in ``--out`` whole (its files,
+``report*`` and ``export_summary.json`` are removed first), and a failed export removes what it
+wrote (an ONNX parity failure, exit 1, too): the folder never holds files of two exports, or of
+a half one.
 
 Budget mode (``--budget-mb`` and/or ``--budget-ms``, see :mod:`lib.export.budget`) prunes
 ``--base`` for ``--tasks`` to the largest keep / channel ratio whose measured file size and
@@ -21,6 +28,7 @@ latency fit, instead of exporting ``--pruned``::
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +40,8 @@ from lib.masks import has_masks
 from lib.utils import atomic_write_json, atomic_write_text, check_output_dir
 
 from .artifact import check_finite_outputs, load_artifact, max_output_difference, save_artifact
+
+SUMMARY_NAME = "export_summary.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -129,7 +139,44 @@ def run(args: argparse.Namespace) -> int:
         int8_inputs = prepare_int8(args, net.tasks)
     if not has_masks(net):
         print(f"note: {args.pruned} has no weight_mask entries: exported dense")
+    created = not args.out.exists()
     args.out.mkdir(parents=True, exist_ok=True)
+    outputs = export_outputs(args.out, args.pruned.stem)
+    remove_outputs(outputs)   # a re-export replaces the last one whole: no stale files stay
+    try:
+        code = _write_export(args, net, dense, probe, int8_inputs)
+    except BaseException:
+        code = None
+        raise
+    finally:
+        if code != 0:   # a failed export leaves none of its files behind
+            remove_outputs(outputs)
+            if created and not any(args.out.iterdir()):
+                args.out.rmdir()
+    return code
+
+
+def export_outputs(out: Path, stem: str) -> list[Path]:
+    """Every path an export of checkpoint ``stem`` into folder ``out`` may write."""
+    from .int8_artifact import INT8_SUFFIX
+    names = (f"{stem}.cutedge", f"{stem}_fp16.cutedge", f"{stem}.onnx", f"{stem}_int8.onnx",
+             f"{stem}{INT8_SUFFIX}", f"{stem}_int8_fidelity.json", "report.md", "report.png",
+             "report_files", SUMMARY_NAME)
+    return [out / name for name in names]
+
+
+def remove_outputs(paths: list[Path]) -> None:
+    """Delete each of ``paths`` that exists (a folder with its content)."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def _write_export(args: argparse.Namespace, net, dense, probe: torch.Tensor,
+                  int8_inputs) -> int:
+    """Write the artifact(s), ONNX, int8 files, report and summary; the exit code."""
     stem = args.pruned.stem
     dtypes = ["float32", "float16"] if args.dtype == "both" else [args.dtype]
     summary: dict[str, Any] = {"checkpoint": str(args.pruned), "artifacts": []}
@@ -162,5 +209,5 @@ def run(args: argparse.Namespace) -> int:
         plot_report(rows, args.out / "report.png")
         summary["report"] = rows
         print(table)
-    atomic_write_json(summary, args.out / "export_summary.json")
+    atomic_write_json(summary, args.out / SUMMARY_NAME)
     return 0

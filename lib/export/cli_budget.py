@@ -103,7 +103,8 @@ def export_int8(net, inputs: Int8Inputs, stem: Path) -> dict[str, Any]:
     fidelity = int8_fidelity(float_net, OnnxNet(onnx_path, net.tasks, inputs.threads),
                              inputs.test_loader, inputs.evaluator, inputs.eval_batches)
     atomic_write_json(fidelity, Path(f"{stem}_int8_fidelity.json"))
-    delta = ", ".join(f"{t} {'n/a' if d is None else f'{d:+.3f}%'}"
+    why = fidelity["undefined"]["delta"]
+    delta = ", ".join(f"{t} {f'undefined ({why[t]})' if d is None else f'{d:+.3f}%'}"
                       for t, d in fidelity["delta"].items())
     print(f"int8 {artifact['path']}: {artifact['bytes']} bytes ({info['path']}: "
           f"{info['bytes']} bytes QDQ); Δ vs float on the test split: {delta}"

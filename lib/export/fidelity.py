@@ -8,7 +8,6 @@ model as the reference, positive = int8 better) and every metric's relative chan
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -16,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from lib.metrics import evaluate, per_task_delta
+from lib.metrics import (MetricResults, UndefinedMetricError, evaluate, finite_results,
+                         per_task_delta)
 
 
 class OnnxNet(nn.Module):
@@ -54,18 +54,29 @@ class OnnxNet(nn.Module):
                 for k in range(len(self.tasks))]
 
 
-def _relative_changes(new: Mapping[str, Mapping[str, float]],
-                      ref: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float | None]]:
+def _relative_changes(new: MetricResults, ref: MetricResults
+                      ) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, str]]]:
+    """``({task: {metric: % change of new vs ref, or None}}, {task: {metric: why None}})``:
+    a change is undefined when either value is (the metric's reason is given) or ref is 0."""
     out: dict[str, dict[str, float | None]] = {}
+    reasons: dict[str, dict[str, str]] = {}
     for task, metrics in ref.items():
         out[task] = {}
         for name, value in metrics.items():
-            if not math.isfinite(value) or not math.isfinite(new[task][name]):
-                raise ValueError(f"{task} {name} is not finite (float {value}, int8 "
-                                 f"{new[task][name]}): no relative change")
-            out[task][name] = (None if value == 0
-                               else 100.0 * (new[task][name] - value) / abs(value))
-    return out
+            new_value = new.get(task, {}).get(name)
+            why = None
+            for side, results, v in (("float", ref, value), ("int8", new, new_value)):
+                if v is None and why is None:
+                    detail = results.undefined.get(task, {}).get(name, "missing")
+                    why = f"{side} {task} {name} is undefined ({detail})"
+            if why is None and value == 0:
+                why = f"float {task} {name} is 0"
+            if why is not None:
+                out[task][name] = None
+                reasons.setdefault(task, {})[name] = f"{why}: no relative change"
+            else:
+                out[task][name] = 100.0 * (new_value - value) / abs(value)
+    return out, reasons
 
 
 def int8_fidelity(float_net: nn.Module | None, int8_net: nn.Module,
@@ -76,24 +87,33 @@ def int8_fidelity(float_net: nn.Module | None, int8_net: nn.Module,
     """Evaluate ``float_net`` and ``int8_net`` (e.g. an :class:`OnnxNet`) on ``loader``.
 
     Returns ``{"float": metrics, "int8": metrics, "delta": {task: Δ %}, "metric_change_pct":
-    {task: {metric: %}}, "max_abs_metric_change_pct"}``. ``delta`` uses the metrics of
-    ``lib.metrics.DELTA_METRICS``; a task whose float metric is 0 has ``None`` there (a relative
-    change is undefined), and so has a single metric change. ``float_metrics`` (already
-    measured on the same loader) skips evaluating ``float_net`` again.
+    {task: {metric: %}}, "max_abs_metric_change_pct", "undefined"}``. ``delta`` uses the
+    metrics of ``lib.metrics.DELTA_METRICS``. Nothing undefined is reported as a number: an
+    undefined metric (``None``, :class:`lib.metrics.MetricResults`), a Δ or change needing one,
+    or a change relative to a float value of 0, is ``None``, and ``"undefined"`` says why:
+    ``{"float": {task: {metric: reason}}, "int8": ..., "delta": {task: reason},
+    "metric_change_pct": {task: {metric: reason}}}``. ``float_metrics`` (already measured on
+    the same loader) skips evaluating ``float_net`` again.
     """
     if float_metrics is None:
         float_metrics = evaluate(float_net, loader, evaluator, device=device,
                                  max_batches=max_batches, progress=False)
-    int8_metrics = evaluate(int8_net, loader, evaluator, device=device,
-                            max_batches=max_batches, progress=False)
-    changes = _relative_changes(int8_metrics, float_metrics)
+    float_metrics = finite_results(float_metrics, "float model metrics")
+    int8_metrics = finite_results(evaluate(int8_net, loader, evaluator, device=device,
+                                           max_batches=max_batches, progress=False),
+                                  "int8 model metrics")
+    changes, change_reasons = _relative_changes(int8_metrics, float_metrics)
     delta: dict[str, float | None] = {}
+    delta_reasons: dict[str, str] = {}
     for task in float_metrics:
         try:
             delta[task] = per_task_delta(int8_metrics, float_metrics, [task])[task]
-        except ZeroDivisionError:
+        except (ZeroDivisionError, UndefinedMetricError) as exc:
             delta[task] = None
+            delta_reasons[task] = str(exc)
     finite = [abs(v) for m in changes.values() for v in m.values() if v is not None]
     return {"float": float_metrics, "int8": int8_metrics, "delta": delta,
             "metric_change_pct": changes,
-            "max_abs_metric_change_pct": max(finite) if finite else None}
+            "max_abs_metric_change_pct": max(finite) if finite else None,
+            "undefined": {"float": float_metrics.undefined, "int8": int8_metrics.undefined,
+                          "delta": delta_reasons, "metric_change_pct": change_reasons}}

@@ -104,11 +104,12 @@ def _pt2e_runner(net: nn.Module, batches, input_shape: Sequence[int]):
 def add_task_metrics(rows: list[dict], nets: Mapping[str, nn.Module], metrics: TaskMetrics,
                      threads: int) -> None:
     """Evaluate every row's model once; add its Δ vs dense (and vs float for int8 rows)."""
-    from lib.metrics import evaluate, per_task_delta
+    from lib.metrics import UndefinedMetricError, evaluate, finite_results, per_task_delta
 
     def run(model, tasks):
-        return evaluate(model, metrics.loader, metrics.evaluator_for(list(tasks)), device="cpu",
-                        max_batches=metrics.max_batches, progress=False)
+        return finite_results(evaluate(model, metrics.loader, metrics.evaluator_for(list(tasks)),
+                                       device="cpu", max_batches=metrics.max_batches,
+                                       progress=False), "task metrics")
 
     floats = {name: run(_cpu_plain(net), net.tasks) for name, net in nets.items()}
     dense = floats[rows[0]["model"]]
@@ -130,7 +131,7 @@ def add_task_metrics(rows: list[dict], nets: Mapping[str, nn.Module], metrics: T
             if task in dense:
                 try:
                     deltas[task] = per_task_delta(measured, dense, [task])[task]
-                except ZeroDivisionError:
+                except (ZeroDivisionError, UndefinedMetricError):   # undefined, not a number
                     deltas[task] = None
         row.update({f"delta_vs_dense:{t}": d for t, d in deltas.items()})
         finite = [d for d in deltas.values() if d is not None]
