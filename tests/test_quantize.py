@@ -1,5 +1,6 @@
 """lib.export int8: ORT parity, pruned zeros kept, the sparse int8 artifact, calibration refusals."""
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from lib.export import (ArtifactFormatError, CalibrationError, OnnxNet, PruneHoo
                         has_prune_hooks, int8_fidelity, int8_session, load_int8_model,
                         pruned_zeros_kept, quantize_compact, quantize_network, quantized_weights,
                         save_artifact, save_int8_artifact)
+from lib.export.int8_artifact import read_int8_manifest
 from lib.metrics import SceneNetEval
 from lib.models import SceneNet
 from lib.pruning import install_masks
@@ -131,6 +133,70 @@ def test_int8_artifact_refuses_other_files(int8_model, tmp_path):
         from lib.export import export_onnx
         save_int8_artifact(export_onnx(net, tmp_path / "float.onnx", SHAPE), tmp_path / "x.cutedge")
     assert not (tmp_path / "x.cutedge").exists()
+
+
+def _rewritten(path, out, edit):
+    """``path``'s int8 artifact with ``edit(manifest)`` applied and its CRC recomputed."""
+    import json
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    prefix = struct.calcsize("<8sIQI")
+    magic, version, length, _ = struct.unpack_from("<8sIQI", data)
+    manifest = json.loads(data[prefix:prefix + length])
+    edit(manifest)
+    text = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    out.write_bytes(struct.pack("<8sIQI", magic, version, len(text), zlib.crc32(text)) + text
+                    + data[prefix + length:])
+    return out
+
+
+def test_int8_manifest_entries_are_checked_against_the_graph(int8_model, tmp_path):
+    net, path, _ = int8_model
+    art = Path(save_int8_artifact(path, tmp_path / "m.int8.cutedge")["path"])
+    entries = read_int8_manifest(art)["weights"]
+    by_key = {e["key"]: e for e in entries}
+    # Two layers of the same shape with their own (different) initializers.
+    a, b = next((x, y) for x in entries for y in entries
+                if x["shape"] == y["shape"] and x["initializer"] != y["initializer"])
+
+    def swap(manifest):
+        w = {e["key"]: e for e in manifest["weights"]}
+        w[a["key"]]["initializer"], w[b["key"]]["initializer"] = b["initializer"], a["initializer"]
+
+    def swap_all_names(manifest):
+        w = {e["key"]: e for e in manifest["weights"]}
+        for field in ("initializer", "scale_initializer", "zero_point_initializer"):
+            w[a["key"]][field], w[b["key"]][field] = b[field], a[field]
+
+    def edit(key, **values):
+        def apply(manifest):
+            next(e for e in manifest["weights"] if e["key"] == key).update(values)
+        return apply
+    conv1 = by_key["backbone.conv1"]   # [8, 3, 7, 7], per channel along 0
+    out_c, in_c, kh, kw = conv1["shape"]
+    cases = [
+        (swap, rf"weight {a['key']!r}: the graph dequantizes {b['initializer']!r} with scale"),
+        (swap_all_names, rf"weight {a['key']!r}: initializer {b['initializer']!r} is the weight "
+                         rf"of \[.*\] in the graph, not of {a['key']!r}"),
+        (edit("backbone.conv1", shape=[in_c, out_c, kh, kw]),
+         r"weight 'backbone.conv1': scale_shape \[8\] along axis 0 does not fit weight shape "
+         r"\[3, 8, 7, 7\]"),
+        (edit("backbone.conv1", shape=[out_c, in_c, kw * kh, 1]),
+         r"weight 'backbone.conv1': shape \[8, 3, 49, 1\] does not fit its Conv node "
+         r"'/backbone/conv1/Conv' \(kernel \[7, 7\]\)"),
+        (edit("backbone.conv1", scale_shape=[2, 4], zero_point_shape=[2, 4]),
+         r"weight 'backbone.conv1': scale_shape \[2, 4\] along axis 0 does not fit"),
+        (edit("backbone.conv1", initializer="nope"),
+         r"weight 'backbone.conv1': no DequantizeLinear of the graph reads initializer 'nope'"),
+    ]
+    for i, (change, message) in enumerate(cases):
+        bad = _rewritten(art, tmp_path / f"bad{i}.int8.cutedge", change)
+        with pytest.raises(ArtifactFormatError, match=message):
+            load_int8_model(bad)
+        with pytest.raises(ArtifactFormatError, match=message):
+            int8_session(bad)
 
 
 def test_structured_network_quantizes(tiny_setup, tmp_path):

@@ -183,6 +183,8 @@ def load_int8_model(path: str | os.PathLike):
         model.ParseFromString(reader.blob(manifest["graph"], "graph"))
     except Exception as exc:  # protobuf's DecodeError and friends
         raise ArtifactFormatError(f"{source}: the graph does not parse as ONNX: {exc}") from None
+    _check_entries(model, manifest["weights"], source)
+    filled: dict[str, np.ndarray] = {}
     for entry in manifest["weights"]:
         where = f"{source}: weight {entry.get('key')!r}"
         try:
@@ -214,12 +216,99 @@ def load_int8_model(path: str | os.PathLike):
         else:
             raise ArtifactFormatError(f"{where}: unknown encoding {entry.get('encoding')!r}; "
                                       f"expected 'sparse' or 'dense'")
-        model.graph.initializer.append(numpy_helper.from_array(values, entry["initializer"]))
-        for name, array in ((entry.get("scale_initializer"), scale),
+        for name, array in ((entry["initializer"], values),
+                            (entry.get("scale_initializer"), scale),
                             (entry.get("zero_point_initializer"), zero)):
-            if name:
-                model.graph.initializer.append(numpy_helper.from_array(array, name))
+            if not name:
+                continue
+            if name in filled:   # one initializer read by several layers (the exporter dedups)
+                if filled[name].dtype != array.dtype or not np.array_equal(filled[name], array):
+                    raise ArtifactFormatError(f"{where}: initializer {name!r} is also given by "
+                                              f"another entry, with other values")
+                continue
+            filled[name] = array
+            model.graph.initializer.append(numpy_helper.from_array(array, name))
     return model
+
+
+def _check_entries(model, entries: list, source: str) -> None:
+    """Check every manifest entry against the graph before any weight is decoded.
+
+    An entry must name an initializer the graph lacks and reads as input 0 of a
+    DequantizeLinear whose scale / zero-point inputs and ``axis`` are the entry's, whose output
+    is the weight (input 1) of a Conv/Gemm of the entry's module (``key``, from the node's
+    scope): two entries whose initializer names were swapped name another layer's
+    DequantizeLinear inputs and module. Its ``shape`` must fit that node (rank, Conv
+    ``kernel_shape``, the bias's length) and its ``scale_shape`` / ``zero_point_shape`` must be
+    one value per channel along ``axis`` (or a scalar); with the blobs' value counts (checked
+    as they are decoded) that pins every dimension. An ArtifactFormatError names the entry.
+    """
+    from .quantize import module_name_of_node
+
+    graph = model.graph
+    present = {init.name for init in graph.initializer}
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node, position))
+    dequantize = {node.input[0]: node for node in graph.node
+                  if node.op_type == "DequantizeLinear" and node.input}
+    for entry in entries:
+        key, name = entry["key"], entry["initializer"]
+        where = f"{source}: weight {key!r}"
+        dq = dequantize.get(name)
+        if name in present:
+            raise ArtifactFormatError(f"{where}: initializer {name!r} is already in the graph")
+        if dq is None:
+            raise ArtifactFormatError(f"{where}: no DequantizeLinear of the graph reads "
+                                      f"initializer {name!r}")
+        inputs = list(dq.input) + [""] * (3 - len(dq.input))
+        named = (("scale", inputs[1] or None, entry.get("scale_initializer") or None),
+                 ("zero point", inputs[2] or None, entry.get("zero_point_initializer") or None))
+        for what, expected, given in named:
+            if expected != given:
+                raise ArtifactFormatError(f"{where}: the graph dequantizes {name!r} with "
+                                          f"{what} {expected!r}, the entry names {given!r}")
+            if given in present:
+                raise ArtifactFormatError(f"{where}: {what} initializer {given!r} is already "
+                                          f"in the graph")
+        layers = {module_name_of_node(node.name): node for node, position
+                  in readers.get(dq.output[0], [])
+                  if node.op_type in ("Conv", "Gemm") and position == 1}
+        if key not in layers:
+            raise ArtifactFormatError(f"{where}: initializer {name!r} is the weight of "
+                                      f"{sorted(layers) or 'no Conv/Gemm'} in the graph, not of "
+                                      f"{key!r}")
+        node = layers[key]
+        shape = [int(s) for s in entry["shape"]]
+        attrs = {a.name: a for a in node.attribute}
+        kernel = list(attrs["kernel_shape"].ints) if "kernel_shape" in attrs else None
+        rank = 2 if node.op_type == "Gemm" else (len(kernel) + 2 if kernel else len(shape))
+        if len(shape) != rank or (kernel and shape[2:] != kernel) or min(shape, default=0) < 1:
+            raise ArtifactFormatError(f"{where}: shape {shape} does not fit its "
+                                      f"{node.op_type} node {node.name!r}"
+                                      + (f" (kernel {kernel})" if kernel else ""))
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        scale_shape = [int(s) for s in entry["scale_shape"]]
+        per_channel = bool(scale_shape)
+        if per_channel and (int(entry["axis"]) != axis or not -rank <= axis < rank
+                            or scale_shape != [shape[axis]]):
+            raise ArtifactFormatError(f"{where}: scale_shape {scale_shape} along axis "
+                                      f"{entry['axis']} does not fit weight shape {shape} "
+                                      f"quantized along axis {axis}")
+        if [int(s) for s in entry["zero_point_shape"]] != scale_shape:
+            raise ArtifactFormatError(f"{where}: zero_point_shape {entry['zero_point_shape']} "
+                                      f"differs from scale_shape {scale_shape}")
+        if node.op_type == "Conv" and len(node.input) > 2 and node.input[2]:
+            bias = node.input[2]
+            source_dq = producer.get(bias)
+            if source_dq is not None and source_dq.op_type == "DequantizeLinear":
+                bias = source_dq.input[0]
+            if bias in shapes and shapes[bias] != [shape[0]]:
+                raise ArtifactFormatError(f"{where}: shape {shape} has {shape[0]} output "
+                                          f"channels, its bias {shapes[bias]}")
 
 
 def int8_session(path: str | os.PathLike, threads: int | None = None):
