@@ -198,6 +198,7 @@ def _batches(n=2):
     (DictOutput, TypeError, r"DictOutput.forward returned a dict; the contract wants a list"),
 ])
 def test_outputs_not_aligned_with_the_tasks_are_refused_before_scoring(model, error, message):
+    from lib.explorer import ExplorerState
     from lib.pruning import prune
 
     torch.manual_seed(0)
@@ -210,10 +211,42 @@ def test_outputs_not_aligned_with_the_tasks_are_refused_before_scoring(model, er
         prune("cut", net, _losses(net.tasks, calls), _batches(), selected_tasks=["a"],
               keep_ratio=0.5, num_batches=2)
     assert not calls   # refused before any score was taken
+    with pytest.raises(error, match=message):
+        ExplorerState(net, _losses(net.tasks, calls), _batches(), input_shape=(1, 3, 8, 8))
     with pytest.raises(error, match=message):   # one-shot iterators too
         prune("snip", net, _losses(net.tasks, calls), iter(_batches()), selected_tasks=["a"],
               keep_ratio=0.5, num_batches=2)
     assert not calls
+
+
+class _Passes:
+    """A loader whose every pass yields other batches (as lib.data's samplers move to the next
+    epoch's order per pass); it counts its passes."""
+
+    def __init__(self, n=2):
+        self.n, self.passes = n, 0
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        self.passes += 1
+        return iter(_batches(self.n + self.passes)[self.passes:])
+
+
+def test_the_probe_costs_the_loader_nothing():
+    from lib.masks import masks_of
+    from lib.pruning import prune
+
+    torch.manual_seed(0)
+    net = TwoTasks()
+    loader = _Passes()
+    result = prune("cut", net, _losses(net.tasks, []), loader, selected_tasks=["a", "b"],
+                   keep_ratio=0.5, num_batches=2)
+    assert loader.passes == 1
+    expected = prune("cut", net, _losses(net.tasks, []), _batches(3)[1:],
+                     selected_tasks=["a", "b"], keep_ratio=0.5, num_batches=2)
+    assert all(torch.equal(m, masks_of(expected.net)[n]) for n, m in masks_of(result.net).items())
 
 
 def test_a_prunable_layer_outside_every_declared_module_is_refused():

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from typing import Any
 
 import torch
 
@@ -25,25 +25,54 @@ def network_tasks(net: MultiTaskModel, tasks: Sequence[str] | None = None) -> li
 
 
 def probe_from(loader: Iterable | None) -> tuple[Any, Iterable | None]:
-    """(probe input, loader): the network input of the loader's first batch cut to
-    :data:`PROBE_SAMPLES` samples (None without a loader or batches), and the loader to use
-    from then on (a one-shot iterator gets its first batch put back; anything else is
-    iterated afresh, so a DataLoader is left as it was)."""
+    """(probe input, loader to use from then on): the network input of the loader's first
+    batch cut to :data:`PROBE_SAMPLES` samples (None without a loader or batches).
+
+    Taking it costs the loader nothing: a list is indexed; any other loader's first pass is
+    started here and handed back with that batch in front (:class:`Replay`), so a sampler
+    that moves to its next epoch per pass (``lib.data``'s) is iterated exactly as often as
+    without the probe and the method sees the same batches."""
     if loader is None:
         return None, loader
-    if isinstance(loader, Iterator):
-        first = next(loader, None)
-        if first is None:
-            return None, iter(())
-        loader = itertools.chain([first], loader)
+    if isinstance(loader, Sequence):
+        first = loader[0] if len(loader) else None
     else:
-        first = next(iter(loader), None)
+        rest = iter(loader)
+        first = next(rest, None)
         if first is None:
-            return None, loader
+            return None, (iter(()) if rest is loader else loader)
+        loader = (itertools.chain([first], rest) if rest is loader
+                  else (SizedReplay if isinstance(loader, Sized) else Replay)(loader, first, rest))
+    if first is None:
+        return None, loader
     x = network_input(first)
     if isinstance(x, torch.Tensor):
         return x[:PROBE_SAMPLES], loader
     return {task: v[:PROBE_SAMPLES] for task, v in x.items()}, loader
+
+
+class Replay:
+    """``loader`` whose first pass is the one already started (``first`` + ``rest``); later
+    passes iterate ``loader`` afresh. Other attributes are ``loader``'s."""
+
+    def __init__(self, loader: Iterable, first: Any, rest: Iterator) -> None:
+        self.loader, self._started = loader, (first, rest)
+
+    def __iter__(self) -> Iterator:
+        if self._started is None:
+            return iter(self.loader)
+        (first, rest), self._started = self._started, None
+        return itertools.chain([first], rest)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["loader"], name)
+
+
+class SizedReplay(Replay):
+    """:class:`Replay` of a loader with a length."""
+
+    def __len__(self) -> int:
+        return len(self.loader)
 
 
 def select_tasks(net: MultiTaskModel, selected_tasks: Sequence[str],
