@@ -226,7 +226,8 @@ def test_a_model_without_shared_modules_is_explored():
     criterion = TaskLosses({t: lambda pred, batch: pred.abs().mean() for t in ("a", "b")})
     g = torch.Generator().manual_seed(0)
     loader = [{"img": torch.randn(2, 3, 8, 8, generator=g)} for _ in range(2)]
-    state = ExplorerState(ExplorerColumns().eval(), criterion, loader, num_batches=2, latency_repeats=1)
+    state = ExplorerState(ExplorerColumns().eval(), criterion, loader, num_batches=2,
+                          latency_repeats=1)
     snap = state.snapshot(["a", "b"], "cut", 50)
     assert snap.iou is None and abs(snap.sparsity - 50) <= SPARSITY_TOLERANCE
     assert snap.report["backbone"]["total"] == 0

@@ -102,8 +102,9 @@ def build_without_weights(architecture: Mapping[str, Any],
     try:
         with torch.device("meta"):
             return build_structured(architecture, spec, source=source)
-    except (NotImplementedError, RuntimeError, ValueError):
-        # Not meta-safe, or a bad record: building for real tells the two apart.
+    except (NotImplementedError, RuntimeError, ValueError) as exc:
+        if "meta" not in str(exc):   # a bad record: no real build of it
+            raise
         return build_structured(architecture, spec, source=source)
 
 

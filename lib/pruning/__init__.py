@@ -10,7 +10,7 @@ Public API
         -> PruneResult(net, task_masks, meta, sparsity); METHODS (name -> method), uses_data
     cut_prune(net, criterion, loader, num_batches, keep_ratio, selected_tasks, tasks, min_votes=2)
     select_tasks(net, selected_tasks, tasks=None)     net.select(...): compact copy, outputs in order
-    probe_from(loader)                                first batch's input: select_tasks(probe=) checks
+    probe_from(loader)                                first batch's input, for select's checks
     task_scores(net, criterion, loader, tasks, num_batches, mode="eval", device=None)
     task_scores_reference(...)                        naive oracle (the reference's procedure)
     task_masks(scores, keep_ratio)                    per-task normalised top-k, ties kept

@@ -28,9 +28,9 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg=None,
     ``{task: fn(pred, batch) -> {metric: value}}`` (wrapped in ``lib.metrics.TaskMetrics``;
     restricted to the network's tasks, so one dict serves every task selection) or any
     evaluator with ``reset`` / ``update`` / ``compute``; ``cfg`` is then not needed. The loop
-    is ``lib.metrics.evaluate``. With ``out_path`` the metrics are also written there as JSON, atomically
-    (:func:`lib.metrics.write_metrics`; the path is checked before the evaluation runs). The
-    network's train/eval mode is restored afterwards.
+    is ``lib.metrics.evaluate``. With ``out_path`` the metrics are also written there as JSON,
+    atomically (:func:`lib.metrics.write_metrics`; the path is checked before the evaluation
+    runs). The network's train/eval mode is restored afterwards.
 
     Returns :class:`lib.metrics.MetricResults`: finite floats, ``None`` for an undefined metric
     (``.undefined`` gives the reason; the file has ``null`` and the reason). A non-finite

@@ -77,7 +77,8 @@ def finetune_config(cfg: Any = None, max_iters: int | None = None) -> Any:
 
 
 def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader | Sequence[Any],
-             cfg: Any = None, run_dir: str | os.PathLike | None = None, *, val_loader: DataLoader | None = None,
+             cfg: Any = None, run_dir: str | os.PathLike | None = None, *,
+             val_loader: DataLoader | None = None,
              max_iters: int | None = None, lr: float | None = None,
              weight_decay: float | None = None, decay_freq: int | None = None,
              decay_rate: float | None = None, seed: int = 0,
