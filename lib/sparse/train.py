@@ -43,8 +43,10 @@ def train_sparse(method: str, sparsity: float, criterion, train_loader, cfg,
     from lib.training import train
     from lib.utils import seed_everything
 
+    from lib.tasks import check_task_selection
+
     check_method(method)
-    tasks = list(selected_tasks or cfg.TASKS)
+    tasks = check_task_selection(selected_tasks or cfg.TASKS, cfg.TASKS, "selected_tasks")
     criterion = criterion.restricted_to(tasks)
     iters = int(cfg.MAX_ITERS if max_iters is None else max_iters)
     if method == STATIC_PROTOCOL:

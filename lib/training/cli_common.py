@@ -68,7 +68,7 @@ def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SystemExit(f"{flag} {pair!r}: expected KEY=VALUE")
+            raise ValueError(f"{flag} {pair!r}: expected KEY=VALUE")
         key, raw = pair.split("=", 1)
         try:
             out[key] = ast.literal_eval(raw)
