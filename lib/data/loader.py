@@ -151,6 +151,64 @@ def check_files(data: Any) -> None:
         check()
 
 
+def check_content(data: Any, progress: bool = True, cache: bool = True) -> None:
+    """Read every entry of ``data``'s split through its reader (the dtype, shape and range
+    checks of :mod:`lib.data.checks`, no augmentation), with a progress bar, so that a bad file
+    is a one-line error naming it before a run writes anything (a DataLoader, a subset, whose
+    items only are read, or a :class:`LayoutDataset`; datasets of other kinds pass).
+
+    ``cache``: entries whose files passed are recorded with their sizes and modification
+    times in ``$CUT_CACHE_DIR`` (default ``~/.cache/cut``) ``/data_checks/<key>.json`` (the key:
+    reader, root, split, classes, load size), and are not read again while those match."""
+    import hashlib
+    import json
+    import os
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from lib.utils import atomic_write_json
+
+    dataset, indices = data, None
+    while isinstance(dataset, (DataLoader, IndexedSubset, Subset)):
+        if isinstance(dataset, (IndexedSubset, Subset)):
+            inner = list(dataset.indices)
+            indices = inner if indices is None else [inner[j] for j in indices]
+        dataset = dataset.dataset
+    if not isinstance(dataset, LayoutDataset):
+        return
+    dataset.check_files()
+    key = json.dumps([dataset.NAME, str(dataset.root.resolve()), dataset.split,
+                      getattr(dataset, "num_class", None), dataset.load_shape], default=str)
+    folder = Path(os.environ.get("CUT_CACHE_DIR", Path.home() / ".cache" / "cut"))
+    record = folder / "data_checks" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
+    passed: dict[str, list[int]] = {}
+    if cache and record.is_file():
+        try:
+            passed = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            passed = {}           # a damaged cache only costs a full check
+
+    def stamp(index: int) -> list[int]:
+        stats = [(dataset.root / rel).stat() for rel in dataset.entries[index]]
+        return [v for st in stats for v in (st.st_size, st.st_mtime_ns)]
+
+    todo = [i for i in (range(len(dataset)) if indices is None else sorted(set(indices)))
+            if passed.get("|".join(dataset.entries[i])) != stamp(i)]
+    checked = 0
+    try:
+        for i in tqdm(todo, desc=f"checking {dataset.split} files", disable=not progress):
+            dataset.load_item(i, None)
+            passed["|".join(dataset.entries[i])] = stamp(i)
+            checked += 1
+    finally:
+        if cache and checked:
+            try:
+                atomic_write_json(passed, record)
+            except OSError:
+                pass              # an unwritable cache only costs a full check next time
+
+
 def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """``default_collate`` of sample dicts; items whose tensors differ in size (frames stored at
     different sizes, read without ``RESIZE_TO_IMAGE_SHAPE``) give a one-line ValueError naming
