@@ -160,9 +160,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if _disk_full(exc):
-            raise OSError(errno.ENOSPC, f"cannot write {path}: no space left on device (the "
-                                        f"partial file was removed; {path} is unchanged)") from None
+        full = _disk_full(exc)
+        if full is not None:
+            raise OSError(full, f"cannot write {path}: {os.strerror(full).lower()} (the "
+                                f"partial file was removed; {path} is unchanged)") from None
         raise
     return path
 
@@ -173,10 +174,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 _TORCH_WRITE_FAILURE = ("PytorchStreamWriter failed writing", "inline_container.cc")
 
 
-def _disk_full(exc: BaseException) -> bool:
+def _disk_full(exc: BaseException) -> int | None:
+    """``errno.ENOSPC`` / ``EDQUOT`` when ``exc`` is a write that ran out of space (torch's
+    writer does not say which: ENOSPC), else None."""
     if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITE_FAILURE)
+        return exc.errno if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) else None
+    if isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITE_FAILURE):
+        return errno.ENOSPC
+    return None
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:

@@ -13,7 +13,11 @@ do not change anything: no global random state is used.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import warnings
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -22,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.dataloader import default_collate
 
 from lib.tasks import TaskBatches
+from lib.utils import atomic_write_json
 
 from .base import LayoutDataset
 from .cifar_mtl import build_task_datasets as cifar_task_datasets
@@ -160,14 +165,7 @@ def check_content(data: Any, progress: bool = True, cache: bool = True) -> None:
     ``cache``: entries whose files passed are recorded with their sizes and modification
     times in ``$CUT_CACHE_DIR`` (default ``~/.cache/cut``) ``/data_checks/<key>.json`` (the key:
     reader, root, split, classes, load size), and are not read again while those match."""
-    import hashlib
-    import json
-    import os
-    from pathlib import Path
-
     from tqdm import tqdm
-
-    from lib.utils import atomic_write_json
 
     dataset, indices = data, None
     while isinstance(dataset, (DataLoader, IndexedSubset, Subset)):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
+from lib.tasks import check_task_selection
 from lib.training.engine import TrainResult
 
 from .registry import SPARSE_METHODS, make_sparse
@@ -42,8 +43,6 @@ def train_sparse(method: str, sparsity: float, criterion, train_loader, cfg,
     from lib.models import model_from_config
     from lib.training import train
     from lib.utils import seed_everything
-
-    from lib.tasks import check_task_selection
 
     check_method(method)
     tasks = check_task_selection(selected_tasks or cfg.TASKS, cfg.TASKS, "selected_tasks")
