@@ -95,3 +95,38 @@ def test_reference_scope_on_names_without_task():
     assert sorted(scoped_layers(Heads(), "reference")) == ["heads.a", "heads.b", "trunk"]
     with pytest.raises(ValueError, match="layers='reference' selects no layer of Heads"):
         scoped_layers(Heads(), "reference", exclude=["*"])
+
+
+def test_minmax_prune_default_on_segnet_mtan_masks_the_reference_layers(tmp_path):
+    """The pipeline's stages 1-2 with their default scope: in ``pruned.pth`` every layer of the
+    reference rule keeps what ``prune_apgda`` keeps (``counts="percentile"``) of the
+    regularised weights, and the ``pred_task*`` heads stay dense."""
+    from torch.utils.data import DataLoader
+
+    from lib.config import load_config
+    from lib.losses import losses_from_config
+    from lib.models import model_from_config
+    from lib.pruning import load_pruned
+    from lib.sparse import masking
+    from test_training import BatchItems
+
+    cfg = load_config("nyuv2_mtan", profile="tiny")
+    torch.manual_seed(0)
+    net = model_from_config(cfg).select(["seg", "depth"])
+    g = torch.Generator().manual_seed(0)
+    batch = {"img": torch.randn(2, 3, 32, 48, generator=g),
+             "seg": torch.randint(-1, 13, (2, 1, 32, 48), generator=g),
+             "depth": torch.rand(2, 1, 32, 48, generator=g) + 0.5}
+    loader = DataLoader(BatchItems(batch), batch_size=2)
+    rew, pruned_path, settings = minmax_prune(
+        net, losses_from_config(cfg, ["seg", "depth"]), loader, cfg, tmp_path / "mm",
+        prune_ratio=RATIO, counts="percentile", rew_iters=1, log=False)
+    assert settings["layers"] == "reference"
+    regularised, _ = load_pruned(rew)
+    expected = reference_counts(regularised, RATIO)
+    pruned, _ = load_pruned(pruned_path)
+    layers = {n: m for n, m in pruned.named_modules() if hasattr(m, "weight_mask")}
+    heads = {n: m for n, m in layers.items() if n.startswith("pred_task")}
+    assert heads and all(bool(m.weight_mask.all()) for m in heads.values())   # left dense
+    scope = {n: m for n, m in layers.items() if n not in heads}
+    assert masking.counts(scope) == expected
