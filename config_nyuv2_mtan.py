@@ -35,6 +35,9 @@ class Config:
     TASKS_NUM_CLASS = [13, 1, 3]
     LAMBDAS = [1, 1.5, 3]
     NORMAL_LOSS = "cosine"    # prune_apgda's model_fit: 1 - cosine
+    # Which normal targets are valid, in the loss and the metrics: "nonzero" (not (0, 0, 0)) or
+    # "sum" (the reference's: components summing to non-zero; drops valid normals).
+    NORMAL_MASK = "nonzero"
 
     OPTIMIZER = "adam"
     MOMENTUM = 0.0

@@ -156,6 +156,7 @@ class SceneNetLoss(TaskLosses):
 # depth 0 = invalid, normals (0, 0, 0) = invalid. CIFAR-100 domains: batch["label"].
 MTAN_SEG_IGNORE = -1
 NORMAL_LOSSES = ("cosine", "l1")
+NORMAL_MASKS = ("nonzero", "sum")   # which normal targets are valid (lib.metrics_minmax's too)
 
 
 def _target(batch: Mapping[str, Any], key: str, pred: torch.Tensor) -> torch.Tensor:
@@ -180,17 +181,20 @@ def mtan_depth_loss(pred: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tenso
 
 
 def mtan_normal_loss(pred: torch.Tensor, batch: Mapping[str, Any],
-                     kind: str = "cosine") -> torch.Tensor:
-    """Surface-normal loss over the pixels whose target is not (0, 0, 0).
+                     kind: str = "cosine", mask: str = "nonzero") -> torch.Tensor:
+    """Surface-normal loss over the pixels whose target is valid.
 
     ``"cosine"`` (``prune_apgda``'s ``model_fit``, SegNet-MTAN): ``1 - mean(p . g)`` for unit
     predictions, i.e. 1 - the mean cosine. ``"l1"`` (``utils.compute_loss`` of the DeepLab
-    trainer): the mean over those pixels of ``sum_c |p_c - g_c|``. The reference tells valid
-    pixels by a non-zero *sum* of the components, which also drops valid normals such as
-    (0.71, -0.71, 0); here only the (0, 0, 0) marker is invalid (docs/METRICS.md).
+    trainer): the mean over those pixels of ``sum_c |p_c - g_c|``. ``mask="nonzero"``
+    (default): only the (0, 0, 0) marker is invalid. ``mask="sum"`` (config ``NORMAL_MASK``):
+    the reference's rule, valid where the components' *sum* is non-zero, which also drops
+    valid normals such as (0.71, -0.71, 0) (docs/METRICS.md).
     """
     gt = _target(batch, "normal", pred)
-    valid = (gt != 0).any(dim=1)
+    if mask not in NORMAL_MASKS:
+        raise ValueError(f"normal mask {mask!r} is not one of {NORMAL_MASKS}")
+    valid = (gt.sum(dim=1) != 0) if mask == "sum" else (gt != 0).any(dim=1)
     if kind == "cosine":
         return 1 - (pred * gt).sum(dim=1)[valid].mean()
     if kind == "l1":
@@ -207,8 +211,11 @@ def _mtan_losses(cfg) -> dict[str, TaskLossFn]:
     kind = getattr(cfg, "NORMAL_LOSS", "cosine")
     if kind not in NORMAL_LOSSES:
         raise ValueError(f"config NORMAL_LOSS {kind!r} is not one of {NORMAL_LOSSES}")
+    mask = getattr(cfg, "NORMAL_MASK", "nonzero")
+    if mask not in NORMAL_MASKS:
+        raise ValueError(f"config NORMAL_MASK {mask!r} is not one of {NORMAL_MASKS}")
     known = {"seg": mtan_seg_loss, "depth": mtan_depth_loss,
-             "normal": functools.partial(mtan_normal_loss, kind=kind)}
+             "normal": functools.partial(mtan_normal_loss, kind=kind, mask=mask)}
     unknown = [t for t in cfg.TASKS if t not in known]
     if unknown:
         raise ValueError(f"config {cfg.DATASET!r} task(s) {unknown} have no loss; its tasks "

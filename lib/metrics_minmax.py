@@ -150,8 +150,10 @@ class NYUv2MTANEval:
     @classmethod
     def from_config(cls, cfg, tasks: Sequence[str] | None = None,
                     **options: str) -> "NYUv2MTANEval":
-        """The evaluator of ``cfg`` (seg classes from ``TASKS_NUM_CLASS``) for ``tasks``."""
+        """The evaluator of ``cfg`` (seg classes from ``TASKS_NUM_CLASS``) for ``tasks``;
+        ``normal_mask`` defaults to the config's ``NORMAL_MASK`` (the loss's rule too)."""
         tasks = list(cfg.TASKS) if tasks is None else list(tasks)
+        options.setdefault("normal_mask", getattr(cfg, "NORMAL_MASK", "nonzero"))
         num_class = (cfg.TASKS_NUM_CLASS[list(cfg.TASKS).index("seg")] if "seg" in cfg.TASKS
                      else NYUV2_MTAN_NUM_CLASS)
         return cls(tasks, num_class, **options)

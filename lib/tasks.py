@@ -236,6 +236,25 @@ def check_tasks(tasks) -> list[str]:
     return list(tasks)
 
 
+def check_task_selection(selected, available, what: str = "--tasks") -> list[str]:
+    """``selected`` as a list, after a one-line ValueError for an empty list, a task listed
+    twice (``"task 'seg' listed twice"``) or a task not in ``available`` (a config's or a
+    network's tasks); called on a command's task list before anything is built or written."""
+    selected, available = list(selected), list(available)
+    if not selected:
+        raise ValueError(f"{what}: no task given; available tasks: {available}")
+    for task in dict.fromkeys(selected):
+        times = selected.count(task)
+        if times > 1:
+            count = "twice" if times == 2 else f"{times} times"
+            raise ValueError(f"{what}: task {task!r} listed {count}; available tasks: "
+                             f"{available}")
+    unknown = [t for t in selected if t not in available]
+    if unknown:
+        raise ValueError(f"{what}: unknown task(s) {unknown}; available tasks: {available}")
+    return selected
+
+
 def lower_is_better(metric: str) -> bool | None:
     """Direction of a metric name of the table (``None`` for a name it does not know)."""
     for spec in TASKS.values():

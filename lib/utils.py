@@ -3,6 +3,7 @@
 path checks made before any work."""
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -156,11 +157,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        full = _disk_full(exc)
+        if full is not None:
+            raise OSError(full, f"cannot write {path}: {os.strerror(full).lower()} (the "
+                                f"partial file was removed; {path} is unchanged)") from None
         raise
     return path
+
+
+# torch.save reports a failed write (a full disk, a quota) from its C++ writer, as
+# "[enforce fail at inline_container.cc:NNN] . PytorchStreamWriter failed writing file ..."
+# or "... unexpected pos N vs M".
+_TORCH_WRITE_FAILURE = ("PytorchStreamWriter failed writing", "inline_container.cc")
+
+
+def _disk_full(exc: BaseException) -> int | None:
+    """``errno.ENOSPC`` / ``EDQUOT`` when ``exc`` is a write that ran out of space (torch's
+    writer does not say which: ENOSPC), else None."""
+    if isinstance(exc, OSError):
+        return exc.errno if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) else None
+    if isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITE_FAILURE):
+        return errno.ENOSPC
+    return None
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
@@ -243,17 +264,47 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
-            f"cannot read checkpoint {path}: it is truncated, corrupt, or needs arbitrary "
-            f"unpickling (refused; only weights_only files are loaded): {first}") from None
+        raise ValueError(f"cannot read checkpoint {path}: {_load_failure(exc)}") from None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _load_failure(exc: Exception) -> str:
+    """One complete sentence for a failed ``torch.load(weights_only=True)``: torch's own text
+    runs over several lines with terminal colour codes, so it is summarised, not cut."""
+    text = _ANSI.sub("", str(exc))
+    found = _UNSUPPORTED_GLOBAL.search(text)
+    if found or "Weights only load failed" in text:
+        what = f"a pickled {found.group(1)} object" if found else "pickled Python objects"
+        return (f"it holds {what} (e.g. a whole model saved with torch.save(model)), which "
+                f"only arbitrary unpickling could load, and that is refused; save and pass "
+                f"the state_dict (torch.save(model.state_dict(), path)) instead")
+    first = " ".join(text.split()).split(". ")[0].rstrip(".") if text.strip() else \
+        type(exc).__name__
+    return f"it is truncated, corrupt or not a torch.save file ({first})"
 
 
 # ----------------------------------------------------------------------------- output paths
-def _existing_ancestor(path: Path) -> Path:
+def _existing_ancestor(path: Path, what: str) -> Path:
+    """The nearest of ``path`` and its parents that exists; a one-line OSError when one of them
+    is a symbolic link that resolves to nothing (a loop, or a missing target), which
+    ``Path.exists`` reports as absent and ``mkdir`` then fails on with ``File exists``."""
     for parent in (path, *path.parents):
         if parent.exists():
             return parent
+        if parent.is_symlink():
+            try:
+                parent.resolve(strict=True)
+                reason = "does not resolve"
+            except RuntimeError:            # Python < 3.13 reports a loop this way
+                reason = "is a symbolic-link loop"
+            except OSError as exc:
+                reason = ("is a symbolic-link loop" if exc.errno == errno.ELOOP
+                          else f"is a symbolic link to missing {os.readlink(parent)}")
+            raise OSError(errno.ELOOP if "loop" in reason else errno.ENOENT,
+                          f"{what} {path}: {parent} {reason}")
     return Path(".")
 
 
@@ -263,7 +314,7 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Pa
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{what} {path} exists and is not a folder")
-    base = _existing_ancestor(path)
+    base = _existing_ancestor(path, what)
     if not base.is_dir():
         raise NotADirectoryError(f"{what} {path} cannot be created: {base} is not a folder")
     if not os.access(base, os.W_OK | os.X_OK):

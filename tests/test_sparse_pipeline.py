@@ -26,7 +26,7 @@ def test_reweighted_penalty_by_hand(cfg):
     hook = ReweightedL1(penalty=1e-3, eps=1e-6, refresh_at=[3])
     hook.setup(net, context(cfg))
     w0 = {n: m.weight.detach().clone() for n, m in shared_layers(net).items()}
-    assert set(hook.scales) == set(w0)                         # shared layers only
+    assert set(hook.scales) == set(w0)     # reference scope: on SceneNet the shared layers
     with torch.no_grad():
         for m in shared_layers(net).values():
             m.weight.mul_(-2)

@@ -26,7 +26,7 @@ _EXPORTS = {
     "NYUv2": "nyuv2", "CityScapes": "cityscapes", "Taskonomy": "taskonomy",
     "DATASETS": "loader", "EpochSampler": "loader", "IndexedSubset": "loader",
     "build_dataset": "loader", "build_loader": "loader", "dataset_class": "loader",
-    "check_files": "loader", "collate_batch": "loader",
+    "check_files": "loader", "check_content": "loader", "collate_batch": "loader",
     "NYUv2MTAN": "nyuv2_mtan",
     "CIFAR100Domain": "cifar_mtl", "CifarUnpickler": "cifar_mtl", "build_domains": "cifar_mtl",
     "MultiDomainLoader": "loader", "TASK_DATASETS": "loader", "build_task_datasets": "loader",

@@ -13,7 +13,11 @@ do not change anything: no global random state is used.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import warnings
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -22,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.dataloader import default_collate
 
 from lib.tasks import TaskBatches
+from lib.utils import atomic_write_json
 
 from .base import LayoutDataset
 from .cifar_mtl import build_task_datasets as cifar_task_datasets
@@ -149,6 +154,57 @@ def check_files(data: Any) -> None:
     check = getattr(dataset, "check_files", None)
     if callable(check):
         check()
+
+
+def check_content(data: Any, progress: bool = True, cache: bool = True) -> None:
+    """Read every entry of ``data``'s split through its reader (the dtype, shape and range
+    checks of :mod:`lib.data.checks`, no augmentation), with a progress bar, so that a bad file
+    is a one-line error naming it before a run writes anything (a DataLoader, a subset, whose
+    items only are read, or a :class:`LayoutDataset`; datasets of other kinds pass).
+
+    ``cache``: entries whose files passed are recorded with their sizes and modification
+    times in ``$CUT_CACHE_DIR`` (default ``~/.cache/cut``) ``/data_checks/<key>.json`` (the key:
+    reader, root, split, classes, load size), and are not read again while those match."""
+    from tqdm import tqdm
+
+    dataset, indices = data, None
+    while isinstance(dataset, (DataLoader, IndexedSubset, Subset)):
+        if isinstance(dataset, (IndexedSubset, Subset)):
+            inner = list(dataset.indices)
+            indices = inner if indices is None else [inner[j] for j in indices]
+        dataset = dataset.dataset
+    if not isinstance(dataset, LayoutDataset):
+        return
+    dataset.check_files()
+    key = json.dumps([dataset.NAME, str(dataset.root.resolve()), dataset.split,
+                      getattr(dataset, "num_class", None), dataset.load_shape], default=str)
+    folder = Path(os.environ.get("CUT_CACHE_DIR", Path.home() / ".cache" / "cut"))
+    record = folder / "data_checks" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
+    passed: dict[str, list[int]] = {}
+    if cache and record.is_file():
+        try:
+            passed = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            passed = {}           # a damaged cache only costs a full check
+
+    def stamp(index: int) -> list[int]:
+        stats = [(dataset.root / rel).stat() for rel in dataset.entries[index]]
+        return [v for st in stats for v in (st.st_size, st.st_mtime_ns)]
+
+    todo = [i for i in (range(len(dataset)) if indices is None else sorted(set(indices)))
+            if passed.get("|".join(dataset.entries[i])) != stamp(i)]
+    checked = 0
+    try:
+        for i in tqdm(todo, desc=f"checking {dataset.split} files", disable=not progress):
+            dataset.load_item(i, None)
+            passed["|".join(dataset.entries[i])] = stamp(i)
+            checked += 1
+    finally:
+        if cache and checked:
+            try:
+                atomic_write_json(passed, record)
+            except OSError:
+                pass              # an unwritable cache only costs a full check next time
 
 
 def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

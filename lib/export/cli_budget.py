@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from lib.tasks import check_task_selection
 from lib.utils import atomic_write_json, atomic_write_text
 
 
@@ -134,9 +135,7 @@ def run_budget(args: argparse.Namespace) -> int:
         raise ValueError("python -m lib export: budget mode deploys one format: --dtype "
                          "float32 or float16, or --int8")
     cfg = _config(args, "budget mode")
-    unknown = [t for t in args.tasks if t not in cfg.TASKS]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; config {args.config!r} has tasks {cfg.TASKS}")
+    check_task_selection(args.tasks, cfg.TASKS, f"--tasks (config {args.config!r})")
     net = load_base_model(args.base, cfg).eval()
     criterion = losses_from_config(cfg)
     loader = build_loader(cfg, "train", seed=args.seed)

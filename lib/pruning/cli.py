@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lib.checkpoints import load_base_model, pruned_filename
 from lib.config import CONFIG_MODULES, load_config
+from lib.tasks import check_task_selection
 from lib.utils import check_output_file, resolve_device, set_cpu_threads
 
 from .methods import METHODS, STRUCTURED_METHODS, uses_data
@@ -86,9 +87,7 @@ def _data_root(cfg, data_root: str | None, seed: int) -> str:
 def _run(args: argparse.Namespace) -> int:
     set_cpu_threads()
     cfg = load_config(args.config, profile=args.profile)
-    unknown = [t for t in args.tasks if t not in cfg.TASKS]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; config {args.config!r} has tasks {cfg.TASKS}")
+    check_task_selection(args.tasks, cfg.TASKS, f"--tasks (config {args.config!r})")
     keep_ratio = None if args.keep_ratio is None else check_keep_ratio(args.keep_ratio)
     sparsity = None if args.sparsity is None else check_sparsity(args.sparsity)
     if args.reference_keep_ratio:

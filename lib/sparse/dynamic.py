@@ -22,7 +22,9 @@ The drop fraction at iteration ``t`` is ``rate * (1 + cos(pi t / end)) / 2`` (Di
   its stored value (masks set to one, as the original's copy does; ``L_t`` unweighted). A head
   (task-owned layer) grows its own task's choice; a shared layer grows the union of every
   task's choice, so its density after the grow step lies between ``k`` and ``k + (T - 1) *
-  grown`` (DiSparse's rule). Regrown weights restart from their stored ``weight_orig`` values;
+  grown`` (DiSparse's rule). Regrown weights restart from their stored ``weight_orig`` values.
+  ``grow_count="reference"`` grows what the original does instead (:func:`reference_grow_count`:
+  ``int(d n - keep)``, and the whole layer where that truncates to 0, its ``IndexError``);
 - at iteration ``end``: a final drop to exactly the ERK counts (the original's drop rate is 0
   there); masks stay fixed to the last iteration, and from then on pruned weights are zeroed
   after every step. The original crashes at ``end`` (it calls an undefined ``copy_v2``); this
@@ -185,6 +187,26 @@ class DynamicSparse(TrainingHook):
         return lambda preds, batch: run.weighting.total(run.criterion.per_task(preds, batch))
 
 
+GROW_COUNTS = ("exact", "reference")
+GROW_ALL = -1   # reference_grow_count's "the whole layer grows back"
+
+
+def reference_grow_count(size: int, keep: int, density: float) -> int:
+    """How many positions DiSparse's ``dynamic_disparse`` grows in a layer of ``size`` weights
+    with ``keep`` alive after the drop and ERK ``density``: ``grow_ratio = sparsity - (1 -
+    density)`` (the sparsity a float32 ``.item()``) clamped to [0, 1], then ``int(grow_ratio *
+    size)``, one fewer than ``k - keep`` whenever ``density * size`` is not whole. A ratio of
+    1, or a count of 0 from a ratio above 0 (``torch.topk(.., 0)[-1]`` raises ``IndexError``,
+    which a bare ``except`` turns into an all-ones grow mask), returns :data:`GROW_ALL`: the
+    layer becomes fully dense."""
+    sparsity = float(torch.tensor(size - keep) / size)     # torch.sum(w == 0) / nelement
+    ratio = min(max(sparsity - (1 - density), 0.0), 1.0)
+    if ratio == 0:
+        return 0
+    count = int(ratio * size)
+    return GROW_ALL if ratio == 1 or count == 0 else count
+
+
 class DisparseDynamic(DynamicSparse):
     """DiSparse's dynamic sparse training (see the module docstring)."""
 
@@ -193,8 +215,12 @@ class DisparseDynamic(DynamicSparse):
 
     def __init__(self, sparsity: float, *, interval: int, end: int, prune_rate: float = 0.5,
                  power_scale: float = 0.9, first_layer: str = "dense", grad_chunks: int = 2,
-                 exclude: Sequence[str] = ()):
+                 grow_count: str = "exact", exclude: Sequence[str] = ()):
         super().__init__(sparsity, interval=interval, end=end, exclude=exclude)
+        if grow_count not in GROW_COUNTS:
+            raise ValueError(f"{self.name}: grow_count must be one of {list(GROW_COUNTS)}, got "
+                             f"{grow_count!r}")
+        self.grow_count = grow_count
         if not 0.0 <= float(prune_rate) <= 1.0:
             raise ValueError(f"{self.name}: prune_rate must be in [0, 1], got {prune_rate}")
         if first_layer not in ("dense", "reference"):
@@ -208,8 +234,11 @@ class DisparseDynamic(DynamicSparse):
         self.grow_counts: dict[str, int] = {}
 
     def _options(self):
-        return {"prune_rate": self.prune_rate, "power_scale": self.power_scale,
-                "first_layer": self.first_layer_rule, "grad_chunks": self.grad_chunks}
+        options = {"prune_rate": self.prune_rate, "power_scale": self.power_scale,
+                   "first_layer": self.first_layer_rule, "grad_chunks": self.grad_chunks}
+        if self.grow_count != "exact":   # recorded when set: older runs' specs stay equal
+            options["grow_count"] = self.grow_count
+        return options
 
     def _densities(self, shapes, model):
         dense = [self.first_layer(model)] if self.first_layer_rule == "dense" else []
@@ -223,6 +252,8 @@ class DisparseDynamic(DynamicSparse):
     def setup(self, model, run):
         self._first = self.first_layer(model)
         super().setup(model, run)
+        shapes = {n: tuple(weight_parameter(m).shape) for n, m in self.layers(model).items()}
+        self.densities = self._densities(shapes, model)
 
     def drop(self, model: nn.Module, iteration: int) -> dict[str, int]:
         """Keep ``round(k (1 - dr))`` alive weights of largest ``|w|`` per layer; returns how
@@ -233,14 +264,16 @@ class DisparseDynamic(DynamicSparse):
             k = self.counts[name]
             keep = round(k * (1 - rate))
             masking.set_mask(module, masking.keep_largest(module, keep, name))
-            grow[name] = k - keep
+            grow[name] = (k - keep if self.grow_count == "exact" else
+                          reference_grow_count(weight_parameter(module).numel(), keep,
+                                               self.densities[name]))
         return grow
 
     def grow(self, model: nn.Module, batch: Mapping[str, Any], grow: Mapping[str, int]) -> None:
         """Per task, the dead positions of largest ``sum |dL_t/dw|``; shared layers the union."""
         layers = self.sparse_layers(model)
         owner = layer_owner(model)
-        needed = [n for n in layers if grow.get(n, 0) > 0]
+        needed = [n for n in layers if grow.get(n, 0) != 0]
         if not needed:
             return
         criterion = self.run.criterion
@@ -252,6 +285,9 @@ class DisparseDynamic(DynamicSparse):
         for name in needed:
             module = layers[name]
             alive = masking.mask_of(module)
+            if grow[name] == GROW_ALL:      # grow_count="reference": the IndexError path
+                masking.set_mask(module, torch.ones_like(alive))
+                continue
             choosers = model.tasks if owner[name] is None else [owner[name]]
             grown = torch.zeros_like(alive)
             for task in choosers:

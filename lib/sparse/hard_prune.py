@@ -5,11 +5,14 @@
 whole. Every layer keeps at least one weight (one filter). Counts are exact (ties broken by
 position), where the original thresholds at ``np.percentile`` and so may keep one more or
 fewer; the ratio a layer reaches is therefore exactly ``round(ratio * n) / n``.
+``counts="percentile"`` keeps the original's rule instead: ``irregular`` keeps the weights with
+``|w| >= np.percentile(|w|, 100 * ratio)``, ``filter`` the rows with norm ``> percentile``.
 """
 from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -18,6 +21,7 @@ from lib.masks import effective_weight
 from . import masking
 
 KINDS = ("irregular", "filter")
+COUNTS = ("exact", "percentile")
 
 
 def check_ratio(ratio: float, option: str = "prune_ratio") -> float:
@@ -37,19 +41,28 @@ def check_kind(kind: str) -> str:
     return kind
 
 
+def check_counts(counts: str) -> str:
+    if counts not in COUNTS:
+        raise ValueError(f"counts must be one of {list(COUNTS)}, got {counts!r}")
+    return counts
+
+
 def kept(size: int, ratio: float) -> int:
     """How many of ``size`` weights (or filters) survive pruning at ``ratio``."""
     return max(1, size - round(ratio * size))
 
 
 def hard_prune_mask(weight: torch.Tensor, ratio: float, kind: str = "irregular",
-                    candidates: torch.Tensor | None = None) -> torch.Tensor:
+                    candidates: torch.Tensor | None = None, counts: str = "exact"
+                    ) -> torch.Tensor:
     """The bool mask of ``weight`` after pruning at ``ratio`` (see the module docstring);
     ``candidates`` (default: every position) limits which weights may be kept."""
     check_kind(kind)
     weight = weight.detach()
     if candidates is None:
         candidates = torch.ones_like(weight, dtype=torch.bool)
+    if check_counts(counts) == "percentile":
+        return _percentile_mask(weight, ratio, kind) & candidates
     if kind == "irregular":
         return masking.top_k(weight.abs(), candidates, min(kept(weight.numel(), ratio),
                                                            int(candidates.sum())))
@@ -60,13 +73,29 @@ def hard_prune_mask(weight: torch.Tensor, ratio: float, kind: str = "irregular",
     return (keep_rows.view(-1, 1) & candidates.view_as(rows)).view_as(weight)
 
 
+def _percentile_mask(weight: torch.Tensor, ratio: float, kind: str) -> torch.Tensor:
+    """The min-max code's ``weight_pruning``: a threshold at ``np.percentile`` (linear
+    interpolation), ``|w| < t`` zeroed (``irregular``) or rows of norm ``<= t`` (``filter``);
+    what is zero already stays zero (its mask is ``weight != 0``)."""
+    values = weight.float().cpu().numpy()          # the original's float32 numpy arrays
+    if kind == "irregular":
+        keep = np.abs(values) >= np.percentile(np.abs(values), 100 * ratio)
+    else:
+        rows = values.reshape(values.shape[0], -1) if values.ndim > 1 else values.reshape(-1, 1)
+        norms = np.linalg.norm(rows, 2, axis=1)
+        keep = np.broadcast_to((norms > np.percentile(norms, 100 * ratio))[:, None],
+                               rows.shape).reshape(values.shape)
+    return torch.from_numpy(keep & (values != 0)).to(weight.device)
+
+
 def hard_prune_masks(layers: Mapping[str, nn.Module], ratio: float,
-                     kind: str = "irregular") -> dict[str, torch.Tensor]:
+                     kind: str = "irregular", counts: str = "exact"
+                     ) -> dict[str, torch.Tensor]:
     """:func:`hard_prune_mask` of every layer's effective weight (masks already installed are
     respected: a pruned weight is never revived)."""
     ratio = check_ratio(ratio)
     out = {}
     for name, module in layers.items():
         alive = masking.mask_of(module) if hasattr(module, "weight_mask") else None
-        out[name] = hard_prune_mask(effective_weight(module), ratio, kind, alive)
+        out[name] = hard_prune_mask(effective_weight(module), ratio, kind, alive, counts)
     return out

@@ -17,9 +17,13 @@ Stages, each in its own place under ``out_dir`` and skipped when its output exis
 3. ``retrain/``: :func:`lib.training.finetune` of the pruned network, masks held, for
    ``retrain_iters`` (default ``RETRAIN_EPOCH``); resumes from ``retrain/last.pth``.
 
-``layers="shared"`` (default) regularises and prunes the shared layers as ``prune_apgda`` does
-(it skips every ``task`` layer); ``"all"`` every prunable layer, as the journal version's
-trainer. The default weighting is ``prune_apgda``'s: ``{"name": "minmax", "beta": 50}``.
+``layers="reference"`` (default) regularises and prunes what ``prune_apgda`` does: every conv
+whose name lacks ``task`` (on SegNet-MTAN the shared convs and the per-task attention convs;
+only the ``pred_task*`` heads stay dense; :func:`lib.sparse.reweighted.scoped_layers`);
+``"shared"`` the contract's shared layers only; ``"all"`` every prunable layer, as the journal
+version's trainer. ``counts="percentile"`` prunes with the original's ``np.percentile``
+threshold instead of exact counts (:mod:`lib.sparse.hard_prune`). The default weighting is
+``prune_apgda``'s: ``{"name": "minmax", "beta": 50}``.
 Resuming with other settings is refused (the stages' checkpoints record them).
 """
 from __future__ import annotations
@@ -40,9 +44,9 @@ from lib.models import prunable_layers
 from lib.training import finetune, train
 from lib.training.engine import TrainResult
 
-from .hard_prune import check_kind, check_ratio, hard_prune_masks
+from .hard_prune import check_counts, check_kind, check_ratio, hard_prune_masks
 from .masking import zero_dead
-from .reweighted import ReweightedL1, scoped_layers
+from .reweighted import DEFAULT_SCOPE, ReweightedL1, scoped_layers
 
 DEFAULT_WEIGHTING = {"name": "minmax", "beta": 50.0}
 REFRESH_FRACTIONS = (0.3, 0.6)   # prune_apgda: W_old refreshed at epochs 60 and 120 of 200
@@ -59,7 +63,8 @@ class PipelineResult:
 
 def minmax_prune(net: nn.Module, criterion, train_loader: DataLoader, cfg,
                  out_dir: str | os.PathLike, *, prune_ratio: float = 0.975,
-                 sparsity_type: str = "irregular", layers: str = "shared",
+                 sparsity_type: str = "irregular", layers: str = DEFAULT_SCOPE,
+                 counts: str = "exact",
                  weighting: str | Mapping[str, Any] | None = None,
                  rew_iters: int | None = None, penalty: float = 1e-7, eps: float = 1e-6,
                  refresh_at: list[int] | None = None, reference_eps: bool = False,
@@ -71,6 +76,7 @@ def minmax_prune(net: nn.Module, criterion, train_loader: DataLoader, cfg,
     held (:func:`lib.training.finetune`) for stage 3, or call :func:`minmax_pipeline`."""
     prune_ratio = check_ratio(prune_ratio)
     check_kind(sparsity_type)
+    check_counts(counts)
     rew_iters = int(cfg.RETRAIN_EPOCH if rew_iters is None else rew_iters)
     if refresh_at is None:
         refresh_at = sorted({int(f * rew_iters) for f in REFRESH_FRACTIONS} - {0})
@@ -78,9 +84,11 @@ def minmax_prune(net: nn.Module, criterion, train_loader: DataLoader, cfg,
     hook = ReweightedL1(penalty=penalty, eps=eps, refresh_at=refresh_at, layers=layers,
                         reference_eps=reference_eps)
     hook.check(net, rew_iters)
+    scoped_layers(net, layers)          # an empty scope is refused before anything is written
     out = Path(out_dir)
     settings = {"prune_ratio": prune_ratio, "sparsity_type": sparsity_type, "layers": layers,
-                "weighting": weighting, "rew_iters": rew_iters, "rew": hook.spec(), "seed": seed,
+                "counts": counts, "weighting": weighting, "rew_iters": rew_iters,
+                "rew": hook.spec(), "seed": seed,
                 **dict(_extra or {})}
     _record(out, settings)
     tasks = list(net.tasks)
@@ -97,7 +105,8 @@ def minmax_prune(net: nn.Module, criterion, train_loader: DataLoader, cfg,
     pruned_path = out / "pruned.pth"
     if not pruned_path.exists():
         regularised, _ = load_pruned(rew_final)
-        masks = hard_prune_masks(scoped_layers(regularised, layers), prune_ratio, sparsity_type)
+        masks = hard_prune_masks(scoped_layers(regularised, layers), prune_ratio, sparsity_type,
+                                 counts)
         install_masks(regularised, masks)
         zero_dead(prunable_layers(regularised))   # pruned weights are zero, as hard_prune does
         save_pruned(regularised, pruned_path,

@@ -22,18 +22,38 @@ from lib.models import prunable_layers, shared_layers
 from lib.masks import effective_weight
 from lib.training.hooks import RunContext, TrainingHook
 
-LAYER_SCOPES = ("shared", "all")
+LAYER_SCOPES = ("reference", "shared", "all")
+DEFAULT_SCOPE = "reference"
 
 
 def scoped_layers(model: nn.Module, layers: str, exclude: Sequence[str] = ()
                   ) -> dict[str, nn.Module]:
-    """``"shared"``: the shared layers (``prune_apgda`` skips every ``task`` layer); ``"all"``:
-    every prunable layer (the journal trainer's scope); minus ``exclude`` (fnmatch patterns)."""
+    """The layers a min-max method regularises and prunes, minus ``exclude`` (fnmatch patterns).
+
+    ``"reference"`` (default): ``prune_apgda``'s rule, every prunable layer whose weight is 4-D
+    (a convolution) and whose name lacks ``task`` (it tests ``'task' not in name`` on the
+    parameter names). On SegNet-MTAN that is the shared convs and the per-task attention
+    convs (``encoder_att.*``, ``decoder_att.*``), only the ``pred_task*`` heads left dense; on
+    SceneNet (heads ``task*_fc*``) it is the shared layers. On a model whose names carry no
+    ``task`` it is every conv layer, heads included. ``"shared"``: the contract's shared
+    layers; ``"all"``: every prunable layer (the journal trainer's scope). An empty scope is a
+    one-line ValueError."""
     if layers not in LAYER_SCOPES:
         raise ValueError(f"layers must be one of {list(LAYER_SCOPES)}, got {layers!r}")
-    chosen = shared_layers(model) if layers == "shared" else prunable_layers(model)
-    return {n: m for n, m in chosen.items() if not any(fnmatch.fnmatchcase(n, p)
-                                                       for p in exclude)}
+    if layers == "reference":
+        chosen = {n: m for n, m in prunable_layers(model).items()
+                  if "task" not in n and getattr(m, "weight_orig", m.weight).dim() == 4}
+    else:
+        chosen = shared_layers(model) if layers == "shared" else prunable_layers(model)
+    chosen = {n: m for n, m in chosen.items() if not any(fnmatch.fnmatchcase(n, p)
+                                                         for p in exclude)}
+    if not chosen:
+        rule = {"reference": "conv layers whose names lack 'task'",
+                "shared": "shared layers", "all": "prunable layers"}[layers]
+        raise ValueError(f"layers={layers!r} selects no layer of {type(model).__name__} (it "
+                         f"takes the {rule}{', minus exclude' if exclude else ''}); use "
+                         f"another scope")
+    return chosen
 
 
 class ReweightedL1(TrainingHook):
@@ -42,7 +62,7 @@ class ReweightedL1(TrainingHook):
     name = "reweighted_l1"
 
     def __init__(self, *, penalty: float = 1e-7, eps: float = 1e-6,
-                 refresh_at: Sequence[int] = (), layers: str = "shared",
+                 refresh_at: Sequence[int] = (), layers: str = DEFAULT_SCOPE,
                  exclude: Sequence[str] = (), reference_eps: bool = False):
         if not float(penalty) >= 0:
             raise ValueError(f"reweighted-L1 penalty must be >= 0, got {penalty}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
+from lib.tasks import check_task_selection
 from lib.training.engine import TrainResult
 
 from .registry import SPARSE_METHODS, make_sparse
@@ -44,7 +45,7 @@ def train_sparse(method: str, sparsity: float, criterion, train_loader, cfg,
     from lib.utils import seed_everything
 
     check_method(method)
-    tasks = list(selected_tasks or cfg.TASKS)
+    tasks = check_task_selection(selected_tasks or cfg.TASKS, cfg.TASKS, "selected_tasks")
     criterion = criterion.restricted_to(tasks)
     iters = int(cfg.MAX_ITERS if max_iters is None else max_iters)
     if method == STATIC_PROTOCOL:

@@ -68,7 +68,7 @@ def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SystemExit(f"{flag} {pair!r}: expected KEY=VALUE")
+            raise ValueError(f"{flag} {pair!r}: expected KEY=VALUE")
         key, raw = pair.split("=", 1)
         try:
             out[key] = ast.literal_eval(raw)
@@ -101,7 +101,7 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
     ``finetune``) with the command's options, then (rank 0) evaluates the selected checkpoint
     on the test split and writes ``<ckpt>.metrics.json``.
     """
-    from lib.data import check_files
+    from lib.data import check_content
     from lib.losses import losses_from_config
 
     from .distributed import init_from_env
@@ -115,7 +115,8 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
         weighting = weighting_from_args(args, cfg.TASKS)
         loaders = make_loaders(cfg, selection=args.selection, val_fraction=args.val_fraction,
                                seed=args.seed)
-        check_files(loaders.test)   # evaluated at the end: its files must exist before the run
+        for data in (loaders.val, loaders.test):   # read in full before anything is written:
+            check_content(data, progress=not args.quiet)   # a bad file is not found at the end
         net = build_net(cfg)
         result = loop(net, losses_from_config(cfg), loaders.train, cfg, args.run_dir,
                       weighting=weighting, val_loader=loaders.val, max_iters=args.max_iters,
