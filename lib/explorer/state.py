@@ -25,6 +25,7 @@ a view can measure in a background thread while the controls move.
 """
 from __future__ import annotations
 
+import functools
 import io
 import tempfile
 import threading
@@ -199,6 +200,8 @@ class ExplorerState:
                              selected_tasks=list(tasks), num_batches=self.num_batches,
                              seed=self.seed, mode=self.mode, device=self.device,
                              **self.options(method))
+            if plan.global_budget:  # the search's masks at its answer are the snapshot's
+                plan.masks_for = functools.lru_cache(maxsize=2)(plan.masks_for)
             scored = _Scored(plan, MaskCounter(plan.net, self.input_shape))
             self._scored[key] = scored
             while len(self._scored) > self.max_scored:
