@@ -5,8 +5,9 @@ parameters), untrained, at a small input (the tiny profile's 48x64 frames, rando
 In the same run:
   * baseline  ``lib.pruning.prune(method, ..., sparsity=S)`` per slider position: what
               re-running a notebook cell costs (scoring, the target search, installing);
-  * explorer  ``ExplorerView`` with the scores cached: setting the slider (the keep-ratio
-              search over the cached plan's masks, the counts, both plot frames), wall time
+  * explorer  ``ExplorerView`` with the scores cached: setting the slider (``prune``'s own
+              target search, ``TargetSearch``, kept per plan and rule so it remembers what it
+              counted; the counts; both plot frames), wall time
               and this process's CPU time (the machine may be shared);
 and, for the record, what the explorer does once or in the background: the first scoring,
 a change of the fusion rule, and ``ExplorerState.measure`` (the real artifact writer and the

@@ -208,7 +208,7 @@ def phase_breakdown(fn) -> str:
     """Seconds per pipeline phase of one profiled run of ``fn`` (cProfile, cumulative)."""
     phases = {compact.select_tasks: "compact build", scores.task_scores: "scoring",
               scores.joint_scores: "scoring", ranking.ScoreRanking.__init__: "rankings",
-              pruning_methods._keep_ratio_for_target: "target search",
+              pruning_methods.TargetSearch.keep_for: "target search",
               ranking.ScoreRanking.masks: "masks", pruning_methods.decide: "fusion",
               lib.masks.install_masks: "install"}
     keys = {(f.__code__.co_filename, f.__code__.co_firstlineno, f.__code__.co_name): label

@@ -1,5 +1,6 @@
-"""The explorer's state logic (lib.explorer.state, .counts, .search), without widgets or a browser:
-every figure it shows is checked against the function that computes it on the real network."""
+"""The explorer's state logic (lib.explorer.state), without widgets or a browser: every figure it
+shows is checked against the function that computes it on the real network, every setting's
+keep ratio and masks against prune's."""
 import copy
 
 import pytest
@@ -8,13 +9,13 @@ from torch.utils.data import DataLoader
 
 from lib.checkpoints import load_pruned, read_sidecar, sidecar_path
 from lib.explorer import ExplorerState
-from lib.explorer.search import KeepRatioSearch
 from lib.export import conv_macs, load_artifact, parameter_counts, save_artifact
 from lib.masks import install_masks, masks_of, sparsity_report
 from lib.losses import TaskLosses
 from lib.models import MultiTaskModel, copy_network, register_model, shared_layers
-from lib.pruning import METHODS, PruningError, UnreachableSparsityError, prune
-from lib.pruning.sparsity import SPARSITY_TOLERANCE
+from lib.pruning import METHODS, PruningError, TargetSearch, UnreachableSparsityError, prune
+from lib.pruning.sparsity import (SPARSITY_TOLERANCE, RememberedCurve, SparsityCurve,
+                                  keep_ratio_for_sparsity)
 
 
 class _Frames(torch.utils.data.Dataset):
@@ -84,6 +85,31 @@ def test_masks_are_prunes_at_the_chosen_keep_ratio(setup, state, rule):
     assert result.sparsity == pytest.approx(snap.sparsity)
 
 
+@pytest.mark.parametrize("method, rule", [("cut", None), ("cut", "any"), ("lth", None),
+                                          ("cut_floor", "majority")])
+def test_every_setting_is_prunes_keep_ratio_and_masks(setup, method, rule):
+    """The slider's keep ratio and masks are prune(sparsity=S)'s, bit for bit, along a path of
+    targets (each search starts from what the earlier ones remembered); 45 % is reached only
+    with ties broken (a plateau of zero scores on the tiny inputs)."""
+    cfg, net, criterion, loader, _ = setup
+    state = _state(setup)
+    options = {} if rule is None else {"min_votes": rule}
+    broken = []
+    for target in (90, 89, 91.5, 70, 45):
+        snap = state.snapshot(["seg", "depth"], method, target, rule=rule)
+        result = prune(method, net, criterion, loader, selected_tasks=["seg", "depth"],
+                       sparsity=target, num_batches=2, **options)
+        assert snap.keep_ratio == result.meta["keep_ratio"], target
+        assert snap.exact == (result.meta["ties"] == "broken"), target
+        expected, got = result.masks, state.masks(snap)
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[n], got[n]) for n in expected), target
+        assert snap.sparsity == result.sparsity
+        broken.append(snap.exact)
+    if method == "cut":
+        assert broken[-1] and not broken[0]
+
+
 def test_scores_once_per_selection_and_method(setup, monkeypatch):
     state = _state(setup)
     calls = []
@@ -106,12 +132,15 @@ def test_scores_once_per_selection_and_method(setup, monkeypatch):
 def test_a_remembered_curve_makes_the_next_move_cheap(setup):
     state = _state(setup)
     state.snapshot(["seg", "depth"], "cut", 90)
-    search = state.scored(["seg", "depth"], "cut").searches[(2, False)]
+    scored = state.scored(["seg", "depth"], "cut")
+    search = scored.searches[2]
     before = search.evaluations
     state.snapshot(["seg", "depth"], "cut", 90)     # the same target: no evaluation
     assert search.evaluations == before
     state.snapshot(["seg", "depth"], "cut", 89)
-    assert search.evaluations - before <= 3
+    fresh = TargetSearch(scored.plan)
+    assert fresh.keep_for(89) == state.snapshot(["seg", "depth"], "cut", 89).key[3:]
+    assert search.evaluations - before < fresh.evaluations
 
 
 def test_iou_of_the_task_masks_over_shared_layers(state):
@@ -234,33 +263,39 @@ def test_a_model_without_shared_modules_is_explored():
     assert state.measure(snap)["artifact_bytes"] > 0
 
 
-def test_search_interpolates_and_remembers():
-    calls = []
+class _Counted(SparsityCurve):
+    def __init__(self, fn):
+        self.fn, self.calls = fn, []
 
-    def curve(keep):
-        calls.append(keep)
-        return 100.0 * (1.0 - keep) ** 2
-    search = KeepRatioSearch(curve, min_keep=1e-6)
-    keep = search.keep_for(75)
-    assert abs(curve(keep) - 75) <= SPARSITY_TOLERANCE / 4
-    first = search.evaluations
-    assert first <= 8
-    search.keep_for(74.0)
-    assert search.evaluations - first <= 3
+    def at(self, keep):
+        self.calls.append(keep)
+        return self.fn(keep)
 
 
-def test_search_reports_a_jump_it_cannot_cross_and_remembers_it():
-    def step(keep):  # 90 % down to 40 % at keep 0.3: a plateau of tied scores
-        return 100.0 - 33.3 * keep if keep < 0.3 else 40.0 - 40.0 * (keep - 0.3) / 0.7
-    search = KeepRatioSearch(step, min_keep=1e-6, resolution=1e-7)
+def test_a_remembered_curve_gives_a_fresh_searchs_answer_and_counts_less():
+    smooth = _Counted(lambda keep: 100.0 * (1.0 - keep) ** 2)
+    remembered = RememberedCurve(smooth)
+    for target in (75, 74, 75, 60.5):
+        assert (keep_ratio_for_sparsity(remembered, target)
+                == keep_ratio_for_sparsity(_Counted(smooth.fn), target))
+    assert len(smooth.calls) == remembered.evaluations == len(set(smooth.calls))
+    before = remembered.evaluations
+    keep_ratio_for_sparsity(remembered, 75)             # every point of its path is known
+    assert remembered.evaluations == before
+
+
+def test_a_remembered_curve_proves_a_second_target_in_a_jump_unreachable_for_free():
+    step = _Counted(lambda keep: 100.0 - 33.3 * keep if keep < 0.3
+                    else 40.0 - 40.0 * (keep - 0.3) / 0.7)   # 90 % down to 40 % at keep 0.3
+    remembered = RememberedCurve(step)
     with pytest.raises(UnreachableSparsityError) as info:
-        search.keep_for(60)
+        keep_ratio_for_sparsity(remembered, 60)
     assert info.value.closest in (pytest.approx(40.0, abs=1e-3), pytest.approx(90.0, abs=0.1))
-    spent = search.evaluations
+    spent = remembered.evaluations
     with pytest.raises(UnreachableSparsityError):
-        search.keep_for(55)
-    assert search.evaluations == spent
-    assert abs(step(search.keep_for(30)) - 30) <= SPARSITY_TOLERANCE
+        keep_ratio_for_sparsity(remembered, 55)
+    assert remembered.evaluations == spent
+    assert abs(step.fn(keep_ratio_for_sparsity(remembered, 30)) - 30) <= SPARSITY_TOLERANCE
 
 
 # ------------------------------------------------------------------------------ the view
@@ -277,7 +312,7 @@ def test_view_follows_its_controls_without_a_browser(state, tmp_path):
         view.sparsity.value = 70
         assert view.snapshot.target == 70 and abs(view.snapshot.sparsity - 70) <= 0.5
         assert view.layer_plot.value != plot and view.iou_plot.value != iou
-        assert "deployed sparsity 70." in view.figures.value
+        assert f"deployed sparsity {view.snapshot.sparsity:.2f} %" in view.figures.value
         view.rule.value = "any"
         assert view.snapshot.rule == "any" and view.snapshot.keep_ratio != first.keep_ratio
         view.method.value = "lth"

@@ -99,6 +99,25 @@ def test_every_method_in_target_sparsity_mode(net, method):
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
 
 
+@pytest.mark.parametrize("method", ["cut", "disparse_pt", "lth"])
+def test_the_explorers_setting_is_prunes_model(net, method):
+    """What the explorer shows (and exports) for a target is prune(sparsity=S)'s model: the
+    same keep ratio, tie rule and masks."""
+    from lib.explorer import ExplorerState
+
+    state = ExplorerState(net, CRITERION, batches(2), num_batches=2, seed=1,
+                          input_shape=(1, 3, SIZE, SIZE))
+    for target in (90, 89, 60, 30):
+        snap = state.snapshot(SELECTED, method, target)
+        result = prune(method, net, CRITERION, batches(2), selected_tasks=SELECTED,
+                       sparsity=target, num_batches=2, seed=1)
+        assert snap.keep_ratio == result.meta["keep_ratio"], target
+        assert snap.exact == (result.meta["ties"] == "broken"), target
+        got = state.masks(snap)
+        assert got.keys() == result.masks.keys()
+        assert all(torch.equal(result.masks[n], got[n]) for n in got), target
+
+
 def test_keep_ratio_mode_and_per_task_masks(net):
     result = prune("cut", net, CRITERION, batches(2), selected_tasks=["cls"], keep_ratio=0.3,
                    num_batches=2)

@@ -4,8 +4,8 @@ single-element layers, denormal and huge values, negative values, keep ratios at
 import pytest
 import torch
 
-from lib.pruning import (KeepsNoWeightError, MaskSparsityCurve, ScoreRanking, SortedRanking,
-                         SparsityCurve, UnreachableSparsityError, VotedSparsityCurve, fuse_backbone,
+from lib.pruning import (KeepsNoWeightError, MaskSparsityCurve, RememberedCurve, ScoreRanking,
+                         SortedRanking, SparsityCurve, UnreachableSparsityError, VotedSparsityCurve, fuse_backbone,
                          keep_ratio_for_sparsity, mask_sparsity, prune, topk_mask)
 from lib.pruning import methods as pruning_methods
 from lib.pruning.ranking import key_value, kth_largest, order_keys
@@ -250,6 +250,31 @@ def test_voted_curve_walks_the_search_exactly_as_counting_masks(tasks, rule, nee
             assert low <= slow.values[keep] <= high
         longest = max(longest, len(fast.steps))
     assert longest > 5  # the bracket narrowed many times
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_remembered_voted_curve_gives_every_target_a_fresh_curves_answer(exact,
+                                                                           plateau_sorting):
+    """One curve remembered across many targets (the explorer's slider) answers each as a
+    fresh curve does, though it skips the points it knows and restarts on each search."""
+    scores, weights = voted_fixture(seed=6)
+    rankings = {t: ScoreRanking(s, tie_break={n: w.abs() for n, w in weights.items()})
+                for t, s in scores.items()}
+    remembered = RememberedCurve(VotedSparsityCurve(rankings, list(SHARED), 2, weights, exact))
+    targets = torch.rand(14, generator=gen(7)).mul(99).tolist() + [50.0, 49.0, 99.5, 0.0, 50.0]
+    fresh_evaluations = 0
+    for target in targets:
+        fresh = RememberedCurve(VotedSparsityCurve(rankings, list(SHARED), 2, weights, exact))
+        outcomes = []
+        for curve in (remembered, fresh):
+            curve.restart()
+            try:
+                outcomes.append(keep_ratio_for_sparsity(curve, target))
+            except UnreachableSparsityError as exc:
+                outcomes.append((str(exc), exc.closest, exc.keep_ratio))
+        assert outcomes[0] == outcomes[1], target
+        fresh_evaluations += fresh.evaluations
+    assert remembered.evaluations < fresh_evaluations / 2
 
 
 def test_voted_curve_at_any_keep_equals_mask_count():

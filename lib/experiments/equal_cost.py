@@ -36,8 +36,8 @@ def cost_columns(net, input_shape: Sequence[int], threads: int | None = None,
     import torch
 
     from lib.export.onnx_io import export_onnx
-    from lib.export.report import (interleaved_latency_ms, onnx_runner, parameter_counts,
-                                   torch_runner)
+    from lib.export.measure import (interleaved_latency_ms, onnx_runner, parameter_counts,
+                                    torch_runner)
 
     threads = int(threads or torch.get_num_threads())
     counts = parameter_counts(net)

@@ -3,15 +3,16 @@
 A *setting* is the selected tasks, the method, the fusion rule and a target deployed sparsity.
 :meth:`ExplorerState.snapshot` turns one into a :class:`Snapshot`:
 
-- the method's :class:`lib.pruning.PruningPlan` is made once per (task selection, method), the
-  way :func:`lib.pruning.prune` makes it (the scores are computed then, and only then);
-- the fusion rule is applied to the plan's per-task masks with :func:`lib.pruning.decide`, so
-  changing it re-scores nothing;
-- the keep ratio for the target comes from :class:`KeepRatioSearch` over the plan's masks
-  (global methods: ``1 - S/100`` as in ``prune``; ties are broken only where they block the
-  target, as in ``prune``);
+- the method's :class:`lib.pruning.PruningPlan` is made once per (task selection, method) by
+  :func:`lib.pruning.make_plan`, :func:`lib.pruning.prune`'s own set-up (the scores are
+  computed then, and only then);
+- another fusion rule is the plan's ``with_votes(rule)``: the plan ``prune(min_votes=rule)``
+  makes, from the same rankings, so changing it re-scores nothing;
+- the keep ratio for the target comes from :class:`lib.pruning.TargetSearch`, ``prune``'s
+  own search, kept per (selection, method, rule) so it remembers every sparsity it counted:
+  the keep ratio and the masks are ``prune(sparsity=S)``'s, bit for bit;
 - the figures (sparsity per layer and part, parameters, MACs, mask IoU) are counted from the
-  masks by :class:`MaskCounter`, nothing is installed.
+  masks by :class:`lib.export.MaskCounter`, nothing is installed.
 
 The slow figures are measured on request and cached per (setting, keep ratio):
 :meth:`ExplorerState.measure` writes the real artifact with :func:`lib.export.save_artifact`
@@ -24,6 +25,7 @@ a view can measure in a background thread while the controls move.
 """
 from __future__ import annotations
 
+import functools
 import io
 import tempfile
 import threading
@@ -36,27 +38,19 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from lib.checkpoints import pruned_filename, save_pruned
-from lib.export import (ARTIFACT_SUFFIX, check_onnx_parity, export_onnx, save_artifact,
-                        torch_latency_ms)
+from lib.export import (ARTIFACT_SUFFIX, MaskCounter, check_onnx_parity, export_onnx,
+                        save_artifact, torch_latency_ms)
 from lib.masks import Masks, install_masks
-from lib.models import (MultiTaskModel, check_model, check_selection, copy_network,
-                        prunable_layers, shared_layers, task_model_layers)
-from lib.pruning import (METHODS, STRUCTURED_METHODS, PruneContext, PruningPlan, decide,
-                         pairwise_mask_iou, required_votes, select_tasks, uses_data)
-from lib.pruning.errors import PruningError, UnreachableSparsityError
+from lib.models import MultiTaskModel, check_model, check_selection, copy_network, shared_layers
+from lib.pruning import (METHODS, STRUCTURED_METHODS, PruningPlan, TargetSearch, check_method,
+                         make_plan, pairwise_mask_iou, required_votes, uses_data)
+from lib.pruning.errors import PruningError
 from lib.pruning.fusion import MinVotes
 from lib.pruning.scores import SCORING_MODES
-from lib.pruning.sparsity import SPARSITY_TOLERANCE, check_sparsity
-from lib.utils import resolve_device, seed_everything
-
-from .counts import MaskCounter, deployed_sparsity
-from .search import KeepRatioSearch
+from lib.pruning.sparsity import check_sparsity
+from lib.utils import resolve_device
 
 FUSION_RULES: tuple[MinVotes, ...] = (2, "all", "any", "majority")
-# Evaluations the ties-kept search may spend before ties are broken. On a smooth stretch of
-# the sparsity curve it needs one to six; more means the target sits in a jump (a plateau of
-# tied scores), which prune's bisection proves in 40 steps and this one does not wait for.
-TIES_KEPT_STEPS = 12
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -114,8 +108,8 @@ class _Scored:
     """One (task selection, method): its plan, counter, searches and counted points."""
     plan: PruningPlan
     counter: MaskCounter
-    ranking_sizes: list[int]  # weights in each ranking: per task, or all (a global plan)
-    searches: dict = field(default_factory=dict)   # (rule, exact) -> KeepRatioSearch
+    plans: dict = field(default_factory=dict)      # rule -> the plan with that fusion rule
+    searches: dict = field(default_factory=dict)   # rule -> TargetSearch of that plan
     kept: dict = field(default_factory=dict)       # (rule, exact, keep) -> {layer: kept}
     iou: dict = field(default_factory=dict)        # (rule, exact, keep) -> IoU dict
 
@@ -220,17 +214,13 @@ class ExplorerState:
             if key in self._scored:
                 self._scored.move_to_end(key)
                 return self._scored[key]
-            compact = select_tasks(self.net, list(tasks), probe=self._probe)
-            if self.device is not None:
-                compact.to(self.device)
-            seed_everything(self.seed)
-            ctx = PruneContext(self.criterion, self.loader, self.num_batches, self.seed,
-                               self.device, self.mode)
-            plan = METHODS[method](compact, ctx, **self.options(method))
-            sizes = ([sum(m.weight.numel() for m in task_model_layers(plan.net, t).values())
-                      for t in plan.net.tasks] if plan.task_masks_for is not None else
-                     [sum(m.weight.numel() for m in prunable_layers(plan.net).values())])
-            scored = _Scored(plan, MaskCounter(plan.net, self.input_shape), sizes)
+            plan = make_plan(method, self.net, self.criterion, self.loader,
+                             selected_tasks=list(tasks), num_batches=self.num_batches,
+                             seed=self.seed, mode=self.mode, device=self.device,
+                             probe=self._probe, **self.options(method))
+            if plan.global_budget:  # the search's masks at its answer are the snapshot's
+                plan.masks_for = functools.lru_cache(maxsize=2)(plan.masks_for)
+            scored = _Scored(plan, MaskCounter(plan.net, self.input_shape))
             self._scored[key] = scored
             while len(self._scored) > self.max_scored:
                 old, _ = self._scored.popitem(last=False)
@@ -238,8 +228,7 @@ class ExplorerState:
             return scored
 
     def _check_method(self, method: str) -> None:
-        if method not in METHODS:
-            raise PruningError(f"unknown pruning method {method!r}; available: {sorted(METHODS)}")
+        check_method(method)
         if method in STRUCTURED_METHODS:
             raise PruningError(f"method {method!r} removes channels and re-scores for every "
                                f"budget; the explorer offers mask-based methods only")
@@ -260,18 +249,25 @@ class ExplorerState:
                                f"selected tasks have: it would prune the whole backbone")
         return rule
 
+    def _plan(self, scored: _Scored, rule: MinVotes | None) -> PruningPlan:
+        """The plan ``prune`` makes with ``min_votes=rule`` (None: a global plan's own)."""
+        if rule is None or rule == scored.plan.info.get("min_votes", 2):
+            return scored.plan
+        if rule not in scored.plans:
+            if scored.plan.with_votes is None:
+                raise PruningError("this method's plan offers no other fusion rule")
+            scored.plans[rule] = scored.plan.with_votes(rule)
+        return scored.plans[rule]
+
     def _masks_at(self, selection: tuple, scored: _Scored, rule, exact: bool,
                   keep: float) -> tuple[Masks, dict | None]:
         """(fused masks, per-task masks or None) at ``keep``; the last two are kept."""
         key = (*selection, rule, keep, exact)
         if key in self._masks:
             return self._masks[key]
-        plan = scored.plan
-        if scored.per_task:
-            per_task = plan.task_masks_for(keep, exact)
-            out = (decide(plan.net, per_task, rule), per_task)
-        else:
-            out = (plan.masks_for(keep, exact), None)
+        plan = self._plan(scored, rule)
+        out = (plan.masks_for(keep, exact),
+               plan.task_masks_for(keep, exact) if scored.per_task else None)
         self._masks[key] = out
         while len(self._masks) > 2:
             self._masks.popitem(last=False)
@@ -285,38 +281,12 @@ class ExplorerState:
             scored.kept[key] = scored.counter.kept(masks)
         return scored.kept[key]
 
-    def _keep_for(self, selection: tuple, scored: _Scored, rule,
-                  target: float) -> tuple[float, bool]:
-        """Keep ratio (and whether ties are broken) for ``target`` % deployed sparsity: ties
-        kept where the search meets the target that way (within :data:`TIES_KEPT_STEPS`
-        evaluations), else broken, as :func:`lib.pruning.prune` falls back."""
-        error = None
-        for exact in (False, True):
-            if scored.per_task:
-                search = scored.searches.get((rule, exact))
-                if search is None:
-                    search = KeepRatioSearch(
-                        lambda keep, exact=exact: deployed_sparsity(
-                            scored.counter, self._kept(selection, scored, rule, exact, keep)),
-                        min_keep=2.0 / min(scored.ranking_sizes),
-                        resolution=1.0 / max(scored.ranking_sizes),
-                        max_steps=40 if exact else TIES_KEPT_STEPS,
-                        known={1.0: scored.counter.zero_percent})
-                    scored.searches[(rule, exact)] = search
-                try:
-                    return search.keep_for(target), exact
-                except UnreachableSparsityError as exc:
-                    error = exc
-                    continue
-            keep = max((100.0 - target) / 100.0, 2.0 / min(scored.ranking_sizes))
-            achieved = deployed_sparsity(scored.counter,
-                                         self._kept(selection, scored, rule, exact, keep))
-            if abs(achieved - target) <= SPARSITY_TOLERANCE:
-                return keep, exact
-            error = UnreachableSparsityError(
-                f"cannot reach {target}% deployed sparsity: {achieved:.2f}% of the weights end "
-                f"up zero at keep ratio {keep:.6f}", closest=achieved, keep_ratio=keep)
-        raise error
+    def _keep_for(self, scored: _Scored, rule, target: float) -> tuple[float, bool]:
+        """Keep ratio (and whether ties are broken) for ``target`` % deployed sparsity:
+        ``prune``'s search on the plan with this rule, remembered across targets."""
+        if rule not in scored.searches:
+            scored.searches[rule] = TargetSearch(self._plan(scored, rule))
+        return scored.searches[rule].keep_for(target)
 
     # ------------------------------------------------------------------------- snapshot
     def snapshot(self, tasks: Sequence[str], method: str, sparsity: float,
@@ -327,7 +297,7 @@ class ExplorerState:
         selection = (tuple(scored.plan.net.tasks), method)
         with self._lock:
             rule = self._rule(scored, rule)
-            keep, exact = self._keep_for(selection, scored, rule, target)
+            keep, exact = self._keep_for(scored, rule, target)
             kept = self._kept(selection, scored, rule, exact, keep)
             counter = scored.counter
             macs = {"dense": counter.macs_dense, "effective": counter.effective_macs(kept)}

@@ -5,6 +5,9 @@
   compressed bitmask or delta-coded indices plus kept values. Lossless in float32.
 - :func:`export_onnx` / :func:`check_onnx_parity`: ONNX of the network with prune hooks made
   permanent on a copy, checked against PyTorch in onnxruntime.
+- :func:`parameter_counts` / :func:`conv_macs` / :func:`torch_latency_ms` /
+  :func:`onnx_latency_ms` / :class:`MaskCounter` (:mod:`lib.export.measure`): every count of
+  parameters and MACs and every latency timing of the project, in one module.
 - :func:`size_speed_report` / :func:`report_markdown` / :func:`plot_report`: parameters, MACs,
   bytes on disk and CPU latency of a dense vs a compact network.
 - Structurally pruned networks (:mod:`lib.pruning.structured`) go through the same artifact.
@@ -34,8 +37,9 @@ from .int8_artifact import (INT8_SUFFIX, int8_session, load_int8_model, read_int
 from .onnx_io import check_onnx_parity, export_onnx
 from .quantize import (INT8_SCHEME, CalibrationError, PruneHooksError, calibration_images,
                        pruned_zeros_kept, quantize_compact, quantize_network, quantized_weights)
-from .report import (MAC_UNIT, conv_macs, onnx_latency_ms, parameter_counts, plot_report,
-                     plot_tradeoff, report_markdown, size_speed_report, torch_latency_ms)
+from .measure import (MAC_UNIT, MaskCounter, conv_macs, onnx_latency_ms, parameter_counts,
+                      torch_latency_ms)
+from .report import plot_report, plot_tradeoff, report_markdown, size_speed_report
 from .report_int8 import Int8Options, TaskMetrics
 
 __all__ = ["BudgetResult", "BudgetUnreachable", "Int8Options", "TaskMetrics", "budget_markdown",
@@ -45,6 +49,7 @@ __all__ = ["BudgetResult", "BudgetUnreachable", "Int8Options", "TaskMetrics", "b
            "pruned_zeros_kept", "quantize_compact", "quantize_network", "quantized_weights",
            "read_int8_manifest", "save_int8_artifact",
            "ARTIFACT_SUFFIX", "FORMAT_VERSION", "MAGIC", "MAC_UNIT", "ArtifactFormatError",
+           "MaskCounter",
            "check_onnx_parity", "conv_macs", "effective_state_dict", "export_onnx",
            "has_prune_hooks", "load_artifact", "max_output_difference",
            "net_from_state", "onnx_latency_ms", "parameter_counts", "plain_copy",

@@ -43,7 +43,7 @@ from .int8_artifact import INT8_SUFFIX, save_int8_artifact
 from .onnx_io import export_onnx
 from .quantize import (DEFAULT_CALIBRATION_BATCHES, MIN_CALIBRATION_BATCHES, calibration_images,
                        quantize_compact)
-from .report import interleaved_latency_ms, onnx_runner, torch_runner
+from .measure import interleaved_latency_ms, onnx_runner, torch_runner
 
 STRUCTURES = ("unstructured", "structured")
 DTYPES = ("float32", "float16", "int8")

@@ -89,7 +89,7 @@ def export_int8(net, inputs: Int8Inputs, stem: Path) -> dict[str, Any]:
     from .int8_artifact import INT8_SUFFIX, save_int8_artifact
     from lib.masks import has_masks
     from .quantize import pruned_zeros_kept, quantize_compact
-    from .report import _cpu_plain
+    from .measure import cpu_plain
 
     onnx_path = Path(f"{stem}_int8.onnx")
     info = quantize_compact(net, onnx_path, inputs.calibration, inputs.input_shape,
@@ -100,7 +100,7 @@ def export_int8(net, inputs: Int8Inputs, stem: Path) -> dict[str, Any]:
                                         "architecture": net.architecture(),
                                         "input_shape": inputs.input_shape,
                                         "calibration_inputs": info["calibration_inputs"]})
-    float_net = _cpu_plain(net)  # the network itself stays where it is, hooks and all
+    float_net = cpu_plain(net)  # the network itself stays where it is, hooks and all
     fidelity = int8_fidelity(float_net, OnnxNet(onnx_path, net.tasks, inputs.threads),
                              inputs.test_loader, inputs.evaluator, inputs.eval_batches)
     atomic_write_json(fidelity, Path(f"{stem}_int8_fidelity.json"))

@@ -1,18 +1,13 @@
 """Size and speed of a dense vs a compact network: parameters, MACs, bytes on disk, CPU latency.
 
-Units: MACs are multiply-accumulates of the Conv2d/Linear layers for one forward of the stated
-input shape (batch included; 1 MAC = 2 FLOPs). *Effective* MACs scale each layer's MACs by its
-fraction of non-zero weights (what a sparse kernel would need). File sizes are measured with
-``os.path.getsize`` on files actually written. Latency is the median wall-clock time of
-``repeats`` forwards after ``warmup`` ones, at a stated number of CPU threads, timed
+Parameters, MACs and latency are measured by :mod:`lib.export.measure` (its docstring states
+the units); file sizes with ``os.path.getsize`` on files actually written. Latency is timed
 round-robin over all networks and engines so that load from other processes hits them alike.
 """
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -21,123 +16,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from lib.utils import atomic_write, atomic_torch_save
+from lib.masks import has_masks
+from lib.utils import atomic_torch_save, atomic_write
 
 from .artifact import save_artifact
-from lib.masks import effective_state_dict, has_masks, plain_copy
-from .onnx_io import check_onnx_parity, export_onnx, onnx_session
-
-MAC_UNIT = "MACs (multiply-accumulates, Conv2d+Linear; 1 MAC = 2 FLOPs)"
-
-
-def parameter_counts(net: nn.Module) -> dict[str, int]:
-    """``{"total", "nonzero"}`` over the network's effective parameters (masks applied)."""
-    state = effective_state_dict(net)
-    keys = {n[: -len("_orig")] if n.endswith("_orig") else n for n, _ in net.named_parameters()}
-    total = sum(state[k].numel() for k in keys)
-    nonzero = sum(int(torch.count_nonzero(state[k])) for k in keys)
-    return {"total": total, "nonzero": nonzero}
-
-
-def conv_macs(net: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
-    """Dense and effective MACs of Conv2d/Linear layers for one forward of ``input_shape``.
-
-    Shapes come from a forward on the ``meta`` device (no arithmetic), densities from the real
-    (masked) weights.
-    """
-    density = {name: float(torch.count_nonzero(m.weight)) / m.weight.numel()
-               for name, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
-    shadow = plain_copy(net).to("meta").eval()
-    dense, effective = [0], [0.0]
-
-    def counter(name: str):
-        def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
-            if isinstance(module, nn.Conv2d):
-                per_output = (module.in_channels // module.groups) * int(np.prod(module.kernel_size))
-            else:
-                per_output = module.in_features
-            macs = output.numel() * per_output
-            dense[0] += macs
-            effective[0] += macs * density[name]
-        return hook
-
-    for name, module in shadow.named_modules():
-        if name in density:
-            module.register_forward_hook(counter(name))
-    with torch.no_grad():
-        shadow(torch.zeros(tuple(int(s) for s in input_shape), device="meta"))
-    return {"dense": dense[0], "effective": int(round(effective[0]))}
-
-
-def _cpu_plain(net: nn.Module) -> nn.Module:
-    """An eval-mode CPU network without prune hooks (a copy unless ``net`` already is one)."""
-    on_cpu = next(net.parameters()).device.type == "cpu"
-    if has_masks(net) or not on_cpu:
-        return plain_copy(net).cpu().eval()
-    return net
-
-
-def torch_runner(net: nn.Module, input_shape: Sequence[int]) -> Callable[[], Any]:
-    """A no-argument callable running one PyTorch CPU forward of ``net`` (hooks removed)."""
-    plain = _cpu_plain(net)
-    x = torch.randn(tuple(int(s) for s in input_shape), generator=torch.Generator().manual_seed(0))
-
-    def run() -> Any:
-        was_training = plain.training
-        plain.eval()
-        try:
-            with torch.inference_mode():
-                return plain(x)
-        finally:
-            plain.train(was_training)
-    return run
-
-
-def onnx_runner(onnx_path: str | os.PathLike, input_shape: Sequence[int],
-                threads: int) -> Callable[[], Any]:
-    """A no-argument callable running one onnxruntime CPU inference of ``onnx_path``."""
-    session = onnx_session(onnx_path, threads)
-    name = session.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal(tuple(int(s) for s in input_shape)).astype(np.float32)
-    return lambda: session.run(None, {name: x})
-
-
-def interleaved_latency_ms(runners: Mapping[str, Callable[[], Any]], threads: int,
-                           repeats: int = 10, warmup: int = 2) -> dict[str, dict[str, float]]:
-    """``{name: {"median", "min"}}`` ms of each runner, timed round-robin.
-
-    Timing the candidates in turn (A, B, C, A, B, C, ...) rather than one after the other
-    spreads load from other processes evenly over them, so their *ratios* stay fair on a
-    shared machine. PyTorch runs with ``threads`` intra-op threads (restored afterwards).
-    """
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    try:
-        for i in range(warmup + repeats):
-            for name, run in runners.items():
-                start = time.perf_counter()
-                run()
-                if i >= warmup:
-                    times[name].append(1000.0 * (time.perf_counter() - start))
-    finally:
-        torch.set_num_threads(old_threads)
-    return {name: {"median": statistics.median(t), "min": min(t)} for name, t in times.items()}
-
-
-def torch_latency_ms(net: nn.Module, input_shape: Sequence[int], threads: int, repeats: int = 10,
-                     warmup: int = 2) -> float:
-    """Median CPU latency (ms) of ``net`` (hooks removed on a copy) with ``threads`` threads."""
-    runner = {"net": torch_runner(net, input_shape)}
-    return interleaved_latency_ms(runner, threads, repeats, warmup)["net"]["median"]
-
-
-def onnx_latency_ms(onnx_path: str | os.PathLike, input_shape: Sequence[int], threads: int,
-                    repeats: int = 10, warmup: int = 2) -> float:
-    """Median onnxruntime CPU latency (ms) with ``threads`` intra-op threads."""
-    runner = {"onnx": onnx_runner(onnx_path, input_shape, threads)}
-    return interleaved_latency_ms(runner, threads, repeats, warmup)["onnx"]["median"]
-
+from .measure import (MAC_UNIT, conv_macs, interleaved_latency_ms, onnx_runner,
+                      parameter_counts, torch_runner)
+from .onnx_io import check_onnx_parity, export_onnx
 
 def measure_files(name: str, net: nn.Module, input_shape: Sequence[int], out_dir: Path,
                   threads: int, onnx: bool = True) -> dict[str, Any]:

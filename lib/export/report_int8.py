@@ -28,7 +28,7 @@ from .fidelity import OnnxNet, int8_fidelity
 from .int8_artifact import INT8_SUFFIX, save_int8_artifact
 from .quantize import (DEFAULT_CALIBRATION_BATCHES, calibration_images, pruned_zeros_kept,
                        quantize_compact)
-from .report import MAC_UNIT, _cpu_plain, conv_macs, onnx_runner, parameter_counts
+from .measure import MAC_UNIT, conv_macs, cpu_plain, onnx_runner, parameter_counts
 
 
 @dataclass
@@ -87,7 +87,7 @@ def int8_rows(nets: Mapping[str, nn.Module], input_shape: Sequence[int], folder:
 def _pt2e_runner(net: nn.Module, batches, input_shape: Sequence[int]):
     from .pt2e import quantize_pt2e_x86
 
-    plain = _cpu_plain(net)
+    plain = cpu_plain(net)
     compiled = torch.compile(quantize_pt2e_x86(plain, batches, input_shape,
                                                num_batches=len(batches), min_batches=1))
     x = torch.randn(tuple(int(s) for s in input_shape),
@@ -111,7 +111,7 @@ def add_task_metrics(rows: list[dict], nets: Mapping[str, nn.Module], metrics: T
                                        device="cpu", max_batches=metrics.max_batches,
                                        progress=False), "task metrics")
 
-    floats = {name: run(_cpu_plain(net), net.tasks) for name, net in nets.items()}
+    floats = {name: run(cpu_plain(net), net.tasks) for name, net in nets.items()}
     dense = floats[rows[0]["model"]]
     for row in rows:
         name = row.get("float_model", row["model"])

@@ -8,6 +8,8 @@ Pipeline (every method shares it; see ``docs/PRUNING.md``)::
 Public API
     prune(method, net, criterion, loader, *, selected_tasks, keep_ratio | sparsity, ...)
         -> PruneResult(net, task_masks, meta, sparsity); METHODS (name -> method), uses_data
+    make_plan(method, net, ...) -> PruningPlan        prune's set-up (compact copy, seeded scores)
+    TargetSearch(plan).keep_for(S) -> (keep, exact)   prune's target search, remembering its points
     cut_prune(net, criterion, loader, num_batches, keep_ratio, selected_tasks, tasks, min_votes=2)
     select_tasks(net, selected_tasks, tasks=None)     net.select(...): compact copy, outputs in order
     probe_from(loader)                                first batch's input, for select's checks
@@ -31,6 +33,7 @@ from lib.checkpoints import (load_base_model, load_pruned, pruned_filename, refe
 from lib.masks import (effective_weight, has_masks, install_masks, masks_of, remove_masks,
                        same_masks, sparsity_report)
 
+from . import cut_variants  # registers the CUT variants in METHODS
 from .analysis import (layer_sparsity, mask_iou_by_layer, pairwise_mask_iou, plot_layer_sparsity,
                        plot_mask_iou)
 from .compact import probe_from, select_tasks
@@ -38,18 +41,20 @@ from .errors import KeepsNoWeightError, PruningError, UnreachableSparsityError
 from .fusion import fuse_backbone, required_votes
 from .lth import global_magnitude_masks, iterative_magnitude_masks, per_round_runs
 from .methods import (DATA_FREE_METHODS, METHODS, STRUCTURED_METHODS, PruneContext, PruneResult,
-                      PruningPlan, StructuredPlan, cut_prune, decide, prune, uses_data)
+                      PruningPlan, StructuredPlan, TargetSearch, check_method, cut_prune, decide,
+                      make_plan, prune, register_method, uses_data)
 from .ranking import (ScoreRanking, SortedRanking, VotedSparsityCurve, check_keep_ratio,
                       task_masks, topk_mask)
 from .scores import (joint_scores, magnitude_scores, random_scores, task_scores,
                      task_scores_reference)
-from .sparsity import (MaskSparsityCurve, SparsityCurve, check_sparsity, keep_ratio_for_sparsity,
-                       mask_sparsity, reference_keep_ratio)
+from .sparsity import (MaskSparsityCurve, RememberedCurve, SparsityCurve, check_sparsity,
+                       keep_ratio_for_sparsity, mask_sparsity, reference_keep_ratio)
 from .workflow import SavedPruning, plot_pruning, prune_and_save
 
 __all__ = [
     "DATA_FREE_METHODS", "KeepsNoWeightError", "METHODS", "MaskSparsityCurve", "PruneContext",
-    "PruneResult", "PruningError", "PruningPlan", "STRUCTURED_METHODS", "SavedPruning",
+    "PruneResult", "PruningError", "PruningPlan", "RememberedCurve", "STRUCTURED_METHODS",
+    "SavedPruning", "TargetSearch", "check_method", "make_plan", "register_method",
     "ScoreRanking", "SortedRanking", "SparsityCurve", "StructuredPlan",
     "UnreachableSparsityError", "VotedSparsityCurve", "check_keep_ratio", "check_sparsity",
     "cut_prune", "decide", "effective_weight", "fuse_backbone", "global_magnitude_masks",

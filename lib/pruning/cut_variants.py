@@ -1,5 +1,6 @@
 """CUT beyond the paper: variants with the method signature ``(net, ctx, **options) -> plan``,
-registered in :data:`lib.pruning.METHODS` under their names.
+registered in :data:`lib.pruning.METHODS` under their names when this module is imported
+(``lib.pruning`` imports it, so the registry is whole whatever one imports).
 
 The paper's CUT (``methods.cut``) scores every weight once per task at the pre-trained
 weights, keeps each task model's top weights and fuses the shared layers by votes (a weight
@@ -34,7 +35,7 @@ from lib.models import MultiTaskModel, shared_layers, task_layers
 
 from .errors import PruningError, UnreachableSparsityError
 from .fusion import MinVotes, required_votes
-from .methods import PruneContext, PruningPlan, _require_data, cut, per_task_plan
+from .methods import PruneContext, PruningPlan, cut, per_task_plan, register_method, require_data
 from .scores import task_scores
 from .sparsity import keep_ratio_for_sparsity
 
@@ -96,7 +97,7 @@ def cut_iterative(net: MultiTaskModel, ctx: PruneContext, *, rounds: int = 3,
     The plan's keep ratio is the deployed density itself (each round reaches its density by
     search), so a target sparsity S is one call at keep ``1 - S/100``.
     """
-    _require_data(ctx, net, "cut_iterative")
+    require_data(ctx, net, "cut_iterative")
     required_votes(min_votes, len(net.tasks))
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise PruningError(f"rounds must be a positive integer, got {rounds!r}")
@@ -154,15 +155,19 @@ def with_floor(masks: Masks, scores: Mapping[str, torch.Tensor],
 def cut_floor(net: MultiTaskModel, ctx: PruneContext, *, min_density: float = 0.01,
               min_votes: MinVotes = 2) -> PruningPlan:
     """CUT with a per-layer floor: no layer keeps fewer than ``min_density`` of its weights."""
-    _require_data(ctx, net, "cut_floor")
+    require_data(ctx, net, "cut_floor")
     if not 0 < min_density < 1:
         raise PruningError(f"min_density must be in (0, 1), got {min_density}")
     required_votes(min_votes, len(net.tasks))
     scores = _scores(net, ctx)
     plan = per_task_plan(net, scores, min_votes, info={"mode": ctx.mode})
-    picks = floor_scores(net, scores)
-    weights = layer_weights(net)
-    base_masks_for = plan.masks_for
+    return floored(plan, floor_scores(net, scores), layer_weights(net), min_density)
+
+
+def floored(plan: PruningPlan, picks: Mapping[str, torch.Tensor],
+            weights: Mapping[str, torch.Tensor], min_density: float) -> PruningPlan:
+    """``plan`` whose masks (for every fusion rule) get :func:`with_floor`."""
+    base_masks_for, base_with_votes = plan.masks_for, plan.with_votes
 
     def masks_for(keep: float, exact: bool = False) -> Masks:
         return with_floor(base_masks_for(keep, exact), picks, weights, min_density)
@@ -170,6 +175,7 @@ def cut_floor(net: MultiTaskModel, ctx: PruneContext, *, min_density: float = 0.
     plan.masks_for = masks_for
     plan.sparsity_curve = None    # CUT's curve does not count the weights the floor adds back
     plan.info["min_density"] = min_density
+    plan.with_votes = lambda votes: floored(base_with_votes(votes), picks, weights, min_density)
     return plan
 
 
@@ -189,7 +195,7 @@ def layer_normalised(scores: Scores) -> Scores:
 
 def cut_layer_norm(net: MultiTaskModel, ctx: PruneContext, *, min_votes: MinVotes = 2) -> PruningPlan:
     """CUT with scores normalised per layer instead of per task model."""
-    _require_data(ctx, net, "cut_layer_norm")
+    require_data(ctx, net, "cut_layer_norm")
     required_votes(min_votes, len(net.tasks))
     return per_task_plan(net, layer_normalised(_scores(net, ctx)), min_votes,
                          info={"mode": ctx.mode, "normalise": "layer"})
@@ -202,3 +208,5 @@ def cut_union(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
 
 VARIANTS = {"cut_union": cut_union, "cut_iterative": cut_iterative, "cut_floor": cut_floor,
             "cut_layer_norm": cut_layer_norm}
+for _name, _method in VARIANTS.items():
+    register_method(_name, _method)

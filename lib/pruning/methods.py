@@ -7,7 +7,8 @@ network (``net.select(selected_tasks)``: only the selected tasks' modules) and `
 shared inputs; it returns the network the masks go on and a function ``keep ratio -> masks``.
 A structural method returns a :class:`StructuredPlan` instead (``channel sparsity -> smaller
 network``). :func:`prune` turns a keep ratio or a target sparsity into the pruned network and
-returns a :class:`PruneResult`. Adding a method = one function + one line in :data:`METHODS`.
+returns a :class:`PruneResult`. Adding a method = one function + one line in :data:`METHODS`
+(or, from the method's own module, :func:`register_method`).
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ from .fusion import MinVotes, fuse_backbone, required_votes
 from .lth import TrainFn, iterative_magnitude_masks
 from .ranking import ScoreRanking, VotedSparsityCurve, check_keep_ratio
 from .scores import (check_criterion, joint_scores, magnitude_scores, random_scores, task_scores)
-from .sparsity import (SPARSITY_TOLERANCE, MaskSparsityCurve, SparsityCurve, check_sparsity,
-                       keep_ratio_for_sparsity, mask_sparsity)
+from .sparsity import (SPARSITY_TOLERANCE, MaskSparsityCurve, RememberedCurve, SparsityCurve,
+                       check_sparsity, keep_ratio_for_sparsity, mask_sparsity)
 from .structured import structured_cut_prune
 
 CurveFactory = Callable[[bool, Mapping[str, torch.Tensor]], "SparsityCurve | None"]
@@ -60,6 +61,8 @@ class PruningPlan:
     ``sparsity_curve(exact, weights)``: optional; the deployed sparsity by keep ratio counted
     without building masks, for the target-sparsity search (None, or returning None: the
     search counts ``masks_for``'s).
+    ``with_votes(min_votes)``: optional (per-task plans); the plan the method gives with
+    ``min_votes=...``, from the same scores and rankings (nothing is re-scored).
     """
     net: MultiTaskModel
     masks_for: Callable[[float], Masks]
@@ -67,6 +70,7 @@ class PruningPlan:
     task_masks_for: Callable[[float], dict[str, Masks]] | None = None
     info: dict = field(default_factory=dict)
     sparsity_curve: CurveFactory | None = None
+    with_votes: Callable[[MinVotes], "PruningPlan"] | None = None
 
 
 @dataclass
@@ -124,12 +128,16 @@ def per_task_plan(net: MultiTaskModel, scores: dict[str, dict[str, torch.Tensor]
     def task_masks_for(keep: float, exact: bool = False) -> dict[str, Masks]:
         return {t: r.masks(keep, exact) for t, r in rankings.items()}
 
-    def masks_for(keep: float, exact: bool = False) -> Masks:
-        return decide(net, task_masks_for(keep, exact), min_votes, reproduce_single_task_bug)
+    def voted(votes: MinVotes) -> PruningPlan:
+        required_votes(votes, len(rankings))
 
-    return PruningPlan(net, masks_for, False, task_masks_for,
-                       {"min_votes": min_votes, **(info or {})},
-                       _voted_curve(net, rankings, min_votes, reproduce_single_task_bug))
+        def masks_for(keep: float, exact: bool = False) -> Masks:
+            return decide(net, task_masks_for(keep, exact), votes, reproduce_single_task_bug)
+
+        return PruningPlan(net, masks_for, False, task_masks_for,
+                           {"min_votes": votes, **(info or {})},
+                           _voted_curve(net, rankings, votes, reproduce_single_task_bug), voted)
+    return voted(min_votes)
 
 
 def _voted_curve(net: MultiTaskModel, rankings: dict[str, ScoreRanking], min_votes: MinVotes,
@@ -179,7 +187,8 @@ def _magnitudes(net: MultiTaskModel) -> Mapping[str, torch.Tensor]:
     return _Magnitudes(layer_weights(net))
 
 
-def _require_data(ctx: PruneContext, net: MultiTaskModel, method: str) -> None:
+def require_data(ctx: PruneContext, net: MultiTaskModel, method: str) -> None:
+    """One-line errors unless ``ctx`` can score ``net``'s tasks on data (a method's first check)."""
     if ctx.num_batches is None:
         raise PruningError(f"method {method!r} scores on data: pass num_batches")
     check_criterion(ctx.criterion, net.tasks)
@@ -221,7 +230,7 @@ def xavier_copy(net: MultiTaskModel, seed: int) -> MultiTaskModel:
 def cut(net: MultiTaskModel, ctx: PruneContext, *, min_votes: MinVotes = 2,
         reproduce_single_task_bug: bool = False) -> PruningPlan:
     """CUT: per-task |w * dL_t/dw| at the given weights, per-task top-k, backbone vote fusion."""
-    _require_data(ctx, net, "cut")
+    require_data(ctx, net, "cut")
     required_votes(min_votes, len(net.tasks))
     scores = task_scores(net, ctx.criterion, ctx.loader, net.tasks, ctx.num_batches, ctx.mode,
                          ctx.device)
@@ -241,7 +250,7 @@ def lth(net: MultiTaskModel, ctx: PruneContext, *, iterative: bool = False, roun
 
 def snip(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
     """SNIP on the given (pre-trained) weights: joint weighted loss, one global top-k."""
-    _require_data(ctx, net, "snip")
+    require_data(ctx, net, "snip")
     scores = joint_scores(net, ctx.criterion, ctx.loader, ctx.num_batches, ctx.mode, ctx.device)
     return global_plan(net, scores, normalise=True, info={"mode": ctx.mode})
 
@@ -268,7 +277,7 @@ def disparse_static(net: MultiTaskModel, ctx: PruneContext, *,
 
     The masks go onto the given weights (the project fine-tunes, DiSparse trained from scratch).
     """
-    _require_data(ctx, net, "disparse_static")
+    require_data(ctx, net, "disparse_static")
     probe = xavier_copy(net, ctx.seed)
     scores = task_scores(probe, ctx.criterion, ctx.loader, net.tasks, ctx.num_batches, ctx.mode,
                          ctx.device)
@@ -289,7 +298,7 @@ def disparse_pt(net: MultiTaskModel, ctx: PruneContext, *, score: str = "auto",
         mags = magnitude_scores(net)
         scores = {t: {n: mags[n] for n in task_model_layers(net, t)} for t in net.tasks}
     elif score == "gradient":
-        _require_data(ctx, net, "disparse_pt")
+        require_data(ctx, net, "disparse_pt")
         mags = magnitude_scores(net)
         cut_scores = task_scores(net, ctx.criterion, ctx.loader, net.tasks, ctx.num_batches,
                                  ctx.mode, ctx.device)
@@ -305,7 +314,7 @@ def structured_cut(net: MultiTaskModel, ctx: PruneContext, *,
     channels physically removed (:func:`lib.pruning.structured.structured_cut_prune`). Its
     budget is the channel sparsity: ``sparsity=S`` removes S % of every channel group
     (``ranking="uniform"``) or of all channels, groups competing (``"global"``)."""
-    _require_data(ctx, net, "structured_cut")
+    require_data(ctx, net, "structured_cut")
     required_votes(min_votes, len(net.tasks))
 
     def build(channel_sparsity: float) -> MultiTaskModel:
@@ -314,9 +323,6 @@ def structured_cut(net: MultiTaskModel, ctx: PruneContext, *,
     return StructuredPlan(net, build, {"min_votes": min_votes, "mode": ctx.mode,
                                        "ranking": ranking})
 
-
-# CUT beyond the paper builds on the plans above (hence imported here, not at the top).
-from . import cut_variants  # noqa: E402
 
 METHODS: dict[str, Callable[..., PruningPlan | StructuredPlan]] = {
     "cut": cut,
@@ -328,11 +334,16 @@ METHODS: dict[str, Callable[..., PruningPlan | StructuredPlan]] = {
     "disparse_static": disparse_static,
     "disparse_pt": disparse_pt,
     "structured_cut": structured_cut,
-    "cut_union": cut_variants.cut_union,
-    "cut_iterative": cut_variants.cut_iterative,
-    "cut_floor": cut_variants.cut_floor,
-    "cut_layer_norm": cut_variants.cut_layer_norm,
-}
+}  # + the CUT variants, registered by lib.pruning.cut_variants (the package imports it)
+
+
+def register_method(name: str, method: Callable[..., PruningPlan | StructuredPlan]) -> None:
+    """Add ``method`` to :data:`METHODS` under ``name`` (a name is registered once)."""
+    if name in METHODS:
+        raise ValueError(f"pruning method {name!r} is already registered")
+    METHODS[name] = method
+
+
 # Methods that remove channels instead of masking weights (their budget is a channel sparsity).
 STRUCTURED_METHODS = ("structured_cut",)
 
@@ -349,6 +360,33 @@ def uses_data(method: str, dataset: str | None = None, **options) -> bool:
 
 
 # --------------------------------------------------------------------------------- pipeline
+def check_method(method: str) -> None:
+    """A one-line PruningError unless ``method`` is registered in :data:`METHODS`."""
+    if method not in METHODS:
+        raise PruningError(f"unknown pruning method {method!r}; available: {sorted(METHODS)}")
+
+
+def make_plan(method: str, net: MultiTaskModel, criterion, loader: Iterable | None, *,
+              selected_tasks: Sequence[str], tasks: Sequence[str] | None = None,
+              num_batches: int | None = None, seed: int = 0, mode: str = "eval", device=None,
+              probe=None, **options) -> PruningPlan | StructuredPlan:
+    """The set-up of every pruning (:func:`prune`, the explorer): ``method``'s plan for the
+    compact copy of ``net`` holding ``selected_tasks``, scored now, after seeding with
+    ``seed``. ``net`` is not modified; the arguments are :func:`prune`'s. The compact copy's
+    outputs are checked against ``net``'s on ``probe`` (default: a few samples of the
+    loader's first batch, :func:`~lib.pruning.compact.probe_from`)."""
+    check_method(method)
+    if probe is None:
+        probe, loader = probe_from(loader)
+    compact = select_tasks(check_model(net), selected_tasks, tasks, probe=probe)
+    device = None if device is None else resolve_device(device)
+    if device is not None:
+        compact.to(device)
+    seed_everything(seed)
+    ctx = PruneContext(criterion, loader, num_batches, seed, device, mode)
+    return METHODS[method](compact, ctx, **options)
+
+
 def prune(method: str, net: MultiTaskModel, criterion, loader: Iterable | None, *,
           selected_tasks: Sequence[str], tasks: Sequence[str] | None = None,
           keep_ratio: float | None = None, sparsity: float | None = None,
@@ -365,27 +403,20 @@ def prune(method: str, net: MultiTaskModel, criterion, loader: Iterable | None, 
     ``options`` go to the method (e.g. ``min_votes`` for CUT, ``iterative``/``train_fn`` for LTH).
     Bad input raises a :class:`lib.pruning.errors.PruningError` (a ValueError) or ValueError.
     """
-    if method not in METHODS:
-        raise PruningError(f"unknown pruning method {method!r}; available: {sorted(METHODS)}")
+    check_method(method)
     if (keep_ratio is None) == (sparsity is None):
         raise PruningError("give exactly one of keep_ratio and sparsity")
     keep_ratio = None if keep_ratio is None else check_keep_ratio(keep_ratio)
     sparsity = None if sparsity is None else check_sparsity(sparsity)
-    probe, loader = probe_from(loader)
-    compact = select_tasks(check_model(net), selected_tasks, tasks, probe=probe)
-    if device is not None:
-        compact.to(resolve_device(device))
-    seed_everything(seed)
-    ctx = PruneContext(criterion, loader, num_batches, seed,
-                       None if device is None else resolve_device(device), mode)
-    plan = METHODS[method](compact, ctx, **options)
+    plan = make_plan(method, net, criterion, loader, selected_tasks=selected_tasks, tasks=tasks,
+                     num_batches=num_batches, seed=seed, mode=mode, device=device, **options)
     given = {k: v for k, v in options.items() if _jsonable(v)}
     if isinstance(plan, StructuredPlan):
         return _structured_result(plan, method, keep_ratio, sparsity, num_batches, seed, given)
     plan.masks_for = functools.lru_cache(maxsize=4)(plan.masks_for)  # search + final: no rework
     exact = False
     if keep_ratio is None:
-        keep_ratio, exact = _keep_ratio_for_target(plan, sparsity, layer_weights(plan.net))
+        keep_ratio, exact = TargetSearch(plan).keep_for(sparsity)
     install_masks(plan.net, plan.masks_for(keep_ratio, exact))
     task_masks = ({t: {n: m.cpu() for n, m in tm.items()}
                    for t, tm in plan.task_masks_for(keep_ratio, exact).items()}
@@ -415,34 +446,69 @@ def _structured_result(plan: StructuredPlan, method: str, keep_ratio: float | No
     return PruneResult(pruned, None, meta, removed)
 
 
-def _keep_ratio_for_target(plan: PruningPlan, sparsity: float,
-                           weights: dict[str, torch.Tensor]) -> tuple[float, bool]:
-    """Keep ratio (and whether score ties must be broken) that gives ``sparsity`` % deployed.
+class TargetSearch:
+    """The keep ratio, and whether score ties are broken, that gives a target deployed sparsity
+    on one plan: :func:`prune`'s ``sparsity=S`` (a fresh search) and the explorer's slider (one
+    search per plan and fusion rule, kept) both ask ``keep_for(S)``.
 
     The reference's rule keeps every weight tied at the threshold; when a plateau of equal
     scores (typically exact zeros) makes the target unreachable that way, ties are broken by
-    ``|w|`` and position instead, so the requested sparsity is met.
+    ``|w|`` and position instead, so the requested sparsity is met. A global budget keeps
+    ``1 - S/100`` of the weights; a per-task one is bisected on the plan's sparsity curve
+    (:func:`keep_ratio_for_sparsity`). Every sparsity counted is remembered
+    (:class:`RememberedCurve`), so a later target re-counts only the points its bisection has
+    not visited, and gets the keep ratio a fresh search gets.
     """
-    for exact in (False, True):
-        if plan.global_budget:
-            keep = (100.0 - sparsity) / 100.0
-            achieved = mask_sparsity(plan.masks_for(keep, exact), weights)
-            if abs(achieved - sparsity) <= SPARSITY_TOLERANCE:
-                return keep, exact
-            continue
-        curve = plan.sparsity_curve(exact, weights) if plan.sparsity_curve else None
-        if curve is None:
-            curve = MaskSparsityCurve(lambda keep: plan.masks_for(keep, exact), weights)
-        try:
-            return keep_ratio_for_sparsity(curve, sparsity), exact
-        except UnreachableSparsityError:
-            if exact:
-                raise
-    # With ties broken a global budget keeps exactly 1 - S/100 of the weights; missing the
-    # target then means the kept weights themselves hold zeros.
-    raise UnreachableSparsityError(
-        f"cannot reach {sparsity}% deployed sparsity: {achieved:.2f}% of the weights end up "
-        f"zero (zeros among the kept weights)", closest=achieved, keep_ratio=keep)
+
+    def __init__(self, plan: PruningPlan, weights: Mapping[str, torch.Tensor] | None = None):
+        self.plan = plan
+        self.weights = layer_weights(plan.net) if weights is None else weights
+        self.curves: dict[bool, RememberedCurve] = {}
+        self._global: dict[tuple[float, bool], float] = {}
+
+    @property
+    def evaluations(self) -> int:
+        """Sparsities counted so far (remembered ones are not counted again)."""
+        return len(self._global) + sum(c.evaluations for c in self.curves.values())
+
+    def keep_for(self, sparsity: float) -> tuple[float, bool]:
+        """``(keep ratio, ties broken)`` within :data:`SPARSITY_TOLERANCE` of ``sparsity`` %;
+        an UnreachableSparsityError naming the closest sparsity when even breaking ties
+        cannot reach it."""
+        sparsity = check_sparsity(sparsity)
+        for exact in (False, True):
+            if self.plan.global_budget:
+                keep = (100.0 - sparsity) / 100.0
+                achieved = self._global_sparsity(keep, exact)
+                if abs(achieved - sparsity) <= SPARSITY_TOLERANCE:
+                    return keep, exact
+                continue
+            try:
+                return keep_ratio_for_sparsity(self._curve(exact), sparsity), exact
+            except UnreachableSparsityError:
+                if exact:
+                    raise
+        # With ties broken a global budget keeps exactly 1 - S/100 of the weights; missing the
+        # target then means the kept weights themselves hold zeros.
+        raise UnreachableSparsityError(
+            f"cannot reach {sparsity}% deployed sparsity: {achieved:.2f}% of the weights end up "
+            f"zero (zeros among the kept weights)", closest=achieved, keep_ratio=keep)
+
+    def _global_sparsity(self, keep: float, exact: bool) -> float:
+        if (keep, exact) not in self._global:
+            self._global[(keep, exact)] = mask_sparsity(self.plan.masks_for(keep, exact),
+                                                        self.weights)
+        return self._global[(keep, exact)]
+
+    def _curve(self, exact: bool) -> RememberedCurve:
+        if exact not in self.curves:
+            plan = self.plan
+            curve = plan.sparsity_curve(exact, self.weights) if plan.sparsity_curve else None
+            if curve is None:
+                curve = MaskSparsityCurve(lambda keep: plan.masks_for(keep, exact), self.weights)
+            self.curves[exact] = RememberedCurve(curve)
+        self.curves[exact].restart()
+        return self.curves[exact]
 
 
 def _jsonable(value: Any) -> bool:

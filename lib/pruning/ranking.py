@@ -485,6 +485,9 @@ class VotedSparsityCurve(SparsityCurve):
         yield self._from_one_pass(keep, marks, kept)
         yield (self._exact_value(keep),) * 2
 
+    def restart(self) -> None:
+        self._reset()
+
     def narrow(self, lo: float, hi: float) -> None:
         if self._last is None or self._last[0] not in (lo, hi):
             return

@@ -69,6 +69,9 @@ class SparsityCurve(abc.ABC):
     def narrow(self, lo: float, hi: float) -> None:
         """The search will mostly ask inside [lo, hi] from now on."""
 
+    def restart(self) -> None:
+        """A new search begins: forget what earlier ``narrow`` calls said."""
+
 
 class MaskSparsityCurve(SparsityCurve):
     """The curve of any ``masks_for(keep)`` (masks of every prunable layer of the deployed
@@ -81,6 +84,63 @@ class MaskSparsityCurve(SparsityCurve):
 
     def at(self, keep: float) -> float:
         return _dropped_percent(self.masks_for(keep), self.zero_weights)
+
+
+class RememberedCurve(SparsityCurve):
+    """``curve`` remembering every value and the tightest interval it gave, by keep ratio, so a
+    later search on it (another target on the same plan: the explorer's slider) counts only
+    the points it has not seen. The values are ``curve``'s, so every search's answer is the one
+    it gives on ``curve`` itself. ``evaluations``: points counted on ``curve`` so far."""
+
+    def __init__(self, curve: SparsityCurve):
+        self.curve = curve
+        self.values: dict[float, float | KeepsNoWeightError] = {}
+        self.bounds: dict[float, tuple[float, float]] = {}
+        self.evaluations = 0
+
+    def at(self, keep: float) -> float:
+        if keep not in self.values:
+            self.evaluations += 1
+            try:
+                self.values[keep] = self.curve.at(keep)
+            except KeepsNoWeightError as exc:
+                self.values[keep] = exc
+        return self._known(keep)
+
+    def intervals(self, keep: float) -> Iterator[tuple[float, float]]:
+        if keep in self.values:
+            value = self._known(keep)
+            yield value, value
+            return
+        if keep in self.bounds:
+            yield self.bounds[keep]
+        self.evaluations += 1
+        try:
+            for low, high in self.curve.intervals(keep):
+                if low == high:
+                    self.values[keep] = low
+                elif high - low < _width(self.bounds.get(keep)):
+                    self.bounds[keep] = (low, high)
+                yield low, high
+        except KeepsNoWeightError as exc:
+            self.values[keep] = exc
+            raise
+
+    def narrow(self, lo: float, hi: float) -> None:
+        self.curve.narrow(lo, hi)
+
+    def restart(self) -> None:
+        self.curve.restart()
+
+    def _known(self, keep: float) -> float:
+        value = self.values[keep]
+        if isinstance(value, KeepsNoWeightError):
+            raise value
+        return value
+
+
+def _width(bounds: tuple[float, float] | None) -> float:
+    return float("inf") if bounds is None else bounds[1] - bounds[0]
 
 
 def _value(curve: SparsityCurve, keep: float) -> float:
