@@ -353,18 +353,59 @@ def test_make_loaders_split_is_disjoint_from_train_and_test(synthetic_cfg, tmp_p
     assert ref.split["selection"] == "test" and ref.val is ref.test
 
 
-def test_resume_is_exact_with_augmenting_loader(synthetic_cfg, tmp_path):
+# A run of test_sigkilled_run_resumes_exactly_with_shuffled_augmenting_loader, killed by
+# SIGKILL (no handler, no finally) inside the loss of its ``at``-th training step.
+KILLED_RUN = """
+import os, signal, sys
+import torch
+from lib.config import load_config
+from lib.losses import SceneNetLoss
+from lib.models import SceneNet
+from lib.training import make_loaders, train
+
+root, run_dir, at, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+cfg = load_config("nyuv2_3task", profile="tiny", DATA_ROOT=root)
+
+class KilledLoss(SceneNetLoss):
+    calls = 0
+    def per_task(self, preds, batch):
+        if torch.is_grad_enabled():
+            KilledLoss.calls += 1
+            if KilledLoss.calls == at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().per_task(preds, batch)
+
+base = SceneNetLoss.from_config(cfg)
+loaders = make_loaders(cfg, val_fraction=0.25, seed=1, num_workers=workers)
+torch.manual_seed(0)
+train(SceneNet.from_config(cfg), KilledLoss(base.dataset, base.tasks, base.lambdas),
+      loaders.train, cfg, run_dir, val_loader=loaders.val, max_iters=8, seed=1, log=False)
+"""
+
+
+def test_sigkilled_run_resumes_exactly_with_shuffled_augmenting_loader(synthetic_cfg, tmp_path):
+    """The training order is shuffled per epoch (lib.data's loaders) and augmentation random;
+    a run killed by SIGKILL in its 7th step (last checkpoint: iteration 6, in the second
+    epoch) and resumed ends with weights equal to an uninterrupted run's."""
+    import signal
+    import subprocess
+    import sys
+
     cfg = synthetic_cfg
     loaders = make_loaders(cfg, val_fraction=0.25, seed=1)
-    common = dict(val_loader=loaders.val, max_iters=4, seed=1, log=False)
+    common = dict(val_loader=loaders.val, max_iters=8, seed=1, log=False)
     full = train(make_net(cfg), SceneNetLoss.from_config(cfg), loaders.train, cfg,
                  tmp_path / "a", **common)
-    with pytest.raises(KeyboardInterrupt):
-        train(make_net(cfg), FailingLoss(cfg, at=4, mode="interrupt"), loaders.train, cfg,
-              tmp_path / "b", **common)
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(cfg.DATA_ROOT),
+                             str(tmp_path / "b"), "7", "0"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    saved = read_checkpoint(tmp_path / "b" / "last.pth")
+    assert saved["iteration"] == 6 and saved["data"]["epoch"] >= 1
     resumed = train(make_net(cfg), SceneNetLoss.from_config(cfg), loaders.train, cfg,
                     tmp_path / "b", resume=True, **common)
     assert state_equal(full.net.state_dict(), resumed.net.state_dict())
+    assert full.history["loss/total"] == resumed.history["loss/total"]
 
 
 def test_evaluate_writes_metrics_json_for_dense_and_compact(synthetic_cfg, tmp_path):

@@ -168,6 +168,15 @@ def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return default_collate(items)
 
 
+def epoch_permutation(num_items: int, seed: int, epoch: int) -> list[int]:
+    """The order of epoch ``epoch``: a permutation of ``range(num_items)`` that depends only on
+    ``(seed, epoch)`` (hashed together, so seed ``s`` at epoch ``e + 1`` is not seed ``s + 1``
+    at epoch ``e``: runs of neighbouring seeds do not share their orders)."""
+    state = np.random.SeedSequence([int(seed) % 2**63, int(epoch) % 2**63]).generate_state(2)
+    g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.randperm(int(num_items), generator=g).tolist()
+
+
 class EpochSampler(Sampler):
     """Yields ``(epoch, index)``: a seeded permutation (or ``0..n-1``) that changes per epoch.
 
@@ -194,9 +203,7 @@ class EpochSampler(Sampler):
     def order(self, epoch: int) -> list[int]:
         if not self.shuffle:
             return list(range(self.num_items))
-        state = np.random.SeedSequence([self.seed % 2**63, epoch % 2**63]).generate_state(2)
-        g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-        return torch.randperm(self.num_items, generator=g).tolist()
+        return epoch_permutation(self.num_items, self.seed, epoch)
 
     def _shard(self, order: list[int]) -> list[int]:
         if self.num_replicas == 1:

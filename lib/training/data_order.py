@@ -4,9 +4,15 @@ Any DataLoader the caller passes is re-created over the same dataset, batch size
 function and workers (datasets of ``lib.data`` get ``(epoch, index)`` keys, as their own
 loaders give them), but with a :class:`ResumableSampler` (a ``DistributedSampler`` that can
 skip the batches already consumed) and its own seeded generator, so that creating a loader
-iterator never draws from the global torch RNG (dropout's). The order of epoch ``e`` depends
-only on ``(seed, e)``, so a run resumed at (epoch, batch) sees the same batches as an
-uninterrupted one.
+iterator never draws from the global torch RNG (dropout's). The order of epoch ``e`` is
+``lib.data.epoch_permutation(n, seed, e)``: it depends only on ``(seed, e)``, so a run resumed
+at (epoch, batch) sees the same batches as an uninterrupted one, and a different worker count
+changes nothing.
+
+Shuffled: every training loader of ``lib.data`` that asked for it (their ``EpochSampler``'s
+``shuffle``, on for the train split by default) and any other DataLoader whose sampler
+shuffles (``shuffle=True``: a ``RandomSampler``; a shuffling ``DistributedSampler``). A
+loader built with ``shuffle=False`` keeps its order ``0..n-1`` every epoch.
 
 A loader that yields one batch per task and step (``lib.data.MultiDomainLoader``: it has
 ``task_loaders``) is resumed the same way by :class:`TaskEpochLoader`, one
@@ -21,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from torch.utils.data.sampler import BatchSampler
 
+from lib.data import epoch_permutation
 from lib.tasks import TaskBatches
 
 
@@ -40,8 +47,19 @@ class ResumableSampler(DistributedSampler):
         self.set_epoch(epoch)
         self.skip = skip
 
+    def epoch_indices(self) -> list[int]:
+        """This rank's indices of the current epoch, as ``DistributedSampler`` shards them
+        (padded by repeating the order's start), but ordered by :func:`epoch_permutation`."""
+        n = len(self.dataset)
+        order = epoch_permutation(n, self.seed, self.epoch) if self.shuffle else list(range(n))
+        if self.drop_last:
+            order = order[:self.total_size]
+        else:
+            order = (order * (self.total_size // max(n, 1) + 1))[:self.total_size]
+        return order[self.rank:self.total_size:self.num_replicas]
+
     def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
-        indices = list(super().__iter__())[self.skip:]
+        indices = self.epoch_indices()[self.skip:]
         return iter([(self.epoch, i) for i in indices] if self.keyed else indices)
 
     def __len__(self) -> int:
@@ -65,8 +83,7 @@ class EpochLoader:
             raise ValueError("the training DataLoader must use batch_size= (a custom "
                              "batch_sampler cannot be resumed exactly)")
         if shuffle is None:
-            shuffle = isinstance(loader.sampler, (RandomSampler, DistributedSampler)) and \
-                getattr(loader.sampler, "shuffle", True)
+            shuffle = asks_for_shuffle(loader)
         self.seed = int(seed)
         self.batch_size = int(loader.batch_size)
         self.drop_last = bool(loader.drop_last)
@@ -122,8 +139,8 @@ class EpochLoader:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
 
-# Task i's order uses seed + i * TASK_SEED_STRIDE: the sampler draws epoch e with seed + e, so
-# the stride keeps two tasks' orders apart for any realistic number of epochs.
+# Task i's order uses seed + i * TASK_SEED_STRIDE (hashed with the epoch by epoch_permutation):
+# two tasks' orders differ, and so do the tasks of neighbouring seeds.
 TASK_SEED_STRIDE = 1_000_003
 
 
@@ -175,6 +192,16 @@ def epoch_loader(loader: Any, *, seed: int, rank: int = 0,
     if task_loaders is not None:
         return TaskEpochLoader(task_loaders, seed=seed, rank=rank, world_size=world_size)
     return EpochLoader(loader, seed=seed, rank=rank, world_size=world_size)
+
+
+def asks_for_shuffle(loader: DataLoader) -> bool:
+    """Whether ``loader`` was built to shuffle: ``shuffle=True`` (a ``RandomSampler``), a
+    shuffling ``DistributedSampler`` or a shuffling ``lib.data.EpochSampler`` (the train split
+    of ``lib.data.build_loader``)."""
+    sampler = loader.sampler
+    if isinstance(sampler, RandomSampler):
+        return True
+    return bool(getattr(sampler, "shuffle", False))
 
 
 def _takes_epoch_keys(loader: DataLoader) -> bool:
