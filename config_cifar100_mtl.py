@@ -35,6 +35,9 @@ class Config:
     LR_SCHEDULE = "cosine"
     BATCH_SIZE = 32           # per domain and step
     EVAL_BATCH_SIZE = 32      # the test loaders' batch (trainer_cifar.py)
+    # Data-loading worker processes (the original notebooks' num_workers=8), capped at this
+    # machine's cores; results do not depend on it (docs/TRAINING.md).
+    NUM_WORKERS = min(8, os.cpu_count() or 1)
     EPOCHS = 200
     ITERS_PER_EPOCH = math.ceil(DOMAIN_TRAIN_SIZE / BATCH_SIZE)
     MAX_ITERS = EPOCHS * ITERS_PER_EPOCH

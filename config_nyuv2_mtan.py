@@ -41,6 +41,9 @@ class Config:
     LR_SCHEDULE = "step"
     BATCH_SIZE = 2
     EVAL_BATCH_SIZE = 2       # the test loader's batch: the metrics average per batch
+    # Data-loading worker processes (the original notebooks' num_workers=8), capped at this
+    # machine's cores; results do not depend on it (docs/TRAINING.md).
+    NUM_WORKERS = min(8, os.cpu_count() or 1)
     EPOCHS = 200
     ITERS_PER_EPOCH = math.ceil(NYUV2_MTAN_TRAIN_SIZE / BATCH_SIZE)
     MAX_ITERS = EPOCHS * ITERS_PER_EPOCH

@@ -20,6 +20,9 @@ class Config:
     LAMBDAS = [1, 3, 2, 7, 7]
     NUM_GPUS = 1
     BATCH_SIZE = 16 * NUM_GPUS
+    # Data-loading worker processes (the original notebooks' num_workers=8), capped at this
+    # machine's cores; results do not depend on it (docs/TRAINING.md).
+    NUM_WORKERS = min(8, os.cpu_count() or 1)
     MAX_ITERS = 100000 // NUM_GPUS
     DECAY_LR_FREQ = 12000 // NUM_GPUS
     DECAY_LR_RATE = 0.5

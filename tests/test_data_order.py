@@ -120,3 +120,37 @@ def test_per_task_loaders_are_shuffled_per_task_and_epoch():
     unshuffled = epoch_loader(MultiDomainLoader(domains, batch_size=2, shuffle=False), seed=3)
     batch = next(iter(unshuffled))
     assert [int(i) for i in batch["a"]] == [0, 1]
+
+
+def test_worker_processes_change_no_batch(synthetic_cfg):
+    """Two epochs of the shuffled, augmenting train loader: the same tensors with 0 and 2
+    worker processes (augmentation depends only on (seed, epoch, index)), and the workers'
+    loader keeps them across epochs."""
+    def batches(workers):
+        loaders = make_loaders(synthetic_cfg, selection="test", seed=3, batch_size=2,
+                               num_workers=workers)
+        data = epoch_loader(loaders.train, seed=3)
+        it = iter(data)
+        return data, [next(it) for _ in range(2 * data.batches_per_epoch)]
+
+    (plain, one), (parallel, two) = batches(0), batches(2)
+    assert parallel.loader.num_workers == 2 and parallel.loader.persistent_workers
+    assert plain.loader.num_workers == 0
+    for a, b in zip(one, two):
+        assert a["name"] == b["name"]
+        for key, value in a.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, b[key]), key
+
+
+def test_num_workers_comes_from_the_config_and_is_checked(synthetic_cfg):
+    cfg = load_config("nyuv2_3task", profile="tiny", DATA_ROOT=synthetic_cfg.DATA_ROOT,
+                      NUM_WORKERS=2)
+    loaders = make_loaders(cfg, seed=0)
+    assert {loaders.train.num_workers, loaders.val.num_workers, loaders.test.num_workers} == {2}
+    assert build_loader(cfg, "test", num_workers=0).num_workers == 0
+    assert load_config("nyuv2_3task", profile="tiny").NUM_WORKERS == 0
+    assert 1 <= load_config("nyuv2_3task").NUM_WORKERS <= 8
+    cfg.NUM_WORKERS = -1
+    with pytest.raises(ValueError, match=r"NUM_WORKERS=-1: expected an integer >= 0"):
+        build_loader(cfg, "train")

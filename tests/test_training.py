@@ -383,10 +383,13 @@ train(SceneNet.from_config(cfg), KilledLoss(base.dataset, base.tasks, base.lambd
 """
 
 
-def test_sigkilled_run_resumes_exactly_with_shuffled_augmenting_loader(synthetic_cfg, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkilled_run_resumes_exactly_with_shuffled_augmenting_loader(synthetic_cfg, tmp_path,
+                                                                       workers):
     """The training order is shuffled per epoch (lib.data's loaders) and augmentation random;
     a run killed by SIGKILL in its 7th step (last checkpoint: iteration 6, in the second
-    epoch) and resumed ends with weights equal to an uninterrupted run's."""
+    epoch) and resumed, both reading with ``workers`` processes, ends with weights equal to an
+    uninterrupted run's that read in one process."""
     import signal
     import subprocess
     import sys
@@ -397,13 +400,15 @@ def test_sigkilled_run_resumes_exactly_with_shuffled_augmenting_loader(synthetic
     full = train(make_net(cfg), SceneNetLoss.from_config(cfg), loaders.train, cfg,
                  tmp_path / "a", **common)
     killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(cfg.DATA_ROOT),
-                             str(tmp_path / "b"), "7", "0"], capture_output=True, text=True,
+                             str(tmp_path / "b"), "7", str(workers)], capture_output=True,
+                            text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     saved = read_checkpoint(tmp_path / "b" / "last.pth")
     assert saved["iteration"] == 6 and saved["data"]["epoch"] >= 1
-    resumed = train(make_net(cfg), SceneNetLoss.from_config(cfg), loaders.train, cfg,
-                    tmp_path / "b", resume=True, **common)
+    with_workers = make_loaders(cfg, val_fraction=0.25, seed=1, num_workers=workers)
+    resumed = train(make_net(cfg), SceneNetLoss.from_config(cfg), with_workers.train, cfg,
+                    tmp_path / "b", resume=True, **{**common, "val_loader": with_workers.val})
     assert state_equal(full.net.state_dict(), resumed.net.state_dict())
     assert full.history["loss/total"] == resumed.history["loss/total"]
 

@@ -53,3 +53,28 @@ def test_cli_train_evaluate_finetune(data_root, tmp_path, capsys):
         assert torch.equal(mask, module.weight_mask)
         assert not tuned["model"][f"{name}.weight_orig"][mask == 0].any()
     assert "test metrics" in capsys.readouterr().out
+
+
+def test_cli_num_workers_change_no_result_and_resume_across_them(data_root, tmp_path, capsys):
+    """--num-workers reaches the loaders; a run resumes with another worker count (workers
+    never change a number) and evaluation gives the same metrics; a bad count: exit 2."""
+    common = ["--config", "nyuv2_3task", "--profile", "tiny", "--data-root", data_root,
+              "--quiet", "--selection", "test"]
+    run = tmp_path / "r"
+    assert main(["train", *common, "--run-dir", str(run), "--max-iters", "2",
+                 "--num-workers", "2"]) == 0
+    assert read_checkpoint(run / "last.pth")["config"]["NUM_WORKERS"] == 2
+    assert main(["train", *common, "--run-dir", str(run), "--max-iters", "3", "--resume",
+                 "--allow-changed", "max_iters", "--num-workers", "0"]) == 0
+    plain, parallel = tmp_path / "plain.json", tmp_path / "parallel.json"
+    for out, workers in ((plain, "0"), (parallel, "2")):
+        assert main(["evaluate", "--config", "nyuv2_3task", "--profile", "tiny", "--data-root",
+                     data_root, "--checkpoint", str(run / "base_model.pth"), "--out", str(out),
+                     "--num-workers", workers]) == 0
+    assert json.loads(plain.read_text()) == json.loads(parallel.read_text())
+    capsys.readouterr()
+    assert main(["evaluate", "--config", "nyuv2_3task", "--profile", "tiny", "--data-root",
+                 data_root, "--checkpoint", str(run / "base_model.pth"), "--num-workers",
+                 "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: NUM_WORKERS=-1") and err.count("\n") == 1

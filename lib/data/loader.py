@@ -289,8 +289,18 @@ def _domain_seed(seed: int, key: int) -> int:
     return int(np.random.SeedSequence([int(seed) % 2**63, int(key)]).generate_state(1)[0])
 
 
+def loader_workers(cfg, num_workers: int | None = None) -> int:
+    """``num_workers`` if given, else ``cfg.NUM_WORKERS`` (0 for a config without it), checked
+    to be an integer >= 0 (a one-line ValueError naming the key otherwise)."""
+    value = getattr(cfg, "NUM_WORKERS", 0) if num_workers is None else num_workers
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"NUM_WORKERS={value!r}: expected an integer >= 0 (data-loading "
+                         f"worker processes; 0 reads in the training process)")
+    return value
+
+
 def build_loader(cfg, split: str, batch_size: int | None = None, shuffle: bool | None = None,
-                 seed: int = 0, num_workers: int = 0,
+                 seed: int = 0, num_workers: int | None = None,
                  indices: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
                  drop_last: bool | None = None, augment: bool | None = None,
                  num_replicas: int | None = None,
@@ -306,8 +316,11 @@ def build_loader(cfg, split: str, batch_size: int | None = None, shuffle: bool |
     ``num_replicas``/``rank`` shard the order for distributed runs (default: the initialised
     ``torch.distributed`` process group, else one replica); train shards are padded to equal
     length, test shards are not (per-task data is not sharded here: the training engine shards
-    it).
+    it). ``num_workers`` defaults to ``cfg.NUM_WORKERS``: worker processes change nothing in
+    the batches (augmentation is keyed by ``(seed, epoch, index)``); memory is pinned when
+    CUDA is present.
     """
+    num_workers = loader_workers(cfg, num_workers)
     batch_size = int(cfg.BATCH_SIZE if batch_size is None else batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

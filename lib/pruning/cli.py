@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset root; default: the config's DATA_ROOT (CUT_DATA_ROOT) if it "
                              "exists, else the built-in synthetic dataset (announced)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=None, metavar="N",
+                        help="data-loading worker processes for scoring (default: the "
+                             "profile's NUM_WORKERS); the scores are the same for any N")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True, help="output folder")
 
@@ -86,6 +89,9 @@ def _data_root(cfg, data_root: str | None, seed: int) -> str:
 def _run(args: argparse.Namespace) -> int:
     set_cpu_threads()
     cfg = load_config(args.config, profile=args.profile)
+    if args.num_workers is not None:
+        from lib.data import loader_workers
+        cfg.NUM_WORKERS = loader_workers(cfg, args.num_workers)
     unknown = [t for t in args.tasks if t not in cfg.TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; config {args.config!r} has tasks {cfg.TASKS}")

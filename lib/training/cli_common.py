@@ -21,6 +21,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override config attributes, e.g. --set BATCH_SIZE=8 VAL_FREQ=50")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:0")
     parser.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+    parser.add_argument("--num-workers", type=int, default=None, metavar="N",
+                        help="data-loading worker processes (default: the profile's "
+                             "NUM_WORKERS); results are the same for any N")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +93,12 @@ def config_from_args(args: argparse.Namespace):
         overrides[key] = parse_setting(base, key, raw)
     if args.data_root is not None:
         overrides["DATA_ROOT"] = args.data_root
-    return load_config(args.config, profile=args.profile, **overrides)
+    if getattr(args, "num_workers", None) is not None:
+        overrides["NUM_WORKERS"] = args.num_workers
+    cfg = load_config(args.config, profile=args.profile, **overrides)
+    from lib.data import loader_workers
+    loader_workers(cfg)   # a bad --num-workers / NUM_WORKERS: one line before anything runs
+    return cfg
 
 
 def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],

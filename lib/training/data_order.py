@@ -74,7 +74,7 @@ class EpochLoader:
     """
 
     def __init__(self, loader: DataLoader, *, seed: int, rank: int = 0, world_size: int = 1,
-                 shuffle: bool | None = None):
+                 shuffle: bool | None = None, pin_memory: bool | None = None):
         dataset = loader.dataset
         if not hasattr(dataset, "__len__") or len(dataset) == 0:
             raise ValueError("the training dataset is empty (0 items): check DATA_ROOT and the "
@@ -96,12 +96,17 @@ class EpochLoader:
             raise ValueError(f"the training dataset has {len(dataset)} items, fewer than one "
                              f"batch of {self.batch_size} per process with drop_last=True")
         self.generator = torch.Generator()
+        workers = loader.num_workers
         self.loader = DataLoader(
             dataset, batch_size=self.batch_size, sampler=self.sampler,
-            num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-            pin_memory=loader.pin_memory, drop_last=self.drop_last, timeout=loader.timeout,
+            num_workers=workers, collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory if pin_memory is None else pin_memory,
+            drop_last=self.drop_last, timeout=loader.timeout,
             worker_init_fn=loader.worker_init_fn, generator=self.generator,
-            prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None)
+            prefetch_factor=loader.prefetch_factor if workers > 0 else None,
+            # Workers kept across epochs only for lib.data's datasets, whose items never use a
+            # worker's random state: another dataset's workers are reseeded every epoch.
+            persistent_workers=workers > 0 and self.sampler.keyed)
         self.epoch = 0
         self.batch_in_epoch = 0
 
@@ -152,12 +157,12 @@ class TaskEpochLoader:
     """
 
     def __init__(self, loaders: Mapping[str, DataLoader], *, seed: int, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, pin_memory: bool | None = None):
         if not loaders:
             raise ValueError("the training loader has no task loaders")
         self.tasks = list(loaders)
         self.loaders = {t: EpochLoader(loader, seed=int(seed) + i * TASK_SEED_STRIDE, rank=rank,
-                                       world_size=world_size)
+                                       world_size=world_size, pin_memory=pin_memory)
                         for i, (t, loader) in enumerate(loaders.items())}
         self.batches_per_epoch = min(e.batches_per_epoch for e in self.loaders.values())
         for e in self.loaders.values():
@@ -184,14 +189,17 @@ class TaskEpochLoader:
             yield TaskBatches({t: next(it) for t, it in iterators.items()})
 
 
-def epoch_loader(loader: Any, *, seed: int, rank: int = 0,
-                 world_size: int = 1) -> EpochLoader | TaskEpochLoader:
+def epoch_loader(loader: Any, *, seed: int, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool | None = None) -> EpochLoader | TaskEpochLoader:
     """The resumable iterator over ``loader``: a :class:`TaskEpochLoader` for a loader with
-    ``task_loaders`` (one DataLoader per task), else an :class:`EpochLoader`."""
+    ``task_loaders`` (one DataLoader per task), else an :class:`EpochLoader`. Its worker count
+    is ``loader``'s; ``pin_memory`` (default: ``loader``'s) is for a CUDA run only."""
     task_loaders = getattr(loader, "task_loaders", None)
     if task_loaders is not None:
-        return TaskEpochLoader(task_loaders, seed=seed, rank=rank, world_size=world_size)
-    return EpochLoader(loader, seed=seed, rank=rank, world_size=world_size)
+        return TaskEpochLoader(task_loaders, seed=seed, rank=rank, world_size=world_size,
+                               pin_memory=pin_memory)
+    return EpochLoader(loader, seed=seed, rank=rank, world_size=world_size,
+                       pin_memory=pin_memory)
 
 
 def asks_for_shuffle(loader: DataLoader) -> bool:

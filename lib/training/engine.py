@@ -56,6 +56,9 @@ History = dict[str, list[tuple[int, float]]]
 # losses, batch size, data, seed, ...) would silently mix two runs in one, so it is refused.
 RESUMABLE_CHANGES = ("VAL_FREQ", "CKPT_FREQ", "DATA_ROOT", "max_iters", "MAX_ITERS",
                      "RETRAIN_EPOCH")
+# Config keys that change how fast a run goes, never its numbers: not part of its settings, so
+# a run resumes with any value of them.
+SPEED_ONLY = ("NUM_WORKERS",)
 EvalFn = Callable[[nn.Module, DataLoader, torch.device], Mapping[str, Any]]
 
 
@@ -299,7 +302,8 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                          f"network's tasks {list(net_tasks)}; build it with "
                          f"criterion.restricted_to(net.tasks)")
     seed_everything(seed + info.rank)
-    data = epoch_loader(train_loader, seed=seed, rank=info.rank, world_size=info.world_size)
+    data = epoch_loader(train_loader, seed=seed, rank=info.rank, world_size=info.world_size,
+                        pin_memory=device.type == "cuda")
     weighting.bind(data.batches_per_epoch, device)
     if hook is not None:   # may install masks: before the optimiser sees the parameters
         hook.setup(model, RunContext(criterion, weighting, device, seed, schedule.max_iters,
@@ -444,7 +448,8 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
         hook.finish(model)
     if recalibrate:   # after the hook's last mask change; the same batches on every resume
         recalibrate_batchnorm(model, epoch_loader(train_loader, seed=seed, rank=info.rank,
-                                                  world_size=info.world_size),
+                                                  world_size=info.world_size,
+                                                  pin_memory=device.type == "cuda"),
                               recalibrate, device)
         broadcast_buffers(model, info)
         if val_loader is not None and info.is_main:
@@ -483,8 +488,9 @@ def run_settings(config: Mapping[str, Any], schedule: Schedule, seed: int,
     """What a resumed run must share with the run it continues, as one flat dict: every config
     value (upper-case keys: data root and overrides included), the schedule (``max_iters``,
     ``lr``, ``weight_decay``, ``decay_freq``, ``decay_rate``), ``seed``, ``select_metric``
-    and the validation ``split``."""
-    return {**dict(config), **dict(schedule.__dict__), "seed": int(seed),
+    and the validation ``split``; not the :data:`SPEED_ONLY` keys."""
+    config = {k: v for k, v in dict(config).items() if k not in SPEED_ONLY}
+    return {**config, **dict(schedule.__dict__), "seed": int(seed),
             "select_metric": f"{selection.mode}:{selection.metric}",
             "split": None if split is None else dict(split)}
 
