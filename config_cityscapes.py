@@ -23,6 +23,10 @@ class Config:
     # Data-loading worker processes (the original notebooks' num_workers=8), capped at this
     # machine's cores; results do not depend on it (docs/TRAINING.md).
     NUM_WORKERS = min(8, os.cpu_count() or 1)
+    # Mixed precision of training and evaluation (off | fp16 | bf16) and the channels_last
+    # memory layout: off / False is float32 as the reference (docs/TRAINING.md).
+    AMP = "off"
+    CHANNELS_LAST = False
     MAX_ITERS = 20000 // NUM_GPUS
     DECAY_LR_FREQ = 4000 // NUM_GPUS
     DECAY_LR_RATE = 0.7

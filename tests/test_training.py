@@ -155,7 +155,9 @@ def assert_pruned_zero(net, masks):
         assert bool((module.weight_orig[masks[name] == 0] == 0).all()), name
 
 
-def test_finetune_keeps_pruned_weights_zero_and_masks_fixed(cfg, tmp_path):
+@pytest.mark.parametrize("amp,channels_last", [("off", False), ("bf16", True)])
+def test_finetune_keeps_pruned_weights_zero_and_masks_fixed(cfg, tmp_path, amp, channels_last):
+    """Under float32 and under bfloat16 autocast with the channels_last layout alike."""
     net = pruned_compact(cfg)
     masks = mask_snapshot(net)
     before = {n: m.weight_orig.detach().clone() for n, m in masked_modules(net).items()}
@@ -163,7 +165,10 @@ def test_finetune_keeps_pruned_weights_zero_and_masks_fixed(cfg, tmp_path):
     # Large weight decay and lr so that any leak into pruned weights would show.
     result = finetune(net, SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "ft",
                       val_loader=loader(ds, shuffle=False), max_iters=3, lr=1e-2,
-                      weight_decay=0.5, log=False)
+                      weight_decay=0.5, log=False, amp=amp, channels_last=channels_last)
+    assert read_checkpoint(tmp_path / "ft" / "last.pth")["config"]["AMP"] == "off"
+    for mask in masks.values():
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}
     assert set(k for k in result.history if k.startswith("loss/")) == {
         "loss/seg", "loss/sn", "loss/total"}  # depth's loss dropped
     assert_pruned_zero(result.net, masks)
@@ -238,9 +243,13 @@ def test_bad_inputs_fail_with_one_line_errors(cfg, tmp_path):
     with pytest.raises(ValueError, match="dataset is empty"):
         train(make_net(cfg), crit, loader(make_data(cfg, n=0), shuffle=False), cfg,
               tmp_path / "e", log=False)
-    with pytest.raises(ValueError, match="amp=True needs a CUDA device"):
+    with pytest.raises(ValueError, match="--amp fp16 needs a CUDA device"):
         train(make_net(cfg), crit, loader(make_data(cfg, 2)), cfg, tmp_path / "a", amp=True,
               device="cpu", log=False)
+    with pytest.raises(ValueError, match=r"AMP='fp8': expected one of \['off', 'fp16', 'bf16'\]"):
+        train(make_net(cfg), crit, loader(make_data(cfg, 2)), cfg, tmp_path / "a", amp="fp8",
+              device="cpu", log=False)
+    assert not (tmp_path / "a").exists()
     with pytest.raises(ValueError, match=r"criterion's tasks \['seg'\] differ"):
         train(make_net(cfg), crit.restricted_to(["seg"]), loader(make_data(cfg, 2)), cfg,
               tmp_path / "t", log=False)

@@ -57,7 +57,8 @@ def test_cli_train_evaluate_finetune(data_root, tmp_path, capsys):
 
 def test_cli_num_workers_change_no_result_and_resume_across_them(data_root, tmp_path, capsys):
     """--num-workers reaches the loaders; a run resumes with another worker count (workers
-    never change a number) and evaluation gives the same metrics; a bad count: exit 2."""
+    never change a number) and evaluation gives the same metrics; a bad count: exit 2.
+    --amp bf16 --channels-last evaluates; --amp (fp16) on CPU: exit 2, nothing written."""
     common = ["--config", "nyuv2_3task", "--profile", "tiny", "--data-root", data_root,
               "--quiet", "--selection", "test"]
     run = tmp_path / "r"
@@ -72,7 +73,16 @@ def test_cli_num_workers_change_no_result_and_resume_across_them(data_root, tmp_
                      data_root, "--checkpoint", str(run / "base_model.pth"), "--out", str(out),
                      "--num-workers", workers]) == 0
     assert json.loads(plain.read_text()) == json.loads(parallel.read_text())
+    reduced = tmp_path / "bf16.json"
+    assert main(["evaluate", "--config", "nyuv2_3task", "--profile", "tiny", "--data-root",
+                 data_root, "--checkpoint", str(run / "base_model.pth"), "--out", str(reduced),
+                 "--amp", "bf16", "--channels-last"]) == 0
+    assert json.loads(reduced.read_text()).keys() == json.loads(plain.read_text()).keys()
     capsys.readouterr()
+    assert main(["train", *common, "--run-dir", str(tmp_path / "fp16"), "--amp"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --amp fp16 needs a CUDA device") and err.count("\n") == 1
+    assert not (tmp_path / "fp16").exists()
     assert main(["evaluate", "--config", "nyuv2_3task", "--profile", "tiny", "--data-root",
                  data_root, "--checkpoint", str(run / "base_model.pth"), "--num-workers",
                  "-1"]) == 2

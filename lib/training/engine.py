@@ -46,6 +46,7 @@ from .data_order import epoch_loader
 from .distributed import (DistInfo, all_gather_objects, broadcast_buffers, device_for,
                           dist_info)
 from .hooks import RunContext, TrainingHook, check_same_spec
+from .precision import Precision, cudnn_autotune, float_outputs
 from .weighting import TaskWeighting, make_weighting
 
 History = dict[str, list[tuple[int, float]]]
@@ -197,14 +198,17 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "val") -> dict[str
 
 
 @torch.no_grad()
-def validation_losses(net: nn.Module, criterion, loader: DataLoader,
-                      device: torch.device) -> dict[str, float]:
-    """Item-weighted mean of the weighted loss and of each task's loss over ``loader``."""
+def validation_losses(net: nn.Module, criterion, loader: DataLoader, device: torch.device,
+                      precision: Precision = Precision()) -> dict[str, float]:
+    """Item-weighted mean of the weighted loss and of each task's loss over ``loader`` (the
+    forward pass in ``precision``, the losses in float32)."""
     sums: dict[str, float] = {}
     count = 0
     for batch in loader:
         batch = batch_to(batch, device)
-        preds = task_outputs(net, network_input(batch))
+        with precision.autocast(device):
+            preds = task_outputs(net, precision.inputs(network_input(batch)))
+        preds = float_outputs(preds)
         losses = criterion.per_task(preds, batch)
         n = batch_items(batch)
         values = {f"val/loss/{t}": float(v) for t, v in losses.items()}
@@ -262,14 +266,19 @@ class _RunLog:
 
 def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, *,
              schedule: Schedule, phase: str, final_name: str, val_loader: DataLoader | None,
-             seed: int, device, resume, overwrite: bool, amp: bool, eval_fn: EvalFn | None,
+             seed: int, device, resume, overwrite: bool, amp: str | bool | None,
+             eval_fn: EvalFn | None,
              select_metric: str | None, log: bool, split: Mapping[str, Any] | None,
              after_step: Callable[[nn.Module], None] | None = None,
              save_final: Callable[[nn.Module, Path], None] | None = None,
              weighting: str | Mapping[str, Any] | TaskWeighting | None = None,
              hook: TrainingHook | None = None,
-             allow_changed: Sequence[str] = ()) -> TrainResult:
+             allow_changed: Sequence[str] = (),
+             channels_last: bool | None = None) -> TrainResult:
     """Run ``schedule.max_iters`` iterations of ``phase`` ("train" or "finetune").
+
+    ``amp`` / ``channels_last`` (default: ``cfg.AMP`` / ``cfg.CHANNELS_LAST``) choose the
+    precision and layout (:mod:`.precision`); both are recorded in the run's settings.
 
     ``weighting`` (name, ``{"name": ..., **options}`` or instance; default ``fixed``) forms
     each iteration's loss; ``hook`` adds mask updates / a penalty (see :mod:`.hooks`).
@@ -285,9 +294,8 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
             check_files(data_loader)
     info = dist_info()
     device = device_for(info, device)
-    if amp and device.type != "cuda":
-        raise ValueError(f"amp=True needs a CUDA device; this run is on {device} "
-                         f"(mixed precision is CUDA-only here)")
+    precision = Precision.resolve(cfg, amp, channels_last)
+    precision.check(device)
     selection = Selection.parse(select_metric)
     weighting = make_weighting(weighting, criterion.tasks, criterion.lambdas)
     if hook is not None:
@@ -295,7 +303,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
     run_dir = Path(run_dir)
     _prepare_everywhere(run_dir, resume, overwrite, info)
 
-    model = unwrap(net).to(device)
+    model = precision.prepare(unwrap(net).to(device))
     net_tasks = getattr(model, "tasks", None)
     if net_tasks is not None and list(criterion.tasks) != list(net_tasks):
         raise ValueError(f"the criterion's tasks {list(criterion.tasks)} differ from the "
@@ -318,7 +326,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                                      if weighting.parameters() else [])
     optimizer = schedule.optimizer_for(groups)
     scheduler = schedule.scheduler_for(optimizer)
-    scaler = torch.amp.GradScaler("cuda") if amp else None
+    scaler = precision.scaler(device)
     # Runs either batch form (one input for all tasks, or one per task) through a forward.
     train_net: nn.Module = TaskOutputs(model)
     if info.enabled:
@@ -329,7 +337,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                                        "value": None, "iteration": None}
     last_path, best_path = run_dir / rd.LAST, run_dir / rd.BEST
     config = config_to_dict(cfg)
-    settings = run_settings(config, schedule, seed, selection, split)
+    settings = {**run_settings(config, schedule, seed, selection, split), **precision.record()}
     if resume:
         source = rd.resume_path(run_dir, resume)
         ckpt = read_checkpoint(source)
@@ -357,6 +365,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                  "schedule": schedule.__dict__, "seed": seed, "world_size": info.world_size,
                  "split": None if split is None else dict(split),
                  "weighting": {"spec": weighting.spec(), "state": weighting.state_dict()},
+                 "precision": precision.record(),
                  "hook": None if hook is None else {"spec": hook.spec(),
                                                      "state": hook.state_dict()}}
         save_checkpoint(path, model, optimizer=optimizer if kind == "last" else None,
@@ -369,7 +378,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
         saved = rng_state()  # validation must not shift the training RNG stream
         model.eval()
         try:
-            values = validation_losses(model, criterion, val_loader, device)
+            values = validation_losses(model, criterion, val_loader, device, precision)
             if eval_fn is not None:
                 values.update(flatten_metrics(eval_fn(model, val_loader, device)))
         finally:
@@ -377,71 +386,75 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
             set_rng_state(saved)
         return values
 
-    train_net.train()
-    try:
-        batches = iter(data)
-        while iteration < schedule.max_iters:
-            batch = batch_to(next(batches), device)
-            if hook is not None:
-                hook.before_forward(model, batch, iteration)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                preds = train_net(network_input(batch))
-                losses = criterion.per_task(preds, batch)
+    with cudnn_autotune(device):   # fixed training shapes: autotuned once (CUDA)
+        train_net.train()
+        try:
+            batches = iter(data)
+            while iteration < schedule.max_iters:
+                batch = batch_to(next(batches), device)
+                if hook is not None:
+                    hook.before_forward(model, batch, iteration)
+                with precision.autocast(device):
+                    preds = train_net(precision.inputs(network_input(batch)))
+                # Losses, weights and penalty in float32 whatever the forward's precision.
+                losses = criterion.per_task(float_outputs(preds), batch)
                 total = weighting.total(losses)
                 penalty = hook.penalty(model) if hook is not None else None
                 if penalty is not None:
                     total = total + penalty
-            reported = _reduced_losses(losses, info)
-            if penalty is not None:
-                reported_penalty = float(penalty.detach())
-                _guard_finite({"penalty": reported_penalty}, iteration + 1, last_path)
-            _guard_finite(reported, iteration + 1, last_path)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(total).backward()
-                _average_grads(weighting.parameters(), info)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                total.backward()
-                _average_grads(weighting.parameters(), info)
-                optimizer.step()
-            scheduler.step()
-            if after_step is not None:
-                after_step(model)
-            if hook is not None:
-                hook.after_step(model, iteration)
+                reported = _reduced_losses(losses, info)
+                if penalty is not None:
+                    reported_penalty = float(penalty.detach())
+                    _guard_finite({"penalty": reported_penalty}, iteration + 1, last_path)
+                _guard_finite(reported, iteration + 1, last_path)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(total).backward()
+                    _average_grads(weighting.parameters(), info)
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    total.backward()
+                    _average_grads(weighting.parameters(), info)
+                    optimizer.step()
+                scheduler.step()
+                if after_step is not None:
+                    after_step(model)
+                if hook is not None:
+                    hook.after_step(model, iteration)
 
-            scalars = {f"loss/{t}": v for t, v in reported.items()}
-            scalars["loss/total"] = weighting.value(reported)
-            if weighting.adaptive:
-                scalars.update({f"weight/{t}": w for t, w in weighting.weights().items()})
-            if penalty is not None:
-                scalars["loss/penalty"] = reported_penalty
-                scalars["loss/total"] += reported_penalty
-            weighting.observe(reported, iteration)
-            iteration += 1
-            scalars["lr"] = optimizer.param_groups[0]["lr"]
-            runlog.scalars(iteration, scalars)
-            runlog.step({k: v for k, v in scalars.items() if k.startswith("loss/")})
+                scalars = {f"loss/{t}": v for t, v in reported.items()}
+                scalars["loss/total"] = weighting.value(reported)
+                if weighting.adaptive:
+                    scalars.update({f"weight/{t}": w for t, w in weighting.weights().items()})
+                if penalty is not None:
+                    scalars["loss/penalty"] = reported_penalty
+                    scalars["loss/total"] += reported_penalty
+                weighting.observe(reported, iteration)
+                iteration += 1
+                scalars["lr"] = optimizer.param_groups[0]["lr"]
+                runlog.scalars(iteration, scalars)
+                runlog.step({k: v for k, v in scalars.items() if k.startswith("loss/")})
 
-            is_last = iteration == schedule.max_iters
-            if val_loader is not None and info.is_main and (iteration % val_freq == 0 or is_last):
-                final_val = validate()
-                runlog.scalars(iteration, final_val)
-                if selection.metric not in final_val:
-                    raise KeyError(f"select_metric {selection.metric!r} is not among the "
-                                   f"validation scalars {sorted(final_val)}")
-                value = final_val[selection.metric]
-                if selection.better(value, best["value"]):
-                    best.update(value=value, iteration=iteration)
-                    checkpoint(best_path, "best")
-            if iteration % ckpt_freq == 0 or is_last:
-                rng = all_gather_objects(rng_state(), info)
-                if info.is_main:
-                    checkpoint(last_path, "last", rng if info.enabled else rng[0])
-    finally:
-        runlog.close()
+                is_last = iteration == schedule.max_iters
+                if val_loader is not None and info.is_main and (iteration % val_freq == 0
+                                                                or is_last):
+                    final_val = validate()
+                    runlog.scalars(iteration, final_val)
+                    if selection.metric not in final_val:
+                        raise KeyError(f"select_metric {selection.metric!r} is not among the "
+                                       f"validation scalars {sorted(final_val)}")
+                    value = final_val[selection.metric]
+                    if selection.better(value, best["value"]):
+                        best.update(value=value, iteration=iteration)
+                        checkpoint(best_path, "best")
+                if iteration % ckpt_freq == 0 or is_last:
+                    rng = all_gather_objects(rng_state(), info)
+                    if info.is_main:
+                        checkpoint(last_path, "last", rng if info.enabled else rng[0])
+        finally:
+            runlog.close()
+    precision.release(model)   # the standard layout again, for what follows and the caller
     # Each rank updated BatchNorm statistics on its own last batch: adopt rank 0's (= saved).
     broadcast_buffers(model, info)
     if hook is not None:
@@ -517,6 +530,7 @@ def saved_settings(ckpt: Mapping[str, Any], current: Mapping[str, Any],
         recorded["select_metric"] = f"{best.get('mode')}:{best['metric']}"
     if "split" in ckpt:
         recorded["split"] = ckpt["split"]
+    recorded.update(ckpt.get("precision") or {})
     return {key: recorded.get(key, value) for key, value in current.items()}
 
 
