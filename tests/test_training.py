@@ -132,6 +132,52 @@ def test_nan_loss_stops_with_task_and_iteration_and_keeps_last_checkpoint(cfg, t
     assert not list((tmp_path / "nan").glob(".*.tmp")) and not (tmp_path / "nan" / "base_model.pth").exists()
 
 
+def test_loss_values_are_read_back_once_per_interval(cfg, tmp_path, monkeypatch):
+    """LOG_FREQ=5, no validation or checkpoint before the end: the 12 steps' loss values come
+    to the host in three transfers (after steps 5, 10 and 12), every step still logged."""
+    from lib.training import engine
+
+    reads = []
+    original = engine._PendingValues.read
+
+    def counted(self, iteration, kept):
+        reads.append((iteration, len(self.pending)))
+        return original(self, iteration, kept)
+
+    monkeypatch.setattr(engine._PendingValues, "read", counted)
+    cfg.LOG_FREQ, cfg.VAL_FREQ, cfg.CKPT_FREQ = 5, 100, 100
+    result = train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(make_data(cfg)), cfg,
+                   tmp_path / "r", max_iters=12, log=False)
+    assert reads == [(5, 5), (10, 5), (12, 2)]
+    assert [i for i, _ in result.history["loss/total"]] == list(range(1, 13))
+
+
+def test_non_finite_parameters_are_never_checkpointed(cfg, tmp_path):
+    """Finite losses but a parameter turned NaN by a step: caught by the state check before
+    the next checkpoint; the one before it stays as written (finite)."""
+    from lib.training.engine import Schedule, run_loop
+
+    def poison(model, calls=[]):
+        calls.append(1)
+        if len(calls) == 4:   # after the 4th step: the checkpoint of iteration 4 is next
+            with torch.no_grad():
+                next(model.parameters())[0].view(-1)[0] = float("inf")
+
+    ds = make_data(cfg, n=4)
+    with pytest.raises(FloatingPointError, match=r"non-finite values in \S+ after iteration 4; "
+                                                 r"stopped before writing a checkpoint; the last "
+                                                 r"good checkpoint \S+ \(iteration 2\) is intact"):
+        run_loop(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "r",
+                 schedule=Schedule.from_config(cfg, retrain=False, max_iters=6), phase="train",
+                 final_name="base_model.pth", val_loader=None, seed=0, device="cpu",
+                 resume=False, overwrite=False, amp=None, eval_fn=None, select_metric=None,
+                 log=False, split=None, after_step=poison)
+    kept = read_checkpoint(tmp_path / "r" / "last.pth")
+    assert kept["iteration"] == 2
+    assert all(bool(torch.isfinite(v).all()) for v in kept["model"].values()
+               if v.is_floating_point())
+
+
 def pruned_compact(cfg, amount=0.5):
     """A compact (seg, sn) SceneNet with l1_unstructured masks on every conv weight."""
     torch.manual_seed(0)

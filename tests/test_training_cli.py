@@ -88,3 +88,24 @@ def test_cli_num_workers_change_no_result_and_resume_across_them(data_root, tmp_
                  "-1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: NUM_WORKERS=-1") and err.count("\n") == 1
+
+
+def test_cli_non_finite_weighted_total_stops_in_one_line_without_a_nan_checkpoint(
+        data_root, tmp_path, capsys):
+    """issue 23: uncertainty weighting with init=-1000 gives finite task losses but an inf
+    weighted total; the run used to take optimiser steps on it and write last.pth full of NaN
+    while calling it "the last good checkpoint"."""
+    run = tmp_path / "r"
+    code = main(["train", "--config", "nyuv2_3task", "--profile", "tiny", "--data-root",
+                 data_root, "--run-dir", str(run), "--max-iters", "4", "--quiet",
+                 "--weighting", "uncertainty", "--weighting-option", "init=-1000",
+                 "--set", "CKPT_FREQ=1", "VAL_FREQ=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: the weighted total loss is inf at iteration 1; stopped at "
+                          "iteration 1; no checkpoint had been written yet"), err
+    for path in run.glob("*.pth"):
+        saved = read_checkpoint(path)
+        assert all(bool(torch.isfinite(v).all()) for v in saved["model"].values()
+                   if v.is_floating_point()), path
+    assert not (run / "last.pth").exists() and not (run / "best.pth").exists()

@@ -6,6 +6,14 @@ criterion's weighted multi-task loss, seeded and
 exactly resumable data order and RNG, periodic validation (RNG-neutral, so it never changes the
 training trajectory), atomic checkpoints, a NaN/inf guard, tqdm and tensorboardX on rank 0.
 
+No step waits for the device: each step's loss values (per task, the weighted total, a hook's
+penalty) stay on it and are read back together every ``cfg.LOG_FREQ`` steps, before every
+validation and checkpoint, and when the weighting needs them (its epoch updates). Then they are
+logged and checked: a non-finite one stops the run (a FloatingPointError naming it and its
+iteration, at most ``LOG_FREQ`` steps later). Before any checkpoint is written every
+parameter, buffer, task weight and optimiser state is checked finite as well, so a checkpoint
+never holds NaN/inf and "the last good checkpoint" the error names is one.
+
 Resuming compares the run's recorded settings (every config value, data root and ``--set``
 overrides included; the schedule; the seed; the selection metric; the validation split; the
 task weighting; the hook) with the new ones and refuses any difference in one line listing the
@@ -59,7 +67,11 @@ RESUMABLE_CHANGES = ("VAL_FREQ", "CKPT_FREQ", "DATA_ROOT", "max_iters", "MAX_ITE
                      "RETRAIN_EPOCH")
 # Config keys that change how fast a run goes, never its numbers: not part of its settings, so
 # a run resumes with any value of them.
-SPEED_ONLY = ("NUM_WORKERS",)
+SPEED_ONLY = ("NUM_WORKERS", "LOG_FREQ")
+# Steps between read-backs of the loss values (one host synchronisation each): they are
+# logged, checked for NaN/inf and observed by the weighting then. Validation, checkpoints and
+# a weighting's epoch updates read back first.
+DEFAULT_LOG_FREQ = 10
 EvalFn = Callable[[nn.Module, DataLoader, torch.device], Mapping[str, Any]]
 
 
@@ -251,12 +263,14 @@ class _RunLog:
             if self.writer is not None:
                 self.writer.add_scalar(name, value, iteration)
 
-    def step(self, losses: Mapping[str, float]) -> None:
-        for k, v in losses.items():  # exponential running mean for the bar
-            self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
+    def losses(self, scalars: Mapping[str, float]) -> None:
+        """One step's ``loss/...`` values into the bar's exponential running means."""
+        for k, v in scalars.items():
+            if k.startswith("loss/"):
+                self.running[k] = v if k not in self.running else \
+                    0.9 * self.running[k] + 0.1 * v
         self.bar.set_postfix({k.split("/")[-1] if k != "loss/total" else "loss": f"{v:.4g}"
                               for k, v in self.running.items()}, refresh=False)
-        self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
@@ -356,9 +370,11 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
         iteration, history, best = int(ckpt["iteration"]), ckpt["history"], ckpt["best"]
 
     val_freq, ckpt_freq = int(cfg.VAL_FREQ), int(cfg.CKPT_FREQ)
+    log_freq = _log_freq(cfg)
     runlog = _RunLog(run_dir, log and info.is_main, history, iteration, schedule.max_iters,
                      desc=phase)
     final_val: dict[str, float] = {}
+    written: list[int] = []   # iterations this process wrote last.pth at
 
     def checkpoint(path: Path, kind: str, rng: Any = None) -> None:
         extra = {"phase": phase, "history": history, "best": best,
@@ -373,6 +389,26 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                         scaler=scaler if kind == "last" else None, iteration=iteration,
                         config=config, rng=rng, data_state=data.state_dict(), extra=extra,
                         kind=kind)
+        if kind == "last":
+            written.append(iteration)
+
+    values = _PendingValues(info)
+
+    def read_back(iteration: int, check_state: bool) -> None:
+        """The steps since the last read-back: their loss values come to the host in one
+        transfer, are checked (a FloatingPointError at the first non-finite one), logged and
+        observed by the weighting; with ``check_state`` (before validating or writing a
+        checkpoint) every parameter, buffer and optimiser state tensor is checked too."""
+        kept = _kept_message(last_path, written)
+        for step, scalars, lr in values.read(iteration, kept):
+            weighting.observe({t: scalars[f"loss/{t}"] for t in weighting.tasks}, step - 1)
+            scalars["lr"] = lr
+            runlog.scalars(step, scalars)
+            runlog.losses(scalars)
+        if weighting.adaptive:
+            runlog.scalars(iteration, {f"weight/{t}": w for t, w in weighting.weights().items()})
+        if check_state:
+            _guard_finite_state(model, weighting, optimizer, iteration, kept)
 
     def validate() -> dict[str, float]:
         saved = rng_state()  # validation must not shift the training RNG stream
@@ -402,11 +438,6 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                 penalty = hook.penalty(model) if hook is not None else None
                 if penalty is not None:
                     total = total + penalty
-                reported = _reduced_losses(losses, info)
-                if penalty is not None:
-                    reported_penalty = float(penalty.detach())
-                    _guard_finite({"penalty": reported_penalty}, iteration + 1, last_path)
-                _guard_finite(reported, iteration + 1, last_path)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(total).backward()
@@ -422,23 +453,20 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                     after_step(model)
                 if hook is not None:
                     hook.after_step(model, iteration)
-
-                scalars = {f"loss/{t}": v for t, v in reported.items()}
-                scalars["loss/total"] = weighting.value(reported)
-                if weighting.adaptive:
-                    scalars.update({f"weight/{t}": w for t, w in weighting.weights().items()})
-                if penalty is not None:
-                    scalars["loss/penalty"] = reported_penalty
-                    scalars["loss/total"] += reported_penalty
-                weighting.observe(reported, iteration)
+                # Detached step values stay on the device until the next read-back.
+                values.append(iteration + 1, losses, total, penalty,
+                              optimizer.param_groups[0]["lr"])
                 iteration += 1
-                scalars["lr"] = optimizer.param_groups[0]["lr"]
-                runlog.scalars(iteration, scalars)
-                runlog.step({k: v for k, v in scalars.items() if k.startswith("loss/")})
+                runlog.bar.update(1)
 
                 is_last = iteration == schedule.max_iters
-                if val_loader is not None and info.is_main and (iteration % val_freq == 0
-                                                                or is_last):
+                validating = val_loader is not None and info.is_main and (
+                    iteration % val_freq == 0 or is_last)
+                checkpointing = iteration % ckpt_freq == 0 or is_last
+                if (validating or checkpointing or iteration % log_freq == 0
+                        or weighting.needs_values(iteration - 1)):
+                    read_back(iteration, check_state=validating or checkpointing)
+                if validating:
                     final_val = validate()
                     runlog.scalars(iteration, final_val)
                     if selection.metric not in final_val:
@@ -448,7 +476,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                     if selection.better(value, best["value"]):
                         best.update(value=value, iteration=iteration)
                         checkpoint(best_path, "best")
-                if iteration % ckpt_freq == 0 or is_last:
+                if checkpointing:
                     rng = all_gather_objects(rng_state(), info)
                     if info.is_main:
                         checkpoint(last_path, "last", rng if info.enabled else rng[0])
@@ -576,14 +604,96 @@ def _prepare_everywhere(run_dir: Path, resume, overwrite: bool, info: DistInfo) 
         raise RuntimeError(f"rank 0 could not prepare {run_dir}: {errors[0]}")
 
 
-def _reduced_losses(losses: Mapping[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
-    """Per-task loss values averaged over ranks (a NaN on any rank reaches every rank)."""
-    values = torch.stack([v.detach().float() for v in losses.values()])
-    if info.enabled:
-        import torch.distributed as dist
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        values /= info.world_size
-    return dict(zip(losses.keys(), values.tolist()))
+class _PendingValues:
+    """The loss values of the steps since the last read-back, kept on the device.
+
+    Each step appends one detached vector (per-task losses, the weighted total, the penalty;
+    averaged over ranks, so a NaN on any rank reaches every rank) without waiting for it;
+    :meth:`read` brings them all to the host in one transfer (the only host synchronisation
+    of the loss values) and checks them.
+    """
+
+    def __init__(self, info: DistInfo):
+        self.info = info
+        self.names: list[str] = []
+        self.pending: list[tuple[int, torch.Tensor, float]] = []
+
+    def append(self, step: int, losses: Mapping[str, torch.Tensor], total: torch.Tensor,
+               penalty: torch.Tensor | None, lr: float) -> None:
+        names = [f"loss/{t}" for t in losses] + ["loss/total"] + (
+            ["loss/penalty"] if penalty is not None else [])
+        if names != self.names and self.pending:
+            raise RuntimeError(f"the losses changed from {self.names} to {names} mid-run")
+        self.names = names
+        parts = [*losses.values(), total] + ([penalty] if penalty is not None else [])
+        vector = torch.stack([v.detach().float().reshape(()) for v in parts])
+        if self.info.enabled:
+            import torch.distributed as dist
+            dist.all_reduce(vector, op=dist.ReduceOp.SUM)
+            vector /= self.info.world_size
+        self.pending.append((step, vector, lr))
+
+    def read(self, iteration: int, kept: str) -> list[tuple[int, dict[str, float], float]]:
+        """``[(step, {name: value}, lr)]`` of the pending steps (1-based step numbers), emptied;
+        a FloatingPointError naming the first non-finite value, its step, that the run stopped
+        at ``iteration`` and ``kept`` (what is left on disk)."""
+        if not self.pending:
+            return []
+        rows = torch.stack([v for _, v, _ in self.pending]).tolist()   # the one host sync
+        steps = [(step, dict(zip(self.names, row)), lr)
+                 for (step, _, lr), row in zip(self.pending, rows)]
+        self.pending = []
+        for step, scalars, _ in steps:
+            bad = {k: v for k, v in scalars.items() if not math.isfinite(v)}
+            if bad:
+                name, value = next(iter(bad.items()))
+                what = (f"loss of task {name[5:]!r}" if name not in ("loss/total", "loss/penalty")
+                        else "the weighted total loss" if name == "loss/total"
+                        else "the training hook's penalty")
+                raise FloatingPointError(f"{what} is {value} at iteration {step}; stopped at "
+                                         f"iteration {iteration}; {kept}")
+        return steps
+
+
+def _kept_message(last_path: Path, written: Sequence[int]) -> str:
+    """What a stopped run leaves: the last checkpoint it wrote (each was checked finite)."""
+    if written:
+        return f"the last good checkpoint {last_path} (iteration {written[-1]}) is intact"
+    if last_path.is_file():
+        return f"the checkpoint {last_path} this run resumed from is intact"
+    return "no checkpoint had been written yet"
+
+
+def _guard_finite_state(model: nn.Module, weighting: TaskWeighting,
+                        optimizer: torch.optim.Optimizer, iteration: int, kept: str) -> None:
+    """A FloatingPointError naming the first non-finite parameter, buffer, task weight or
+    optimiser state tensor after ``iteration`` (checked on the device, read back once)."""
+    named = [(n, t) for n, t in model.state_dict(keep_vars=True).items()]
+    named += [(f"task weighting parameter {i}", p) for i, p in enumerate(weighting.parameters())]
+    for i, state in enumerate(optimizer.state.values()):
+        named += [(f"optimiser state {k} of parameter {i}", v) for k, v in state.items()
+                  if isinstance(v, torch.Tensor)]
+    named = [(n, t.detach()) for n, t in named if t.is_floating_point() and t.numel()]
+    if not named:
+        return
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named])
+    if bool(finite.all()):
+        return
+    bad = [n for (n, _), ok in zip(named, finite.tolist()) if not ok]
+    raise FloatingPointError(f"non-finite values in {bad[0]}"
+                             f"{f' and {len(bad) - 1} other tensors' if len(bad) > 1 else ''} "
+                             f"after iteration {iteration}; stopped before writing a "
+                             f"checkpoint; {kept}")
+
+
+def _log_freq(cfg) -> int:
+    """How many steps between read-backs of the loss values (``cfg.LOG_FREQ``, default
+    :data:`DEFAULT_LOG_FREQ`)."""
+    value = getattr(cfg, "LOG_FREQ", DEFAULT_LOG_FREQ)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"LOG_FREQ={value!r}: expected an integer >= 1 (steps between "
+                         f"read-backs of the loss values)")
+    return value
 
 
 def _average_grads(params: list[nn.Parameter], info: DistInfo) -> None:
@@ -596,12 +706,3 @@ def _average_grads(params: list[nn.Parameter], info: DistInfo) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad /= info.world_size
-
-
-def _guard_finite(losses: Mapping[str, float], iteration: int, last_path: Path) -> None:
-    for task, value in losses.items():
-        if not math.isfinite(value):
-            kept = (f"the last good checkpoint {last_path} is intact" if last_path.is_file()
-                    else "no checkpoint had been written yet")
-            raise FloatingPointError(f"loss of task {task!r} is {value} at iteration "
-                                     f"{iteration}; stopped before updating the weights; {kept}")
