@@ -57,6 +57,9 @@ from lib.training.hooks import TrainingHook  # noqa: E402
 from lib.training.precision import Precision, float_outputs  # noqa: E402
 
 finetune_module = sys.modules["lib.training.finetune"]
+# Every timed window's CPU seconds (this process, all threads), latest last: bench_train.py
+# reports them beside the wall times (a shared CPU disturbs wall time, less CPU time).
+CPU_SECONDS: list[float] = []
 VARIANTS = {"fp32": ("off", False), "bf16": ("bf16", False),
             "bf16+channels_last": ("bf16", True)}
 
@@ -92,7 +95,7 @@ class StepClock(TrainingHook):
 
     def __init__(self, device: torch.device, warmup: int, steps: int):
         self.device, self.warmup, self.steps = device, warmup, steps
-        self.start = self.seconds = None
+        self.start = self.seconds = self.cpu_start = self.cpu_seconds = None
 
     def spec(self):
         return {"name": self.name}
@@ -101,10 +104,12 @@ class StepClock(TrainingHook):
         """``done`` steps have been taken."""
         if done == self.warmup:
             sync(self.device)
-            self.start = time.perf_counter()
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
         elif done == self.warmup + self.steps:
             sync(self.device)
             self.seconds = time.perf_counter() - self.start
+            self.cpu_seconds = time.process_time() - self.cpu_start
+            CPU_SECONDS.append(self.cpu_seconds)
 
     def after_step(self, model, iteration):
         self.tick(iteration + 1)
