@@ -44,6 +44,15 @@ class Config:
     LR_SCHEDULE = "step"
     BATCH_SIZE = 2
     EVAL_BATCH_SIZE = 2       # the test loader's batch: the metrics average per batch
+    # Data-loading worker processes (the original notebooks' num_workers=8), capped at this
+    # machine's cores; results do not depend on it (docs/TRAINING.md).
+    NUM_WORKERS = min(8, os.cpu_count() or 1)
+    # Training steps between read-backs of the loss values (logged, NaN-checked).
+    LOG_FREQ = 10
+    # Mixed precision of training and evaluation (off | fp16 | bf16) and the channels_last
+    # memory layout: off / False is float32 as the reference (docs/TRAINING.md).
+    AMP = "off"
+    CHANNELS_LAST = False
     EPOCHS = 200
     ITERS_PER_EPOCH = math.ceil(NYUV2_MTAN_TRAIN_SIZE / BATCH_SIZE)
     MAX_ITERS = EPOCHS * ITERS_PER_EPOCH

@@ -20,6 +20,15 @@ class Config:
     LAMBDAS = [1, 3, 2, 7, 7]
     NUM_GPUS = 1
     BATCH_SIZE = 16 * NUM_GPUS
+    # Data-loading worker processes (the original notebooks' num_workers=8), capped at this
+    # machine's cores; results do not depend on it (docs/TRAINING.md).
+    NUM_WORKERS = min(8, os.cpu_count() or 1)
+    # Training steps between read-backs of the loss values (logged, NaN-checked).
+    LOG_FREQ = 10
+    # Mixed precision of training and evaluation (off | fp16 | bf16) and the channels_last
+    # memory layout: off / False is float32 as the reference (docs/TRAINING.md).
+    AMP = "off"
+    CHANNELS_LAST = False
     MAX_ITERS = 100000 // NUM_GPUS
     DECAY_LR_FREQ = 12000 // NUM_GPUS
     DECAY_LR_RATE = 0.5

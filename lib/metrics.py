@@ -32,6 +32,7 @@ benchmarks' (:mod:`lib.metrics_minmax`) for the others.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import Any, Iterable, Mapping, Sequence
@@ -618,8 +619,12 @@ def metrics_from_config(cfg, tasks: Sequence[str] | None = None, **options: str)
 def evaluate(net: nn.Module, loader: Iterable[Mapping[str, Any]],
              evaluator: SceneNetEval | TaskMetrics,
              device: torch.device | str | None = None, max_batches: int | None = None,
-             progress: bool = True) -> dict[str, dict[str, float]]:
+             progress: bool = True,
+             autocast: torch.dtype | None = None) -> dict[str, dict[str, float]]:
     """Run ``net`` over ``loader`` in eval mode and return ``evaluator``'s metrics.
+
+    ``autocast`` (e.g. ``torch.bfloat16``) runs the forward pass under ``torch.autocast``;
+    the outputs are cast to float32 before the evaluator sees them.
 
     ``device`` defaults to the device of the network's parameters; the network's train/eval
     mode is restored afterwards. A network with task names (``SceneNet(..., tasks=...)``) may
@@ -641,12 +646,17 @@ def evaluate(net: nn.Module, loader: Iterable[Mapping[str, Any]],
                 break
             batch = batch_to(batch, device)
             inputs = network_input(batch)
-            if getattr(net, "tasks", None) is not None:
-                preds = task_outputs(net, inputs)  # lets the evaluator cover a subset of tasks
-                outputs = preds
-            else:
-                preds = net(inputs)
-                outputs = {f"output {i}": p for i, p in enumerate(preds)}
+            with (torch.autocast(device.type, dtype=autocast) if autocast is not None
+                  else contextlib.nullcontext()):
+                if getattr(net, "tasks", None) is not None:
+                    preds = task_outputs(net, inputs)  # the evaluator may cover fewer tasks
+                else:
+                    preds = net(inputs)
+            if autocast is not None:
+                preds = ({t: p.float() for t, p in preds.items()} if isinstance(preds, dict)
+                         else [p.float() for p in preds])
+            outputs = preds if isinstance(preds, dict) else \
+                {f"output {i}": p for i, p in enumerate(preds)}
             check_finite_tensors(outputs, f"the network's outputs on batch "
                                           f"{batch.get('name', i)}")
             evaluator.update(preds, batch)

@@ -40,17 +40,25 @@ class Workspace:
             :meth:`close` removes.
         data_root: the dataset folder; None: the built-in synthetic dataset, made on first use.
         seed: seed of the synthetic data, the stand-ins and the loaders.
+        num_workers, amp, channels_last: the config's ``NUM_WORKERS``, ``AMP`` and
+            ``CHANNELS_LAST`` (None keeps the profile's): data-loading processes, the forward
+            pass's precision and memory layout of every loader, training and evaluation.
     """
 
     def __init__(self, config: str, profile: str, *, fast: bool = False,
-                 data_root: str | os.PathLike | None = None, seed: int = 0):
+                 data_root: str | os.PathLike | None = None, seed: int = 0,
+                 num_workers: int | None = None, amp: str | None = None,
+                 channels_last: bool | None = None):
         from lib.config import load_config
         from lib.utils import default_device, set_cpu_threads
 
         set_cpu_threads()
         self.config, self.fast, self.seed = config, bool(fast), int(seed)
         self.profile = FAST_PROFILE if self.fast else profile
-        self.cfg = load_config(config, profile=self.profile)
+        speed = {key: value for key, value in (("NUM_WORKERS", num_workers), ("AMP", amp),
+                                               ("CHANNELS_LAST", channels_last))
+                 if value is not None}
+        self.cfg = load_config(config, profile=self.profile, **speed)
         self.work = Path(tempfile.mkdtemp(prefix=f"cut_{config}_")) if self.fast else None
         self.root = self.work / "runs" if self.fast else run_root(config, self.profile)
         self.device = default_device()

@@ -510,3 +510,18 @@ def test_batches_feed_the_reference_losses(config, root_fixture, request):
         per_task = loss.per_task(preds, batch)
         assert set(per_task) == set(cfg.TASKS)
         assert all(torch.isfinite(v) for v in per_task.values()), (split, per_task)
+
+
+def test_image_tensor_is_the_reference_float64_mean_subtraction_bit_for_bit():
+    """lib.data.base.image_tensor (one buffered pass) equals the reference's
+    ToTensor(img.astype(float) - IMG_MEAN).float() for uint8 and float64 frames."""
+    from lib.data.base import IMG_MEAN_BGR, image_tensor
+
+    rng = np.random.default_rng(0)
+    for img in (rng.integers(0, 256, (7, 9, 3), dtype=np.uint8),
+                rng.uniform(0, 255, (5, 4, 3))):
+        reference = torch.from_numpy((img.astype(np.float64) - IMG_MEAN_BGR)
+                                     .transpose(2, 0, 1).copy()).float()
+        out = image_tensor(img)
+        assert out.dtype == torch.float32 and out.is_contiguous()
+        assert torch.equal(out, reference)

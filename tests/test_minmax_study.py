@@ -35,15 +35,21 @@ def test_reproduce_runs_cut_and_the_baselines(config, tmp_path, monkeypatch, cap
     with open(out / "results.csv", newline="") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"dense", "dense_ft", *methods}
+    metric = {t: "mIoU" if t == "seg" else "abs_err" if t == "depth" else "Acc" for t in selection}
+    # Δ is relative to the dense model's metrics: undefined (empty) when one of them is 0, as
+    # a 2-iteration model's accuracy on 5 test images of a domain can be.
+    delta_defined = all(float(rows["dense"][f"{t}/{metric[t]}"]) != 0 for t in selection)
     for method in methods:
         row = rows[method]
         assert row["tasks"] == "+".join(selection)
         assert abs(float(row["measured_sparsity"]) - 50) <= (0.5 if method in METHODS else 1.0), \
             (method, row)
-        assert math.isfinite(float(row["delta"]))
+        if delta_defined:
+            assert math.isfinite(float(row["delta"]))
+        else:
+            assert row["delta"] == "", row
         for task in selection:     # every selected task scored with its benchmark's metrics
-            metric = "mIoU" if task == "seg" else "abs_err" if task == "depth" else "Acc"
-            assert math.isfinite(float(row[f"{task}/{metric}"]))
+            assert math.isfinite(float(row[f"{task}/{metric[task]}"]))
     for figure in ("layer_sparsity", "mask_iou", "predictions_dense", "predictions_cut_50",
                    f"delta_vs_sparsity_{'-'.join(selection)}"):
         assert matplotlib.image.imread(out / f"{figure}.png").size > 0

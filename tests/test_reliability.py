@@ -300,8 +300,9 @@ def test_nan_loss_is_one_line_and_keeps_the_last_good_checkpoint(data_root, tmp_
     err = cli_error(capsys, "train", *tiny_common(data_root), "--run-dir", run, "--quiet",
                     "--max-iters", "4", "--lr", "1e30", "--set", "CKPT_FREQ=1")
     assert "is nan" in err or "is inf" in err
-    assert f"the last good checkpoint {run / 'last.pth'} is intact" in err
+    assert f"the last good checkpoint {run / 'last.pth'} (iteration 1) is intact" in err
     kept = read_checkpoint(run / "last.pth")
+    assert kept["iteration"] == 1
     assert all(bool(torch.isfinite(v).all()) for v in kept["model"].values())
     assert not (run / "base_model.pth").exists()
 

@@ -132,6 +132,52 @@ def test_nan_loss_stops_with_task_and_iteration_and_keeps_last_checkpoint(cfg, t
     assert not list((tmp_path / "nan").glob(".*.tmp")) and not (tmp_path / "nan" / "base_model.pth").exists()
 
 
+def test_loss_values_are_read_back_once_per_interval(cfg, tmp_path, monkeypatch):
+    """LOG_FREQ=5, no validation or checkpoint before the end: the 12 steps' loss values come
+    to the host in three transfers (after steps 5, 10 and 12), every step still logged."""
+    from lib.training import engine
+
+    reads = []
+    original = engine._PendingValues.read
+
+    def counted(self, iteration, kept):
+        reads.append((iteration, len(self.pending)))
+        return original(self, iteration, kept)
+
+    monkeypatch.setattr(engine._PendingValues, "read", counted)
+    cfg.LOG_FREQ, cfg.VAL_FREQ, cfg.CKPT_FREQ = 5, 100, 100
+    result = train(make_net(cfg), SceneNetLoss.from_config(cfg), loader(make_data(cfg)), cfg,
+                   tmp_path / "r", max_iters=12, log=False)
+    assert reads == [(5, 5), (10, 5), (12, 2)]
+    assert [i for i, _ in result.history["loss/total"]] == list(range(1, 13))
+
+
+def test_non_finite_parameters_are_never_checkpointed(cfg, tmp_path):
+    """Finite losses but a parameter turned NaN by a step: caught by the state check before
+    the next checkpoint; the one before it stays as written (finite)."""
+    from lib.training.engine import Schedule, run_loop
+
+    def poison(model, calls=[]):
+        calls.append(1)
+        if len(calls) == 4:   # after the 4th step: the checkpoint of iteration 4 is next
+            with torch.no_grad():
+                next(model.parameters())[0].view(-1)[0] = float("inf")
+
+    ds = make_data(cfg, n=4)
+    with pytest.raises(FloatingPointError, match=r"non-finite values in \S+ after iteration 4; "
+                                                 r"stopped before writing a checkpoint; the last "
+                                                 r"good checkpoint \S+ \(iteration 2\) is intact"):
+        run_loop(make_net(cfg), SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "r",
+                 schedule=Schedule.from_config(cfg, retrain=False, max_iters=6), phase="train",
+                 final_name="base_model.pth", val_loader=None, seed=0, device="cpu",
+                 resume=False, overwrite=False, amp=None, eval_fn=None, select_metric=None,
+                 log=False, split=None, after_step=poison)
+    kept = read_checkpoint(tmp_path / "r" / "last.pth")
+    assert kept["iteration"] == 2
+    assert all(bool(torch.isfinite(v).all()) for v in kept["model"].values()
+               if v.is_floating_point())
+
+
 def pruned_compact(cfg, amount=0.5):
     """A compact (seg, sn) SceneNet with l1_unstructured masks on every conv weight."""
     torch.manual_seed(0)
@@ -155,7 +201,9 @@ def assert_pruned_zero(net, masks):
         assert bool((module.weight_orig[masks[name] == 0] == 0).all()), name
 
 
-def test_finetune_keeps_pruned_weights_zero_and_masks_fixed(cfg, tmp_path):
+@pytest.mark.parametrize("amp,channels_last", [("off", False), ("bf16", True)])
+def test_finetune_keeps_pruned_weights_zero_and_masks_fixed(cfg, tmp_path, amp, channels_last):
+    """Under float32 and under bfloat16 autocast with the channels_last layout alike."""
     net = pruned_compact(cfg)
     masks = mask_snapshot(net)
     before = {n: m.weight_orig.detach().clone() for n, m in masked_modules(net).items()}
@@ -163,7 +211,10 @@ def test_finetune_keeps_pruned_weights_zero_and_masks_fixed(cfg, tmp_path):
     # Large weight decay and lr so that any leak into pruned weights would show.
     result = finetune(net, SceneNetLoss.from_config(cfg), loader(ds), cfg, tmp_path / "ft",
                       val_loader=loader(ds, shuffle=False), max_iters=3, lr=1e-2,
-                      weight_decay=0.5, log=False)
+                      weight_decay=0.5, log=False, amp=amp, channels_last=channels_last)
+    assert read_checkpoint(tmp_path / "ft" / "last.pth")["config"]["AMP"] == "off"
+    for mask in masks.values():
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}
     assert set(k for k in result.history if k.startswith("loss/")) == {
         "loss/seg", "loss/sn", "loss/total"}  # depth's loss dropped
     assert_pruned_zero(result.net, masks)
@@ -238,9 +289,13 @@ def test_bad_inputs_fail_with_one_line_errors(cfg, tmp_path):
     with pytest.raises(ValueError, match="dataset is empty"):
         train(make_net(cfg), crit, loader(make_data(cfg, n=0), shuffle=False), cfg,
               tmp_path / "e", log=False)
-    with pytest.raises(ValueError, match="amp=True needs a CUDA device"):
+    with pytest.raises(ValueError, match="--amp fp16 needs a CUDA device"):
         train(make_net(cfg), crit, loader(make_data(cfg, 2)), cfg, tmp_path / "a", amp=True,
               device="cpu", log=False)
+    with pytest.raises(ValueError, match=r"AMP='fp8': expected one of \['off', 'fp16', 'bf16'\]"):
+        train(make_net(cfg), crit, loader(make_data(cfg, 2)), cfg, tmp_path / "a", amp="fp8",
+              device="cpu", log=False)
+    assert not (tmp_path / "a").exists()
     with pytest.raises(ValueError, match=r"criterion's tasks \['seg'\] differ"):
         train(make_net(cfg), crit.restricted_to(["seg"]), loader(make_data(cfg, 2)), cfg,
               tmp_path / "t", log=False)
@@ -353,18 +408,64 @@ def test_make_loaders_split_is_disjoint_from_train_and_test(synthetic_cfg, tmp_p
     assert ref.split["selection"] == "test" and ref.val is ref.test
 
 
-def test_resume_is_exact_with_augmenting_loader(synthetic_cfg, tmp_path):
+# A run of test_sigkilled_run_resumes_exactly_with_shuffled_augmenting_loader, killed by
+# SIGKILL (no handler, no finally) inside the loss of its ``at``-th training step.
+KILLED_RUN = """
+import os, signal, sys
+import torch
+from lib.config import load_config
+from lib.losses import SceneNetLoss
+from lib.models import SceneNet
+from lib.training import make_loaders, train
+
+root, run_dir, at, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+cfg = load_config("nyuv2_3task", profile="tiny", DATA_ROOT=root)
+
+class KilledLoss(SceneNetLoss):
+    calls = 0
+    def per_task(self, preds, batch):
+        if torch.is_grad_enabled():
+            KilledLoss.calls += 1
+            if KilledLoss.calls == at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().per_task(preds, batch)
+
+base = SceneNetLoss.from_config(cfg)
+loaders = make_loaders(cfg, val_fraction=0.25, seed=1, num_workers=workers)
+torch.manual_seed(0)
+train(SceneNet.from_config(cfg), KilledLoss(base.dataset, base.tasks, base.lambdas),
+      loaders.train, cfg, run_dir, val_loader=loaders.val, max_iters=8, seed=1, log=False)
+"""
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigkilled_run_resumes_exactly_with_shuffled_augmenting_loader(synthetic_cfg, tmp_path,
+                                                                       workers):
+    """The training order is shuffled per epoch (lib.data's loaders) and augmentation random;
+    a run killed by SIGKILL in its 7th step (last checkpoint: iteration 6, in the second
+    epoch) and resumed, both reading with ``workers`` processes, ends with weights equal to an
+    uninterrupted run's that read in one process."""
+    import signal
+    import subprocess
+    import sys
+
     cfg = synthetic_cfg
     loaders = make_loaders(cfg, val_fraction=0.25, seed=1)
-    common = dict(val_loader=loaders.val, max_iters=4, seed=1, log=False)
+    common = dict(val_loader=loaders.val, max_iters=8, seed=1, log=False)
     full = train(make_net(cfg), SceneNetLoss.from_config(cfg), loaders.train, cfg,
                  tmp_path / "a", **common)
-    with pytest.raises(KeyboardInterrupt):
-        train(make_net(cfg), FailingLoss(cfg, at=4, mode="interrupt"), loaders.train, cfg,
-              tmp_path / "b", **common)
-    resumed = train(make_net(cfg), SceneNetLoss.from_config(cfg), loaders.train, cfg,
-                    tmp_path / "b", resume=True, **common)
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(cfg.DATA_ROOT),
+                             str(tmp_path / "b"), "7", str(workers)], capture_output=True,
+                            text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    saved = read_checkpoint(tmp_path / "b" / "last.pth")
+    assert saved["iteration"] == 6 and saved["data"]["epoch"] >= 1
+    with_workers = make_loaders(cfg, val_fraction=0.25, seed=1, num_workers=workers)
+    resumed = train(make_net(cfg), SceneNetLoss.from_config(cfg), with_workers.train, cfg,
+                    tmp_path / "b", resume=True, **{**common, "val_loader": with_workers.val})
     assert state_equal(full.net.state_dict(), resumed.net.state_dict())
+    assert full.history["loss/total"] == resumed.history["loss/total"]
 
 
 def test_evaluate_writes_metrics_json_for_dense_and_compact(synthetic_cfg, tmp_path):

@@ -64,6 +64,9 @@ def test_project_simplex_refuses_bad_input():
         project_simplex(torch.tensor([1.0, float("nan")]))
     with pytest.raises(ValueError, match="non-empty vector"):
         project_simplex(torch.zeros(0))
+    # Finite but beyond float64's resolution of the projection: one line, not a torch error.
+    with pytest.raises(FloatingPointError, match="too large for float64"):
+        project_simplex(torch.tensor([1e300, 1e300, 1e300], dtype=torch.float64))
 
 
 # ----------------------------------------------------------------------------- hand computations
@@ -203,4 +206,9 @@ def test_cli_refuses_bad_weighting_before_writing(tmp_path, capsys):
     assert err.count("\n") == 0 and "unknown weighting 'dwaa'; expected one of" in err
     assert main([*common, "--weighting", "minmax", "--weighting-option", "beta=-1"]) == 2
     assert "beta must be > 0" in capsys.readouterr().err
+    # issue 23: beta=1e-300 failed mid-run with a torch reduction error
+    assert main([*common, "--weighting", "minmax", "--weighting-option", "beta=1e-300"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: weighting 'minmax': beta=1e-300 is below 1e-06") and \
+        err.count("\n") == 1
     assert not (tmp_path / "run").exists()

@@ -25,6 +25,7 @@ _EXPORTS = {
     "IMG_MEAN_BGR": "base", "LayoutDataset": "base",
     "NYUv2": "nyuv2", "CityScapes": "cityscapes", "Taskonomy": "taskonomy",
     "DATASETS": "loader", "EpochSampler": "loader", "IndexedSubset": "loader",
+    "epoch_permutation": "loader", "loader_workers": "loader",
     "build_dataset": "loader", "build_loader": "loader", "dataset_class": "loader",
     "check_files": "loader", "check_content": "loader", "collate_batch": "loader",
     "NYUv2MTAN": "nyuv2_mtan",

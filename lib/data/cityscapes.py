@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import LayoutDataset, subtract_mean, to_chw
+from .base import LayoutDataset, image_tensor, to_chw
 from .checks import LABEL_DTYPES, check_dtype, check_floats, check_labels, check_unit_rgb
 from .transforms import BILINEAR, NEAREST, augment
 
@@ -80,6 +80,6 @@ class CityScapes(LayoutDataset):
                 crop_h=self.crop_h, crop_w=self.crop_w, rng=rng)
             label2, label7, label19 = (x.astype(np.int64) for x in (label2, label7, label19))
         labels = {"label2": to_chw(label2), "label7": to_chw(label7), "label19": to_chw(label19)}
-        return {"img": to_chw(subtract_mean(img)).float(), "depth": to_chw(depth).float(),
+        return {"img": image_tensor(img), "depth": to_chw(depth).float(),
                 **labels, "seg": labels[LABEL_SETS[self.num_class]],
                 "name": self.entries[index][0].split("/")[-1]}

@@ -224,6 +224,15 @@ def collate_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return default_collate(items)
 
 
+def epoch_permutation(num_items: int, seed: int, epoch: int) -> list[int]:
+    """The order of epoch ``epoch``: a permutation of ``range(num_items)`` that depends only on
+    ``(seed, epoch)`` (hashed together, so seed ``s`` at epoch ``e + 1`` is not seed ``s + 1``
+    at epoch ``e``: runs of neighbouring seeds do not share their orders)."""
+    state = np.random.SeedSequence([int(seed) % 2**63, int(epoch) % 2**63]).generate_state(2)
+    g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return torch.randperm(int(num_items), generator=g).tolist()
+
+
 class EpochSampler(Sampler):
     """Yields ``(epoch, index)``: a seeded permutation (or ``0..n-1``) that changes per epoch.
 
@@ -250,9 +259,7 @@ class EpochSampler(Sampler):
     def order(self, epoch: int) -> list[int]:
         if not self.shuffle:
             return list(range(self.num_items))
-        state = np.random.SeedSequence([self.seed % 2**63, epoch % 2**63]).generate_state(2)
-        g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-        return torch.randperm(self.num_items, generator=g).tolist()
+        return epoch_permutation(self.num_items, self.seed, epoch)
 
     def _shard(self, order: list[int]) -> list[int]:
         if self.num_replicas == 1:
@@ -338,8 +345,18 @@ def _domain_seed(seed: int, key: int) -> int:
     return int(np.random.SeedSequence([int(seed) % 2**63, int(key)]).generate_state(1)[0])
 
 
+def loader_workers(cfg, num_workers: int | None = None) -> int:
+    """``num_workers`` if given, else ``cfg.NUM_WORKERS`` (0 for a config without it), checked
+    to be an integer >= 0 (a one-line ValueError naming the key otherwise)."""
+    value = getattr(cfg, "NUM_WORKERS", 0) if num_workers is None else num_workers
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"NUM_WORKERS={value!r}: expected an integer >= 0 (data-loading "
+                         f"worker processes; 0 reads in the training process)")
+    return value
+
+
 def build_loader(cfg, split: str, batch_size: int | None = None, shuffle: bool | None = None,
-                 seed: int = 0, num_workers: int = 0,
+                 seed: int = 0, num_workers: int | None = None,
                  indices: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
                  drop_last: bool | None = None, augment: bool | None = None,
                  num_replicas: int | None = None,
@@ -355,8 +372,11 @@ def build_loader(cfg, split: str, batch_size: int | None = None, shuffle: bool |
     ``num_replicas``/``rank`` shard the order for distributed runs (default: the initialised
     ``torch.distributed`` process group, else one replica); train shards are padded to equal
     length, test shards are not (per-task data is not sharded here: the training engine shards
-    it).
+    it). ``num_workers`` defaults to ``cfg.NUM_WORKERS``: worker processes change nothing in
+    the batches (augmentation is keyed by ``(seed, epoch, index)``); memory is pinned when
+    CUDA is present.
     """
+    num_workers = loader_workers(cfg, num_workers)
     batch_size = int(cfg.BATCH_SIZE if batch_size is None else batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .base import LayoutDataset, subtract_mean, to_chw
+from .base import LayoutDataset, image_tensor, to_chw
 from .checks import check_channels, check_dtype, check_finite, check_labels, check_range
 from .transforms import BILINEAR, NEAREST, augment
 
@@ -100,7 +100,7 @@ class NYUv2(LayoutDataset):
             if flipped and not self.reference_flip:
                 normal = negate_encoded_x(normal)
             depth = depth.astype(np.float32, copy=False)
-        return {"img": to_chw(subtract_mean(img)).float(), "seg": to_chw(seg),
+        return {"img": image_tensor(img), "seg": to_chw(seg),
                 "normal": to_chw(normal), "depth": to_chw(depth),
                 "name": self.entries[index][0].split("/")[-1]}
 

@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset root; default: the config's DATA_ROOT (CUT_DATA_ROOT) if it "
                              "exists, else the built-in synthetic dataset (announced)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=None, metavar="N",
+                        help="data-loading worker processes for scoring (default: the "
+                             "profile's NUM_WORKERS); the scores are the same for any N")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True, help="output folder")
 
@@ -88,6 +91,9 @@ def _run(args: argparse.Namespace) -> int:
     set_cpu_threads()
     cfg = load_config(args.config, profile=args.profile)
     check_task_selection(args.tasks, cfg.TASKS, f"--tasks (config {args.config!r})")
+    if args.num_workers is not None:
+        from lib.data import loader_workers
+        cfg.NUM_WORKERS = loader_workers(cfg, args.num_workers)
     keep_ratio = None if args.keep_ratio is None else check_keep_ratio(args.keep_ratio)
     sparsity = None if args.sparsity is None else check_sparsity(args.sparsity)
     if args.reference_keep_ratio:

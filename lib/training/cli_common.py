@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from lib.config import CONFIG_MODULES, PROFILES, load_config, parse_setting
 
+from .precision import PRECISIONS, Precision
 from .weighting import DEFAULT_WEIGHTING, WEIGHTINGS, make_weighting
 
 
@@ -21,6 +22,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override config attributes, e.g. --set BATCH_SIZE=8 VAL_FREQ=50")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:0")
     parser.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+    parser.add_argument("--num-workers", type=int, default=None, metavar="N",
+                        help="data-loading worker processes (default: the profile's "
+                             "NUM_WORKERS); results are the same for any N")
+    parser.add_argument("--amp", nargs="?", const="fp16", default=None,
+                        choices=list(PRECISIONS),
+                        help="forward-pass precision: off (float32, default: the config's AMP), "
+                             "bf16 (CPU or CUDA), fp16 (CUDA, with a gradient scaler); a bare "
+                             "--amp is fp16")
+    parser.add_argument("--channels-last", action="store_true", default=None,
+                        help="channels_last memory layout (default: the config's "
+                             "CHANNELS_LAST)")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +55,6 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "RETRAIN_EPOCH (a longer or shorter run)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in a non-empty RUN_DIR")
-    parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar / tensorboard")
     parser.add_argument("--weighting", default=DEFAULT_WEIGHTING,
                         help=f"how the task losses are combined: {', '.join(sorted(WEIGHTINGS))} "
@@ -90,7 +101,15 @@ def config_from_args(args: argparse.Namespace):
         overrides[key] = parse_setting(base, key, raw)
     if args.data_root is not None:
         overrides["DATA_ROOT"] = args.data_root
-    return load_config(args.config, profile=args.profile, **overrides)
+    for option, key in (("num_workers", "NUM_WORKERS"), ("amp", "AMP"),
+                        ("channels_last", "CHANNELS_LAST")):
+        if getattr(args, option, None) is not None:
+            overrides[key] = getattr(args, option)
+    cfg = load_config(args.config, profile=args.profile, **overrides)
+    from lib.data import loader_workers
+    loader_workers(cfg)   # a bad --num-workers / NUM_WORKERS: one line before anything runs
+    Precision.resolve(cfg)
+    return cfg
 
 
 def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
@@ -121,7 +140,7 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
         result = loop(net, losses_from_config(cfg), loaders.train, cfg, args.run_dir,
                       weighting=weighting, val_loader=loaders.val, max_iters=args.max_iters,
                       lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
-                      overwrite=args.overwrite, amp=args.amp,
+                      overwrite=args.overwrite,
                       eval_fn=metrics_eval_fn(cfg) if args.metrics else None,
                       log=not args.quiet, split=loaders.split,
                       allow_changed=args.allow_changed)

@@ -4,9 +4,15 @@ Any DataLoader the caller passes is re-created over the same dataset, batch size
 function and workers (datasets of ``lib.data`` get ``(epoch, index)`` keys, as their own
 loaders give them), but with a :class:`ResumableSampler` (a ``DistributedSampler`` that can
 skip the batches already consumed) and its own seeded generator, so that creating a loader
-iterator never draws from the global torch RNG (dropout's). The order of epoch ``e`` depends
-only on ``(seed, e)``, so a run resumed at (epoch, batch) sees the same batches as an
-uninterrupted one.
+iterator never draws from the global torch RNG (dropout's). The order of epoch ``e`` is
+``lib.data.epoch_permutation(n, seed, e)``: it depends only on ``(seed, e)``, so a run resumed
+at (epoch, batch) sees the same batches as an uninterrupted one, and a different worker count
+changes nothing.
+
+Shuffled: every training loader of ``lib.data`` that asked for it (their ``EpochSampler``'s
+``shuffle``, on for the train split by default) and any other DataLoader whose sampler
+shuffles (``shuffle=True``: a ``RandomSampler``; a shuffling ``DistributedSampler``). A
+loader built with ``shuffle=False`` keeps its order ``0..n-1`` every epoch.
 
 A loader that yields one batch per task and step (``lib.data.MultiDomainLoader``: it has
 ``task_loaders``) is resumed the same way by :class:`TaskEpochLoader`, one
@@ -21,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from torch.utils.data.sampler import BatchSampler
 
+from lib.data import epoch_permutation
 from lib.tasks import TaskBatches
 
 
@@ -40,8 +47,19 @@ class ResumableSampler(DistributedSampler):
         self.set_epoch(epoch)
         self.skip = skip
 
+    def epoch_indices(self) -> list[int]:
+        """This rank's indices of the current epoch, as ``DistributedSampler`` shards them
+        (padded by repeating the order's start), but ordered by :func:`epoch_permutation`."""
+        n = len(self.dataset)
+        order = epoch_permutation(n, self.seed, self.epoch) if self.shuffle else list(range(n))
+        if self.drop_last:
+            order = order[:self.total_size]
+        else:
+            order = (order * (self.total_size // max(n, 1) + 1))[:self.total_size]
+        return order[self.rank:self.total_size:self.num_replicas]
+
     def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
-        indices = list(super().__iter__())[self.skip:]
+        indices = self.epoch_indices()[self.skip:]
         return iter([(self.epoch, i) for i in indices] if self.keyed else indices)
 
     def __len__(self) -> int:
@@ -56,7 +74,7 @@ class EpochLoader:
     """
 
     def __init__(self, loader: DataLoader, *, seed: int, rank: int = 0, world_size: int = 1,
-                 shuffle: bool | None = None):
+                 shuffle: bool | None = None, pin_memory: bool | None = None):
         dataset = loader.dataset
         if not hasattr(dataset, "__len__") or len(dataset) == 0:
             raise ValueError("the training dataset is empty (0 items): check DATA_ROOT and the "
@@ -65,8 +83,7 @@ class EpochLoader:
             raise ValueError("the training DataLoader must use batch_size= (a custom "
                              "batch_sampler cannot be resumed exactly)")
         if shuffle is None:
-            shuffle = isinstance(loader.sampler, (RandomSampler, DistributedSampler)) and \
-                getattr(loader.sampler, "shuffle", True)
+            shuffle = asks_for_shuffle(loader)
         self.seed = int(seed)
         self.batch_size = int(loader.batch_size)
         self.drop_last = bool(loader.drop_last)
@@ -79,12 +96,17 @@ class EpochLoader:
             raise ValueError(f"the training dataset has {len(dataset)} items, fewer than one "
                              f"batch of {self.batch_size} per process with drop_last=True")
         self.generator = torch.Generator()
+        workers = loader.num_workers
         self.loader = DataLoader(
             dataset, batch_size=self.batch_size, sampler=self.sampler,
-            num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-            pin_memory=loader.pin_memory, drop_last=self.drop_last, timeout=loader.timeout,
+            num_workers=workers, collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory if pin_memory is None else pin_memory,
+            drop_last=self.drop_last, timeout=loader.timeout,
             worker_init_fn=loader.worker_init_fn, generator=self.generator,
-            prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None)
+            prefetch_factor=loader.prefetch_factor if workers > 0 else None,
+            # Workers kept across epochs only for lib.data's datasets, whose items never use a
+            # worker's random state: another dataset's workers are reseeded every epoch.
+            persistent_workers=workers > 0 and self.sampler.keyed)
         self.epoch = 0
         self.batch_in_epoch = 0
 
@@ -122,8 +144,8 @@ class EpochLoader:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
 
-# Task i's order uses seed + i * TASK_SEED_STRIDE: the sampler draws epoch e with seed + e, so
-# the stride keeps two tasks' orders apart for any realistic number of epochs.
+# Task i's order uses seed + i * TASK_SEED_STRIDE (hashed with the epoch by epoch_permutation):
+# two tasks' orders differ, and so do the tasks of neighbouring seeds.
 TASK_SEED_STRIDE = 1_000_003
 
 
@@ -135,12 +157,12 @@ class TaskEpochLoader:
     """
 
     def __init__(self, loaders: Mapping[str, DataLoader], *, seed: int, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, pin_memory: bool | None = None):
         if not loaders:
             raise ValueError("the training loader has no task loaders")
         self.tasks = list(loaders)
         self.loaders = {t: EpochLoader(loader, seed=int(seed) + i * TASK_SEED_STRIDE, rank=rank,
-                                       world_size=world_size)
+                                       world_size=world_size, pin_memory=pin_memory)
                         for i, (t, loader) in enumerate(loaders.items())}
         self.batches_per_epoch = min(e.batches_per_epoch for e in self.loaders.values())
         for e in self.loaders.values():
@@ -167,14 +189,27 @@ class TaskEpochLoader:
             yield TaskBatches({t: next(it) for t, it in iterators.items()})
 
 
-def epoch_loader(loader: Any, *, seed: int, rank: int = 0,
-                 world_size: int = 1) -> EpochLoader | TaskEpochLoader:
+def epoch_loader(loader: Any, *, seed: int, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool | None = None) -> EpochLoader | TaskEpochLoader:
     """The resumable iterator over ``loader``: a :class:`TaskEpochLoader` for a loader with
-    ``task_loaders`` (one DataLoader per task), else an :class:`EpochLoader`."""
+    ``task_loaders`` (one DataLoader per task), else an :class:`EpochLoader`. Its worker count
+    is ``loader``'s; ``pin_memory`` (default: ``loader``'s) is for a CUDA run only."""
     task_loaders = getattr(loader, "task_loaders", None)
     if task_loaders is not None:
-        return TaskEpochLoader(task_loaders, seed=seed, rank=rank, world_size=world_size)
-    return EpochLoader(loader, seed=seed, rank=rank, world_size=world_size)
+        return TaskEpochLoader(task_loaders, seed=seed, rank=rank, world_size=world_size,
+                               pin_memory=pin_memory)
+    return EpochLoader(loader, seed=seed, rank=rank, world_size=world_size,
+                       pin_memory=pin_memory)
+
+
+def asks_for_shuffle(loader: DataLoader) -> bool:
+    """Whether ``loader`` was built to shuffle: ``shuffle=True`` (a ``RandomSampler``), a
+    shuffling ``DistributedSampler`` or a shuffling ``lib.data.EpochSampler`` (the train split
+    of ``lib.data.build_loader``)."""
+    sampler = loader.sampler
+    if isinstance(sampler, RandomSampler):
+        return True
+    return bool(getattr(sampler, "shuffle", False))
 
 
 def _takes_epoch_keys(loader: DataLoader) -> bool:

@@ -6,6 +6,14 @@ criterion's weighted multi-task loss, seeded and
 exactly resumable data order and RNG, periodic validation (RNG-neutral, so it never changes the
 training trajectory), atomic checkpoints, a NaN/inf guard, tqdm and tensorboardX on rank 0.
 
+No step waits for the device: each step's loss values (per task, the weighted total, a hook's
+penalty) stay on it and are read back together every ``cfg.LOG_FREQ`` steps, before every
+validation and checkpoint, and when the weighting needs them (its epoch updates). Then they are
+logged and checked: a non-finite one stops the run (a FloatingPointError naming it and its
+iteration, at most ``LOG_FREQ`` steps later). Before any checkpoint is written every
+parameter, buffer, task weight and optimiser state is checked finite as well, so a checkpoint
+never holds NaN/inf and "the last good checkpoint" the error names is one.
+
 Resuming compares the run's recorded settings (every config value, data root and ``--set``
 overrides included; the schedule; the seed; the selection metric; the validation split; the
 task weighting; the hook) with the new ones and refuses any difference in one line listing the
@@ -46,6 +54,7 @@ from .data_order import epoch_loader
 from .distributed import (DistInfo, all_gather_objects, broadcast_buffers, device_for,
                           dist_info)
 from .hooks import RunContext, TrainingHook, check_same_spec
+from .precision import Precision, cudnn_autotune, float_outputs
 from .weighting import TaskWeighting, make_weighting
 
 History = dict[str, list[tuple[int, float]]]
@@ -56,6 +65,13 @@ History = dict[str, list[tuple[int, float]]]
 # losses, batch size, data, seed, ...) would silently mix two runs in one, so it is refused.
 RESUMABLE_CHANGES = ("VAL_FREQ", "CKPT_FREQ", "DATA_ROOT", "max_iters", "MAX_ITERS",
                      "RETRAIN_EPOCH")
+# Config keys that change how fast a run goes, never its numbers: not part of its settings, so
+# a run resumes with any value of them.
+SPEED_ONLY = ("NUM_WORKERS", "LOG_FREQ")
+# Steps between read-backs of the loss values (one host synchronisation each): they are
+# logged, checked for NaN/inf and observed by the weighting then. Validation, checkpoints and
+# a weighting's epoch updates read back first.
+DEFAULT_LOG_FREQ = 10
 EvalFn = Callable[[nn.Module, DataLoader, torch.device], Mapping[str, Any]]
 
 
@@ -194,14 +210,17 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "val") -> dict[str
 
 
 @torch.no_grad()
-def validation_losses(net: nn.Module, criterion, loader: DataLoader,
-                      device: torch.device) -> dict[str, float]:
-    """Item-weighted mean of the weighted loss and of each task's loss over ``loader``."""
+def validation_losses(net: nn.Module, criterion, loader: DataLoader, device: torch.device,
+                      precision: Precision = Precision()) -> dict[str, float]:
+    """Item-weighted mean of the weighted loss and of each task's loss over ``loader`` (the
+    forward pass in ``precision``, the losses in float32)."""
     sums: dict[str, float] = {}
     count = 0
     for batch in loader:
         batch = batch_to(batch, device)
-        preds = task_outputs(net, network_input(batch))
+        with precision.autocast(device):
+            preds = task_outputs(net, precision.inputs(network_input(batch)))
+        preds = float_outputs(preds)
         losses = criterion.per_task(preds, batch)
         n = batch_items(batch)
         values = {f"val/loss/{t}": float(v) for t, v in losses.items()}
@@ -244,12 +263,14 @@ class _RunLog:
             if self.writer is not None:
                 self.writer.add_scalar(name, value, iteration)
 
-    def step(self, losses: Mapping[str, float]) -> None:
-        for k, v in losses.items():  # exponential running mean for the bar
-            self.running[k] = v if k not in self.running else 0.9 * self.running[k] + 0.1 * v
+    def losses(self, scalars: Mapping[str, float]) -> None:
+        """One step's ``loss/...`` values into the bar's exponential running means."""
+        for k, v in scalars.items():
+            if k.startswith("loss/"):
+                self.running[k] = v if k not in self.running else \
+                    0.9 * self.running[k] + 0.1 * v
         self.bar.set_postfix({k.split("/")[-1] if k != "loss/total" else "loss": f"{v:.4g}"
                               for k, v in self.running.items()}, refresh=False)
-        self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
@@ -259,14 +280,19 @@ class _RunLog:
 
 def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, *,
              schedule: Schedule, phase: str, final_name: str, val_loader: DataLoader | None,
-             seed: int, device, resume, overwrite: bool, amp: bool, eval_fn: EvalFn | None,
+             seed: int, device, resume, overwrite: bool, amp: str | bool | None,
+             eval_fn: EvalFn | None,
              select_metric: str | None, log: bool, split: Mapping[str, Any] | None,
              after_step: Callable[[nn.Module], None] | None = None,
              save_final: Callable[[nn.Module, Path], None] | None = None,
              weighting: str | Mapping[str, Any] | TaskWeighting | None = None,
              hook: TrainingHook | None = None,
-             allow_changed: Sequence[str] = ()) -> TrainResult:
+             allow_changed: Sequence[str] = (),
+             channels_last: bool | None = None) -> TrainResult:
     """Run ``schedule.max_iters`` iterations of ``phase`` ("train" or "finetune").
+
+    ``amp`` / ``channels_last`` (default: ``cfg.AMP`` / ``cfg.CHANNELS_LAST``) choose the
+    precision and layout (:mod:`.precision`); both are recorded in the run's settings.
 
     ``weighting`` (name, ``{"name": ..., **options}`` or instance; default ``fixed``) forms
     each iteration's loss; ``hook`` adds mask updates / a penalty (see :mod:`.hooks`).
@@ -282,9 +308,8 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
             check_files(data_loader)
     info = dist_info()
     device = device_for(info, device)
-    if amp and device.type != "cuda":
-        raise ValueError(f"amp=True needs a CUDA device; this run is on {device} "
-                         f"(mixed precision is CUDA-only here)")
+    precision = Precision.resolve(cfg, amp, channels_last)
+    precision.check(device)
     selection = Selection.parse(select_metric)
     weighting = make_weighting(weighting, criterion.tasks, criterion.lambdas)
     if hook is not None:
@@ -292,14 +317,15 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
     run_dir = Path(run_dir)
     _prepare_everywhere(run_dir, resume, overwrite, info)
 
-    model = unwrap(net).to(device)
+    model = precision.prepare(unwrap(net).to(device))
     net_tasks = getattr(model, "tasks", None)
     if net_tasks is not None and list(criterion.tasks) != list(net_tasks):
         raise ValueError(f"the criterion's tasks {list(criterion.tasks)} differ from the "
                          f"network's tasks {list(net_tasks)}; build it with "
                          f"criterion.restricted_to(net.tasks)")
     seed_everything(seed + info.rank)
-    data = epoch_loader(train_loader, seed=seed, rank=info.rank, world_size=info.world_size)
+    data = epoch_loader(train_loader, seed=seed, rank=info.rank, world_size=info.world_size,
+                        pin_memory=device.type == "cuda")
     weighting.bind(data.batches_per_epoch, device)
     if hook is not None:   # may install masks: before the optimiser sees the parameters
         hook.setup(model, RunContext(criterion, weighting, device, seed, schedule.max_iters,
@@ -314,7 +340,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                                      if weighting.parameters() else [])
     optimizer = schedule.optimizer_for(groups)
     scheduler = schedule.scheduler_for(optimizer)
-    scaler = torch.amp.GradScaler("cuda") if amp else None
+    scaler = precision.scaler(device)
     # Runs either batch form (one input for all tasks, or one per task) through a forward.
     train_net: nn.Module = TaskOutputs(model)
     if info.enabled:
@@ -325,7 +351,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                                        "value": None, "iteration": None}
     last_path, best_path = run_dir / rd.LAST, run_dir / rd.BEST
     config = config_to_dict(cfg)
-    settings = run_settings(config, schedule, seed, selection, split)
+    settings = {**run_settings(config, schedule, seed, selection, split), **precision.record()}
     if resume:
         source = rd.resume_path(run_dir, resume)
         ckpt = read_checkpoint(source)
@@ -344,15 +370,18 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
         iteration, history, best = int(ckpt["iteration"]), ckpt["history"], ckpt["best"]
 
     val_freq, ckpt_freq = int(cfg.VAL_FREQ), int(cfg.CKPT_FREQ)
+    log_freq = _log_freq(cfg)
     runlog = _RunLog(run_dir, log and info.is_main, history, iteration, schedule.max_iters,
                      desc=phase)
     final_val: dict[str, float] = {}
+    written: list[int] = []   # iterations this process wrote last.pth at
 
     def checkpoint(path: Path, kind: str, rng: Any = None) -> None:
         extra = {"phase": phase, "history": history, "best": best,
                  "schedule": schedule.__dict__, "seed": seed, "world_size": info.world_size,
                  "split": None if split is None else dict(split),
                  "weighting": {"spec": weighting.spec(), "state": weighting.state_dict()},
+                 "precision": precision.record(),
                  "hook": None if hook is None else {"spec": hook.spec(),
                                                      "state": hook.state_dict()}}
         save_checkpoint(path, model, optimizer=optimizer if kind == "last" else None,
@@ -360,12 +389,32 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
                         scaler=scaler if kind == "last" else None, iteration=iteration,
                         config=config, rng=rng, data_state=data.state_dict(), extra=extra,
                         kind=kind)
+        if kind == "last":
+            written.append(iteration)
+
+    values = _PendingValues(info)
+
+    def read_back(iteration: int, check_state: bool) -> None:
+        """The steps since the last read-back: their loss values come to the host in one
+        transfer, are checked (a FloatingPointError at the first non-finite one), logged and
+        observed by the weighting; with ``check_state`` (before validating or writing a
+        checkpoint) every parameter, buffer and optimiser state tensor is checked too."""
+        kept = _kept_message(last_path, written)
+        for step, scalars, lr in values.read(iteration, kept):
+            weighting.observe({t: scalars[f"loss/{t}"] for t in weighting.tasks}, step - 1)
+            scalars["lr"] = lr
+            runlog.scalars(step, scalars)
+            runlog.losses(scalars)
+        if weighting.adaptive:
+            runlog.scalars(iteration, {f"weight/{t}": w for t, w in weighting.weights().items()})
+        if check_state:
+            _guard_finite_state(model, weighting, optimizer, iteration, kept)
 
     def validate() -> dict[str, float]:
         saved = rng_state()  # validation must not shift the training RNG stream
         model.eval()
         try:
-            values = validation_losses(model, criterion, val_loader, device)
+            values = validation_losses(model, criterion, val_loader, device, precision)
             if eval_fn is not None:
                 values.update(flatten_metrics(eval_fn(model, val_loader, device)))
         finally:
@@ -373,78 +422,75 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
             set_rng_state(saved)
         return values
 
-    train_net.train()
-    try:
-        batches = iter(data)
-        while iteration < schedule.max_iters:
-            batch = batch_to(next(batches), device)
-            if hook is not None:
-                hook.before_forward(model, batch, iteration)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                preds = train_net(network_input(batch))
-                losses = criterion.per_task(preds, batch)
+    with cudnn_autotune(device):   # fixed training shapes: autotuned once (CUDA)
+        train_net.train()
+        try:
+            batches = iter(data)
+            while iteration < schedule.max_iters:
+                batch = batch_to(next(batches), device)
+                if hook is not None:
+                    hook.before_forward(model, batch, iteration)
+                with precision.autocast(device):
+                    preds = train_net(precision.inputs(network_input(batch)))
+                # Losses, weights and penalty in float32 whatever the forward's precision.
+                losses = criterion.per_task(float_outputs(preds), batch)
                 total = weighting.total(losses)
                 penalty = hook.penalty(model) if hook is not None else None
                 if penalty is not None:
                     total = total + penalty
-            reported = _reduced_losses(losses, info)
-            if penalty is not None:
-                reported_penalty = float(penalty.detach())
-                _guard_finite({"penalty": reported_penalty}, iteration + 1, last_path)
-            _guard_finite(reported, iteration + 1, last_path)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(total).backward()
-                _average_grads(weighting.parameters(), info)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                total.backward()
-                _average_grads(weighting.parameters(), info)
-                optimizer.step()
-            scheduler.step()
-            if after_step is not None:
-                after_step(model)
-            if hook is not None:
-                hook.after_step(model, iteration)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(total).backward()
+                    _average_grads(weighting.parameters(), info)
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    total.backward()
+                    _average_grads(weighting.parameters(), info)
+                    optimizer.step()
+                scheduler.step()
+                if after_step is not None:
+                    after_step(model)
+                if hook is not None:
+                    hook.after_step(model, iteration)
+                # Detached step values stay on the device until the next read-back.
+                values.append(iteration + 1, losses, total, penalty,
+                              optimizer.param_groups[0]["lr"])
+                iteration += 1
+                runlog.bar.update(1)
 
-            scalars = {f"loss/{t}": v for t, v in reported.items()}
-            scalars["loss/total"] = weighting.value(reported)
-            if weighting.adaptive:
-                scalars.update({f"weight/{t}": w for t, w in weighting.weights().items()})
-            if penalty is not None:
-                scalars["loss/penalty"] = reported_penalty
-                scalars["loss/total"] += reported_penalty
-            weighting.observe(reported, iteration)
-            iteration += 1
-            scalars["lr"] = optimizer.param_groups[0]["lr"]
-            runlog.scalars(iteration, scalars)
-            runlog.step({k: v for k, v in scalars.items() if k.startswith("loss/")})
-
-            is_last = iteration == schedule.max_iters
-            if val_loader is not None and info.is_main and (iteration % val_freq == 0 or is_last):
-                final_val = validate()
-                runlog.scalars(iteration, final_val)
-                if selection.metric not in final_val:
-                    raise KeyError(f"select_metric {selection.metric!r} is not among the "
-                                   f"validation scalars {sorted(final_val)}")
-                value = final_val[selection.metric]
-                if selection.better(value, best["value"]):
-                    best.update(value=value, iteration=iteration)
-                    checkpoint(best_path, "best")
-            if iteration % ckpt_freq == 0 or is_last:
-                rng = all_gather_objects(rng_state(), info)
-                if info.is_main:
-                    checkpoint(last_path, "last", rng if info.enabled else rng[0])
-    finally:
-        runlog.close()
+                is_last = iteration == schedule.max_iters
+                validating = val_loader is not None and info.is_main and (
+                    iteration % val_freq == 0 or is_last)
+                checkpointing = iteration % ckpt_freq == 0 or is_last
+                if (validating or checkpointing or iteration % log_freq == 0
+                        or weighting.needs_values(iteration - 1)):
+                    read_back(iteration, check_state=validating or checkpointing)
+                if validating:
+                    final_val = validate()
+                    runlog.scalars(iteration, final_val)
+                    if selection.metric not in final_val:
+                        raise KeyError(f"select_metric {selection.metric!r} is not among the "
+                                       f"validation scalars {sorted(final_val)}")
+                    value = final_val[selection.metric]
+                    if selection.better(value, best["value"]):
+                        best.update(value=value, iteration=iteration)
+                        checkpoint(best_path, "best")
+                if checkpointing:
+                    rng = all_gather_objects(rng_state(), info)
+                    if info.is_main:
+                        checkpoint(last_path, "last", rng if info.enabled else rng[0])
+        finally:
+            runlog.close()
+    precision.release(model)   # the standard layout again, for what follows and the caller
     # Each rank updated BatchNorm statistics on its own last batch: adopt rank 0's (= saved).
     broadcast_buffers(model, info)
     if hook is not None:
         hook.finish(model)
     if recalibrate:   # after the hook's last mask change; the same batches on every resume
         recalibrate_batchnorm(model, epoch_loader(train_loader, seed=seed, rank=info.rank,
-                                                  world_size=info.world_size),
+                                                  world_size=info.world_size,
+                                                  pin_memory=device.type == "cuda"),
                               recalibrate, device)
         broadcast_buffers(model, info)
         if val_loader is not None and info.is_main:
@@ -483,8 +529,9 @@ def run_settings(config: Mapping[str, Any], schedule: Schedule, seed: int,
     """What a resumed run must share with the run it continues, as one flat dict: every config
     value (upper-case keys: data root and overrides included), the schedule (``max_iters``,
     ``lr``, ``weight_decay``, ``decay_freq``, ``decay_rate``), ``seed``, ``select_metric``
-    and the validation ``split``."""
-    return {**dict(config), **dict(schedule.__dict__), "seed": int(seed),
+    and the validation ``split``; not the :data:`SPEED_ONLY` keys."""
+    config = {k: v for k, v in dict(config).items() if k not in SPEED_ONLY}
+    return {**config, **dict(schedule.__dict__), "seed": int(seed),
             "select_metric": f"{selection.mode}:{selection.metric}",
             "split": None if split is None else dict(split)}
 
@@ -511,6 +558,7 @@ def saved_settings(ckpt: Mapping[str, Any], current: Mapping[str, Any],
         recorded["select_metric"] = f"{best.get('mode')}:{best['metric']}"
     if "split" in ckpt:
         recorded["split"] = ckpt["split"]
+    recorded.update(ckpt.get("precision") or {})
     return {key: recorded.get(key, value) for key, value in current.items()}
 
 
@@ -556,14 +604,96 @@ def _prepare_everywhere(run_dir: Path, resume, overwrite: bool, info: DistInfo) 
         raise RuntimeError(f"rank 0 could not prepare {run_dir}: {errors[0]}")
 
 
-def _reduced_losses(losses: Mapping[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
-    """Per-task loss values averaged over ranks (a NaN on any rank reaches every rank)."""
-    values = torch.stack([v.detach().float() for v in losses.values()])
-    if info.enabled:
-        import torch.distributed as dist
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        values /= info.world_size
-    return dict(zip(losses.keys(), values.tolist()))
+class _PendingValues:
+    """The loss values of the steps since the last read-back, kept on the device.
+
+    Each step appends one detached vector (per-task losses, the weighted total, the penalty;
+    averaged over ranks, so a NaN on any rank reaches every rank) without waiting for it;
+    :meth:`read` brings them all to the host in one transfer (the only host synchronisation
+    of the loss values) and checks them.
+    """
+
+    def __init__(self, info: DistInfo):
+        self.info = info
+        self.names: list[str] = []
+        self.pending: list[tuple[int, torch.Tensor, float]] = []
+
+    def append(self, step: int, losses: Mapping[str, torch.Tensor], total: torch.Tensor,
+               penalty: torch.Tensor | None, lr: float) -> None:
+        names = [f"loss/{t}" for t in losses] + ["loss/total"] + (
+            ["loss/penalty"] if penalty is not None else [])
+        if names != self.names and self.pending:
+            raise RuntimeError(f"the losses changed from {self.names} to {names} mid-run")
+        self.names = names
+        parts = [*losses.values(), total] + ([penalty] if penalty is not None else [])
+        vector = torch.stack([v.detach().float().reshape(()) for v in parts])
+        if self.info.enabled:
+            import torch.distributed as dist
+            dist.all_reduce(vector, op=dist.ReduceOp.SUM)
+            vector /= self.info.world_size
+        self.pending.append((step, vector, lr))
+
+    def read(self, iteration: int, kept: str) -> list[tuple[int, dict[str, float], float]]:
+        """``[(step, {name: value}, lr)]`` of the pending steps (1-based step numbers), emptied;
+        a FloatingPointError naming the first non-finite value, its step, that the run stopped
+        at ``iteration`` and ``kept`` (what is left on disk)."""
+        if not self.pending:
+            return []
+        rows = torch.stack([v for _, v, _ in self.pending]).tolist()   # the one host sync
+        steps = [(step, dict(zip(self.names, row)), lr)
+                 for (step, _, lr), row in zip(self.pending, rows)]
+        self.pending = []
+        for step, scalars, _ in steps:
+            bad = {k: v for k, v in scalars.items() if not math.isfinite(v)}
+            if bad:
+                name, value = next(iter(bad.items()))
+                what = (f"loss of task {name[5:]!r}" if name not in ("loss/total", "loss/penalty")
+                        else "the weighted total loss" if name == "loss/total"
+                        else "the training hook's penalty")
+                raise FloatingPointError(f"{what} is {value} at iteration {step}; stopped at "
+                                         f"iteration {iteration}; {kept}")
+        return steps
+
+
+def _kept_message(last_path: Path, written: Sequence[int]) -> str:
+    """What a stopped run leaves: the last checkpoint it wrote (each was checked finite)."""
+    if written:
+        return f"the last good checkpoint {last_path} (iteration {written[-1]}) is intact"
+    if last_path.is_file():
+        return f"the checkpoint {last_path} this run resumed from is intact"
+    return "no checkpoint had been written yet"
+
+
+def _guard_finite_state(model: nn.Module, weighting: TaskWeighting,
+                        optimizer: torch.optim.Optimizer, iteration: int, kept: str) -> None:
+    """A FloatingPointError naming the first non-finite parameter, buffer, task weight or
+    optimiser state tensor after ``iteration`` (checked on the device, read back once)."""
+    named = [(n, t) for n, t in model.state_dict(keep_vars=True).items()]
+    named += [(f"task weighting parameter {i}", p) for i, p in enumerate(weighting.parameters())]
+    for i, state in enumerate(optimizer.state.values()):
+        named += [(f"optimiser state {k} of parameter {i}", v) for k, v in state.items()
+                  if isinstance(v, torch.Tensor)]
+    named = [(n, t.detach()) for n, t in named if t.is_floating_point() and t.numel()]
+    if not named:
+        return
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named])
+    if bool(finite.all()):
+        return
+    bad = [n for (n, _), ok in zip(named, finite.tolist()) if not ok]
+    raise FloatingPointError(f"non-finite values in {bad[0]}"
+                             f"{f' and {len(bad) - 1} other tensors' if len(bad) > 1 else ''} "
+                             f"after iteration {iteration}; stopped before writing a "
+                             f"checkpoint; {kept}")
+
+
+def _log_freq(cfg) -> int:
+    """How many steps between read-backs of the loss values (``cfg.LOG_FREQ``, default
+    :data:`DEFAULT_LOG_FREQ`)."""
+    value = getattr(cfg, "LOG_FREQ", DEFAULT_LOG_FREQ)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"LOG_FREQ={value!r}: expected an integer >= 1 (steps between "
+                         f"read-backs of the loss values)")
+    return value
 
 
 def _average_grads(params: list[nn.Parameter], info: DistInfo) -> None:
@@ -576,12 +706,3 @@ def _average_grads(params: list[nn.Parameter], info: DistInfo) -> None:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad /= info.world_size
-
-
-def _guard_finite(losses: Mapping[str, float], iteration: int, last_path: Path) -> None:
-    for task, value in losses.items():
-        if not math.isfinite(value):
-            kept = (f"the last good checkpoint {last_path} is intact" if last_path.is_file()
-                    else "no checkpoint had been written yet")
-            raise FloatingPointError(f"loss of task {task!r} is {value} at iteration "
-                                     f"{iteration}; stopped before updating the weights; {kept}")

@@ -12,12 +12,15 @@ from torch.utils.data import DataLoader
 from lib.checkpoints import unwrap
 from lib.utils import check_output_file, resolve_device
 
+from .precision import Precision
+
 
 @torch.no_grad()
 def evaluate(net: nn.Module, loader: DataLoader, cfg=None,
              device: str | torch.device | None = None, out_path: str | os.PathLike | None = None,
              progress: bool = True, metric_options: Mapping[str, str] | None = None, *,
-             metrics: Any = None) -> "MetricResults":
+             metrics: Any = None, amp: str | bool | None = None,
+             channels_last: bool | None = None) -> "MetricResults":
     """``{task: {metric: value}}`` of ``net`` over ``loader`` (eval mode, no gradients).
 
     ``metrics`` chooses the evaluator: ``None`` (default) is the config's,
@@ -35,12 +38,18 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg=None,
     Returns :class:`lib.metrics.MetricResults`: finite floats, ``None`` for an undefined metric
     (``.undefined`` gives the reason; the file has ``null`` and the reason). A non-finite
     output or metric raises :class:`lib.utils.NonFiniteError` naming it; nothing is written.
+
+    ``amp`` / ``channels_last`` (default: ``cfg.AMP`` / ``cfg.CHANNELS_LAST``, else float32)
+    run the forward pass in that precision and layout (:mod:`lib.training.precision`); the
+    metrics are computed in float32 either way.
     """
     from lib.metrics import TaskMetrics, finite_results, metrics_from_config, write_metrics
     from lib.metrics import evaluate as run_evaluator
 
     model = unwrap(net)
     device = resolve_device(device)
+    precision = Precision.resolve(cfg, amp, channels_last)
+    precision.check(device)
     if out_path is not None:
         check_output_file(out_path, "metrics file")
     if len(loader) == 0:
@@ -56,7 +65,11 @@ def evaluate(net: nn.Module, loader: DataLoader, cfg=None,
         evaluator = TaskMetrics(metrics_for(model, metrics.metrics), metrics.directions)
     else:
         evaluator = metrics
-    values = run_evaluator(model.to(device), loader, evaluator, device=device, progress=progress)
+    try:
+        values = run_evaluator(precision.prepare(model.to(device)), loader, evaluator,
+                               device=device, progress=progress, autocast=precision.dtype)
+    finally:
+        precision.release(model)
     values = finite_results(values, "evaluation")
     if out_path is not None:
         write_metrics(values, out_path)

@@ -83,7 +83,8 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader | Seque
              weight_decay: float | None = None, decay_freq: int | None = None,
              decay_rate: float | None = None, seed: int = 0,
              device: str | torch.device | None = None, resume: bool | str | os.PathLike = False,
-             overwrite: bool = False, amp: bool = False, eval_fn: EvalFn | None = None,
+             overwrite: bool = False, amp: str | bool | None = None,
+             channels_last: bool | None = None, eval_fn: EvalFn | None = None,
              select_metric: str | None = None, log: bool = True,
              split: Mapping[str, Any] | None = None,
              meta: Mapping[str, Any] | None = None,
@@ -110,7 +111,8 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader | Seque
     ``final_model.json`` (``lib.checkpoints.save_pruned``'s layout; ``meta``, e.g. the
     :class:`lib.pruning.PruneResult`'s, is recorded there). ``weighting`` as in
     :func:`lib.training.train` (built for ``compact_net.tasks``). Everything else (resume's
-    settings check, ``allow_changed``) is as in :func:`lib.training.train`.
+    settings check, ``allow_changed``, ``amp``, ``channels_last``) is as in
+    :func:`lib.training.train`: masks and pruned weights stay exact under every precision.
     """
     if run_dir is None:
         raise ValueError("finetune needs run_dir=: the folder its checkpoints and final model "
@@ -128,6 +130,7 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader | Seque
     result = run_loop(compact_net, criterion, train_loader, cfg, run_dir, schedule=schedule,
                       phase="finetune", final_name=FINAL_NAME, val_loader=val_loader, seed=seed,
                       device=device, resume=resume, overwrite=overwrite, amp=amp,
+                      channels_last=channels_last,
                       eval_fn=eval_fn, select_metric=select_metric, log=log, split=split,
                       after_step=zero_pruned,
                       save_final=lambda net, path: save_final_pruned(net, path, meta),

@@ -46,7 +46,7 @@ def default_eval_batch_size(cfg) -> int:
 
 def make_loaders(cfg, *, selection: str = "val", val_fraction: float = 0.1, seed: int = 0,
                  batch_size: int | None = None, eval_batch_size: int | None = None,
-                 num_workers: int = 0) -> RunLoaders:
+                 num_workers: int | None = None) -> RunLoaders:
     """Train / selection / test loaders for ``cfg`` and the split record for ``split.json``.
 
     ``selection="val"`` (default, honest): ``val_fraction`` of the TRAIN list, chosen with
@@ -56,6 +56,7 @@ def make_loaders(cfg, *, selection: str = "val", val_fraction: float = 0.1, seed
     ``eval_batch_size`` defaults to the reference's test batch
     (:func:`default_eval_batch_size`). A per-task dataset (one dataset
     per task: ``lib.data.has_task_datasets``) is split task by task with the same fraction.
+    ``num_workers`` (default ``cfg.NUM_WORKERS``) applies to all three loaders.
     """
     from lib.data import build_dataset, build_loader, has_task_datasets
 
@@ -105,7 +106,7 @@ def _check_disjoint_from_test(cfg, val_idx: list[int], seed: int) -> dict[str, l
 
 def _per_task_loaders(cfg, selection: str, val_fraction: float, seed: int,
                       batch_size: int | None, eval_batch_size: int,
-                      num_workers: int) -> RunLoaders:
+                      num_workers: int | None) -> RunLoaders:
     """:func:`make_loaders` for one dataset per task: each task's train list split alike (the
     train and test lists are separate files, so they cannot share items)."""
     from lib.data import build_loader, build_task_datasets

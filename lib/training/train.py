@@ -18,7 +18,8 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
           lr: float | None = None, weight_decay: float | None = None,
           decay_freq: int | None = None, decay_rate: float | None = None, seed: int = 0,
           device: str | torch.device | None = None, resume: bool | str | os.PathLike = False,
-          overwrite: bool = False, amp: bool = False, eval_fn: EvalFn | None = None,
+          overwrite: bool = False, amp: str | bool | None = None,
+          channels_last: bool | None = None, eval_fn: EvalFn | None = None,
           select_metric: str | None = None, log: bool = True,
           split: Mapping[str, Any] | None = None,
           weighting: str | Mapping[str, Any] | TaskWeighting | None = None,
@@ -45,6 +46,9 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
     ``allow_changed`` lets chosen ones of :data:`lib.training.engine.RESUMABLE_CHANGES`
     (``VAL_FREQ``, ``CKPT_FREQ``, ``DATA_ROOT``, the length) differ. Every file of the
     loaders' dataset index must exist (checked before anything is written).
+    ``amp`` (``"off"``, ``"bf16"``, ``"fp16"``; default ``cfg.AMP``) and ``channels_last``
+    (default ``cfg.CHANNELS_LAST``) choose the forward pass's precision and the memory layout
+    (:mod:`lib.training.precision`); they are recorded, and resume refuses a change.
     Under ``torchrun`` (an initialised process group) the net is wrapped in
     DistributedDataParallel and only rank 0 logs and writes.
 
@@ -65,6 +69,7 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
                   save_final_pruned(model, path, {"training": hook.summary()})}
     return run_loop(net, criterion, train_loader, cfg, run_dir, schedule=schedule, phase="train",
                     val_loader=val_loader, seed=seed, device=device, resume=resume,
-                    overwrite=overwrite, amp=amp, eval_fn=eval_fn, select_metric=select_metric,
+                    overwrite=overwrite, amp=amp, channels_last=channels_last,
+                    eval_fn=eval_fn, select_metric=select_metric,
                     log=log, split=split, weighting=weighting, hook=hook,
                     allow_changed=allow_changed, **output)

@@ -56,7 +56,11 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
     u = torch.sort(v, descending=True).values
     cumsum = torch.cumsum(u, dim=0)
     index = torch.arange(1, v.numel() + 1, dtype=v.dtype, device=v.device)
-    rho = int((u - (cumsum - 1) / index > 0).nonzero().max())
+    support = (u - (cumsum - 1) / index > 0).nonzero()
+    if support.numel() == 0:   # only when |v| is so large that u - (u - 1) rounds to 0
+        raise FloatingPointError(f"cannot project {v.tolist()} onto the simplex: its values "
+                                 f"are too large for float64 to resolve the projection")
+    rho = int(support.max())
     theta = (cumsum[rho] - 1) / (rho + 1)
     return torch.clamp(v - theta, min=0)
 
@@ -106,6 +110,12 @@ class TaskWeighting(abc.ABC):
 
     def _observe(self, values: list[float], iteration: int) -> None:
         """Bookkeeping after the step of ``iteration`` with its (scaled) loss values."""
+
+    def needs_values(self, iteration: int) -> bool:
+        """Whether the step of 0-based ``iteration`` must be observed before the next step's
+        total is formed (the training loop reads its loss values back at once then; other
+        steps are observed in batches, in order, at its read-backs)."""
+        return False
 
     # ------------------------------------------------------------------ what the loop calls
     def bind(self, epoch_iters: int, device: torch.device | str | None = None) -> None:
@@ -254,6 +264,9 @@ class DWAWeighting(TaskWeighting):
     def _combine(self, losses):
         return sum(lam * loss for lam, loss in zip(self.lambdas_now(), losses))
 
+    def needs_values(self, iteration):   # the epoch's means set the next epoch's weights
+        return (int(iteration) + 1) % self.epoch_iters == 0
+
     def _observe(self, values, iteration):
         self._sums = [s + v for s, v in zip(self._sums, values)]
         self._count += 1
@@ -273,6 +286,11 @@ class DWAWeighting(TaskWeighting):
         self._sums, self._count = [float(s) for s in state["sums"]], int(state["count"])
 
 
+# The smallest minmax step size 1/beta keeps w + L/beta within float64's resolution of the
+# simplex's scale (a step of 1e6 x the losses still resolves the projection's threshold).
+MIN_BETA = 1e-6
+
+
 class MinMaxWeighting(TaskWeighting):
     """The min-max framework's APGDA: ascent on simplex weights once per epoch."""
 
@@ -286,6 +304,11 @@ class MinMaxWeighting(TaskWeighting):
 
     def _validate(self):
         self.options["beta"] = _positive(self.options["beta"], "beta")
+        if self.options["beta"] < MIN_BETA:
+            raise ValueError(f"weighting 'minmax': beta={self.options['beta']} is below "
+                             f"{MIN_BETA}: one ascent step would move the weights by more than "
+                             f"{1 / MIN_BETA:.0e} times the losses, beyond what the simplex "
+                             f"projection resolves (the min-max code uses 10 or 50)")
         self.options["gamma"] = _finite(self.options["gamma"], "gamma")
         if self.options["gamma"] < 0:
             raise ValueError(f"weighting 'minmax': gamma must be >= 0, got {self.options['gamma']}")
@@ -299,6 +322,9 @@ class MinMaxWeighting(TaskWeighting):
         loss = torch.tensor(list(values), dtype=torch.float64)
         step = loss - self.options["gamma"] * (self.w - 1.0 / k)
         return project_simplex(self.w + step / self.options["beta"])
+
+    def needs_values(self, iteration):   # its ascent sets the next step's weights
+        return int(iteration) % self.epoch_iters == 0
 
     def _observe(self, values, iteration):
         if iteration % self.epoch_iters == 0:   # the first iteration of an epoch
