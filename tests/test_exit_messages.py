@@ -83,15 +83,18 @@ def test_a_task_listed_twice_is_named(data_root, tmp_path, capsys):
 def test_a_bad_mtan_label_file_is_named_as_the_label(tmp_path, capsys, damage):
     cfg = load_config("nyuv2_mtan", profile="tiny")
     root = Path(prepare_synthetic(cfg, root=tmp_path / "mtan", progress=False))
-    label = root / "train" / "label" / "3.npy"
-    good = np.load(label)
-    bad = {"range": np.where(good == good.max(), 40, good).astype(good.dtype),
-           "shape": good[: good.shape[0] // 2], "dtype": good.astype(np.uint8)}[damage]
-    np.save(label, bad)
+    labels = sorted((root / "train" / "label").glob("*.npy"))
+    for label in labels:  # every one: training is shuffled, any item may be read first
+        good = np.load(label)
+        bad = {"range": np.where(good == good.max(), 40, good).astype(good.dtype),
+               "shape": good[: good.shape[0] // 2], "dtype": good.astype(np.uint8)}[damage]
+        np.save(label, bad)
     err = cli_error(capsys, "train", "--config", "nyuv2_mtan", "--profile", "tiny",
                     "--data-root", root, "--run-dir", tmp_path / "run", "--quiet",
                     "--max-iters", "2")
-    assert str(label) in err and str(root / "train" / "image" / "3.npy") not in err
+    named = [label for label in labels if str(label) in err]
+    assert len(named) == 1
+    assert str(root / "train" / "image" / named[0].name) not in err
 
 
 def test_a_pickled_module_message_is_complete_and_plain(data_root, tmp_path, capsys):
