@@ -1,5 +1,8 @@
 """Shared test fixtures. Tests run on CPU with small threads; fixtures are generated on the fly."""
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no OpenMP spinning
 
@@ -7,6 +10,20 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("CUT_TEST_THREADS", "1")))
+# The data content checks cache what they verified; tests keep that cache out of the home folder.
+if "CUT_CACHE_DIR" not in os.environ:
+    os.environ["CUT_CACHE_DIR"] = tempfile.mkdtemp(prefix="cut-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CUT_CACHE_DIR"], ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A command run in-process sets torch's thread count for the machine (set_cpu_threads);
+    later tests must not inherit it: results that compare with a subprocess (which reads
+    OMP_NUM_THREADS) are bit-exact only at the same thread count."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_random_batch(tasks, tasks_num_class, batch_size=2, height=48, width=64, seed=0,
