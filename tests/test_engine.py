@@ -270,7 +270,46 @@ def test_a_cell_that_raises_is_listed_and_the_rest_goes_on(data_dir, tmp_path, m
     assert not (out / "cells" / "cut_90_seg-depth.json").exists()
     assert not (out / "results.csv").exists() and not (out / LOCK_NAME).exists()
     monkeypatch.setattr(units, "_compute_cell", real)
-    assert run_study(spec, progress=False, engine="serial").table_csv.exists()
+    result = run_study(spec, progress=False, engine="serial")
+    # Records are checked as they are read: NaN / Infinity in a row, a NaN `seconds` are
+    # refused before the table or a figure is rewritten.
+    cell = out / "cells" / "cut_90_seg-depth.json"
+    good = cell.read_text()
+    table = result.table_csv.stat().st_mtime_ns
+    for key, value, named in (("row", ("seg/Pixel Acc", float("nan")), "row/seg/Pixel Acc"),
+                              ("row", ("seg/Pixel Acc", float("inf")), "row/seg/Pixel Acc"),
+                              (None, ("seconds", float("nan")), "seconds")):
+        record = json.loads(good)
+        (record["row"] if key else record)[value[0]] = value[1]
+        cell.write_text(json.dumps(record))
+        with pytest.raises(ValueError, match=f"{cell}: {named} is not a finite number"):
+            run_study(spec, progress=False, engine="serial")
+        assert result.table_csv.stat().st_mtime_ns == table
+    cell.write_text(good)
+
+
+def test_a_refused_base_checkpoint_writes_nothing_that_blocks_the_rerun(data_dir, tmp_path,
+                                                                        capsys):
+    import torch
+
+    from lib.cli import main
+    from lib.experiments.study import study_config
+    from lib.models import model_from_config
+
+    given = tmp_path / "given"
+    first = run_study(tiny_spec(tmp_path / "first", finetune_iters=2), progress=False,
+                      engine="serial")
+    pickled = tmp_path / "module.pth"
+    torch.save(model_from_config(study_config(first.spec)), pickled)
+    argv = ["reproduce", "--profile", "tiny", "--out", str(given), "--methods", "cut",
+            "--sparsities", "90", "--selection", "seg", "depth", "--finetune-iters", "2",
+            "--num-batches", "1", "--synthetic-train", "6", "--synthetic-test", "2",
+            "--engine", "serial"]
+    assert main(argv + ["--base-checkpoint", str(pickled)]) == 2
+    assert str(pickled) in capsys.readouterr().err
+    assert not (given / "study.json").exists()
+    good = tmp_path / "first" / "base" / "base_model.pth"
+    assert main(argv + ["--base-checkpoint", str(good)]) == 0
 
 
 def test_plan_prints_the_grid_and_a_cost_and_writes_nothing(data_dir, tmp_path, capsys):
