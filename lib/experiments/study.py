@@ -7,7 +7,9 @@
 Each cell of the grid prunes the dense base model with one method at one sparsity for one task
 selection, fine-tunes the compact network with its masks held, evaluates the fine-tuned model on
 the test split and writes its row as JSON (atomically) under ``out_dir/cells``; of the fine-tuning
-run only ``final_model.pth`` (+ ``.json``) is kept. The table and the figures are rebuilt from
+run only ``final_model.pth`` (+ ``.json``) is kept. The base and the cells are units
+(:mod:`lib.experiments.units`) run by an engine (:mod:`lib.experiments.engine`: Ray tasks by
+default, or one after another in this process); this module is the driver around them. The table and the figures are rebuilt from
 those rows every run. The table holds results only, so the same study gives the same
 ``results.csv`` / ``.md`` byte for byte; the wall-clock time of each cell goes to
 ``timings.json``.
