@@ -85,6 +85,7 @@ def _done_lines(out: Path, cid: str) -> int:
     return sum(line.endswith(" done") for line in log.read_text().splitlines())
 
 
+@pytest.mark.slow   # a Ray instance or cluster: 20-60 s here
 def test_ray_embedded_gives_the_serial_bytes_and_leaves_nothing(serial_csv, tmp_path,
                                                                  monkeypatch):
     made = []
@@ -96,6 +97,7 @@ def test_ray_embedded_gives_the_serial_bytes_and_leaves_nothing(serial_csv, tmp_
     monkeypatch.setattr(engine_module.tempfile, "mkdtemp", recording_mkdtemp)
     home_ray = Path.home() / ".ray"
     had_home_ray = home_ray.exists()
+    token = os.environ.get("RAY_AUTH_TOKEN")
     out = tmp_path / "ray"
     result = run_study(tiny_spec(out), progress=False,
                        engine=EngineOptions(engine="ray", num_cpus=2))
@@ -104,7 +106,7 @@ def test_ray_embedded_gives_the_serial_bytes_and_leaves_nothing(serial_csv, tmp_
     assert len(made) == 1 and not Path(made[0]).exists()       # its temp folder removed
     assert _processes_under(made[0]) == []                      # and its processes gone
     assert home_ray.exists() == had_home_ray
-    assert not os.environ.get("RAY_AUTH_TOKEN")                # the token left with it
+    assert os.environ.get("RAY_AUTH_TOKEN") == token           # its token left with it
     for cid in CELLS:                                           # each task logged in its folder
         assert _done_lines(out, cid) == 1
     assert "pid" in (out / "base" / "task.log").read_text()
@@ -179,6 +181,7 @@ def _finish(thread, box):
     return box["result"]
 
 
+@pytest.mark.slow   # a Ray instance or cluster: 20-60 s here
 def test_a_gpu_per_task_and_a_failed_cell_reported_then_retried(cluster, serial_csv, tmp_path):
     out = tmp_path / "gpus"
     blocker = out / "cells" / "cut_90_seg-depth"    # a file where the cell's folder goes
@@ -199,6 +202,7 @@ def test_a_gpu_per_task_and_a_failed_cell_reported_then_retried(cluster, serial_
         assert record["visible_devices"] in ("0", "1") and record["device"] == "cpu"
 
 
+@pytest.mark.slow   # a Ray instance or cluster: 20-60 s here
 def test_a_killed_worker_resumes_its_cell_from_the_checkpoint(cluster, serial_csv, tmp_path):
     out = tmp_path / "killed"
     thread, box = _in_thread(tiny_spec(out), EngineOptions(engine="ray",
@@ -212,6 +216,7 @@ def test_a_killed_worker_resumes_its_cell_from_the_checkpoint(cluster, serial_cs
         assert _done_lines(out, name) == 1
 
 
+@pytest.mark.slow   # a Ray instance or cluster: 20-60 s here
 # The last test on the cluster: it leaves the head node alone.
 def test_a_removed_node_s_cell_reruns_on_the_other_node(cluster, serial_csv, tmp_path):
     node = next(iter(cluster.worker_nodes))

@@ -97,11 +97,11 @@ def _check_number(name: str, value, integer: bool, minimum: float) -> None:
 @dataclass
 class UnitsOutcome:
     """What the engine brought back: each job's base path, each computed cell's record (by
-    job index and cell), the failed units with their one-line errors, and the CPU time the
-    units reported (their own processes, summed)."""
+    job index and cell), the failed units (job index, unit, one-line error), and the CPU time
+    the units reported (their own processes, summed)."""
     bases: dict[int, str] = field(default_factory=dict)
     records: dict[tuple[int, Cell], dict] = field(default_factory=dict)
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[int, str, str]] = field(default_factory=list)
     cpu_seconds: float = 0.0
 
 
@@ -163,8 +163,8 @@ def _run_serial(jobs, todo, options: EngineOptions, bar) -> UnitsOutcome:
                 outcome.bases[i] = base["value"]
                 outcome.cpu_seconds += base["cpu_seconds"]
             except Exception as exc:   # reported with the others; its cells cannot run
-                outcome.failures.append((_label(job, None), one_line(exc)))
-                outcome.failures += [(_label(job, c), "its base failed") for c in todo[i]]
+                outcome.failures.append((i, _label(job, None), one_line(exc)))
+                outcome.failures += [(i, _label(job, c), "its base failed") for c in todo[i]]
                 bar.update(1 + len(todo[i]))
                 continue
             bar.update(1)
@@ -175,7 +175,7 @@ def _run_serial(jobs, todo, options: EngineOptions, bar) -> UnitsOutcome:
                     outcome.records[(i, cell)] = result["value"]
                     outcome.cpu_seconds += result["cpu_seconds"]
                 except Exception as exc:
-                    outcome.failures.append((_label(job, cell), one_line(exc)))
+                    outcome.failures.append((i, _label(job, cell), one_line(exc)))
                 bar.update(1)
     finally:
         torch.set_num_threads(threads)
@@ -195,6 +195,12 @@ def _run_ray(jobs, todo, options: EngineOptions, bar) -> UnitsOutcome:
         units: dict = {}
         base_refs = {}
         for i, job in enumerate(jobs):
+            finished = finished_base(job)
+            if finished is not None:    # nothing to run: its cells need not wait for a worker
+                outcome.bases[i] = finished
+                base_refs[i] = {"value": finished}
+                bar.update(1)
+                continue
             base_refs[i] = task.remote(job, None, None, threads, True)
             units[base_refs[i]] = (i, None)
         for i, job in enumerate(jobs):
@@ -214,7 +220,7 @@ def _run_ray(jobs, todo, options: EngineOptions, bar) -> UnitsOutcome:
                         failed_bases.add(i)
                     message = "its base failed" if cell is not None and i in failed_bases \
                         else one_line(exc)
-                    outcome.failures.append((_label(jobs[i], cell), message))
+                    outcome.failures.append((i, _label(jobs[i], cell), message))
                 else:
                     outcome.cpu_seconds += result["cpu_seconds"]
                     if cell is None:
@@ -223,6 +229,16 @@ def _run_ray(jobs, todo, options: EngineOptions, bar) -> UnitsOutcome:
                         outcome.records[(i, cell)] = result["value"]
                 bar.update(1)
     return outcome
+
+
+def finished_base(job: StudyJob) -> str | None:
+    """The base model's path when :func:`~lib.experiments.units.base_unit` has nothing left to
+    do (the model and its dense metrics are there), else None."""
+    spec = job.spec
+    path = Path(spec.base_checkpoint) if spec.base_checkpoint is not None else \
+        job.out / "base" / "base_model.pth"
+    done = path.exists() and (job.out / "base" / "dense_metrics.json").exists()
+    return str(path) if done else None
 
 
 def one_line(exc: BaseException) -> str:

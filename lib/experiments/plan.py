@@ -95,5 +95,6 @@ def print_plan(spec: StudySpec, engine: EngineOptions) -> None:
           f"{ft_iters} fine-tuning iterations to run")
     print(f"measured on {spec.device or 'the default device'}: {base_s * 1000:.1f} ms per "
           f"training iteration, {ft_s * 1000:.1f} ms per fine-tuning iteration")
-    print(f"estimate: {seconds / 60:.1f} min ({seconds / 3600:.2f} h) of one device, one unit at a time (pruning, "
-          f"evaluation and figures not counted); cells run in parallel on the engine's slots")
+    print(f"estimate: {seconds / 60:.1f} min ({seconds / 3600:.2f} h) of one device, one unit "
+          f"at a time (pruning, evaluation and figures not counted); cells run in parallel "
+          f"on the engine's slots")

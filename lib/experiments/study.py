@@ -9,10 +9,10 @@ selection, fine-tunes the compact network with its masks held, evaluates the fin
 the test split and writes its row as JSON (atomically) under ``out_dir/cells``; of the fine-tuning
 run only ``final_model.pth`` (+ ``.json``) is kept. The base and the cells are units
 (:mod:`lib.experiments.units`) run by an engine (:mod:`lib.experiments.engine`: Ray tasks by
-default, or one after another in this process); this module is the driver around them. The table and the figures are rebuilt from
-those rows every run. The table holds results only, so the same study gives the same
-``results.csv`` / ``.md`` byte for byte; the wall-clock time of each cell goes to
-``timings.json``.
+default, or one after another in this process); this module is the driver around them. The
+table and the figures are rebuilt from those rows every run. The table holds results only, so
+the same study gives the same ``results.csv`` / ``.md`` byte for byte; the wall-clock time of
+each cell goes to ``timings.json``.
 
 Everything is validated before the first file is written (methods, selections, sparsities,
 the output folder, the base checkpoint, every file the dataset's index lists); a corrupt record
@@ -296,12 +296,14 @@ def run_studies(specs: Sequence[StudySpec], progress: bool = True,
     (:func:`check_study_data`, a synthetic dataset generated first); then the study folders are
     locked against a second driver (:mod:`lib.experiments.lock`), and every finished cell's
     file is read back and validated (:func:`lib.experiments.units.read_cell`). A unit that
-    fails does not stop the others: :class:`StudyFailed` lists them at the end, and no table
-    is written for a study with a failed unit.
+    fails does not stop the others: the studies without a failed unit get their tables, then
+    :class:`StudyFailed` lists the failed units (a study with one gets no table).
     """
+    from lib.checkpoints import load_base_model
+
     from .engine import EngineOptions, run_units
     from .lock import study_locks
-    from .units import StudyJob, cell_path, read_cell
+    from .units import StudyJob, cell_path, dense_metrics, read_cell
 
     started = time.time()
     options = EngineOptions.of(engine)
@@ -315,7 +317,6 @@ def run_studies(specs: Sequence[StudySpec], progress: bool = True,
         cells = check_spec(spec, cfg)
         metrics_from_config(cfg, **spec.metric_options)
         if spec.base_checkpoint is not None:     # refused now, not after study.json is written
-            from lib.checkpoints import load_base_model
             load_base_model(spec.base_checkpoint, cfg)
         prepared.append((spec, cfg, cells))
     checked = set()
@@ -341,17 +342,13 @@ def run_studies(specs: Sequence[StudySpec], progress: bool = True,
                     todo[i].append(cell)
         done = sum(len(r) for r in records)
         outcome = run_units(jobs, todo, options, progress=progress, done=done)
-        if outcome.failures:
-            lines = "; ".join(f"{where}: {error}" for where, error in outcome.failures)
-            raise StudyFailed(f"{len(outcome.failures)} unit(s) failed (finished cells are "
-                              f"kept; rerun to retry the failed ones): {lines}")
         for (i, cell), record in outcome.records.items():
             records[i][cell] = record       # read_cell-checked by the unit
+        failed = {i for i, _, _ in outcome.failures}
         results = []
         for i, (job, (spec, cfg, cells)) in enumerate(zip(jobs, prepared)):
-            from lib.checkpoints import load_base_model
-            from .units import dense_metrics
-
+            if i in failed:
+                continue
             by_id = {cell_id(m, s, sel): records[i][(sel, m, s)] for sel, m, s in cells}
             rows = with_budgets(dense_rows(dense_metrics(job), cells)
                                 + [by_id[cell_id(m, s, sel)]["row"] for sel, m, s in cells],
@@ -359,6 +356,10 @@ def run_studies(specs: Sequence[StudySpec], progress: bool = True,
             base = load_base_model(outcome.bases[i], cfg)
             results.append(write_outputs(spec, cfg, base, rows, by_id, cells, job.out,
                                          resolve_device(spec.device), time.time() - started))
+    if outcome.failures:
+        lines = "; ".join(f"{where}: {error}" for _, where, error in outcome.failures)
+        raise StudyFailed(f"{len(outcome.failures)} unit(s) failed (finished cells are kept; "
+                          f"rerun to retry the failed ones): {lines}")
     for result in results:
         result.cpu_seconds = outcome.cpu_seconds
     return results
