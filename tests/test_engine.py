@@ -126,14 +126,17 @@ def cluster(data_dir):
     os.environ.update(env)
     engine_module._reset_token_cache()
     node_args = dict(num_cpus=1, num_gpus=2, temp_dir=temp, include_dashboard=False)
-    cluster = Cluster(initialize_head=True, head_node_args=node_args)
+    cluster = None
     try:
+        cluster = Cluster(initialize_head=True, head_node_args=node_args)
         cluster.add_node(**node_args)
         yield cluster
     finally:
-        pids = [p.process.pid for node in cluster.list_all_nodes()
-                for procs in node.all_processes.values() for p in procs]
-        cluster.shutdown()
+        pids = [] if cluster is None else [
+            p.process.pid for node in cluster.list_all_nodes()
+            for procs in node.all_processes.values() for p in procs]
+        if cluster is not None:
+            cluster.shutdown()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
