@@ -11,9 +11,11 @@ models' accuracy floors, the control (the dense model fine-tuned exactly like th
 it should stay within ±2 % Δ), per method and sparsity the mean ± std of Δ vs dense over the
 seeds with the number of collapsed layers, and CUT minus each method paired by seed with a 95 %
 Student t interval, one line per comparison saying whether it is decided. Writes
-``--out/summary.json``. Resumable: finished cells are read back. On a CPU the seeds run in
-parallel processes, one per core with one thread each (``--jobs``; each seed's log is
-``--out/seed{k}/study.log``).
+``--out/summary.json``. Resumable: finished cells are read back. Every seed's base and cells
+run in one queue on the study engine (lib.experiments.engine; Ray by default: an embedded
+instance of ``--jobs`` CPUs, one 1-thread task per core; ``--engine serial``, ``--address``,
+``--gpus-per-cell`` as for ``python -m lib reproduce``); each task's log is in its unit's
+folder (``--out/seed{k}/cells/<cell>/task.log``).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no OpenMP s
 
 from lib.experiments.benchmark import (GRIDS, BenchmarkSpec, check_benchmark,  # noqa: E402
                                        default_jobs, format_report, run_benchmark)
-from lib.utils import set_cpu_threads  # noqa: E402
+from lib.experiments.cli import add_engine_arguments, engine_from_args  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,8 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--synthetic-train", type=int, default=320)
     parser.add_argument("--synthetic-test", type=int, default=64)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="seeds run at once (default: one per core on a CPU, 1 on a GPU)")
+    add_engine_arguments(parser)    # --engine, --address, ..., --jobs: the instance's CPUs
     parser.add_argument("--quiet", action="store_true",
                         help="no study progress bar (training and scoring still show theirs)")
     return parser.parse_args(argv)
@@ -61,13 +62,17 @@ def main(argv: list[str] | None = None) -> int:
                              synthetic_test=args.synthetic_test, device=args.device)
         if args.jobs is not None and args.jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+        engine = engine_from_args(args)
         check_benchmark(spec)   # every input, before any work (run_benchmark checks it too)
     except (ValueError, FileNotFoundError) as exc:
         print(f"bench_methods: {exc}", file=sys.stderr)
         return 2
-    set_cpu_threads()
-    jobs = default_jobs(spec) if args.jobs is None else min(args.jobs, len(spec.grid.seeds))
-    summary = run_benchmark(spec, progress=not args.quiet, jobs=jobs)
+    jobs = default_jobs(spec) if args.jobs is None else args.jobs
+    try:
+        summary = run_benchmark(spec, progress=not args.quiet, jobs=jobs, engine=engine)
+    except (ValueError, OSError, RuntimeError) as exc:    # a failed unit, a locked folder, ...
+        print(f"bench_methods: {exc}", file=sys.stderr)
+        return 2
     print()
     print(format_report(summary))
     print(f"\nsummary: {Path(args.out) / 'summary.json'}")

@@ -5,6 +5,9 @@ import shutil
 import tempfile
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no OpenMP spinning
+# Studies run in-process unless a test asks for Ray (tests/test_engine.py): a Ray instance per
+# study would add seconds to every test that runs one.
+os.environ.setdefault("CUT_ENGINE", "serial")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

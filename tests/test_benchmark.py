@@ -118,8 +118,7 @@ def test_grids_and_validation():
         BenchmarkSpec(grid=Grid(seeds=(0, 1), sparsities=(90,), methods=("snip",)))
     assert collapsed_layers({"a": 100.0, "b": 99.9, "c": 0.0}) == 1
     five = BenchmarkSpec(grid=default)
-    assert default_jobs(five) == min(5, os.cpu_count() or 1)
-    assert default_jobs(BenchmarkSpec(grid=default, device="cuda")) == 1   # one GPU
+    assert default_jobs(five) == (os.cpu_count() or 1)     # the embedded instance's CPUs
     with pytest.raises(ValueError, match="jobs must be an integer >= 1"):
         run_benchmark(five, jobs=0)
 
@@ -140,7 +139,7 @@ def test_quick_path_runs_end_to_end_on_the_tiny_profile(tmp_path, monkeypatch, c
     # Seeds whose 4-iteration tiny base models predict some class right (Δ is defined).
     argv = ["--quick", "--profile", "tiny", "--seeds", "1", "2", "--methods", "cut", "random",
             "--out", str(out), "--synthetic-train", "6", "--synthetic-test", "2", "--quiet"]
-    assert bench.main(argv) == 0
+    assert bench.main(argv + ["--engine", "ray"]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["profile"] == "tiny" and summary["seeds"] == [1, 2]
@@ -150,15 +149,32 @@ def test_quick_path_runs_end_to_end_on_the_tiny_profile(tmp_path, monkeypatch, c
     comps = summary["comparisons"]
     assert [c["baseline"] for c in comps] == ["random"] and comps[0]["n"] == 2
     assert "cut minus each method" in printed and comps[0]["verdict"] in printed
-    # Seeds in parallel processes (one per core here) give what one process gives in turn.
-    assert summary["jobs"] == min(2, os.cpu_count() or 1) and summary["threads"] == 1
-    if summary["jobs"] > 1:
-        assert "study done" in (out / "seed1" / "study.log").read_text()
+    # Ray tasks (one 1-thread task per core here) give what the serial engine gives.
+    assert summary["jobs"] == (os.cpu_count() or 1) and summary["threads"] == 1
+    assert summary["cpu_seconds"] > 0
+    assert " done" in (out / "seed1" / "cells" / "cut_90_seg-depth" / "task.log").read_text()
     serial = tmp_path / "serial"
-    assert bench.main([str(serial) if a == str(out) else a for a in argv] + ["--jobs", "1"]) == 0
+    assert bench.main([str(serial) if a == str(out) else a for a in argv]
+                      + ["--engine", "serial"]) == 0
     again = json.loads((serial / "summary.json").read_text())
     assert again["jobs"] == 1
     assert [c["deltas"] for c in again["cells"]] == [c["deltas"] for c in summary["cells"]]
+    for seed in (1, 2):
+        assert ((serial / f"seed{seed}" / "results.csv").read_bytes()
+                == (out / f"seed{seed}" / "results.csv").read_bytes())
+    # A NaN in a finished cell's file is refused as it is read, before any table is rewritten.
+    cell = out / "seed1" / "cells" / "cut_90_seg-depth.json"
+    record = json.loads(cell.read_text())
+    record["row"]["seg/Pixel Acc"] = float("nan")
+    cell.write_text(json.dumps(record))
+    table = (out / "seed1" / "results.csv").stat().st_mtime_ns
+    capsys.readouterr()
+    assert bench.main(argv + ["--engine", "serial"]) == 2
+    err = capsys.readouterr().err
+    assert str(cell) in err and "seg/Pixel Acc is not a finite number" in err
+    assert (out / "seed1" / "results.csv").stat().st_mtime_ns == table
+    assert "nan" not in (out / "seed1" / "results.csv").read_text().lower()
+    cell.unlink()
     # The profile's values changed since (a newer version): refused before any seed starts.
     from lib.config import PROFILES
     capsys.readouterr()

@@ -7,7 +7,7 @@ import pytest
 
 import lib.training
 from lib.experiments import StudySpec, default_selections, grid, run_study
-from lib.experiments import study as study_module
+from lib.experiments import units as units_module
 
 
 def tiny_spec(out_dir, **changes):
@@ -65,7 +65,7 @@ def test_resume_reads_finished_cells_instead_of_recomputing(finished_study, monk
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished cell was recomputed")
 
-    monkeypatch.setattr(study_module, "run_cell", must_not_run)
+    monkeypatch.setattr(units_module, "_compute_cell", must_not_run)
     monkeypatch.setattr(lib.training, "train", must_not_run)       # the base model is reused
     again = run_study(tiny_spec(out), progress=False)
     assert json.dumps(again.rows) == json.dumps(first.rows)   # NaN-safe equality

@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from lib.utils import atomic_write_json
 
+from .engine import EngineOptions
 from .stats import compare_paired, summarize
-from .study import DENSE_FINETUNED, StudySpec, cell_id, run_study
+from .study import DENSE_FINETUNED, StudySpec, cell_id, run_studies
 
 REFERENCE = "cut"
 # Registry methods that prune a freshly initialised network (the reference's SNIP and random
@@ -148,121 +144,59 @@ def check_benchmark(spec: BenchmarkSpec) -> None:
 
 
 def default_jobs(spec: BenchmarkSpec) -> int:
-    """Seeds run at once: one per core on a CPU (the bench network is too small for intra-op
-    threads to pay: one 2-thread process trains slower than one 1-thread process on 2 cores,
-    benchmarks/bench_parallel.py), one on a GPU."""
-    from lib.utils import resolve_device
-
-    if resolve_device(spec.device).type != "cpu":
-        return 1
-    return max(1, min(len(spec.grid.seeds), os.cpu_count() or 1))
+    """CPUs of the embedded Ray instance: every core on a CPU (one 1-thread task per core: the
+    bench network is too small for intra-op threads to pay, benchmarks/bench_parallel.py), and
+    as many on a GPU machine (the GPUs are Ray's to share out)."""
+    return max(1, os.cpu_count() or 1)
 
 
-def run_benchmark(spec: BenchmarkSpec, progress: bool = True, jobs: int = 1) -> dict:
-    """Run (or resume) every seed's study, ``jobs`` seeds at a time (separate processes sharing
-    the cores; each seed's log goes to ``out_dir/seed{k}/study.log`` and one bar counts the
-    finished bases and cells); write and return the summary."""
+def run_benchmark(spec: BenchmarkSpec, progress: bool = True, jobs: int = 1,
+                  engine: EngineOptions | str | None = None) -> dict:
+    """Run (or resume) every seed's study in one queue of units on ``engine`` (default: Ray,
+    an embedded instance of ``jobs`` CPUs; each unit's log goes to its folder and one bar
+    counts the finished bases and cells); write and return the summary."""
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
-    started, cpu_started = time.time(), _cpu_seconds()
+    options = EngineOptions.of(engine)
+    if options.num_cpus is None:
+        options = replace(options, num_cpus=jobs)
+    started, cpu_started = time.time(), time.process_time()
     out = Path(spec.out_dir)
     check_benchmark(spec)
     studies = {seed: seed_spec(spec, seed) for seed in spec.grid.seeds}
     read_back = sum(1 for study in studies.values()
                     for _ in (Path(study.out_dir) / "cells").glob("*.json"))
-    threads = torch.get_num_threads()
-    if jobs > 1:
-        threads = max(1, threads // jobs)
-        rows = _run_parallel(studies, jobs, threads, progress)
-    else:
-        rows = {}
-        for seed, study in studies.items():
-            result = run_study(study, progress=progress)
-            rows[seed] = result.rows
-            if progress:
-                print(f"seed {seed}: study done in {result.seconds / 60:.1f} min", flush=True)
-    per_seed = {seed: seed_results(studies[seed], rows[seed]) for seed in studies}
-    summary = summarize_benchmark(spec, per_seed, time.time() - started,
-                                  _cpu_seconds() - cpu_started, read_back,
-                                  jobs=jobs, threads=threads)
+    results = run_studies(list(studies.values()), progress=progress, engine=options)
+    per_seed = {seed: seed_results(study, result.rows)
+                for (seed, study), result in zip(studies.items(), results)}
+    cpu = time.process_time() - cpu_started + (results[0].cpu_seconds if results else 0.0)
+    slots = options.num_cpus if options.engine == "ray" else 1
+    summary = summarize_benchmark(spec, per_seed, time.time() - started, cpu, read_back,
+                                  jobs=slots, threads=options.cpus_per_cell)
     atomic_write_json(summary, out / SUMMARY)
     return summary
 
 
 def seed_results(study: StudySpec, rows: list[dict]) -> dict:
     """One seed's cells (Δ, measured sparsity, collapsed layers, seconds) and dense metrics,
-    from its study's rows and the records it wrote."""
+    from its study's rows and the records it wrote (checked as they are read)."""
+    from lib.metrics import read_metrics
+
+    from .units import read_cell
+
     cells = {}
     for row in rows:
         if row["method"] == "dense":
             continue
         key = cell_id(row["method"], row["nominal_sparsity"], row["tasks"].split("+"))
-        record = json.loads((Path(study.out_dir) / "cells" / f"{key}.json").read_text())
+        record = read_cell(Path(study.out_dir) / "cells" / f"{key}.json")
         cells[key] = {"method": row["method"], "selection": row["tasks"],
                       "sparsity": float(row["nominal_sparsity"]), "delta": row["delta"],
                       "measured": row["measured_sparsity"],
                       "collapsed": collapsed_layers(record["layer_sparsity"]),
-                      # cells written before timings moved out of the row have it there
-                      "seconds": record.get("seconds", record["row"].get("seconds"))}
-    dense = json.loads((Path(study.out_dir) / "base" / "dense_metrics.json").read_text())
+                      "seconds": record.get("seconds")}
+    dense = read_metrics(Path(study.out_dir) / "base" / "dense_metrics.json")
     return {"cells": cells, "dense": dense}
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its finished child processes (the parallel seeds)."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
-
-
-def _study_in_worker(study: StudySpec, threads: int) -> list[dict]:
-    """A worker process's job: one seed's study on ``threads`` threads, logged to its folder."""
-    torch.set_num_threads(threads)
-    log_path = Path(study.out_dir) / "study.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log, redirect_stdout(log), redirect_stderr(log):
-        result = run_study(study, progress=True)
-        print(f"study done in {result.seconds / 60:.1f} min", flush=True)
-    return result.rows
-
-
-def _finished_units(studies: dict[int, StudySpec]) -> int:
-    """Bases trained and cells finished so far, over all seeds (what the parallel bar counts)."""
-    return sum(int((Path(s.out_dir) / "base" / "base_model.pth").exists())
-               + sum(1 for _ in (Path(s.out_dir) / "cells").glob("*.json"))
-               for s in studies.values())
-
-
-def _run_parallel(studies: dict[int, StudySpec], jobs: int, threads: int,
-                  progress: bool) -> dict[int, list[dict]]:
-    """Every seed's study in a pool of ``jobs`` spawned processes; their rows by seed. A failing
-    seed's error is raised once the seeds already running have finished (their work is kept)."""
-    from .study import check_spec, study_config
-
-    total = sum(1 + len(check_spec(s, study_config(s))) for s in studies.values())
-    bar = tqdm(total=total, desc=f"benchmark ({jobs} seeds at a time)", disable=not progress,
-               dynamic_ncols=True)
-    rows: dict[int, list[dict]] = {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_study_in_worker, study, threads): seed
-                   for seed, study in studies.items()}
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=5.0, return_when=FIRST_EXCEPTION)
-                bar.n = min(total, _finished_units(studies))
-                bar.refresh()
-                for future in done:
-                    rows[futures[future]] = future.result()
-                    if progress:
-                        bar.write(f"seed {futures[future]}: done "
-                                  f"(log: {studies[futures[future]].out_dir}/study.log)")
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-        finally:
-            bar.close()
-    return rows
 
 
 def summarize_benchmark(spec: BenchmarkSpec, per_seed: dict[int, dict], seconds: float,
@@ -356,7 +290,7 @@ def format_report(summary: dict) -> str:
     methods = summary["methods"]
     cpu = summary.get("cpu_seconds")
     jobs = summary.get("jobs", 1)
-    procs = f"{jobs} seeds at a time x " if jobs > 1 else ""
+    procs = f"{jobs} task slots x " if jobs > 1 else ""
     cpu_text = (f", {cpu / 60:.1f} CPU-min on {procs}{summary.get('threads')} thread(s)"
                 if cpu else "")
     lines = [f"profile {summary['profile']}, seeds {summary['seeds']}, "

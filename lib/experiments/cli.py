@@ -5,6 +5,7 @@ import argparse
 
 from lib.config import CONFIG_MODULES
 
+from .engine import ENGINES, EngineOptions
 from .study import DEFAULT_METHODS, DEFAULT_SPARSITIES, StudySpec, run_study
 
 
@@ -46,6 +47,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "min-max pipeline)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu | cuda | auto (default)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the grid (bases, cells, dependencies) and its estimated "
+                             "cost from a few timed iterations; writes no results")
+    add_engine_arguments(parser)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The engine's flags (lib.experiments.engine), shared by reproduce and demo."""
+    group = parser.add_argument_group("engine")
+    group.add_argument("--engine", choices=ENGINES, default=None,
+                       help="ray (default; $CUT_ENGINE overrides the default): bases and cells "
+                            "as Ray tasks; serial: one after another in this process")
+    group.add_argument("--address", default=None,
+                       help="Ray cluster to run on: auto or HOST:PORT (also $RAY_ADDRESS); "
+                            "default: an embedded local instance for this run")
+    group.add_argument("--gpus-per-cell", type=float, default=None,
+                       help="GPUs per task, fractions allowed (default: 1 with CUDA, else 0)")
+    group.add_argument("--cpus-per-cell", type=int, default=1,
+                       help="CPUs (torch threads) per task; the serial engine uses as many "
+                            "(default 1: one task per core)")
+    group.add_argument("--max-retries", type=int, default=3,
+                       help="retries of a task whose worker or node died (default 3)")
+    group.add_argument("--jobs", type=int, default=None,
+                       help="CPUs of the embedded Ray instance (default: every core)")
+
+
+def engine_from_args(args: argparse.Namespace) -> EngineOptions:
+    values = dict(address=args.address, gpus_per_cell=args.gpus_per_cell,
+                  cpus_per_cell=args.cpus_per_cell, max_retries=args.max_retries,
+                  num_cpus=args.jobs)
+    return EngineOptions(**values) if args.engine is None else \
+        EngineOptions(engine=args.engine, **values)
 
 
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
@@ -83,7 +116,10 @@ def print_result(result) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lib.utils import set_cpu_threads
-    set_cpu_threads()
-    print_result(run_study(spec_from_args(args)))
+    spec, engine = spec_from_args(args), engine_from_args(args)
+    if args.plan:
+        from .plan import print_plan
+        print_plan(spec, engine)
+        return 0
+    print_result(run_study(spec, engine=engine))
     return 0

@@ -2,13 +2,15 @@
 
 Generates the synthetic NYU-v2-format dataset, trains a small base model, runs CUT and the
 baselines (prune, fine-tune, evaluate) over a small grid and prints the table and the figures'
-paths. Sized to finish in minutes on 2 cores; rerunning it resumes from what is finished.
+paths. Its cells run as Ray tasks, one 1-thread task per core (``--engine serial``: one
+after another in this process). Sized to finish in minutes on 2 cores; rerunning it resumes
+from what is finished.
 """
 from __future__ import annotations
 
 import argparse
 
-from .cli import print_result
+from .cli import add_engine_arguments, engine_from_args, print_result
 from .study import DEFAULT_METHODS, run_study
 from .demo import demo_spec
 
@@ -17,10 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_output", help="output folder (resumable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lib.utils import set_cpu_threads
-    set_cpu_threads()
-    print_result(run_study(demo_spec(out_dir=args.out, seed=args.seed, methods=args.methods)))
+    print_result(run_study(demo_spec(out_dir=args.out, seed=args.seed, methods=args.methods),
+                           engine=engine_from_args(args)))
     return 0

@@ -7,10 +7,12 @@
 Each cell of the grid prunes the dense base model with one method at one sparsity for one task
 selection, fine-tunes the compact network with its masks held, evaluates the fine-tuned model on
 the test split and writes its row as JSON (atomically) under ``out_dir/cells``; of the fine-tuning
-run only ``final_model.pth`` (+ ``.json``) is kept. The table and the figures are rebuilt from
-those rows every run. The table holds results only, so the same study gives the same
-``results.csv`` / ``.md`` byte for byte; the wall-clock time of each cell goes to
-``timings.json``.
+run only ``final_model.pth`` (+ ``.json``) is kept. The base and the cells are units
+(:mod:`lib.experiments.units`) run by an engine (:mod:`lib.experiments.engine`: Ray tasks by
+default, or one after another in this process); this module is the driver around them. The
+table and the figures are rebuilt from those rows every run. The table holds results only, so
+the same study gives the same ``results.csv`` / ``.md`` byte for byte; the wall-clock time of
+each cell goes to ``timings.json``.
 
 Everything is validated before the first file is written (methods, selections, sparsities,
 the output folder, the base checkpoint, every file the dataset's index lists); a corrupt record
@@ -31,15 +33,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from lib.config import load_config
-from lib.losses import TaskLosses, losses_from_config
-from lib.metrics import delta_or_none, metrics_from_config
-from lib.models import MultiTaskModel, model_from_config
+from lib.metrics import metrics_from_config
+from lib.models import MultiTaskModel
 from lib.sparse.study import TRAINED_METHODS
-from lib.utils import (atomic_write_json, check_output_dir, read_json, resolve_device,
-                       seed_everything)
+from lib.utils import atomic_write_json, check_output_dir, read_json, resolve_device
 
 DEFAULT_METHODS = ("cut", "lth", "snip", "random", "disparse_static")
 # The control row: the dense model with the selected heads only, fine-tuned exactly like the
@@ -114,6 +113,7 @@ class StudyResult:
     figures: dict[str, Path]
     table_markdown: str
     seconds: float
+    cpu_seconds: float = 0.0   # CPU time its units reported (every study of the run, summed)
 
 
 def cell_id(method: str, sparsity: float, selection: Sequence[str]) -> str:
@@ -209,106 +209,6 @@ def _loaders(spec: StudySpec, cfg):
     return make_loaders(cfg, val_fraction=spec.val_fraction, seed=spec.seed)
 
 
-def base_model(spec: StudySpec, cfg, criterion: TaskLosses, out: Path,
-               device: torch.device) -> MultiTaskModel:
-    """The dense base model: the given checkpoint, a finished earlier run, or trained now."""
-    from lib.checkpoints import load_base_model
-    from lib.training import train
-
-    if spec.base_checkpoint is not None:
-        return load_base_model(spec.base_checkpoint, cfg)
-    final = out / "base" / "base_model.pth"
-    if final.exists():
-        return load_base_model(final, cfg)
-    seed_everything(spec.seed)
-    net = model_from_config(cfg)
-    loaders = _loaders(spec, cfg)
-    result = train(net, criterion, loaders.train, cfg, out / "base", val_loader=loaders.val,
-                   max_iters=spec.base_iters, seed=spec.seed, device=device,
-                   resume=(out / "base" / "last.pth").exists(), overwrite=True,
-                   split=loaders.split)
-    return load_base_model(result.final_model, cfg)
-
-
-def dense_metrics(spec: StudySpec, cfg, net: MultiTaskModel, out: Path,
-                  device: torch.device) -> dict[str, dict[str, float]]:
-    """Test metrics of the dense model on every task (cached beside the base model)."""
-    from lib.metrics import read_metrics
-    from lib.training import evaluate
-
-    path = out / "base" / "dense_metrics.json"
-    if path.exists():
-        return read_metrics(path, recover=f"delete {path} to re-evaluate the dense model")
-    return evaluate(net, _loaders(spec, cfg).test, cfg, device=device, out_path=path,
-                    progress=False, metric_options=spec.metric_options)
-
-
-def run_cell(spec: StudySpec, cfg, base: MultiTaskModel, criterion: TaskLosses,
-             dense: dict, method: str, sparsity: float, selection: Sequence[str], out: Path,
-             device: torch.device) -> dict:
-    """Prune -> fine-tune -> evaluate one cell; returns its record (row + per-layer data)."""
-    from lib.pruning import (STRUCTURED_METHODS, PruneResult, prune, reference_keep_ratio,
-                             select_tasks, sparsity_report)
-    from lib.reports import results_row
-    from lib.training import evaluate, finetune
-
-    loaders = _loaders(spec, cfg)
-    delta_options = metrics_from_config(cfg, **spec.metric_options).delta_options()
-    started = time.time()
-    run_dir = out / "cells" / cell_id(method, sparsity, selection)
-    if method in TRAINED_METHODS:
-        from lib.sparse.study import train_cell
-
-        iters = _budget_iters(spec, cfg)
-        net, task_masks, keep_ratio = train_cell(
-            method, cfg=cfg, base=base, criterion=criterion, loaders=loaders,
-            sparsity=sparsity, selection=selection, run_dir=run_dir, base_iters=iters[0],
-            finetune_iters=iters[1], seed=spec.seed, device=device, weighting=spec.weighting,
-            sparsity_mode=spec.sparsity_mode, num_batches=spec.num_batches,
-            options=spec.method_options.get(method))
-        report = sparsity_report(net, full_net=base)
-        measured = report["deployed"]["sparsity"]
-    else:
-        if method == DENSE_FINETUNED:
-            dense_net = select_tasks(base, list(selection), cfg.TASKS)
-            pruning = PruneResult(dense_net, None, {"keep_ratio": 1.0},
-                                  sparsity_report(dense_net)["deployed"]["sparsity"])
-        else:
-            budget = ({"sparsity": float(sparsity)}
-                      if spec.sparsity_mode == "target" or method in STRUCTURED_METHODS
-                      else {"keep_ratio": reference_keep_ratio(cfg, sparsity)})
-            pruning = prune(method, base, criterion, loaders.train,
-                            selected_tasks=list(selection), tasks=cfg.TASKS,
-                            num_batches=spec.num_batches or cfg.PRUNE_NUM_BATCHES,
-                            seed=spec.seed, device=device, **budget)
-        report = sparsity_report(pruning.net, full_net=base)
-        result = finetune(pruning.net, criterion, loaders.train, cfg, run_dir,
-                          val_loader=loaders.val, max_iters=spec.finetune_iters, seed=spec.seed,
-                          device=device, overwrite=True, log=False, split=loaders.split,
-                          weighting=spec.weighting, meta=pruning.meta)
-        net, task_masks = result.net, pruning.task_masks
-        keep_ratio, measured = pruning.meta["keep_ratio"], pruning.sparsity
-    metrics = evaluate(net, loaders.test, cfg, device=device, progress=False,
-                       metric_options=spec.metric_options)
-    row = results_row(method, selection, float(sparsity), measured,
-                      metrics, delta_or_none(metrics, dense, selection, **delta_options),
-                      reference_sparsity=report["reference"]["sparsity"],
-                      keep_ratio=keep_ratio)
-    record = {"row": row, "seconds": round(time.time() - started, 1),
-              "layer_sparsity": {n: v["sparsity"] for n, v in report["layers"].items()}}
-    if task_masks:
-        from lib.pruning import pairwise_mask_iou
-        record["mask_iou"] = pairwise_mask_iou(task_masks)
-    if method in EQUAL_COST_METHODS and "structured_cut" in spec.methods:  # equal-cost figure
-        from lib.experiments.equal_cost import cost_columns
-        record["cost"] = cost_columns(net, (1, 3, *cfg.IMAGE_SHAPE))
-    # The row is the cell's result; only the fine-tuned model is kept (for export and the
-    # prediction figures): at reference width each resumable checkpoint is ~1 GB.
-    for name in ("last.pth", "best.pth"):
-        (run_dir / name).unlink(missing_ok=True)
-    return record
-
-
 def _budget_iters(spec: StudySpec, cfg) -> tuple[int, int]:
     """(base-training, fine-tuning) iterations of the study."""
     return (int(spec.base_iters or cfg.MAX_ITERS), int(spec.finetune_iters or cfg.RETRAIN_EPOCH))
@@ -374,56 +274,95 @@ def check_spec(spec: StudySpec, cfg) -> list[tuple[tuple[str, ...], str, float]]
     return cells
 
 
-def run_study(spec: StudySpec, progress: bool = True) -> StudyResult:
+class StudyFailed(RuntimeError):
+    """Some units of a study failed; the finished ones are kept and a rerun retries the rest."""
+
+
+def run_study(spec: StudySpec, progress: bool = True, engine=None) -> StudyResult:
     """Run (or resume) the whole study and write ``results.csv/.md``, ``timings.json`` and the
-    figures. Every input is checked (:func:`check_spec`, :func:`check_study_data`) before the
-    first file is written."""
+    figures: :func:`run_studies` for one study."""
+    return run_studies([spec], progress=progress, engine=engine)[0]
+
+
+def run_studies(specs: Sequence[StudySpec], progress: bool = True,
+                engine=None) -> list[StudyResult]:
+    """Run (or resume) several studies (seeds, configs) in one queue of units
+    (:mod:`lib.experiments.units`) on ``engine`` (an :class:`~lib.experiments.engine.
+    EngineOptions`, ``"ray"``, ``"serial"``, or None: ``$CUT_ENGINE``, else Ray), then write
+    each study's table and figures from its cell files.
+
+    Everything is checked before the first file is written: every spec (:func:`check_spec`),
+    the base checkpoint given (loaded), every folder's record (:func:`check_record`), the data
+    (:func:`check_study_data`, a synthetic dataset generated first); then the study folders are
+    locked against a second driver (:mod:`lib.experiments.lock`), and every finished cell's
+    file is read back and validated (:func:`lib.experiments.units.read_cell`). A unit that
+    fails does not stop the others: the studies without a failed unit get their tables, then
+    :class:`StudyFailed` lists the failed units (a study with one gets no table).
+    """
+    from lib.checkpoints import load_base_model
+
+    from .engine import EngineOptions, run_units
+    from .lock import study_locks
+    from .units import StudyJob, cell_path, dense_metrics, read_cell
+
     started = time.time()
-    out = Path(spec.out_dir)
-    seed_everything(spec.seed)
-    device = resolve_device(spec.device)
-    cfg = study_config(spec)
-    cells = check_spec(spec, cfg)       # validate before any work
-    metrics_from_config(cfg, **spec.metric_options)
-    prepare_data(spec, cfg)
-    check_study_data(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(check_record(spec, cfg, out), out / "study.json")
-    criterion = losses_from_config(cfg)
-    base = base_model(spec, cfg, criterion, out, device)
-    dense = dense_metrics(spec, cfg, base, out, device)
+    options = EngineOptions.of(engine)
+    outs = [Path(spec.out_dir).resolve() for spec in specs]
+    repeated = sorted({str(o) for o in outs if outs.count(o) > 1})
+    if repeated:
+        raise ValueError(f"several studies write to the same folder(s) {repeated}")
+    prepared = []
+    for spec in specs:                   # validate before any work
+        cfg = study_config(spec)
+        cells = check_spec(spec, cfg)
+        metrics_from_config(cfg, **spec.metric_options)
+        if spec.base_checkpoint is not None:     # refused now, not after study.json is written
+            load_base_model(spec.base_checkpoint, cfg)
+        prepared.append((spec, cfg, cells))
+    checked = set()
+    for spec, cfg, _ in prepared:
+        prepare_data(spec, cfg)
+        if cfg.DATA_ROOT not in checked:
+            check_study_data(cfg)
+            checked.add(cfg.DATA_ROOT)
+    records_json = [check_record(spec, cfg, Path(spec.out_dir)) for spec, cfg, _ in prepared]
+    jobs = [StudyJob(spec, str(cfg.DATA_ROOT)) for spec, cfg, _ in prepared]
 
-    records: dict[str, dict] = {}
-    bar = tqdm(cells, desc="study", disable=not progress, dynamic_ncols=True)
-    for selection, method, sparsity in bar:
-        cid = cell_id(method, sparsity, selection)
-        path = out / "cells" / f"{cid}.json"
-        bar.set_postfix_str(cid)
-        if path.exists():                    # finished earlier: resume, do not recompute
-            records[cid] = read_cell(path)
-            continue
-        record = run_cell(spec, cfg, base, criterion, dense, method, sparsity, selection,
-                          out, device)
-        atomic_write_json(record, path)
-        records[cid] = record
-
-    rows = with_budgets(dense_rows(dense, cells) + [records[cell_id(m, s, sel)]["row"]
-                                                    for sel, m, s in cells], spec, cfg)
-    return write_outputs(spec, cfg, base, rows, records, cells, out, device,
-                         time.time() - started)
-
-
-def read_cell(path: Path) -> dict:
-    """A finished cell's record; a one-line error naming the file (and how to recover) when it
-    is not one. A wall-clock ``seconds`` an older version kept in the row moves beside it."""
-    recover = f"delete the cell file {path} to recompute it"
-    record = read_json(path, "study cell", recover=recover)
-    if not isinstance(record, dict) or not isinstance(record.get("row"), dict):
-        raise ValueError(f"study cell {path} holds no result row (expected {{'row': {{...}}, "
-                         f"...}}); {recover}")
-    if "seconds" in record["row"]:
-        record.setdefault("seconds", record["row"].pop("seconds"))
-    return record
+    with study_locks(spec.out_dir for spec in specs):
+        for job, record in zip(jobs, records_json):
+            atomic_write_json(record, job.out / "study.json")
+        records: list[dict] = [{} for _ in jobs]
+        todo: list[list] = [[] for _ in jobs]
+        for i, (job, (_, _, cells)) in enumerate(zip(jobs, prepared)):
+            for cell in cells:             # finished earlier: read back (validated) now
+                path = cell_path(job, cell)
+                if path.exists():
+                    records[i][cell] = read_cell(path)
+                else:
+                    todo[i].append(cell)
+        done = sum(len(r) for r in records)
+        outcome = run_units(jobs, todo, options, progress=progress, done=done)
+        for (i, cell), record in outcome.records.items():
+            records[i][cell] = record       # read_cell-checked by the unit
+        failed = {i for i, _, _ in outcome.failures}
+        results = []
+        for i, (job, (spec, cfg, cells)) in enumerate(zip(jobs, prepared)):
+            if i in failed:
+                continue
+            by_id = {cell_id(m, s, sel): records[i][(sel, m, s)] for sel, m, s in cells}
+            rows = with_budgets(dense_rows(dense_metrics(job), cells)
+                                + [by_id[cell_id(m, s, sel)]["row"] for sel, m, s in cells],
+                                spec, cfg)
+            base = load_base_model(outcome.bases[i], cfg)
+            results.append(write_outputs(spec, cfg, base, rows, by_id, cells, job.out,
+                                         resolve_device(spec.device), time.time() - started))
+    if outcome.failures:
+        lines = "; ".join(f"{where}: {error}" for _, where, error in outcome.failures)
+        raise StudyFailed(f"{len(outcome.failures)} unit(s) failed (finished cells are kept; "
+                          f"rerun to retry the failed ones): {lines}")
+    for result in results:
+        result.cpu_seconds = outcome.cpu_seconds
+    return results
 
 
 def dense_rows(dense: dict, cells) -> list[dict]:

@@ -1,5 +1,5 @@
 """The study grid's cells for methods that train, rather than prune a trained model and
-fine-tune it (:func:`lib.experiments.study.run_cell` hands these over).
+fine-tune it (:func:`lib.experiments.units.cell_unit` hands these over).
 
 - ``disparse_dynamic``, ``minmax_dst``, ``rigl``: a fresh network of the selected tasks trained
   from scratch with the method's hook; budget ``B`` from scratch;

@@ -1,0 +1,237 @@
+"""A study's units of work, the same under every engine (:mod:`lib.experiments.engine`).
+
+    base = base_unit(job)               # path of the dense base model (trained or reused)
+    record = cell_unit(job, cell, base) # prune -> fine-tune -> evaluate one cell; its record
+
+Both are idempotent and write only their own files, atomically, so a unit can be rerun
+anywhere (another process, another node) after a crash: :func:`base_unit` resumes the base
+training from ``base/last.pth``; :func:`cell_unit` returns at once when the cell's file exists,
+and otherwise resumes its fine-tuning from ``cells/<cid>/last.pth`` (the training engine's
+exact resume), so a retried cell gives the record an uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lib.utils import atomic_write_json, first_non_finite, read_json, seed_everything
+
+from .study import (DENSE_FINETUNED, EQUAL_COST_METHODS, StudySpec, _budget_iters, _loaders,
+                    cell_id, study_config)
+
+Cell = tuple[tuple[str, ...], str, float]   # (selection, method, sparsity), as study.grid
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """What a unit needs: the study's spec and the data folder the driver prepared (a
+    synthetic dataset is generated once, by the driver, before any unit runs)."""
+    spec: StudySpec
+    data_root: str
+
+    @property
+    def out(self) -> Path:
+        return Path(self.spec.out_dir)
+
+    def config(self):
+        cfg = study_config(self.spec)
+        cfg.DATA_ROOT = self.data_root
+        return cfg
+
+
+def unit_device(spec: StudySpec) -> torch.device:
+    """The device of a unit: inside a Ray task, the GPU Ray assigned (``cuda:0`` of the
+    ``CUDA_VISIBLE_DEVICES`` it set) or the CPU when it assigned none; elsewhere the spec's
+    (``None``: :func:`lib.utils.default_device`)."""
+    from lib.utils import resolve_device
+
+    assigned = _ray_gpu_ids()
+    if assigned is None:                   # not in a Ray task
+        return resolve_device(spec.device)
+    if assigned and torch.cuda.is_available():
+        return torch.device("cuda:0")      # the first of the visible (assigned) set
+    if spec.device not in (None, "auto", "cpu"):
+        raise ValueError(f"the study asks for device {spec.device!r} but this task was given "
+                         f"no GPU (--gpus-per-cell 0 or no CUDA on its node)")
+    return torch.device("cpu")
+
+
+def _ray_gpu_ids() -> list | None:
+    """The GPU ids Ray assigned to the running task, or None outside a Ray task."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    if not ray.is_initialized():
+        return None
+    try:
+        if ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+            return None
+    except AttributeError:
+        return None
+    return list(ray.get_gpu_ids())
+
+
+def base_unit(job: StudyJob) -> str:
+    """The dense base model's checkpoint path: the given one, a finished earlier run
+    (``base/base_model.pth``), or trained now (resuming ``base/last.pth``). Its dense test
+    metrics are evaluated once and cached at ``base/dense_metrics.json``."""
+    from lib.checkpoints import load_base_model
+    from lib.losses import losses_from_config
+    from lib.models import model_from_config
+    from lib.training import evaluate, train
+
+    spec, out, cfg = job.spec, job.out, job.config()
+    device = unit_device(spec)
+    path = Path(spec.base_checkpoint) if spec.base_checkpoint is not None else \
+        out / "base" / "base_model.pth"
+    if not path.exists():
+        seed_everything(spec.seed)
+        loaders = _loaders(spec, cfg)
+        result = train(model_from_config(cfg), losses_from_config(cfg), loaders.train, cfg,
+                       out / "base", val_loader=loaders.val, max_iters=spec.base_iters,
+                       seed=spec.seed, device=device,
+                       resume=(out / "base" / "last.pth").exists(), overwrite=True,
+                       split=loaders.split)
+        path = Path(result.final_model)
+    metrics = out / "base" / "dense_metrics.json"
+    if not metrics.exists():
+        evaluate(load_base_model(path, cfg), _loaders(spec, cfg).test, cfg, device=device,
+                 out_path=metrics, progress=False, metric_options=spec.metric_options)
+    return str(path)
+
+
+def dense_metrics(job: StudyJob) -> dict[str, dict[str, float]]:
+    """The dense model's test metrics :func:`base_unit` cached."""
+    from lib.metrics import read_metrics
+
+    path = job.out / "base" / "dense_metrics.json"
+    return read_metrics(path, recover=f"delete {path} to re-evaluate the dense model")
+
+
+def cell_path(job: StudyJob, cell: Cell) -> Path:
+    selection, method, sparsity = cell
+    return job.out / "cells" / f"{cell_id(method, sparsity, selection)}.json"
+
+
+def cell_unit(job: StudyJob, cell: Cell, base: str) -> dict:
+    """One cell's record: read back when its file exists, else computed (prune -> fine-tune ->
+    evaluate, the fine-tuning resumed from ``cells/<cid>/last.pth`` when an interrupted run
+    left one) and written atomically to ``cells/<cid>.json``; then the cell's resumable
+    checkpoints are removed (only ``final_model.pth`` is kept)."""
+    path = cell_path(job, cell)
+    if not path.exists():
+        record = _compute_cell(job, cell, base)
+        atomic_write_json(record, path)
+    record = read_cell(path)
+    run_dir = path.with_suffix("")
+    # At reference width each resumable checkpoint is ~1 GB; the row is the cell's result.
+    for name in ("last.pth", "best.pth"):
+        (run_dir / name).unlink(missing_ok=True)
+    return record
+
+
+def _compute_cell(job: StudyJob, cell: Cell, base_path: str) -> dict:
+    from lib.checkpoints import load_base_model
+    from lib.losses import losses_from_config
+    from lib.metrics import delta_or_none, metrics_from_config
+    from lib.pruning import (STRUCTURED_METHODS, PruneResult, prune, reference_keep_ratio,
+                             select_tasks, sparsity_report)
+    from lib.reports import results_row
+    from lib.sparse.study import TRAINED_METHODS
+    from lib.training import evaluate, finetune
+
+    spec, cfg = job.spec, job.config()
+    selection, method, sparsity = cell
+    device = unit_device(spec)
+    criterion = losses_from_config(cfg)
+    base = load_base_model(base_path, cfg)
+    dense = dense_metrics(job)
+    loaders = _loaders(spec, cfg)
+    delta_options = metrics_from_config(cfg, **spec.metric_options).delta_options()
+    started = time.time()
+    run_dir = job.out / "cells" / cell_id(method, sparsity, selection)
+    if method in TRAINED_METHODS:
+        from lib.sparse.study import train_cell
+
+        iters = _budget_iters(spec, cfg)
+        net, task_masks, keep_ratio = train_cell(
+            method, cfg=cfg, base=base, criterion=criterion, loaders=loaders,
+            sparsity=sparsity, selection=selection, run_dir=run_dir, base_iters=iters[0],
+            finetune_iters=iters[1], seed=spec.seed, device=device, weighting=spec.weighting,
+            sparsity_mode=spec.sparsity_mode, num_batches=spec.num_batches,
+            options=spec.method_options.get(method))
+        report = sparsity_report(net, full_net=base)
+        measured = report["deployed"]["sparsity"]
+    else:
+        if method == DENSE_FINETUNED:
+            dense_net = select_tasks(base, list(selection), cfg.TASKS)
+            pruning = PruneResult(dense_net, None, {"keep_ratio": 1.0},
+                                  sparsity_report(dense_net)["deployed"]["sparsity"])
+        else:
+            budget = ({"sparsity": float(sparsity)}
+                      if spec.sparsity_mode == "target" or method in STRUCTURED_METHODS
+                      else {"keep_ratio": reference_keep_ratio(cfg, sparsity)})
+            # Seeded: a retried cell prunes to the same masks, so its checkpoint fits them.
+            pruning = prune(method, base, criterion, loaders.train,
+                            selected_tasks=list(selection), tasks=cfg.TASKS,
+                            num_batches=spec.num_batches or cfg.PRUNE_NUM_BATCHES,
+                            seed=spec.seed, device=device, **budget)
+        report = sparsity_report(pruning.net, full_net=base)
+        resume = (run_dir / "last.pth").exists()
+        if resume:
+            print(f"cell {run_dir.name}: resuming the fine-tuning from {run_dir / 'last.pth'}",
+                  flush=True)
+        result = finetune(pruning.net, criterion, loaders.train, cfg, run_dir,
+                          val_loader=loaders.val, max_iters=spec.finetune_iters, seed=spec.seed,
+                          device=device, resume=resume, overwrite=not resume, log=False,
+                          split=loaders.split, weighting=spec.weighting, meta=pruning.meta)
+        net, task_masks = result.net, pruning.task_masks
+        keep_ratio, measured = pruning.meta["keep_ratio"], pruning.sparsity
+    metrics = evaluate(net, loaders.test, cfg, device=device, progress=False,
+                       metric_options=spec.metric_options)
+    row = results_row(method, selection, float(sparsity), measured,
+                      metrics, delta_or_none(metrics, dense, selection, **delta_options),
+                      reference_sparsity=report["reference"]["sparsity"],
+                      keep_ratio=keep_ratio)
+    record = {"row": row, "seconds": round(time.time() - started, 1),
+              "layer_sparsity": {n: v["sparsity"] for n, v in report["layers"].items()},
+              "device": str(device),
+              "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    if task_masks:
+        from lib.pruning import pairwise_mask_iou
+        record["mask_iou"] = pairwise_mask_iou(task_masks)
+    if method in EQUAL_COST_METHODS and "structured_cut" in spec.methods:  # equal-cost figure
+        from lib.experiments.equal_cost import cost_columns
+        record["cost"] = cost_columns(net, (1, 3, *cfg.IMAGE_SHAPE))
+    return record
+
+
+def read_cell(path: str | os.PathLike) -> dict:
+    """A finished cell's record, checked as it is read: a JSON object with a ``row`` object,
+    every number in it finite (NaN / Infinity refused, the key named), ``seconds`` a finite
+    number >= 0. A one-line ValueError naming the file and how to recover otherwise. A
+    wall-clock ``seconds`` an older version kept in the row moves beside it."""
+    path = Path(path)
+    recover = f"delete the cell file {path} to recompute it"
+    record = read_json(path, "study cell", recover=recover)
+    if not isinstance(record, dict) or not isinstance(record.get("row"), dict):
+        raise ValueError(f"study cell {path} holds no result row (expected {{'row': {{...}}, "
+                         f"...}}); {recover}")
+    if "seconds" in record["row"]:
+        record.setdefault("seconds", record["row"].pop("seconds"))
+    bad = first_non_finite(record)
+    if bad is not None:
+        raise ValueError(f"study cell {path}: {bad} is not a finite number; {recover}")
+    seconds = record.get("seconds")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or not math.isfinite(seconds) or seconds < 0):
+        raise ValueError(f"study cell {path}: seconds {seconds!r} is not a finite number >= 0; "
+                         f"{recover}")
+    return record
+
