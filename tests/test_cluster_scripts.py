@@ -19,15 +19,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 DOC = ROOT / "docs" / "CLUSTER.md"
 
-# `python -m lib reproduce` options: those of lib/experiments/cli.py today plus the Ray
-# runner's (issue 24). To be replaced by the options of the real parser once it has them.
-REPRODUCE_OPTIONS = {
-    "--config", "--profile", "--data-root", "--out", "--methods", "--sparsities", "--selection",
-    "--base-checkpoint", "--base-iters", "--finetune-iters", "--num-batches",
-    "--synthetic-train", "--synthetic-test", "--metric-option", "--sparsity-mode",
-    "--weighting", "--seed", "--device",
-    "--engine", "--address", "--gpus-per-cell", "--cpus-per-cell", "--max-retries", "--plan",
-}
+
+
+def _reproduce_options() -> set[str]:
+    """Every option string of the real `python -m lib reproduce` parser."""
+    import argparse
+
+    from lib.experiments.cli import add_arguments
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return {flag for action in parser._actions for flag in action.option_strings}
+
+
+REPRODUCE_OPTIONS = _reproduce_options()
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from lib.config import CONFIG_MODULES
+from lib.training.cli_common import add_loop_arguments, loop_overrides
 
 from .engine import ENGINES, EngineOptions
 from .study import DEFAULT_METHODS, DEFAULT_SPARSITIES, StudySpec, run_study
@@ -50,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", action="store_true",
                         help="print the grid (bases, cells, dependencies) and its estimated "
                              "cost from a few timed iterations; writes no results")
+    add_loop_arguments(parser)
     add_engine_arguments(parser)
 
 
@@ -90,7 +92,8 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
                      sparsity_mode=args.sparsity_mode, device=args.device,
                      weighting=args.weighting, synthetic_train=args.synthetic_train,
                      synthetic_test=args.synthetic_test,
-                     metric_options=_options(args.metric_option))
+                     metric_options=_options(args.metric_option),
+                     overrides=loop_overrides(args))
 
 
 def _options(pairs: list[str]) -> dict[str, str]:

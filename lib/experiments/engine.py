@@ -120,7 +120,7 @@ def run_units(jobs: Sequence[StudyJob], todo: Sequence[Sequence[Cell]], options:
 
 
 def _label(job: StudyJob, cell: Cell | None) -> str:
-    from .study import cell_id
+    from .spec import cell_id
     where = job.spec.out_dir
     return f"{where}: base" if cell is None else f"{where}: {cell_id(cell[1], cell[2], cell[0])}"
 
@@ -132,7 +132,7 @@ def unit_task(job: StudyJob, cell: Cell | None, base: dict | None, threads: int,
     torch.set_num_threads(threads)
     cpu = time.process_time()
     if log:
-        from .study import cell_id
+        from .spec import cell_id
         folder = job.out / ("base" if cell is None else
                             Path("cells") / cell_id(cell[1], cell[2], cell[0]))
         folder.mkdir(parents=True, exist_ok=True)

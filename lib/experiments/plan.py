@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .engine import EngineOptions
-from .study import DENSE_FINETUNED, StudySpec, _budget_iters, _loaders, cell_id, check_spec, \
+from .spec import DENSE_FINETUNED, StudySpec, budget_iters, study_loaders, cell_id, check_spec, \
     prepare_data, study_config
 
 TIMED_ITERS = 3
@@ -40,7 +40,7 @@ def estimate(spec: StudySpec, cfg) -> tuple[float, float]:
 
     device = resolve_device(spec.device)
     criterion = losses_from_config(cfg)
-    loaders = _loaders(spec, cfg)
+    loaders = study_loaders(spec, cfg)
     selection = list((spec.selections or [cfg.TASKS])[0])
 
     def base_run(iters, folder):
@@ -63,7 +63,7 @@ def print_plan(spec: StudySpec, engine: EngineOptions) -> None:
     cfg = study_config(spec)
     cells = check_spec(spec, cfg)
     prepare_data(spec, cfg)
-    base_iters, finetune_iters = _budget_iters(spec, cfg)
+    base_iters, finetune_iters = budget_iters(spec, cfg)
     out = Path(spec.out_dir)
     if spec.base_checkpoint is not None:
         base_what, base_todo = f"given: {spec.base_checkpoint}", 0

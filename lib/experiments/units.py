@@ -21,7 +21,7 @@ import torch
 
 from lib.utils import atomic_write_json, first_non_finite, read_json, seed_everything
 
-from .study import (DENSE_FINETUNED, EQUAL_COST_METHODS, StudySpec, _budget_iters, _loaders,
+from .spec import (DENSE_FINETUNED, EQUAL_COST_METHODS, StudySpec, budget_iters, study_loaders,
                     cell_id, study_config)
 
 Cell = tuple[tuple[str, ...], str, float]   # (selection, method, sparsity), as study.grid
@@ -92,7 +92,7 @@ def base_unit(job: StudyJob) -> str:
         out / "base" / "base_model.pth"
     if not path.exists():
         seed_everything(spec.seed)
-        loaders = _loaders(spec, cfg)
+        loaders = study_loaders(spec, cfg)
         result = train(model_from_config(cfg), losses_from_config(cfg), loaders.train, cfg,
                        out / "base", val_loader=loaders.val, max_iters=spec.base_iters,
                        seed=spec.seed, device=device,
@@ -101,7 +101,7 @@ def base_unit(job: StudyJob) -> str:
         path = Path(result.final_model)
     metrics = out / "base" / "dense_metrics.json"
     if not metrics.exists():
-        evaluate(load_base_model(path, cfg), _loaders(spec, cfg).test, cfg, device=device,
+        evaluate(load_base_model(path, cfg), study_loaders(spec, cfg).test, cfg, device=device,
                  out_path=metrics, progress=False, metric_options=spec.metric_options)
     return str(path)
 
@@ -152,14 +152,14 @@ def _compute_cell(job: StudyJob, cell: Cell, base_path: str) -> dict:
     criterion = losses_from_config(cfg)
     base = load_base_model(base_path, cfg)
     dense = dense_metrics(job)
-    loaders = _loaders(spec, cfg)
+    loaders = study_loaders(spec, cfg)
     delta_options = metrics_from_config(cfg, **spec.metric_options).delta_options()
     started = time.time()
     run_dir = job.out / "cells" / cell_id(method, sparsity, selection)
     if method in TRAINED_METHODS:
         from lib.sparse.study import train_cell
 
-        iters = _budget_iters(spec, cfg)
+        iters = budget_iters(spec, cfg)
         net, task_masks, keep_ratio = train_cell(
             method, cfg=cfg, base=base, criterion=criterion, loaders=loaders,
             sparsity=sparsity, selection=selection, run_dir=run_dir, base_iters=iters[0],

@@ -22,6 +22,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override config attributes, e.g. --set BATCH_SIZE=8 VAL_FREQ=50")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:0")
     parser.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+    add_loop_arguments(parser)
+
+
+def add_loop_arguments(parser: argparse.ArgumentParser) -> None:
+    """Data workers, precision and memory layout of every training/evaluation loop (train,
+    finetune, evaluate, the study)."""
     parser.add_argument("--num-workers", type=int, default=None, metavar="N",
                         help="data-loading worker processes (default: the profile's "
                              "NUM_WORKERS); results are the same for any N")
@@ -33,6 +39,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true", default=None,
                         help="channels_last memory layout (default: the config's "
                              "CHANNELS_LAST)")
+
+
+def loop_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config values :func:`add_loop_arguments`' flags set (only those given)."""
+    return {key: getattr(args, option) for option, key in
+            (("num_workers", "NUM_WORKERS"), ("amp", "AMP"), ("channels_last", "CHANNELS_LAST"))
+            if getattr(args, option, None) is not None}
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,10 +114,7 @@ def config_from_args(args: argparse.Namespace):
         overrides[key] = parse_setting(base, key, raw)
     if args.data_root is not None:
         overrides["DATA_ROOT"] = args.data_root
-    for option, key in (("num_workers", "NUM_WORKERS"), ("amp", "AMP"),
-                        ("channels_last", "CHANNELS_LAST")):
-        if getattr(args, option, None) is not None:
-            overrides[key] = getattr(args, option)
+    overrides.update(loop_overrides(args))
     cfg = load_config(args.config, profile=args.profile, **overrides)
     from lib.data import loader_workers
     loader_workers(cfg)   # a bad --num-workers / NUM_WORKERS: one line before anything runs
