@@ -68,3 +68,58 @@ def test_training_methods_appear_in_the_figures(study):
                   and r[DELTA_COLUMN] is not None}
     assert labels[result.figures["delta_seg-depth"].name] == with_delta
     assert "mask_iou" in result.figures   # DiSparse's static protocol keeps its task masks
+
+
+@pytest.mark.parametrize("method", ["disparse_dynamic", "disparse_static_scratch"])
+def test_an_interrupted_trained_cell_resumes_to_the_uninterrupted_result(tmp_path, method):
+    """A cell of a method that trains (what a retried Ray task runs after its worker died)
+    resumes from the ``last.pth`` the interrupted run left and ends with the weights of a run
+    that was never interrupted."""
+    import torch
+
+    from lib.config import load_config
+    from lib.data.synthetic import prepare_synthetic
+    from lib.losses import SceneNetLoss
+    from lib.models import SceneNet
+    from lib.sparse.study import train_cell
+    from lib.training import make_loaders
+
+    cfg = load_config("nyuv2_3task", profile="tiny", CKPT_FREQ=2, VAL_FREQ=2)
+    cfg.DATA_ROOT = prepare_synthetic(cfg, root=tmp_path / "data", progress=False)
+    torch.manual_seed(0)
+    base = SceneNet.from_config(cfg)
+    loss = SceneNetLoss.from_config(cfg)
+
+    original, steps = SceneNetLoss.per_task, []
+
+    def fails_at_step_5(self, preds, batch):
+        if torch.is_grad_enabled():
+            steps.append(1)
+            if len(steps) == 5:
+                raise RuntimeError("worker lost")
+        return original(self, preds, batch)
+
+    def cell(criterion, run_dir):   # loaders built afresh per cell, as the study's units do
+        loaders = make_loaders(cfg, val_fraction=0.25, seed=0)
+        return train_cell(method, cfg=cfg, base=base, criterion=criterion, loaders=loaders,
+                          sparsity=90, selection=("seg", "depth"), run_dir=run_dir,
+                          base_iters=6, finetune_iters=2, seed=0, device="cpu",
+                          weighting="equal", num_batches=1)[0]
+
+    whole = cell(loss, tmp_path / "whole")
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(RuntimeError, match="worker lost"):
+        mp.setattr(SceneNetLoss, "per_task", fails_at_step_5)
+        cell(loss, tmp_path / "cut")
+    assert (tmp_path / "cut" / "last.pth").exists()    # its checkpoint of iteration 4
+    steps.clear()
+
+    def counted(self, preds, batch):
+        steps.append(torch.is_grad_enabled())
+        return original(self, preds, batch)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SceneNetLoss, "per_task", counted)
+        resumed = cell(loss, tmp_path / "cut")
+    assert sum(steps) == 2                              # iterations 5 and 6, not 1 to 6
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(),
+                                                 resumed.state_dict().values()))

@@ -98,20 +98,29 @@ def train_cell(method: str, *, cfg, base: nn.Module, criterion, loaders, sparsit
             num_batches=num_batches or cfg.PRUNE_NUM_BATCHES, seed=seed, device=device,
             **options)
         result = train_from_scratch(pruning, restricted, loaders.train, cfg, run_dir,
-                                    max_iters=base_iters, overwrite=True, weighting=weighting,
-                                    **common)
+                                    max_iters=base_iters, weighting=weighting,
+                                    **_resume_or_start(run_dir), **common)
         net, task_masks, final = result.net, pruning.task_masks, result.final_model
     else:
         result = train_sparse(method, float(sparsity), criterion, loaders.train, cfg, run_dir,
                               selected_tasks=list(selection), options=options,
-                              max_iters=base_iters, overwrite=True, weighting=weighting,
-                              **common)
+                              max_iters=base_iters, weighting=weighting,
+                              **_resume_or_start(run_dir), **common)
         net, task_masks, final = result.net, None, result.final_model
     _keep_only(run_dir, final)
     layers = prunable_layers(net)
     kept = sum(masking.counts(layers).values()) / sum(m.weight_orig.numel()
                                                        for m in layers.values())
     return net, task_masks, kept
+
+
+def _resume_or_start(run_dir: Path) -> dict[str, bool]:
+    """Resume a cell's training from ``run_dir/last.pth`` when an interrupted run left one (a
+    retried task after its worker died: the engine's exact resume gives the same result);
+    else start afresh over whatever a run killed before its first checkpoint left. The
+    min-max pipeline's two phases restart from the beginning."""
+    resume = (Path(run_dir) / "last.pth").exists()
+    return {"resume": resume, "overwrite": not resume}
 
 
 def _keep_only(run_dir: Path, final: Path) -> None:
