@@ -23,7 +23,7 @@ Budget mode (``--budget-mb`` and/or ``--budget-ms``, see :mod:`lib.export.budget
 latency fit, instead of exporting ``--pruned``::
 
     python -m lib export --budget-mb 10 --budget-ms 200 --base base.pth --config nyuv2_3task \
-        --tasks seg --structure structured --int8 --input-shape 1 3 480 640 --out export/
+        --profile reference --tasks seg --structure structured --int8 --input-shape 1 3 480 640 --out export/
 """
 from __future__ import annotations
 
