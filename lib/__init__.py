@@ -21,7 +21,6 @@ Sub-packages and modules (see README for the workflow, docs/ARCHITECTURE.md for 
 """
 
 
-
 def package_version() -> str:
     """This package's version: its installed metadata, else ``pyproject.toml`` (the one place
     it is written; the project usually runs from ``PYTHONPATH`` without being installed)."""

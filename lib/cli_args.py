@@ -84,8 +84,8 @@ def recorded_settings(checkpoint: str | Path | None) -> tuple[str | None, str | 
 def resolve_config(args: argparse.Namespace, checkpoint: str | Path | None = None) -> Path | None:
     """Fill ``args.config`` / ``args.profile``: the explicit flags, else what ``checkpoint``'s
     (default: the file of :func:`add_config_arguments`' ``reads`` flag) sidecar records, else
-    the defaults. A flag that contradicts the record is a one-line
-    ``ValueError`` naming both values and the file, raised before anything is read or written.
+    the defaults. A flag that contradicts the record is a one-line ``ValueError`` naming both
+    values and the file, raised before anything is read or written.
     Returns the sidecar the settings came from (``None`` when none did)."""
     if checkpoint is None and getattr(args, "_reads", None):
         checkpoint = getattr(args, args._reads)
@@ -110,4 +110,3 @@ def announce(args: argparse.Namespace, source: Path | None = None) -> None:
     """The first line of every command's output: the config and profile it runs with."""
     origin = f" (recorded in {source})" if source is not None else ""
     print(f"config {args.config or 'none'}, profile {args.profile}{origin}", flush=True)
-

@@ -149,3 +149,26 @@ def test_a_checkpoint_without_a_record_keeps_the_old_behaviour(tmp_path, capsys)
                  "--data-root", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "--config is required" in err and "has no sidecar that records one" in err
+
+
+@pytest.mark.parametrize("command", ["reproduce", "demo"])
+def test_the_study_commands_announce_their_config_and_profile_first(command, tmp_path, capsys):
+    # an unknown method stops them right after the announcement, before any work
+    assert main([command, "--methods", "bogus", "--out", str(tmp_path / "out"), "--engine",
+                 "serial"]) == 2
+    assert capsys.readouterr().out.splitlines()[0] == "config nyuv2_3task, profile cpu"
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_and_prune_announce_the_recorded_settings(pruned_tiny, tmp_path, capsys):
+    pruned, _ = pruned_tiny
+    capsys.readouterr()
+    assert main(["export", "--pruned", str(pruned), "--out", str(tmp_path / "edge")]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == \
+        f"config nyuv2_3task, profile tiny (recorded in {pruned.with_suffix('.json')})"
+    # prune takes the config from the file's record, then refuses a pruned file as a base
+    assert main(["prune", "--checkpoint", str(pruned), "--method", "random", "--tasks", "seg",
+                 "--keep-ratio", "0.5", "--out", str(tmp_path / "again")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].startswith("config nyuv2_3task, profile tiny (recorded in ")
+    assert "is a pruned checkpoint" in captured.err and not (tmp_path / "again").exists()

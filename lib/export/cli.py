@@ -23,7 +23,8 @@ Budget mode (``--budget-mb`` and/or ``--budget-ms``, see :mod:`lib.export.budget
 latency fit, instead of exporting ``--pruned``::
 
     python -m lib export --budget-mb 10 --budget-ms 200 --base base.pth --config nyuv2_3task \
-        --profile reference --tasks seg --structure structured --int8 --input-shape 1 3 480 640 --out export/
+        --profile reference --tasks seg --structure structured --int8 --input-shape 1 3 480 640 \
+        --out export/
 """
 from __future__ import annotations
 
@@ -56,12 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="storage type of the artifact's values (float32 is lossless)")
     parser.add_argument("--onnx", action="store_true", help="also export ONNX and check parity")
     parser.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
-                        default=None, help="input shape for ONNX / the report (default: none; required by "
-                             "--onnx and --dense)")
+                        default=None, help="input shape for ONNX / the report (default: "
+                                           "none; required by --onnx and --dense)")
     parser.add_argument("--dense", type=Path, default=None,
                         help="dense base checkpoint: write a size/speed report against it (in "
-                             "budget mode: of the chosen network, with task metrics) (default: none, "
-                             "no report)")
+                             "budget mode: of the chosen network, with task metrics) (default: "
+                             "none, no report)")
     parser.add_argument("--dense-architecture", type=Path, default=None,
                         help="architecture JSON of --dense (default: its sidecar)")
     add_config_arguments(parser, required=False, reads="--pruned",
@@ -86,11 +87,13 @@ def add_int8_and_budget_arguments(parser: argparse.ArgumentParser) -> None:
     int8.add_argument("--eval-batches", type=int, default=None,
                       help="test batches for the int8 task metrics (default: the whole split)")
     budget = parser.add_argument_group("budget mode (prune --base to fit)")
-    budget.add_argument("--budget-mb", type=float, default=None, help="file size budget, MiB (default: none)")
+    budget.add_argument("--budget-mb", type=float, default=None,
+                        help="file size budget, MiB (default: none)")
     budget.add_argument("--budget-ms", type=float, default=None,
                         help="latency budget on this machine, ms (median of --repeats) "
                              "(default: none)")
-    budget.add_argument("--base", type=Path, default=None, help="dense base model checkpoint (required in budget mode)")
+    budget.add_argument("--base", type=Path, default=None,
+                        help="dense base model checkpoint (required in budget mode)")
     budget.add_argument("--tasks", nargs="+", default=None,
                         help="selected task names (required in budget mode)")
     budget.add_argument("--structure", choices=["structured", "unstructured"],

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--sparsity", type=float,
                         help="target deployed sparsity in percent, [0, 100) (structured_cut: "
-                             "percent of every channel group removed); this or --keep-ratio is required (default: none)")
+                             "percent of every channel group removed); this or --keep-ratio is "
+                             "required (default: none)")
     budget.add_argument("--keep-ratio", type=float,
                         help="keep ratio in (0, 1]; this or --sparsity is required (default: "
                              "none)")

@@ -51,10 +51,12 @@ def loop_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", required=True, help="where checkpoints and logs go")
-    parser.add_argument("--max-iters", type=int, default=None, help="override the iterations (default: the config's MAX_ITERS; "
-                             "finetune: its RETRAIN_EPOCH schedule)")
-    parser.add_argument("--lr", type=float, default=None, help="override the learning rate (default: the config's "
-                             "INIT_LR; finetune: RETRAIN_LR)")
+    parser.add_argument("--max-iters", type=int, default=None,
+                        help="override the iterations (default: the config's MAX_ITERS; "
+                             "finetune: its RETRAIN_EPOCH)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="override the learning rate (default: the config's INIT_LR; "
+                             "finetune: its RETRAIN_LR)")
     parser.add_argument("--selection", default="val", choices=["val", "test"],
                         help="select the best checkpoint on a validation split of the train "
                              "list (val, default) or on the test set as the reference does (test)")
