@@ -20,4 +20,22 @@ Sub-packages and modules (see README for the workflow, docs/ARCHITECTURE.md for 
     lib.workspace    the run-folder layout and FAST_MODE's stand-ins, for the notebooks
 """
 
-__version__ = "0.1.0"
+
+def package_version() -> str:
+    """This package's version: its installed metadata, else ``pyproject.toml`` (the one place
+    it is written; the project usually runs from ``PYTHONPATH`` without being installed)."""
+    from importlib import metadata
+    try:
+        return metadata.version("cut-workspace")
+    except metadata.PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+
+
+def __getattr__(name: str):
+    if name == "__version__":   # read once, on first use: ``import lib`` stays cheap
+        globals()["__version__"] = version = package_version()
+        return version
+    raise AttributeError(f"module 'lib' has no attribute {name!r}")

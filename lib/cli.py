@@ -24,18 +24,27 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lib import package_version
+
     parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the package version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--version"]:
+        parser.parse_args(argv[:1])   # prints the version, exits 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(COMMANDS[name][0])
+    from lib.cli_args import HelpFormatter
+
     cmd_parser = argparse.ArgumentParser(prog=f"python -m lib {name}",
-                                         description=COMMANDS[name][1])
+                                         description=COMMANDS[name][1],
+                                         formatter_class=HelpFormatter)
     module.add_arguments(cmd_parser)
     # One-line errors (exit 2) for bad input of any command: ValueError (and the typed errors
     # built on it: NonFiniteError, ArtifactFormatError, ...), missing or unwritable files

@@ -9,7 +9,8 @@ LIB = Path(__file__).resolve().parents[1] / "lib"
 # Command-line entry points (``cli*.py``) sit on top of everything and are not checked.
 LAYERS = [["utils", "config"], ["tasks"], ["data", "models"], ["losses", "masks"],
           ["checkpoints", "metrics_minmax"], ["metrics"], ["pruning", "training", "export"],
-          ["reports", "sparse"], ["experiments", "workspace", "explorer", "cli"], ["__main__"]]
+          ["reports", "sparse"], ["cli_args"], ["experiments", "workspace", "explorer", "cli"],
+          ["__main__"]]
 
 
 def imports_between_parts():

@@ -3,25 +3,24 @@
     python -m lib synthetic --layout nyuv2_mtan --root data/nyu_mtan       # MTAN's NYUv2 files
     python -m lib synthetic --layout cifar100_mtl --root data/cifar        # cifar-100-python/
     python -m lib synthetic --config cifar100_mtl --profile tiny --root D  # what a config reads
+
+Image size and default counts are the profile's (``--profile``, default cpu) for ``--config``,
+or without one for the config that reads the layout (``LAYOUT_CONFIGS``).
 """
 from __future__ import annotations
 
 import argparse
 
-from lib.config import CONFIG_MODULES, PROFILES, load_config
+from lib.cli_args import add_config_arguments, announce, resolve_config
+from lib.config import load_config
 
 from .synthetic import ALL_LAYOUTS, write_dataset
 from .synthetic.minmax import DEFAULT_COUNTS as MINMAX_COUNTS
 
-# The config whose cpu profile sizes each layout's images by default.
+# The config whose profile sizes each layout's images without --config.
 LAYOUT_CONFIGS = {"nyuv2_3": "nyuv2_3task", "cityscapes": "cityscapes", "taskonomy": "taskonomy",
                   "nyuv2_mtan": "nyuv2_mtan", "cifar100_mtl": "cifar100_mtl"}
 DEFAULT_COUNTS = (320, 80)
-
-
-def cpu_profile_size(layout: str) -> tuple[int, int]:
-    """The image size the ``cpu`` profile uses for ``layout`` (what the demo generates)."""
-    return tuple(load_config(LAYOUT_CONFIGS[layout], profile="cpu").IMAGE_SHAPE)
 
 
 def default_counts(layout: str, profile: str | None) -> tuple[int, int]:
@@ -36,10 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=ALL_LAYOUTS, default=None,
                         help="on-disk layout (and class set) to write (default: nyuv2_3, or the "
                              "--config's dataset)")
-    parser.add_argument("--config", choices=sorted(CONFIG_MODULES), default=None,
-                        help="write the layout and image size this config reads")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
-                        help="with --config: the profile whose image size and counts to use")
+    add_config_arguments(parser, required=False,
+                         config_help="write the layout and image size this config reads "
+                                     "(default: the layout's config)")
     parser.add_argument("--root", required=True, help="target folder (must not exist or be empty)")
     parser.add_argument("--num-train", type=int, default=None,
                         help="train samples (CIFAR-100: per fine class); default 320, "
@@ -48,29 +46,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test samples (CIFAR-100: per fine class); default 80, "
                              "cifar100_mtl 5, tiny profile 4 (CIFAR-100 1)")
     parser.add_argument("--height", type=int, default=None,
-                        help="default: the cpu profile's (96 for every layout; CIFAR-100 32)")
-    parser.add_argument("--width", type=int, default=None,
-                        help="default: the cpu profile's (128 NYU, 192 Cityscapes, 96 Taskonomy, "
+                        help="image height (default: the profile's: cpu 96 for every layout; "
                              "CIFAR-100 32)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--width", type=int, default=None,
+                        help="image width (default: the profile's: cpu 128 NYU, 192 Cityscapes, "
+                             "96 Taskonomy, CIFAR-100 32)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generator")
     parser.add_argument("--workers", type=int, default=1,
                         help="render in this many processes (same files for any value; worth "
                              "it on idle cores; the AdaShare layouts only)")
 
 
 def run(args: argparse.Namespace) -> int:
-    profile = None
-    if args.config is not None:
-        cfg = load_config(args.config, profile=args.profile)
-        if args.layout is not None and args.layout != cfg.DATASET:
-            raise ValueError(f"--layout {args.layout} differs from config {args.config}'s "
-                             f"dataset {cfg.DATASET}")
-        layout, (height, width), profile = cfg.DATASET, tuple(cfg.IMAGE_SHAPE), args.profile
-    else:
-        layout = args.layout or "nyuv2_3"
-        height, width = cpu_profile_size(layout)
+    resolve_config(args)
+    if args.config is None:
+        args.config = LAYOUT_CONFIGS[args.layout or "nyuv2_3"]
+    cfg = load_config(args.config, profile=args.profile)
+    if args.layout is not None and args.layout != cfg.DATASET:
+        raise ValueError(f"--layout {args.layout} differs from config {args.config}'s "
+                         f"dataset {cfg.DATASET}")
+    announce(args)
+    layout, (height, width) = cfg.DATASET, tuple(cfg.IMAGE_SHAPE)
     height, width = args.height or height, args.width or width
-    num_train, num_test = default_counts(layout, profile)
+    num_train, num_test = default_counts(layout, args.profile)
     num_train = num_train if args.num_train is None else args.num_train
     num_test = num_test if args.num_test is None else args.num_test
     if num_train < 1 or num_test < 1:   # the workflow trains and evaluates on it

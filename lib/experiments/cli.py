@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from lib.config import CONFIG_MODULES
+from lib.cli_args import add_config_arguments, announce, resolve_config
 from lib.training.cli_common import add_loop_arguments, loop_overrides
 
 from .engine import ENGINES, EngineOptions
@@ -11,9 +11,7 @@ from .study import DEFAULT_METHODS, DEFAULT_SPARSITIES, StudySpec, run_study
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="nyuv2_3task",
-                        help=f"dataset config: {', '.join(sorted(CONFIG_MODULES))}")
-    parser.add_argument("--profile", default="cpu", help="reference | cpu | tiny")
+    add_config_arguments(parser, default_config="nyuv2_3task", reads="--base-checkpoint")
     parser.add_argument("--data-root", default=None,
                         help="dataset folder (default: the built-in synthetic dataset)")
     parser.add_argument("--out", default="runs/study", help="output folder (resumable)")
@@ -21,15 +19,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one-shot methods (lib.pruning.METHODS) and methods that train: "
                              "disparse_dynamic, minmax_dst, rigl, disparse_static_scratch, "
                              "minmax_pipeline (see docs/SPARSE.md)")
-    parser.add_argument("--sparsities", nargs="+", type=float, default=list(DEFAULT_SPARSITIES))
+    parser.add_argument("--sparsities", nargs="+", type=float, default=list(DEFAULT_SPARSITIES),
+                        help="target sparsities in percent")
     parser.add_argument("--selection", action="append", nargs="+", default=None,
                         metavar="TASK", help="a task selection (repeat the flag for several); "
                                              "default: all tasks and every pair")
     parser.add_argument("--base-checkpoint", default=None,
                         help="dense base model (default: train one under OUT/base)")
-    parser.add_argument("--base-iters", type=int, default=None)
-    parser.add_argument("--finetune-iters", type=int, default=None)
-    parser.add_argument("--num-batches", type=int, default=None)
+    parser.add_argument("--base-iters", type=int, default=None,
+                        help="iterations of the base model's training (default: the config's "
+                             "MAX_ITERS)")
+    parser.add_argument("--finetune-iters", type=int, default=None,
+                        help="fine-tuning iterations of each cell (default: the config's "
+                             "RETRAIN_EPOCH schedule)")
+    parser.add_argument("--num-batches", type=int, default=None,
+                        help="scoring batches (default: the config's PRUNE_NUM_BATCHES)")
     parser.add_argument("--synthetic-train", type=int, default=StudySpec.synthetic_train,
                         help="without --data-root: synthetic train samples (CIFAR-100: per fine "
                              "class)")
@@ -46,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="task weighting of every training (fixed, equal, uncertainty, dwa, "
                              "minmax); default: each method's own (fixed; minmax for the "
                              "min-max pipeline)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="cpu | cuda | auto (default)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything")
+    parser.add_argument("--device", default=None, help="cpu | cuda | auto (default: auto)")
     parser.add_argument("--plan", action="store_true",
                         help="print the grid (bases, cells, dependencies) and its estimated "
                              "cost from a few timed iterations; writes no results")
@@ -119,6 +123,7 @@ def print_result(result) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    announce(args, resolve_config(args))
     spec, engine = spec_from_args(args), engine_from_args(args)
     if args.plan:
         from .plan import print_plan

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import argparse
 
+from lib.cli_args import add_config_arguments, announce, resolve_config
+
 from .cli import add_engine_arguments, engine_from_args, print_result
 from .study import DEFAULT_METHODS, run_study
-from .demo import demo_spec
+from .demo import DEMO_CONFIG, demo_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_output", help="output folder (resumable)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    add_config_arguments(parser, default_config=DEMO_CONFIG, with_config=False)
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help="methods of the grid (see python -m lib reproduce --help)")
     add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    print_result(run_study(demo_spec(out_dir=args.out, seed=args.seed, methods=args.methods),
-                           engine=engine_from_args(args)))
+    announce(args, resolve_config(args))
+    spec = demo_spec(out_dir=args.out, seed=args.seed, methods=args.methods,
+                     profile=args.profile)
+    print_result(run_study(spec, engine=engine_from_args(args)))
     return 0

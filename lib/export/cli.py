@@ -23,7 +23,8 @@ Budget mode (``--budget-mb`` and/or ``--budget-ms``, see :mod:`lib.export.budget
 latency fit, instead of exporting ``--pruned``::
 
     python -m lib export --budget-mb 10 --budget-ms 200 --base base.pth --config nyuv2_3task \
-        --tasks seg --structure structured --int8 --input-shape 1 3 480 640 --out export/
+        --profile reference --tasks seg --structure structured --int8 --input-shape 1 3 480 640 \
+        --out export/
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ import torch
 
 from lib import checkpoints
 from lib.checkpoints import find_sidecar, sidecar_path
+from lib.cli_args import add_config_arguments, announce, resolve_config
 from lib.masks import has_masks
 from lib.utils import atomic_write_json, atomic_write_text, check_output_dir
 
@@ -47,7 +49,7 @@ SUMMARY_NAME = "export_summary.json"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pruned", type=Path, default=None,
                         help="pruned checkpoint: state dict with weight_orig/weight_mask keys "
-                             "(not in budget mode)")
+                             "(not in budget mode; required otherwise)")
     parser.add_argument("--architecture", type=Path, default=None,
                         help="architecture JSON (default: the sidecar X.json next to --pruned)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -55,16 +57,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="storage type of the artifact's values (float32 is lossless)")
     parser.add_argument("--onnx", action="store_true", help="also export ONNX and check parity")
     parser.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
-                        default=None, help="input shape for ONNX / the report")
+                        default=None, help="input shape for ONNX / the report (default: "
+                                           "none; required by --onnx and --dense)")
     parser.add_argument("--dense", type=Path, default=None,
                         help="dense base checkpoint: write a size/speed report against it (in "
-                             "budget mode: of the chosen network, with task metrics)")
+                             "budget mode: of the chosen network, with task metrics) (default: "
+                             "none, no report)")
     parser.add_argument("--dense-architecture", type=Path, default=None,
                         help="architecture JSON of --dense (default: its sidecar)")
-    parser.add_argument("--config", default=None,
-                        help="config name of --dense (e.g. nyuv2_3task) instead of a sidecar")
-    parser.add_argument("--profile", default="reference", help="profile for --config")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for latency")
+    add_config_arguments(parser, required=False, reads="--pruned",
+                         config_help="config of --dense (instead of a sidecar), of --int8's "
+                                     "data and of budget mode")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for latency (default: torch's)")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per latency")
     add_int8_and_budget_arguments(parser)
 
@@ -82,11 +87,15 @@ def add_int8_and_budget_arguments(parser: argparse.ArgumentParser) -> None:
     int8.add_argument("--eval-batches", type=int, default=None,
                       help="test batches for the int8 task metrics (default: the whole split)")
     budget = parser.add_argument_group("budget mode (prune --base to fit)")
-    budget.add_argument("--budget-mb", type=float, default=None, help="file size budget, MiB")
+    budget.add_argument("--budget-mb", type=float, default=None,
+                        help="file size budget, MiB (default: none)")
     budget.add_argument("--budget-ms", type=float, default=None,
-                        help="latency budget on this machine, ms (median of --repeats)")
-    budget.add_argument("--base", type=Path, default=None, help="dense base model checkpoint")
-    budget.add_argument("--tasks", nargs="+", default=None, help="selected task names")
+                        help="latency budget on this machine, ms (median of --repeats) "
+                             "(default: none)")
+    budget.add_argument("--base", type=Path, default=None,
+                        help="dense base model checkpoint (required in budget mode)")
+    budget.add_argument("--tasks", nargs="+", default=None,
+                        help="selected task names (required in budget mode)")
     budget.add_argument("--structure", choices=["structured", "unstructured"],
                         default="structured", help="channel ratio or keep ratio is solved")
     budget.add_argument("--ranking", choices=["uniform", "global"], default="uniform",
@@ -96,7 +105,7 @@ def add_int8_and_budget_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--num-batches", type=int, default=None,
                         help="scoring batches (default: the config's PRUNE_NUM_BATCHES)")
     budget.add_argument("--iterations", type=int, default=6, help="bisection steps")
-    budget.add_argument("--seed", type=int, default=0)
+    budget.add_argument("--seed", type=int, default=0, help="seed of scoring and calibration")
 
 
 def load_network(checkpoint: Path, architecture: Path | None):
@@ -114,6 +123,7 @@ def load_network(checkpoint: Path, architecture: Path | None):
 
 def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "export folder")   # every input is read and checked first
+    announce(args, resolve_config(args, args.pruned if args.pruned is not None else args.base))
     if args.budget_mb is not None or args.budget_ms is not None:
         from .cli_budget import run_budget
         return run_budget(args)

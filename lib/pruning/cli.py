@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from lib.checkpoints import load_base_model, pruned_filename
-from lib.config import CONFIG_MODULES, load_config
+from lib.cli_args import add_config_arguments, announce, resolve_config
+from lib.config import load_config
 from lib.tasks import check_task_selection
 from lib.utils import check_output_file, resolve_device, set_cpu_threads
 
@@ -30,23 +31,26 @@ def _min_votes(value: str):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help=f"dataset config: "
-                                                         f"{', '.join(sorted(CONFIG_MODULES))}")
-    parser.add_argument("--profile", default="cpu", help="reference | cpu | tiny (default: cpu)")
+    add_config_arguments(parser, reads="--checkpoint")
     parser.add_argument("--checkpoint", required=True, help="dense base model state dict (.pth)")
-    parser.add_argument("--method", default="cut", choices=sorted(METHODS))
+    parser.add_argument("--method", default="cut", choices=sorted(METHODS),
+                        help="pruning method (lib.pruning.METHODS)")
     parser.add_argument("--tasks", nargs="+", required=True, help="selected task names")
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--sparsity", type=float,
                         help="target deployed sparsity in percent, [0, 100) (structured_cut: "
-                             "percent of every channel group removed)")
-    budget.add_argument("--keep-ratio", type=float, help="keep ratio in (0, 1]")
+                             "percent of every channel group removed); this or --keep-ratio is "
+                             "required (default: none)")
+    budget.add_argument("--keep-ratio", type=float,
+                        help="keep ratio in (0, 1]; this or --sparsity is required (default: "
+                             "none)")
     parser.add_argument("--reference-keep-ratio", action="store_true",
                         help="use the config's KEEP_RATIO_TABLE for --sparsity (the reference's "
                              "nominal sparsity) instead of searching for the deployed sparsity")
     parser.add_argument("--num-batches", type=int, default=None,
                         help="scoring batches (default: the config's PRUNE_NUM_BATCHES)")
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="scoring batch size (default: the config's BATCH_SIZE)")
     parser.add_argument("--min-votes", type=_min_votes, default=2,
                         help="backbone fusion: an integer, all, any or majority (CUT, "
                              "structured_cut)")
@@ -55,11 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None,
                         help="dataset root; default: the config's DATA_ROOT (CUT_DATA_ROOT) if it "
                              "exists, else the built-in synthetic dataset (announced)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything")
     parser.add_argument("--num-workers", type=int, default=None, metavar="N",
                         help="data-loading worker processes for scoring (default: the "
                              "profile's NUM_WORKERS); the scores are the same for any N")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:0")
     parser.add_argument("--out", required=True, help="output folder")
 
 
@@ -89,7 +93,9 @@ def _data_root(cfg, data_root: str | None, seed: int) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     set_cpu_threads()
+    source = resolve_config(args)
     cfg = load_config(args.config, profile=args.profile)
+    announce(args, source)
     check_task_selection(args.tasks, cfg.TASKS, f"--tasks (config {args.config!r})")
     if args.num_workers is not None:
         from lib.data import loader_workers

@@ -22,9 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sparse", default=None, metavar="METHOD",
                         help="train a sparse network from scratch: disparse_dynamic, minmax_dst, "
                              "rigl (masks change during training) or disparse_static (DiSparse's "
-                             "static protocol); see docs/SPARSE.md")
+                             "static protocol); see docs/SPARSE.md (default: none, a dense "
+                             "network)")
     parser.add_argument("--sparsity", type=float, default=None,
-                        help="with --sparse: target sparsity in percent (minmax_dst: per layer)")
+                        help="with --sparse: target sparsity in percent (minmax_dst: per layer); "
+                             "required with --sparse (default: none)")
     parser.add_argument("--sparse-option", nargs="*", default=[], metavar="KEY=VALUE",
                         help="with --sparse: method options, e.g. interval=10 end=200")
     parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK",

@@ -5,23 +5,24 @@ import argparse
 import ast
 from typing import Any, Callable
 
-from lib.config import CONFIG_MODULES, PROFILES, load_config, parse_setting
+from lib.cli_args import add_config_arguments as add_config_profile
+from lib.cli_args import announce, resolve_config
+from lib.config import load_config, parse_setting
 
 from .precision import PRECISIONS, Precision
 from .weighting import DEFAULT_WEIGHTING, WEIGHTINGS, make_weighting
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True,
-                        help=f"dataset config: {', '.join(sorted(CONFIG_MODULES))}")
-    parser.add_argument("--profile", default="reference", choices=sorted(PROFILES),
-                        help="run profile (reference values, cpu, tiny); default reference")
+def add_config_arguments(parser: argparse.ArgumentParser, reads: str | None = None) -> None:
+    """The flags of train / finetune / evaluate; ``reads``: the flag of the checkpoint whose
+    sidecar may record the config and profile (:func:`lib.cli_args.resolve_config`)."""
+    add_config_profile(parser, reads=reads)
     parser.add_argument("--data-root", default=None,
                         help="dataset root (default: the config's DATA_ROOT / CUT_DATA_ROOT)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config attributes, e.g. --set BATCH_SIZE=8 VAL_FREQ=50")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:0")
-    parser.add_argument("--seed", type=int, default=0, help="seed of everything (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of everything")
     add_loop_arguments(parser)
 
 
@@ -50,8 +51,12 @@ def loop_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", required=True, help="where checkpoints and logs go")
-    parser.add_argument("--max-iters", type=int, default=None, help="override the iterations")
-    parser.add_argument("--lr", type=float, default=None, help="override the learning rate")
+    parser.add_argument("--max-iters", type=int, default=None,
+                        help="override the iterations (default: the config's MAX_ITERS; "
+                             "finetune: its RETRAIN_EPOCH)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="override the learning rate (default: the config's INIT_LR; "
+                             "finetune: its RETRAIN_LR)")
     parser.add_argument("--selection", default="val", choices=["val", "test"],
                         help="select the best checkpoint on a validation split of the train "
                              "list (val, default) or on the test set as the reference does (test)")
@@ -101,10 +106,12 @@ def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
     return out
 
 
-def config_from_args(args: argparse.Namespace):
-    """The config of ``--config`` / ``--profile`` with ``--set`` and ``--data-root`` applied;
-    each ``--set KEY=VALUE`` is parsed by the kind of the key's value (one-line errors for an
+def config_from_args(args: argparse.Namespace, announce_it: bool = True):
+    """The config of ``--config`` / ``--profile`` (or what the checkpoint's sidecar records)
+    with ``--set`` and ``--data-root`` applied, announced in one line (``announce_it``); each
+    ``--set KEY=VALUE`` is parsed by the kind of the key's value (one-line errors for an
     unknown key, with the closest names, or a value of another kind)."""
+    source = resolve_config(args)
     base = load_config(args.config, profile=args.profile)
     overrides: dict[str, Any] = {}
     for pair in args.set:
@@ -119,6 +126,8 @@ def config_from_args(args: argparse.Namespace):
     from lib.data import loader_workers
     loader_workers(cfg)   # a bad --num-workers / NUM_WORKERS: one line before anything runs
     Precision.resolve(cfg)
+    if announce_it:
+        announce(args, source)
     return cfg
 
 
@@ -140,7 +149,7 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
 
     info = init_from_env()
     try:
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, announce_it=info.is_main)
         weighting = weighting_from_args(args, cfg.TASKS)
         loaders = make_loaders(cfg, selection=args.selection, val_fraction=args.val_fraction,
                                seed=args.seed)

@@ -4,7 +4,8 @@
         --checkpoint runs/nyu/base/best.pth          # -> runs/nyu/base/best.metrics.json
 
 Reads training checkpoints, pruned/fine-tuned models (JSON sidecar) and reference state dicts
-(architecture from the config).
+(architecture from the config); the config and profile a sidecar records are used unless
+``--config`` / ``--profile`` say otherwise (a contradicting one is refused).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .cli_common import add_config_arguments, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
+    add_config_arguments(parser, reads="--checkpoint")
     parser.add_argument("--checkpoint", required=True, help="the model to evaluate")
     parser.add_argument("--out", default=None,
                         help="metrics JSON (default: <checkpoint stem>.metrics.json beside it)")

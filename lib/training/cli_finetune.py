@@ -1,10 +1,12 @@
 """``python -m lib finetune``: fine-tune a pruned compact model with its masks held.
 
-    python -m lib finetune --config nyuv2_3task --profile cpu --data-root D \
+    python -m lib finetune --data-root D \
         --pruned runs/nyu/cut/pruned.pth --run-dir runs/nyu/cut/finetune
 
 ``--pruned`` is a file written by ``lib.pruning.save_pruned`` (state dict with
-weight_orig/weight_mask + JSON sidecar with the architecture) or a fine-tuning checkpoint.
+weight_orig/weight_mask + JSON sidecar with the architecture) or a fine-tuning checkpoint; the
+config and profile its sidecar records are used unless ``--config`` / ``--profile`` say
+otherwise (a contradicting one is refused).
 Works under ``torchrun`` like ``python -m lib train``.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from .cli_common import add_config_arguments, add_run_arguments, run_and_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
+    add_config_arguments(parser, reads="--pruned")
     parser.add_argument("--pruned", required=True, help="pruned compact model to fine-tune")
     add_run_arguments(parser)
 
