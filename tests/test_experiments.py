@@ -120,3 +120,16 @@ def test_study_compares_structured_and_unstructured_cut_at_equal_cost(finished_s
     cut = json.loads((out / "cells" / "cut_90_seg-depth.json").read_text())
     assert record["cost"]["params_nonzero"] < cut["cost"]["params_total"]
     assert record["cost"]["latency_ms"] > 0 and record["cost"]["latency_engine"] == "onnxruntime"
+
+
+def test_a_ray_units_loader_workers_fit_in_its_cpus():
+    """A unit given one CPU by Ray starts no loader worker (the task beside it would lose its
+    core); one the spec asks for explicitly is kept; off Ray the config's value stands."""
+    from lib.experiments.units import StudyJob
+
+    spec = StudySpec(config="nyuv2_3task", profile="cpu")
+    assert StudyJob(spec, "data").config().NUM_WORKERS == 1          # the cpu profile's
+    assert StudyJob(spec, "data", max_loader_workers=0).config().NUM_WORKERS == 0
+    assert StudyJob(spec, "data", max_loader_workers=3).config().NUM_WORKERS == 1
+    asked = StudySpec(config="nyuv2_3task", profile="cpu", overrides={"NUM_WORKERS": 2})
+    assert StudyJob(asked, "data", max_loader_workers=0).config().NUM_WORKERS == 2

@@ -19,6 +19,7 @@ Ray task's output goes to a log in its unit's folder (``base/task.log``,
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -188,6 +189,7 @@ def _run_ray(jobs, todo, options: EngineOptions, bar) -> UnitsOutcome:
 
     outcome = UnitsOutcome()
     threads = options.cpus_per_cell
+    jobs = [dataclasses.replace(job, max_loader_workers=threads - 1) for job in jobs]
     resources = dict(num_cpus=options.cpus_per_cell, num_gpus=options.gpus(jobs),
                      max_retries=options.max_retries, retry_exceptions=False)
     with ray_instance(options):

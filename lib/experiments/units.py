@@ -33,6 +33,11 @@ class StudyJob:
     synthetic dataset is generated once, by the driver, before any unit runs)."""
     spec: StudySpec
     data_root: str
+    # The most data-loading workers a unit may start: the CPUs its engine gave it beyond its
+    # compute threads (a Ray task of 1 CPU: none, or the tasks beside it lose their core).
+    # None: the config's NUM_WORKERS. A NUM_WORKERS the spec sets explicitly is kept. Workers
+    # change no number (lib.training.engine.SPEED_ONLY).
+    max_loader_workers: int | None = None
 
     @property
     def out(self) -> Path:
@@ -41,6 +46,8 @@ class StudyJob:
     def config(self):
         cfg = study_config(self.spec)
         cfg.DATA_ROOT = self.data_root
+        if self.max_loader_workers is not None and "NUM_WORKERS" not in self.spec.overrides:
+            cfg.NUM_WORKERS = min(int(cfg.NUM_WORKERS), self.max_loader_workers)
         return cfg
 
 
