@@ -12,7 +12,8 @@ os.environ.setdefault("CUT_ENGINE", "serial")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ.get("CUT_TEST_THREADS", "1")))
+TEST_THREADS = int(os.environ.get("CUT_TEST_THREADS", "1"))
+torch.set_num_threads(TEST_THREADS)
 # The data content checks cache what they verified; tests keep that cache out of the home folder.
 if "CUT_CACHE_DIR" not in os.environ:
     os.environ["CUT_CACHE_DIR"] = tempfile.mkdtemp(prefix="cut-test-cache-")
@@ -20,13 +21,14 @@ if "CUT_CACHE_DIR" not in os.environ:
 
 
 @pytest.fixture(autouse=True)
-def _torch_threads_restored():
-    """A command run in-process sets torch's thread count for the machine (set_cpu_threads);
-    later tests must not inherit it: results that compare with a subprocess (which reads
+def _torch_threads_pinned():
+    """Every test runs at CUT_TEST_THREADS torch threads: a command run in-process (in a test
+    or a module fixture, which is set up before this one) sets torch's thread count for the
+    machine (set_cpu_threads), and results compared with a subprocess (which reads
     OMP_NUM_THREADS) are bit-exact only at the same thread count."""
-    threads = torch.get_num_threads()
+    torch.set_num_threads(TEST_THREADS)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(TEST_THREADS)
 
 
 def make_random_batch(tasks, tasks_num_class, batch_size=2, height=48, width=64, seed=0,
@@ -52,6 +54,32 @@ def make_random_batch(tasks, tasks_num_class, batch_size=2, height=48, width=64,
 @pytest.fixture
 def random_batch():
     return make_random_batch
+
+
+class BatchItems(torch.utils.data.Dataset):
+    """Items of one in-memory batch dict (what a real loader's dataset would return)."""
+
+    def __init__(self, batch):
+        self.batch = batch
+        self.n = batch["img"].shape[0]
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {k: v[i] for k, v in self.batch.items()}
+
+
+@pytest.fixture(scope="module")
+def synthetic_cfg(tmp_path_factory):
+    """The tiny NYU-v2 config on a synthetic dataset written for the test module."""
+    from lib.config import load_config
+    from lib.data.synthetic import prepare_synthetic
+
+    cfg = load_config("nyuv2_3task", profile="tiny")
+    cfg.DATA_ROOT = prepare_synthetic(cfg, root=tmp_path_factory.mktemp("data") / "nyu",
+                                      progress=False)
+    return cfg
 
 
 @pytest.fixture(scope="module")

@@ -34,16 +34,6 @@ def epochs(data, num_epochs):
     return out
 
 
-@pytest.fixture(scope="module")
-def synthetic_cfg(tmp_path_factory):
-    from lib.data.synthetic import prepare_synthetic
-
-    cfg = load_config("nyuv2_3task", profile="tiny")
-    cfg.DATA_ROOT = prepare_synthetic(cfg, root=tmp_path_factory.mktemp("data") / "nyu",
-                                      progress=False)
-    return cfg
-
-
 def test_lib_data_train_loader_is_shuffled_per_epoch_and_test_loader_is_not(synthetic_cfg):
     loaders = make_loaders(synthetic_cfg, selection="test", seed=0, batch_size=2)
     data = epoch_loader(loaders.train, seed=0)

@@ -4,23 +4,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from conftest import make_random_batch
+from conftest import BatchItems, make_random_batch
 from lib.config import load_config
 from lib.losses import SceneNetLoss
 from lib.models import SceneNet
 from lib.training import evaluate, train
 from lib.training.precision import Precision
-
-
-class Items(torch.utils.data.Dataset):
-    def __init__(self, batch):
-        self.batch, self.n = batch, batch["img"].shape[0]
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return {k: v[i] for k, v in self.batch.items()}
 
 
 @pytest.fixture
@@ -29,7 +18,7 @@ def cfg():
 
 
 def data(cfg, n=6):
-    return Items(make_random_batch(cfg.TASKS, cfg.TASKS_NUM_CLASS, batch_size=n, seed=0))
+    return BatchItems(make_random_batch(cfg.TASKS, cfg.TASKS_NUM_CLASS, batch_size=n, seed=0))
 
 
 def net(cfg):

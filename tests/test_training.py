@@ -8,29 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.utils.prune as prune
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from conftest import make_random_batch
+from conftest import BatchItems, make_random_batch
 from lib.config import load_config
 from lib.losses import SceneNetLoss
 from lib.models import SceneNet, prunable_modules
 from lib.training import (evaluate, finetune, load_checkpoint, make_loaders, mask_snapshot,
                           masked_modules, metrics_path_for, net_from_checkpoint, read_checkpoint,
                           save_checkpoint, split_record, split_train_val, train)
-
-
-class BatchItems(Dataset):
-    """Items of one in-memory batch dict (what a real loader's dataset would return)."""
-
-    def __init__(self, batch):
-        self.batch = batch
-        self.n = batch["img"].shape[0]
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return {k: v[i] for k, v in self.batch.items()}
 
 
 @pytest.fixture
@@ -379,16 +365,6 @@ def test_best_checkpoint_follows_select_metric_and_direction(cfg, tmp_path):
 
 
 # ----------------------------------------------------------------- with lib.data's real layout
-@pytest.fixture(scope="module")
-def synthetic_cfg(tmp_path_factory):
-    from lib.data.synthetic import prepare_synthetic
-
-    cfg = load_config("nyuv2_3task", profile="tiny")
-    cfg.DATA_ROOT = prepare_synthetic(cfg, root=tmp_path_factory.mktemp("data") / "nyu",
-                                      progress=False)
-    return cfg
-
-
 def test_make_loaders_split_is_disjoint_from_train_and_test(synthetic_cfg, tmp_path):
     cfg = synthetic_cfg
     loaders = make_loaders(cfg, selection="val", val_fraction=0.25, seed=0)
@@ -457,7 +433,8 @@ def test_sigkilled_run_resumes_exactly_with_shuffled_augmenting_loader(synthetic
     killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(cfg.DATA_ROOT),
                              str(tmp_path / "b"), "7", str(workers)], capture_output=True,
                             text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
+                                 "OMP_NUM_THREADS": str(torch.get_num_threads())})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     saved = read_checkpoint(tmp_path / "b" / "last.pth")
     assert saved["iteration"] == 6 and saved["data"]["epoch"] >= 1
