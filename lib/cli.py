@@ -17,6 +17,7 @@ COMMANDS = {
     "finetune": ("lib.training.cli_finetune", "fine-tune a pruned compact model, masks held"),
     "evaluate": ("lib.training.cli_evaluate", "evaluate a checkpoint on the test split"),
     "prune": ("lib.pruning.cli", "prune a base model with CUT or a baseline"),
+    "methods": ("lib.pruning.cli_methods", "list every method with its kind and summary"),
     "export": ("lib.export.cli", "export a compact edge artifact / ONNX and report size, speed"),
     "reproduce": ("lib.experiments.cli", "run the paper's grid: prune, fine-tune, evaluate, tables"),
     "demo": ("lib.experiments.cli_demo", "the whole study on synthetic data on a CPU"),
@@ -39,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     name, rest = argv[0], argv[1:]
+    if os.environ.get("CUT_PLUGINS"):   # the user's method files, before choices are built
+        try:
+            from lib.pruning.registry import load_plugins
+            load_plugins()
+        except (ImportError, OSError, ValueError, SyntaxError) as exc:
+            print(f"error: CUT_PLUGINS: {exc}", file=sys.stderr)
+            return 2
     module = importlib.import_module(COMMANDS[name][0])
     from lib.cli_args import HelpFormatter
 

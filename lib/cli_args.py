@@ -110,3 +110,18 @@ def announce(args: argparse.Namespace, source: Path | None = None) -> None:
     """The first line of every command's output: the config and profile it runs with."""
     origin = f" (recorded in {source})" if source is not None else ""
     print(f"config {args.config or 'none'}, profile {args.profile}{origin}", flush=True)
+
+
+def parse_key_values(pairs, flag: str) -> dict[str, str]:
+    """``["k=v", ...]`` (a repeatable ``KEY=VALUE`` flag) as ``{k: v}``, values as text; a
+    one-line ValueError naming ``flag`` for a malformed or repeated pair."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or not value:
+            raise ValueError(f"{flag} {pair!r}: expected KEY=VALUE")
+        if key in out:
+            raise ValueError(f"{flag}: {key} given twice ({out[key]!r} and {value!r})")
+        out[key] = value
+    return out

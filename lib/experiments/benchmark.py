@@ -26,15 +26,14 @@ from lib.utils import atomic_write_json
 
 from .engine import EngineOptions
 from .stats import compare_paired, summarize
-from .study import DENSE_FINETUNED, StudySpec, cell_id, run_studies
+from .study import DENSE_FINETUNED, DENSE_ROW, StudySpec, cell_id, run_studies
 
 REFERENCE = "cut"
-# Registry methods that prune a freshly initialised network (the reference's SNIP and random
-# baselines): the fine-tuning budget does not train it, so they answer another question
-# (training from scratch) and are left out of the default grid.
-FROM_SCRATCH = ("snip_untrained", "random_untrained")
-# The sparse-training methods that train from scratch (lib.sparse.study): every cell costs a
-# whole base training, so they have their own grid ("scratch").
+# The grids read the registry (lib.pruning.registry): one-shot methods that prune a freshly
+# initialised network (``MethodSpec.fresh``: the reference's SNIP and random baselines) are
+# left out of the default grid, since the fine-tuning budget does not train them (they answer
+# another question, training from scratch); the methods that train from scratch cost a whole
+# base training per cell, so they have their own grid ("scratch").
 # The control passes when fine-tuning alone moves the dense model by at most this (Δ, %).
 CONTROL_TOLERANCE = 2.0
 # The base model is worth pruning when it reaches these on the test split.
@@ -43,18 +42,18 @@ SUMMARY = "summary.json"
 
 
 def applicable_methods() -> tuple[str, ...]:
-    """:data:`REFERENCE` first, then every other registry method except :data:`FROM_SCRATCH`,
-    then the trained methods that start from the base model (the min-max pipeline)."""
-    from lib.pruning import METHODS
-    from lib.sparse.study import PIPELINE
-    return (REFERENCE, *[m for m in METHODS if m not in FROM_SCRATCH and m != REFERENCE],
-            PIPELINE)
+    """:data:`REFERENCE` first, then every other one-shot method but those pruning a fresh
+    network, then the trained methods that start from the base model (the min-max
+    pipeline)."""
+    from lib.pruning.registry import ONE_SHOT, REGISTRY, method_names
+    one_shot = [m for m in method_names(*ONE_SHOT) if not REGISTRY[m].fresh and m != REFERENCE]
+    return (REFERENCE, *one_shot, *method_names("trained_from_base"))
 
 
 def scratch_methods() -> tuple[str, ...]:
     """The sparse-training methods that train the selected tasks' network from scratch."""
-    from lib.sparse.study import DYNAMIC_METHODS, STATIC_SCRATCH
-    return (*DYNAMIC_METHODS, STATIC_SCRATCH)
+    from lib.pruning.registry import method_names
+    return tuple(method_names("trained_from_scratch"))
 
 
 @dataclass(frozen=True)
@@ -186,7 +185,7 @@ def seed_results(study: StudySpec, rows: list[dict]) -> dict:
 
     cells = {}
     for row in rows:
-        if row["method"] == "dense":
+        if row["method"] == DENSE_ROW:
             continue
         key = cell_id(row["method"], row["nominal_sparsity"], row["tasks"].split("+"))
         record = read_cell(Path(study.out_dir) / "cells" / f"{key}.json")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from lib.cli_args import add_config_arguments, announce, resolve_config
+from lib.cli_args import add_config_arguments, announce, parse_key_values, resolve_config
 from lib.training.cli_common import add_loop_arguments, loop_overrides
 
 from .engine import ENGINES, EngineOptions
@@ -16,9 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset folder (default: the built-in synthetic dataset)")
     parser.add_argument("--out", default="runs/study", help="output folder (resumable)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                        help="one-shot methods (lib.pruning.METHODS) and methods that train: "
-                             "disparse_dynamic, minmax_dst, rigl, disparse_static_scratch, "
-                             "minmax_pipeline (see docs/SPARSE.md)")
+                        help="registered methods, one-shot or trained (python -m lib methods "
+                             "lists them with their kinds; docs/SPARSE.md)")
+    parser.add_argument("--method-option", action="append", default=[],
+                        metavar="METHOD.KEY=VALUE",
+                        help="an option of one of --methods, e.g. cut_floor.min_density=0.05 "
+                             "or rigl.interval=10 (repeatable; python -m lib methods --options "
+                             "lists them) (default: each method's own)")
     parser.add_argument("--sparsities", nargs="+", type=float, default=list(DEFAULT_SPARSITIES),
                         help="target sparsities in percent")
     parser.add_argument("--selection", action="append", nargs="+", default=None,
@@ -96,18 +100,24 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
                      sparsity_mode=args.sparsity_mode, device=args.device,
                      weighting=args.weighting, synthetic_train=args.synthetic_train,
                      synthetic_test=args.synthetic_test,
-                     metric_options=_options(args.metric_option),
+                     metric_options=parse_key_values(args.metric_option, "--metric-option"),
+                     method_options=study_method_options(args.method_option),
                      overrides=loop_overrides(args))
 
 
-def _options(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not value:
-            raise ValueError(f"--metric-option {pair!r}: expected KEY=VALUE")
-        out[key] = value
-    return out
+def study_method_options(pairs: list[str]) -> dict[str, dict]:
+    """``--method-option METHOD.KEY=VALUE`` pairs as ``{method: {key: value}}``, each value
+    checked and converted by its method's spec."""
+    from lib.pruning.registry import method_spec
+
+    out: dict[str, dict] = {}
+    for key, value in parse_key_values(pairs, "--method-option").items():
+        method, dot, option = key.partition(".")
+        if not dot or not method or not option:
+            raise ValueError(f"--method-option {key}={value}: expected METHOD.KEY=VALUE, e.g. "
+                             f"cut_floor.min_density=0.05")
+        out.setdefault(method, {})[option] = value
+    return {m: method_spec(m).check_options(o) for m, o in out.items()}
 
 
 def print_result(result) -> None:

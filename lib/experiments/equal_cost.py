@@ -19,8 +19,24 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .cells import DENSE_FINETUNED
+
 COST_AXES = {"params_nonzero": "non-zero parameters (M)", "latency_ms": "latency (ms)"}
 STRUCTURED, UNSTRUCTURED = "structured_cut", "cut"
+# Cells whose network's cost (non-zero parameters, measured latency) is recorded when the study
+# has structured_cut, so structured and unstructured CUT are compared at equal cost; other
+# studies pay nothing for it.
+EQUAL_COST_METHODS = (UNSTRUCTURED, STRUCTURED, DENSE_FINETUNED)
+
+
+def records_cost(method: str, methods: Sequence[str]) -> bool:
+    """Whether a study running ``methods`` measures the cost of ``method``'s cells."""
+    return method in EQUAL_COST_METHODS and STRUCTURED in methods
+
+
+def has_both(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether ``rows`` hold both CUTs, so the equal-cost figure has something to compare."""
+    return {r["method"] for r in rows} >= {UNSTRUCTURED, STRUCTURED}
 
 
 def cost_columns(net, input_shape: Sequence[int], threads: int | None = None,

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from .engine import EngineOptions
-from .spec import DENSE_FINETUNED, StudySpec, budget_iters, study_loaders, cell_id, check_spec, \
-    prepare_data, study_config
+from .spec import StudySpec, budget_iters, cell_id, check_spec, is_trained, prepare_data, \
+    study_config, study_loaders
 
 TIMED_ITERS = 3
 
@@ -58,7 +58,7 @@ def estimate(spec: StudySpec, cfg) -> tuple[float, float]:
 
 def print_plan(spec: StudySpec, engine: EngineOptions) -> None:
     """The grid, its dependencies and its estimated cost (see the module's docstring)."""
-    from lib.sparse.study import TRAINED_METHODS
+    from lib.pruning.registry import method_spec
 
     cfg = study_config(spec)
     cells = check_spec(spec, cfg)
@@ -80,11 +80,12 @@ def print_plan(spec: StudySpec, engine: EngineOptions) -> None:
         if (out / "cells" / f"{cid}.json").exists():
             what, iters = "finished earlier", (0, 0)
             done += 1
-        elif method in TRAINED_METHODS:
+        elif is_trained(method):
             what, iters = f"trains {base_iters} + {finetune_iters} iterations", \
                 (base_iters, finetune_iters)
         else:
-            action = "fine-tunes" if method == DENSE_FINETUNED else "prunes, fine-tunes"
+            action = ("fine-tunes" if method_spec(method).kind == "control"
+                      else "prunes, fine-tunes")
             what, iters = f"{action} {finetune_iters} iterations", (0, finetune_iters)
         print(f"  cell {cid}: after base; {what}")
         train_iters += iters[0]

@@ -13,20 +13,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import lib.sparse  # noqa: F401  (registers the methods that train)
 from lib.config import load_config
-from lib.sparse.study import TRAINED_METHODS
+from lib.pruning.registry import TRAINED, method_names, method_spec
 from lib.training.engine import SPEED_ONLY
 from lib.utils import check_output_dir, read_json
 
-DEFAULT_METHODS = ("cut", "lth", "snip", "random", "disparse_static")
 # The control row: the dense model with the selected heads only, fine-tuned exactly like the
-# pruned models. Its delta is what fine-tuning alone (and its BatchNorm drift) does.
-DENSE_FINETUNED = "dense_ft"
+# pruned models (a registered method of kind "control"). Its delta is what fine-tuning alone
+# (and its BatchNorm drift) does.
+from .cells import DENSE_FINETUNED  # noqa: E402,I001
+from .equal_cost import EQUAL_COST_METHODS  # noqa: E402,F401
+
+DEFAULT_METHODS = ("cut", "lth", "snip", "random", "disparse_static")
 DEFAULT_SPARSITIES = (30, 50, 70, 90)
-# Cells whose network's cost (non-zero parameters, measured latency) is recorded when the study
-# has structured_cut, so structured and unstructured CUT are compared at equal cost
-# (lib.experiments.equal_cost); other studies pay nothing for it.
-EQUAL_COST_METHODS = ("cut", "structured_cut", DENSE_FINETUNED)
+DENSE_ROW = "dense"   # the results table's row of the dense base model (not a cell)
 
 
 def default_selections(tasks: Sequence[str]) -> list[tuple[str, ...]]:
@@ -68,7 +69,7 @@ class StudySpec:
     device: str | None = None
     overrides: dict = field(default_factory=dict)  # extra config attributes
     weighting: str | dict | None = None   # task weighting of the cells' training (None: defaults)
-    method_options: dict = field(default_factory=dict)  # {trained method: {option: value}}
+    method_options: dict = field(default_factory=dict)  # {method: {option: value}}
 
     def __post_init__(self):
         if self.sparsity_mode not in ("target", "reference_table"):
@@ -194,14 +195,16 @@ def budget_iters(spec: StudySpec, cfg) -> tuple[int, int]:
 
 
 def with_budgets(rows: list[dict], spec: StudySpec, cfg) -> list[dict]:
-    """Each row with its ``budget``: the training it cost, in iterations
-    (:func:`lib.sparse.study.budget`)."""
-    from lib.sparse.study import budget
-
+    """Each row with its ``budget``: the training it cost, in iterations (the dense row: its
+    base training; a method's row: its spec's :meth:`~lib.pruning.registry.MethodSpec.budget_for`)."""
     base_iters, finetune_iters = budget_iters(spec, cfg)
     base = "given" if spec.base_checkpoint is not None else base_iters
-    return [{**row, "budget": budget(row["method"], base, base_iters, finetune_iters)}
-            for row in rows]
+
+    def budget(method: str) -> str:
+        if method == DENSE_ROW:
+            return f"base {base}"
+        return method_spec(method).budget_for(base, base_iters, finetune_iters)
+    return [{**row, "budget": budget(row["method"])} for row in rows]
 
 
 def grid(spec: StudySpec, tasks: Sequence[str]) -> list[tuple[tuple[str, ...], str, float]]:
@@ -229,15 +232,39 @@ def grid(spec: StudySpec, tasks: Sequence[str]) -> list[tuple[tuple[str, ...], s
     return cells
 
 
+def check_method_options(spec: StudySpec) -> dict[str, dict]:
+    """``spec.method_options`` checked by each method's spec (every option known, every value
+    of the form it expects), converted; a one-line ValueError otherwise."""
+    if not isinstance(spec.method_options, dict):
+        raise ValueError(f"method_options must be {{method: {{option: value}}}}, got "
+                         f"{spec.method_options!r}")
+    checked = {}
+    for method, options in spec.method_options.items():
+        if method not in spec.methods:
+            raise ValueError(f"method_options names method {method!r}, which the study does "
+                             f"not run (methods: {list(spec.methods)})")
+        if not isinstance(options, dict):
+            raise ValueError(f"method_options[{method!r}] must be {{option: value}}, got "
+                             f"{options!r}")
+        checked[method] = method_spec(method).check_options(options)
+    return checked
+
+
+def is_trained(method: str) -> bool:
+    """Whether ``method`` trains (a kind of :data:`lib.pruning.registry.TRAINED`)."""
+    return method_spec(method).kind in TRAINED
+
+
 def check_spec(spec: StudySpec, cfg) -> list[tuple[tuple[str, ...], str, float]]:
     """Validate everything a study is given, before any work or file: methods, selections
     (:func:`grid`), sparsities, the output folder and the base checkpoint; returns the cells."""
-    from lib.pruning import METHODS, check_sparsity
+    from lib.pruning import check_sparsity
 
-    unknown = [m for m in spec.methods if m not in METHODS and m not in TRAINED_METHODS]
+    runnable = [m for m in method_names() if method_spec(m).kind != "control"]
+    unknown = [m for m in spec.methods if m not in runnable]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; available: "
-                         f"{sorted(METHODS) + list(TRAINED_METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(runnable)}")
+    check_method_options(spec)
     repeated = sorted({m for m in spec.methods if list(spec.methods).count(m) > 1})
     if repeated:
         raise ValueError(f"method(s) {repeated} given more than once")

@@ -19,10 +19,11 @@ Everything is validated before the first file is written (methods, selections, s
 the output folder, the base checkpoint, every file the dataset's index lists); a corrupt record
 file is named with how to recover (delete a cell file to recompute that cell).
 
-Methods that train rather than prune a trained model (``lib.sparse.study.TRAINED_METHODS``:
-``disparse_dynamic``, ``minmax_dst``, ``rigl``, ``disparse_static_scratch``,
-``minmax_pipeline``) have their own cells (:func:`lib.sparse.study.train_cell`); every row
-states the training it cost in its ``budget`` column.
+A cell is run by its method's spec (:meth:`lib.pruning.registry.MethodSpec.run_cell`): the
+one-shot methods and the control by :mod:`lib.experiments.cells`, the methods that train
+(``disparse_dynamic``, ``minmax_dst``, ``rigl``, ``disparse_static_scratch``,
+``minmax_pipeline``, any registered trained kind) by :func:`lib.sparse.study.trained_cell`;
+every row states the training it cost in its ``budget`` column (the spec's ``budget``).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from lib.models import MultiTaskModel
 from lib.utils import atomic_write_json, resolve_device
 
 from .spec import (cell_id, check_record, check_spec, check_study_data, DEFAULT_METHODS,
-                  default_selections, DEFAULT_SPARSITIES, DENSE_FINETUNED,
+                  default_selections, DEFAULT_SPARSITIES, DENSE_FINETUNED, DENSE_ROW,
                   EQUAL_COST_METHODS, grid, prepare_data, study_config, StudyResult,
                   StudySpec, with_budgets)  # noqa: F401 (re-exported)
 
@@ -138,7 +139,7 @@ def dense_rows(dense: dict, cells) -> list[dict]:
     from lib.reports import results_row
 
     selections = list(dict.fromkeys(sel for sel, _, _ in cells))
-    return [results_row("dense", sel, 0.0, 0.0, {t: dense[t] for t in sel}, 0.0)
+    return [results_row(DENSE_ROW, sel, 0.0, 0.0, {t: dense[t] for t in sel}, 0.0)
             for sel in selections]
 
 
@@ -195,8 +196,8 @@ def write_outputs(spec: StudySpec, cfg, base: MultiTaskModel, rows: list[dict], 
                                                       out / f"predictions_cut_{top:g}.png",
                                                       device, num_samples=3, seed=spec.seed)
     equal_cost = equal_cost_rows(records)
-    if {r["method"] for r in equal_cost} >= {"cut", "structured_cut"}:
-        from lib.experiments.equal_cost import plot_equal_cost
+    from lib.experiments.equal_cost import has_both, plot_equal_cost
+    if has_both(equal_cost):
         figures["equal_cost"] = plot_equal_cost(
             equal_cost, out / "equal_cost.png",
             title=f"{cfg.CONFIG_NAME}: structured vs unstructured CUT at equal cost")

@@ -21,8 +21,7 @@ import torch
 
 from lib.utils import atomic_write_json, first_non_finite, read_json, seed_everything
 
-from .spec import (DENSE_FINETUNED, EQUAL_COST_METHODS, StudySpec, budget_iters, study_loaders,
-                    cell_id, study_config)
+from .spec import StudySpec, budget_iters, cell_id, study_config, study_loaders
 
 Cell = tuple[tuple[str, ...], str, float]   # (selection, method, sparsity), as study.grid
 
@@ -147,11 +146,11 @@ def _compute_cell(job: StudyJob, cell: Cell, base_path: str) -> dict:
     from lib.checkpoints import load_base_model
     from lib.losses import losses_from_config
     from lib.metrics import delta_or_none, metrics_from_config
-    from lib.pruning import (STRUCTURED_METHODS, PruneResult, prune, reference_keep_ratio,
-                             select_tasks, sparsity_report)
+    from lib.pruning.registry import CellInputs, method_spec
     from lib.reports import results_row
-    from lib.sparse.study import TRAINED_METHODS
-    from lib.training import evaluate, finetune
+    from lib.training import evaluate
+
+    from .equal_cost import records_cost
 
     spec, cfg = job.spec, job.config()
     selection, method, sparsity = cell
@@ -163,43 +162,17 @@ def _compute_cell(job: StudyJob, cell: Cell, base_path: str) -> dict:
     delta_options = metrics_from_config(cfg, **spec.metric_options).delta_options()
     started = time.time()
     run_dir = job.out / "cells" / cell_id(method, sparsity, selection)
-    if method in TRAINED_METHODS:
-        from lib.sparse.study import train_cell
-
-        iters = budget_iters(spec, cfg)
-        net, task_masks, keep_ratio = train_cell(
-            method, cfg=cfg, base=base, criterion=criterion, loaders=loaders,
-            sparsity=sparsity, selection=selection, run_dir=run_dir, base_iters=iters[0],
-            finetune_iters=iters[1], seed=spec.seed, device=device, weighting=spec.weighting,
-            sparsity_mode=spec.sparsity_mode, num_batches=spec.num_batches,
-            options=spec.method_options.get(method))
-        report = sparsity_report(net, full_net=base)
-        measured = report["deployed"]["sparsity"]
-    else:
-        if method == DENSE_FINETUNED:
-            dense_net = select_tasks(base, list(selection), cfg.TASKS)
-            pruning = PruneResult(dense_net, None, {"keep_ratio": 1.0},
-                                  sparsity_report(dense_net)["deployed"]["sparsity"])
-        else:
-            budget = ({"sparsity": float(sparsity)}
-                      if spec.sparsity_mode == "target" or method in STRUCTURED_METHODS
-                      else {"keep_ratio": reference_keep_ratio(cfg, sparsity)})
-            # Seeded: a retried cell prunes to the same masks, so its checkpoint fits them.
-            pruning = prune(method, base, criterion, loaders.train,
-                            selected_tasks=list(selection), tasks=cfg.TASKS,
-                            num_batches=spec.num_batches or cfg.PRUNE_NUM_BATCHES,
-                            seed=spec.seed, device=device, **budget)
-        report = sparsity_report(pruning.net, full_net=base)
-        resume = (run_dir / "last.pth").exists()
-        if resume:
-            print(f"cell {run_dir.name}: resuming the fine-tuning from {run_dir / 'last.pth'}",
-                  flush=True)
-        result = finetune(pruning.net, criterion, loaders.train, cfg, run_dir,
-                          val_loader=loaders.val, max_iters=spec.finetune_iters, seed=spec.seed,
-                          device=device, resume=resume, overwrite=not resume, log=False,
-                          split=loaders.split, weighting=spec.weighting, meta=pruning.meta)
-        net, task_masks = result.net, pruning.task_masks
-        keep_ratio, measured = pruning.meta["keep_ratio"], pruning.sparsity
+    mspec = method_spec(method)
+    iters = budget_iters(spec, cfg)
+    # The method's own cell (lib.pruning.registry.MethodSpec.run_cell): prune and fine-tune,
+    # fine-tune the control, or train (lib.sparse.study.trained_cell).
+    outcome = mspec.run_cell(CellInputs(
+        spec=spec, cfg=cfg, method=method, selection=tuple(selection), sparsity=sparsity,
+        base=base, criterion=criterion, loaders=loaders, run_dir=run_dir, device=device,
+        base_iters=iters[0], finetune_iters=iters[1],
+        options=mspec.check_options(spec.method_options.get(method))))
+    net, task_masks, report = outcome.net, outcome.task_masks, outcome.report
+    keep_ratio, measured = outcome.keep_ratio, outcome.measured
     metrics = evaluate(net, loaders.test, cfg, device=device, progress=False,
                        metric_options=spec.metric_options)
     row = results_row(method, selection, float(sparsity), measured,
@@ -213,7 +186,7 @@ def _compute_cell(job: StudyJob, cell: Cell, base_path: str) -> dict:
     if task_masks:
         from lib.pruning import pairwise_mask_iou
         record["mask_iou"] = pairwise_mask_iou(task_masks)
-    if method in EQUAL_COST_METHODS and "structured_cut" in spec.methods:  # equal-cost figure
+    if records_cost(method, spec.methods):  # the equal-cost figure
         from lib.experiments.equal_cost import cost_columns
         record["cost"] = cost_columns(net, (1, 3, *cfg.IMAGE_SHAPE))
     return record

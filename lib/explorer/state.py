@@ -42,8 +42,8 @@ from lib.export import (ARTIFACT_SUFFIX, MaskCounter, check_onnx_parity, export_
                         save_artifact, torch_latency_ms)
 from lib.masks import Masks, install_masks
 from lib.models import MultiTaskModel, check_model, check_selection, copy_network, shared_layers
-from lib.pruning import (METHODS, STRUCTURED_METHODS, PruningPlan, TargetSearch, check_method,
-                         make_plan, pairwise_mask_iou, required_votes, uses_data)
+from lib.pruning import (PruningPlan, TargetSearch, check_method, make_plan, method_names,
+                         pairwise_mask_iou, required_votes)
 from lib.pruning.errors import PruningError
 from lib.pruning.fusion import MinVotes
 from lib.pruning.scores import SCORING_MODES
@@ -132,8 +132,9 @@ class ExplorerState:
         input_shape: ``(N, 3, H, W)`` for MACs, latency and ONNX; default: one image of the
             test loader's (else the scoring loader's) first batch.
         seed, mode, device: as for ``prune``.
-        method_options: ``{method: {option: value}}`` passed to the method (not ``min_votes``:
-            the fusion rule is a control).
+        method_options: ``{method: {option: value}}`` passed to the method, checked by its
+            spec (:class:`lib.pruning.MethodSpec`; not ``min_votes``: the fusion rule is a
+            control).
         max_scored: how many (task selection, method) plans stay cached (each holds a copy of
             the compact network, its scores and their rankings: gigabytes at reference width).
         latency_repeats, threads: timed forwards per measurement and CPU threads (default:
@@ -153,12 +154,13 @@ class ExplorerState:
         if mode not in SCORING_MODES:
             raise ValueError(f"mode must be one of {SCORING_MODES}, got {mode!r}")
         self.device = None if device is None else resolve_device(device)
-        self.method_options = {m: dict(o) for m, o in (method_options or {}).items()}
-        for method, options in self.method_options.items():
-            self._check_method(method)
+        self.method_options = {}
+        for method, options in (method_options or {}).items():
+            spec = self._check_method(method)
             if "min_votes" in options:
                 raise ValueError(f"method_options[{method!r}]: min_votes is the explorer's "
                                  f"fusion-rule control, not an option")
+            self.method_options[method] = spec.check_options(options)
         self.max_scored = _positive_int("max_scored", max_scored)
         self.latency_repeats = _positive_int("latency_repeats", latency_repeats)
         self.threads = _positive_int("threads", torch.get_num_threads() if threads is None
@@ -185,11 +187,11 @@ class ExplorerState:
 
     @property
     def methods(self) -> list[str]:
-        """The methods the explorer offers: every mask-based method of :data:`METHODS` whose
-        inputs were given (structural methods rebuild by re-scoring, so they are left out)."""
+        """The methods the explorer offers: every registered mask method whose inputs were
+        given (structural methods rebuild by re-scoring, so they are left out)."""
         dataset = getattr(self.criterion, "dataset", None)
-        return [m for m in METHODS if m not in STRUCTURED_METHODS
-                and (self.loader is not None or not uses_data(m, dataset, **self.options(m)))]
+        return [m for m in method_names("mask") if self.loader is not None
+                or not check_method(m).uses_data(dataset, **self.options(m))]
 
     def options(self, method: str) -> dict[str, Any]:
         return dict(self.method_options.get(method, {}))
@@ -227,11 +229,13 @@ class ExplorerState:
                 self._forget(old)
             return scored
 
-    def _check_method(self, method: str) -> None:
-        check_method(method)
-        if method in STRUCTURED_METHODS:
+    def _check_method(self, method: str):
+        """The spec of ``method``; a PruningError unless it is a registered mask method."""
+        spec = check_method(method)
+        if spec.kind != "mask":
             raise PruningError(f"method {method!r} removes channels and re-scores for every "
                                f"budget; the explorer offers mask-based methods only")
+        return spec
 
     def _forget(self, selection: tuple) -> None:
         for cache in (self._masks, self._measured, self._evaluated, self._dense):

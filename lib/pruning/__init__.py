@@ -7,7 +7,8 @@ Pipeline (every method shares it; see ``docs/PRUNING.md``)::
 
 Public API
     prune(method, net, criterion, loader, *, selected_tasks, keep_ratio | sparsity, ...)
-        -> PruneResult(net, task_masks, meta, sparsity); METHODS (name -> method), uses_data
+        -> PruneResult(net, task_masks, meta, sparsity); METHODS (name -> plan), uses_data
+    MethodSpec, register_method, method_spec(name), method_names(*kinds)    the method registry
     make_plan(method, net, ...) -> PruningPlan        prune's set-up (compact copy, seeded scores)
     TargetSearch(plan).keep_for(S) -> (keep, exact)   prune's target search, remembering its points
     cut_prune(net, criterion, loader, num_batches, keep_ratio, selected_tasks, tasks, min_votes=2)
@@ -33,7 +34,7 @@ from lib.checkpoints import (load_base_model, load_pruned, pruned_filename, refe
 from lib.masks import (effective_weight, has_masks, install_masks, masks_of, remove_masks,
                        same_masks, sparsity_report)
 
-from . import cut_variants  # registers the CUT variants in METHODS
+from . import cut_variants  # registers the CUT variants
 from .analysis import (layer_sparsity, mask_iou_by_layer, pairwise_mask_iou, plot_layer_sparsity,
                        plot_mask_iou)
 from .compact import probe_from, select_tasks
@@ -42,17 +43,20 @@ from .fusion import fuse_backbone, required_votes
 from .lth import global_magnitude_masks, iterative_magnitude_masks, per_round_runs
 from .methods import (DATA_FREE_METHODS, METHODS, STRUCTURED_METHODS, PruneContext, PruneResult,
                       PruningPlan, StructuredPlan, TargetSearch, check_method, cut_prune, decide,
-                      make_plan, prune, register_method, uses_data)
+                      make_plan, prune, uses_data)
 from .ranking import (ScoreRanking, SortedRanking, VotedSparsityCurve, check_keep_ratio,
                       task_masks, topk_mask)
 from .scores import (joint_scores, magnitude_scores, random_scores, task_scores,
                      task_scores_reference)
+from .registry import (KINDS, CellInputs, CellOutcome, MethodSpec, Option, load_plugins,
+                       method_names, method_spec, register_method)
 from .sparsity import (MaskSparsityCurve, RememberedCurve, SparsityCurve, check_sparsity,
                        keep_ratio_for_sparsity, mask_sparsity, reference_keep_ratio)
 from .workflow import SavedPruning, plot_pruning, prune_and_save
 
 __all__ = [
-    "DATA_FREE_METHODS", "KeepsNoWeightError", "METHODS", "MaskSparsityCurve", "PruneContext",
+    "CellInputs", "CellOutcome", "KINDS", "MethodSpec", "Option", "load_plugins", "method_names",
+    "method_spec", "DATA_FREE_METHODS", "KeepsNoWeightError", "METHODS", "MaskSparsityCurve", "PruneContext",
     "PruneResult", "PruningError", "PruningPlan", "RememberedCurve", "STRUCTURED_METHODS",
     "SavedPruning", "TargetSearch", "check_method", "make_plan", "register_method",
     "ScoreRanking", "SortedRanking", "SparsityCurve", "StructuredPlan",

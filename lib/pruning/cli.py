@@ -3,6 +3,11 @@
     python -m lib prune --config nyuv2_3task --profile cpu --checkpoint base.pth \\
         --method cut --tasks seg depth --sparsity 90 --out runs/pruned
 
+``--method-option KEY=VALUE`` (repeatable) sets an option of the method (``python -m lib
+methods --options`` lists them), checked before anything is read or written; ``--min-votes``
+is the same as ``--method-option min_votes=...``. Methods of one's own files are reached by
+setting ``CUT_PLUGINS`` (see :mod:`lib.pruning.registry`).
+
 Writes ``OUT/{method}_{sparsity}_{tasks}.pth`` (reference-readable state dict with
 ``weight_orig``/``weight_mask``; a plain, smaller state dict for ``structured_cut``) and its
 ``.json`` sidecar. For ``structured_cut`` ``--sparsity`` is the percent of every channel group
@@ -15,12 +20,12 @@ import sys
 from pathlib import Path
 
 from lib.checkpoints import load_base_model, pruned_filename
-from lib.cli_args import add_config_arguments, announce, resolve_config
+from lib.cli_args import add_config_arguments, announce, parse_key_values, resolve_config
 from lib.config import load_config
 from lib.tasks import check_task_selection
 from lib.utils import check_output_file, resolve_device, set_cpu_threads
 
-from .methods import METHODS, STRUCTURED_METHODS, uses_data
+from .methods import METHODS, check_method
 from .ranking import check_keep_ratio
 from .sparsity import check_sparsity, reference_keep_ratio
 from .workflow import prune_and_save
@@ -34,7 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, reads="--checkpoint")
     parser.add_argument("--checkpoint", required=True, help="dense base model state dict (.pth)")
     parser.add_argument("--method", default="cut", choices=sorted(METHODS),
-                        help="pruning method (lib.pruning.METHODS)")
+                        help="one-shot pruning method (python -m lib methods: every method "
+                             "with its kind and summary)")
+    parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the method, e.g. rounds=5 for cut_iterative "
+                             "(repeatable; python -m lib methods --options lists them) "
+                             "(default: the method's own)")
     parser.add_argument("--tasks", nargs="+", required=True, help="selected task names")
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--sparsity", type=float,
@@ -51,8 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scoring batches (default: the config's PRUNE_NUM_BATCHES)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="scoring batch size (default: the config's BATCH_SIZE)")
-    parser.add_argument("--min-votes", type=_min_votes, default=2,
-                        help="backbone fusion: an integer, all, any or majority (CUT, "
+    parser.add_argument("--min-votes", type=_min_votes, default=None,
+                        help="backbone fusion of a method with a min_votes option: an integer, "
+                             "all, any or majority (default: the method's own, 2 for cut and "
                              "structured_cut)")
     parser.add_argument("--mode", default="eval", choices=["eval", "train"],
                         help="network mode while scoring (train reproduces the reference)")
@@ -91,6 +102,17 @@ def _data_root(cfg, data_root: str | None, seed: int) -> str:
     return root
 
 
+def method_options(spec, pairs: list[str], min_votes=None) -> dict:
+    """The method's options from ``--method-option`` pairs and ``--min-votes``, checked by its
+    spec (a one-line ValueError naming the method, the option and what it expects)."""
+    given = parse_key_values(pairs, "--method-option")
+    if min_votes is not None:
+        if "min_votes" in given:
+            raise ValueError("give min_votes once: --min-votes or --method-option min_votes=...")
+        given["min_votes"] = min_votes
+    return spec.check_options(given)
+
+
 def _run(args: argparse.Namespace) -> int:
     set_cpu_threads()
     source = resolve_config(args)
@@ -100,19 +122,20 @@ def _run(args: argparse.Namespace) -> int:
     if args.num_workers is not None:
         from lib.data import loader_workers
         cfg.NUM_WORKERS = loader_workers(cfg, args.num_workers)
+    spec = check_method(args.method)
+    options = method_options(spec, args.method_option, args.min_votes)
     keep_ratio = None if args.keep_ratio is None else check_keep_ratio(args.keep_ratio)
     sparsity = None if args.sparsity is None else check_sparsity(args.sparsity)
     if args.reference_keep_ratio:
         if sparsity is None:
             raise ValueError("--reference-keep-ratio needs --sparsity")
-        if args.method in STRUCTURED_METHODS:
+        if spec.kind == "structured":
             raise ValueError(f"--reference-keep-ratio is a weight keep ratio; {args.method} "
                              f"takes a channel sparsity (--sparsity)")
         keep_ratio, sparsity_target = reference_keep_ratio(cfg, sparsity), None
     else:
         sparsity_target = sparsity
     num_batches = args.num_batches if args.num_batches is not None else cfg.PRUNE_NUM_BATCHES
-    options = {"min_votes": args.min_votes} if args.method in ("cut", "structured_cut") else {}
     device = resolve_device(args.device)
     name = pruned_filename(args.method, args.tasks, sparsity=sparsity,
                            keep_ratio=None if sparsity is not None else keep_ratio)
@@ -120,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
 
     net = load_base_model(args.checkpoint, cfg).to(device)
     criterion = loader = None
-    if uses_data(args.method, cfg.DATASET):
+    if spec.uses_data(cfg.DATASET, **options):
         from lib.data import build_loader, check_files  # lazily: data-free methods need none
         from lib.losses import losses_from_config
         cfg.DATA_ROOT = _data_root(cfg, args.data_root, args.seed)

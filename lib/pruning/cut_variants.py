@@ -1,6 +1,6 @@
 """CUT beyond the paper: variants with the method signature ``(net, ctx, **options) -> plan``,
-registered in :data:`lib.pruning.METHODS` under their names when this module is imported
-(``lib.pruning`` imports it, so the registry is whole whatever one imports).
+each registered (:func:`lib.pruning.registry.register_method`) under its name when this module
+is imported (``lib.pruning`` imports it, so the registry is whole whatever one imports).
 
 The paper's CUT (``methods.cut``) scores every weight once per task at the pre-trained
 weights, keeps each task model's top weights and fuses the shared layers by votes (a weight
@@ -35,7 +35,8 @@ from lib.models import MultiTaskModel, shared_layers, task_layers
 
 from .errors import PruningError, UnreachableSparsityError
 from .fusion import MinVotes, required_votes
-from .methods import PruneContext, PruningPlan, cut, per_task_plan, register_method, require_data
+from .methods import PruneContext, PruningPlan, cut, per_task_plan, require_data
+from .registry import integer, number, register_method, votes
 from .scores import task_scores
 from .sparsity import keep_ratio_for_sparsity
 
@@ -90,6 +91,16 @@ def iterative_masks(net: MultiTaskModel, ctx: PruneContext, keep: float, rounds:
     return kept
 
 
+@register_method("cut_union", kind="mask",
+                 summary="CUT with the union fusion rule: a shared weight kept by any task")
+def cut_union(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
+    """CUT with the union fusion rule (``min_votes="any"``)."""
+    return cut(net, ctx, min_votes="any")
+
+
+@register_method("cut_iterative", kind="mask",
+                 summary="CUT over rounds, each re-scoring every task on the masked network",
+                 options={"rounds": integer(3, 1), "min_votes": votes(2)})
 def cut_iterative(net: MultiTaskModel, ctx: PruneContext, *, rounds: int = 3,
                   min_votes: MinVotes = 2) -> PruningPlan:
     """Iterative CUT: ``rounds`` rounds of per-task re-scoring on the masked network.
@@ -152,6 +163,9 @@ def with_floor(masks: Masks, scores: Mapping[str, torch.Tensor],
     return out
 
 
+@register_method("cut_floor", kind="mask",
+                 summary="CUT, then every layer keeps at least min_density of its weights",
+                 options={"min_density": number(0.01, above=0, below=1), "min_votes": votes(2)})
 def cut_floor(net: MultiTaskModel, ctx: PruneContext, *, min_density: float = 0.01,
               min_votes: MinVotes = 2) -> PruningPlan:
     """CUT with a per-layer floor: no layer keeps fewer than ``min_density`` of its weights."""
@@ -193,6 +207,9 @@ def layer_normalised(scores: Scores) -> Scores:
     return out
 
 
+@register_method("cut_layer_norm", kind="mask",
+                 summary="CUT with scores normalised per layer instead of per task model",
+                 options={"min_votes": votes(2)})
 def cut_layer_norm(net: MultiTaskModel, ctx: PruneContext, *, min_votes: MinVotes = 2) -> PruningPlan:
     """CUT with scores normalised per layer instead of per task model."""
     require_data(ctx, net, "cut_layer_norm")
@@ -201,12 +218,5 @@ def cut_layer_norm(net: MultiTaskModel, ctx: PruneContext, *, min_votes: MinVote
                          info={"mode": ctx.mode, "normalise": "layer"})
 
 
-def cut_union(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
-    """CUT with the union fusion rule (``min_votes="any"``)."""
-    return cut(net, ctx, min_votes="any")
-
-
 VARIANTS = {"cut_union": cut_union, "cut_iterative": cut_iterative, "cut_floor": cut_floor,
-            "cut_layer_norm": cut_layer_norm}
-for _name, _method in VARIANTS.items():
-    register_method(_name, _method)
+           "cut_layer_norm": cut_layer_norm}

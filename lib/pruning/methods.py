@@ -7,8 +7,10 @@ network (``net.select(selected_tasks)``: only the selected tasks' modules) and `
 shared inputs; it returns the network the masks go on and a function ``keep ratio -> masks``.
 A structural method returns a :class:`StructuredPlan` instead (``channel sparsity -> smaller
 network``). :func:`prune` turns a keep ratio or a target sparsity into the pruned network and
-returns a :class:`PruneResult`. Adding a method = one function + one line in :data:`METHODS`
-(or, from the method's own module, :func:`register_method`).
+returns a :class:`PruneResult`. Adding a method = one function decorated with
+:func:`~lib.pruning.registry.register_method` in its own file (its kind, options, summary:
+:class:`~lib.pruning.registry.MethodSpec`); :data:`METHODS` is the registry's view of the
+one-shot methods.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ from .errors import PruningError, UnreachableSparsityError
 from .fusion import MinVotes, fuse_backbone, required_votes
 from .lth import TrainFn, iterative_magnitude_masks
 from .ranking import ScoreRanking, VotedSparsityCurve, check_keep_ratio
+from .registry import (ONE_SHOT, REGISTRY, NameView, PlanView, choice, flag, function, integer,
+                       method_spec, register_method, votes)
 from .scores import (check_criterion, joint_scores, magnitude_scores, random_scores, task_scores)
 from .sparsity import (SPARSITY_TOLERANCE, MaskSparsityCurve, RememberedCurve, SparsityCurve,
                        check_sparsity, keep_ratio_for_sparsity, mask_sparsity)
@@ -227,6 +231,10 @@ def xavier_copy(net: MultiTaskModel, seed: int) -> MultiTaskModel:
 
 
 # ---------------------------------------------------------------------------------- methods
+@register_method("cut", kind="mask", summary="CUT: per-task |w * dL_t/dw| at the trained "
+                 "weights, per-task top-k, backbone weights kept by >= min_votes tasks",
+                 options={"min_votes": votes(2), "reproduce_single_task_bug": flag(
+                     False, "the reference's fusion of a single selected task")})
 def cut(net: MultiTaskModel, ctx: PruneContext, *, min_votes: MinVotes = 2,
         reproduce_single_task_bug: bool = False) -> PruningPlan:
     """CUT: per-task |w * dL_t/dw| at the given weights, per-task top-k, backbone vote fusion."""
@@ -237,6 +245,11 @@ def cut(net: MultiTaskModel, ctx: PruneContext, *, min_votes: MinVotes = 2,
     return per_task_plan(net, scores, min_votes, reproduce_single_task_bug, {"mode": ctx.mode})
 
 
+@register_method("lth", kind="mask", data=False,
+                 summary="LTH: global |w| top-k (one shot), or iterative magnitude pruning",
+                 options={"iterative": flag(False, "rounds of magnitude pruning with rewinding"),
+                          "rounds": integer(3, 1, "rounds when iterative"),
+                          "train_fn": function("training between rounds")})
 def lth(net: MultiTaskModel, ctx: PruneContext, *, iterative: bool = False, rounds: int = 3,
         train_fn: TrainFn | None = None) -> PruningPlan:
     """LTH: global |w| one shot (the reference), or iterative magnitude pruning with rewinding."""
@@ -248,6 +261,8 @@ def lth(net: MultiTaskModel, ctx: PruneContext, *, iterative: bool = False, roun
                        True, None, {"iterative": True, "rounds": rounds})
 
 
+@register_method("snip", kind="mask",
+                 summary="SNIP on the trained weights: joint weighted loss, one global top-k")
 def snip(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
     """SNIP on the given (pre-trained) weights: joint weighted loss, one global top-k."""
     require_data(ctx, net, "snip")
@@ -255,22 +270,31 @@ def snip(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
     return global_plan(net, scores, normalise=True, info={"mode": ctx.mode})
 
 
+@register_method("snip_untrained", kind="mask", fresh=True,
+                 summary="SNIP as in the reference: on a freshly initialised network, seeded")
 def snip_untrained(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
     """SNIP as in the reference: on a freshly initialised (untrained) network, seeded."""
     return snip(fresh_like(net, ctx.seed), ctx)
 
 
+@register_method("random", kind="mask", data=False,
+                 summary="uniform random masks over the trained weights, seeded")
 def random_pretrained(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
     """Uniform random masks over the pre-trained weights, seeded."""
     return global_plan(net, random_scores(net, ctx.seed), normalise=False)
 
 
+@register_method("random_untrained", kind="mask", data=False, fresh=True,
+                 summary="random masks on a freshly initialised network, as in the reference")
 def random_untrained(net: MultiTaskModel, ctx: PruneContext) -> PruningPlan:
     """Random masks on a freshly initialised network, as in the reference."""
     fresh = fresh_like(net, ctx.seed)
     return global_plan(fresh, random_scores(fresh, ctx.seed), normalise=False)
 
 
+@register_method("disparse_static", kind="mask", options={"min_votes": votes("any")},
+                 summary="DiSparse static: per-task scores at Xavier re-initialised weights, "
+                         "union fusion, masks on the trained weights")
 def disparse_static(net: MultiTaskModel, ctx: PruneContext, *,
                     min_votes: MinVotes = "any") -> PruningPlan:
     """DiSparse static: per-task scores at Xavier re-initialised weights, union fusion.
@@ -284,6 +308,18 @@ def disparse_static(net: MultiTaskModel, ctx: PruneContext, *,
     return per_task_plan(net, scores, min_votes, info={"mode": ctx.mode})
 
 
+def _disparse_pt_data(dataset: str | None, options: dict) -> bool:
+    """DiSparse scores by gradient on Taskonomy (``score="auto"``), else by magnitude."""
+    score = options.get("score", "auto")
+    return score == "gradient" or (score == "auto" and dataset == "taskonomy")
+
+
+@register_method("disparse_pt", kind="mask", data=_disparse_pt_data,
+                 summary="DiSparse pre-trained: per-task |w| (w^2 * sum|dL_t/dw| on Taskonomy), "
+                         "union fusion",
+                 options={"score": choice("auto", ("auto", "magnitude", "gradient"),
+                                          "auto: by the dataset, as DiSparse"),
+                          "min_votes": votes("any")})
 def disparse_pt(net: MultiTaskModel, ctx: PruneContext, *, score: str = "auto",
                 min_votes: MinVotes = "any") -> PruningPlan:
     """DiSparse pre-trained: per-task |w| (NYU, Cityscapes) or ``w^2 * sum|dL_t/dw|`` (Taskonomy).
@@ -308,6 +344,12 @@ def disparse_pt(net: MultiTaskModel, ctx: PruneContext, *, score: str = "auto",
     return per_task_plan(net, scores, min_votes, info={"score": score})
 
 
+@register_method("structured_cut", kind="structured",
+                 summary="structured CUT: CUT's scores voted per channel, channels removed",
+                 options={"min_votes": votes(2),
+                          "ranking": choice("uniform", ("uniform", "global"),
+                                            "uniform: S % of every channel group; global: "
+                                            "groups compete")})
 def structured_cut(net: MultiTaskModel, ctx: PruneContext, *,
                    min_votes: MinVotes = 2, ranking: str = "uniform") -> StructuredPlan:
     """Structured CUT: CUT's per-task scores turned into channel decisions with the same vote,
@@ -324,46 +366,25 @@ def structured_cut(net: MultiTaskModel, ctx: PruneContext, *,
                                        "ranking": ranking})
 
 
-METHODS: dict[str, Callable[..., PruningPlan | StructuredPlan]] = {
-    "cut": cut,
-    "lth": lth,
-    "snip": snip,
-    "snip_untrained": snip_untrained,
-    "random": random_pretrained,
-    "random_untrained": random_untrained,
-    "disparse_static": disparse_static,
-    "disparse_pt": disparse_pt,
-    "structured_cut": structured_cut,
-}  # + the CUT variants, registered by lib.pruning.cut_variants (the package imports it)
-
-
-def register_method(name: str, method: Callable[..., PruningPlan | StructuredPlan]) -> None:
-    """Add ``method`` to :data:`METHODS` under ``name`` (a name is registered once)."""
-    if name in METHODS:
-        raise ValueError(f"pruning method {name!r} is already registered")
-    METHODS[name] = method
-
-
-# Methods that remove channels instead of masking weights (their budget is a channel sparsity).
-STRUCTURED_METHODS = ("structured_cut",)
-
-
-DATA_FREE_METHODS = ("lth", "random", "random_untrained")
+# Views over the registry (lib.pruning.registry), kept for the names callers already use.
+METHODS = PlanView()              # {name: plan} of every one-shot method
+STRUCTURED_METHODS = NameView(lambda spec: spec.kind == "structured", "STRUCTURED_METHODS")
+DATA_FREE_METHODS = NameView(lambda spec: spec.kind in ONE_SHOT and spec.data is False,
+                             "DATA_FREE_METHODS")
 
 
 def uses_data(method: str, dataset: str | None = None, **options) -> bool:
     """Whether ``method`` scores on batches (so needs a loader and a criterion)."""
-    if method == "disparse_pt":
-        score = options.get("score", "auto")
-        return score == "gradient" or (score == "auto" and dataset == "taskonomy")
-    return method not in DATA_FREE_METHODS
+    return method_spec(method).uses_data(dataset, **options)
 
 
 # --------------------------------------------------------------------------------- pipeline
-def check_method(method: str) -> None:
-    """A one-line PruningError unless ``method`` is registered in :data:`METHODS`."""
+def check_method(method: str):
+    """A one-line PruningError unless ``method`` is a registered one-shot method
+    (:data:`METHODS`)."""
     if method not in METHODS:
         raise PruningError(f"unknown pruning method {method!r}; available: {sorted(METHODS)}")
+    return REGISTRY[method]
 
 
 def make_plan(method: str, net: MultiTaskModel, criterion, loader: Iterable | None, *,
@@ -375,7 +396,8 @@ def make_plan(method: str, net: MultiTaskModel, criterion, loader: Iterable | No
     ``seed``. ``net`` is not modified; the arguments are :func:`prune`'s. The compact copy's
     outputs are checked against ``net``'s on ``probe`` (default: a few samples of the
     loader's first batch, :func:`~lib.pruning.compact.probe_from`)."""
-    check_method(method)
+    spec = check_method(method)
+    options = spec.check_options(options)
     if probe is None:
         probe, loader = probe_from(loader)
     compact = select_tasks(check_model(net), selected_tasks, tasks, probe=probe)
@@ -384,7 +406,7 @@ def make_plan(method: str, net: MultiTaskModel, criterion, loader: Iterable | No
         compact.to(device)
     seed_everything(seed)
     ctx = PruneContext(criterion, loader, num_batches, seed, device, mode)
-    return METHODS[method](compact, ctx, **options)
+    return spec.plan(compact, ctx, **options)
 
 
 def prune(method: str, net: MultiTaskModel, criterion, loader: Iterable | None, *,
@@ -403,7 +425,7 @@ def prune(method: str, net: MultiTaskModel, criterion, loader: Iterable | None, 
     ``options`` go to the method (e.g. ``min_votes`` for CUT, ``iterative``/``train_fn`` for LTH).
     Bad input raises a :class:`lib.pruning.errors.PruningError` (a ValueError) or ValueError.
     """
-    check_method(method)
+    options = check_method(method).check_options(options)
     if (keep_ratio is None) == (sparsity is None):
         raise PruningError("give exactly one of keep_ratio and sparsity")
     keep_ratio = None if keep_ratio is None else check_keep_ratio(keep_ratio)

@@ -13,7 +13,12 @@ name, with the originals' defaults), ``train`` (from-scratch training, DiSparse'
 protocol included), ``hard_prune`` and ``reweighted`` and ``minmax_pipeline`` (the min-max
 compression pipeline), ``disparse`` (DiSparse's static protocol, keep tables, IoU analysis),
 ``study`` (the study grid's cells for these methods).
+
+Importing the package registers its trained methods (:mod:`lib.pruning.registry`), in the
+order the study and the benchmark list them: the dynamic ones (``train``), DiSparse's static
+protocol (``disparse``), the min-max pipeline (``minmax_pipeline``).
 """
+from .train import FROM_SCRATCH_METHODS, train_sparse  # noqa: I001  (first: see above)
 from .disparse import (DISPARSE_KEEP_TABLES, disparse_keep_ratio, iou_at_initialisation,
                        mask_agreement, static_from_scratch, train_from_scratch)
 from .dynamic import DisparseDynamic, RigL
@@ -23,7 +28,6 @@ from .minmax_dst import MinmaxDST
 from .minmax_pipeline import minmax_pipeline, minmax_prune
 from .registry import DISPARSE_DYNAMIC, SPARSE_METHODS, make_sparse, sparse_options
 from .reweighted import ReweightedL1
-from .train import FROM_SCRATCH_METHODS, train_sparse
 
 __all__ = ["DISPARSE_DYNAMIC", "DISPARSE_KEEP_TABLES", "FROM_SCRATCH_METHODS", "SPARSE_METHODS",
            "DisparseDynamic", "MinmaxDST", "ReweightedL1", "RigL", "disparse_keep_ratio",

@@ -155,3 +155,40 @@ def iou_at_initialisation(net: nn.Module, criterion, loader, *,
     result = mask_agreement(masks, shared_layers(net), rule)
     result.update(keep_ratio=keep_ratio, num_batches=num_batches, seed=seed, mode=mode)
     return result
+
+
+# ------------------------------------------------------------ the study's static protocol
+def _static_scratch(job):
+    """``disparse_static_scratch``'s cell: :func:`static_from_scratch` masks (keep ratio from
+    DiSparse's own table when the study asks for it), then :func:`train_from_scratch` for the
+    study's base budget."""
+    from .study import resume_or_start
+
+    options = dict(job.options)
+    if job.sparsity_mode == "reference_table":   # DiSparse's own table, by name
+        options.setdefault("keep_ratio",
+                           disparse_keep_ratio("disparse_static", job.cfg.DATASET, job.sparsity))
+    restricted = job.criterion.restricted_to(job.selection)
+    pruning = static_from_scratch(
+        job.cfg, restricted, job.loaders.train, selected_tasks=job.selection,
+        sparsity=None if "keep_ratio" in options else job.sparsity,
+        num_batches=job.num_batches or job.cfg.PRUNE_NUM_BATCHES, seed=job.seed,
+        device=job.device, **options)
+    result = train_from_scratch(pruning, restricted, job.loaders.train, job.cfg, job.run_dir,
+                                max_iters=job.base_iters, weighting=job.weighting,
+                                **resume_or_start(job.run_dir), **job.common())
+    return result.net, pruning.task_masks, result.final_model
+
+
+def _register() -> None:
+    from lib.pruning.registry import number, register_method, votes
+
+    register_method("disparse_static_scratch", _static_scratch, kind="trained_from_scratch",
+                    summary="DiSparse's static protocol: disparse_static masks on a fresh "
+                            "network, trained from scratch with the masks held",
+                    options={"keep_ratio": number(None, above=0, at_most=1, help=(
+                                 "default: from the target sparsity")),
+                             "min_votes": votes("any")})
+
+
+_register()

@@ -44,9 +44,9 @@ from lib.models import prunable_layers
 from lib.training import finetune, train
 from lib.training.engine import TrainResult
 
-from .hard_prune import check_counts, check_kind, check_ratio, hard_prune_masks
+from .hard_prune import COUNTS, KINDS, check_counts, check_kind, check_ratio, hard_prune_masks
 from .masking import zero_dead
-from .reweighted import DEFAULT_SCOPE, ReweightedL1, scoped_layers
+from .reweighted import DEFAULT_SCOPE, LAYER_SCOPES, ReweightedL1, scoped_layers
 
 DEFAULT_WEIGHTING = {"name": "minmax", "beta": 50.0}
 REFRESH_FRACTIONS = (0.3, 0.6)   # prune_apgda: W_old refreshed at epochs 60 and 120 of 200
@@ -168,3 +168,36 @@ def _record(out: Path, settings: dict) -> None:
 
 def _flat(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if isinstance(v, (str, int, float, bool))}
+
+
+# ------------------------------------------------------------------- the study's cell
+def _pipeline_cell(job):
+    """``minmax_pipeline``'s cell: the base model's selected tasks through the three stages,
+    ``prune_ratio`` the cell's sparsity."""
+    result = minmax_pipeline(job.base.select(job.selection), job.criterion, job.loaders.train,
+                             job.cfg, job.run_dir, prune_ratio=job.sparsity / 100,
+                             weighting=job.weighting, **job.common(), **job.options)
+    return result.net, None, result.retrain.final_model
+
+
+def _register() -> None:
+    from lib.pruning.registry import anything, choice, flag, integer, number, register_method
+
+    register_method(
+        "minmax_pipeline", _pipeline_cell, kind="trained_from_base",
+        summary="min-max compression: reweighted-L1 training of the base model, hard prune "
+                "of every layer, masked retraining",
+        budget="base {base} + rew {finetune} + retrain {finetune}",
+        schedule=lambda base_iters, finetune_iters, dataset: {
+            "rew_iters": finetune_iters, "retrain_iters": finetune_iters, "layers": "all"},
+        options={"rew_iters": integer(None, 1, "default: the study's fine-tuning length"),
+                 "retrain_iters": integer(None, 1, "default: the study's fine-tuning length"),
+                 "layers": choice(DEFAULT_SCOPE, LAYER_SCOPES),
+                 "sparsity_type": choice("irregular", KINDS),
+                 "counts": choice("exact", COUNTS),
+                 "penalty": number(1e-7), "eps": number(1e-6),
+                 "refresh_at": anything(None, "iterations refreshing W_old"),
+                 "reference_eps": flag(False)})
+
+
+_register()

@@ -15,51 +15,74 @@ DiSparse's END = 15000 of 20000 iterations and INT = 50 become ``end = 3B/4`` an
 max(1, round(50 B / 20000))``; RigL uses the same (to be comparable); the min-max DST's 200
 epochs become ``epoch_iters = max(1, B // 200)`` with updates every 10 such epochs up to 150.
 ``spec.method_options[method]`` overrides any of these.
+
+Each of these methods is a :class:`lib.pruning.registry.MethodSpec` of a trained kind,
+registered in its own file (``train.py``: the dynamic methods, ``disparse.py``: the static
+protocol, ``minmax_pipeline.py``) with its ``train`` hook, ``(job: TrainJob) -> (network, task
+masks or None, final checkpoint)``, and its ``schedule``; this module runs any such hook as the
+study's cell (:func:`trained_cell`, the cell of both trained kinds). A method of one's own:
+``@register_method(name, kind="trained_from_scratch", summary=...)`` over a function of a
+:class:`TrainJob`, e.g. ``lambda job: lib.sparse.train.scratch_with_hook(job, MyHook(job.sparsity))``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch.nn as nn
 
-from .registry import DISPARSE_DYNAMIC
+from lib.pruning.registry import (TRAINED, CellInputs, CellOutcome, MethodSpec, method_spec,
+                                  set_kind_cell)
 
-DYNAMIC_METHODS = ("disparse_dynamic", "minmax_dst", "rigl")
-STATIC_SCRATCH = "disparse_static_scratch"
-PIPELINE = "minmax_pipeline"
-TRAINED_METHODS = DYNAMIC_METHODS + (STATIC_SCRATCH, PIPELINE)
 DISPARSE_FRACTIONS = (15000 / 20000, 50 / 20000)   # END and INT of DiSparse's NYU schedule
+
+
+def disparse_schedule(base_iters: int) -> dict[str, int]:
+    """DiSparse's END and INT mapped onto ``base_iters`` (RigL's study schedule too)."""
+    end_fraction, interval_fraction = DISPARSE_FRACTIONS
+    return {"end": int(end_fraction * base_iters),
+            "interval": max(1, round(interval_fraction * base_iters))}
+
+
+def trained_methods() -> list[str]:
+    """The registered methods that train (both trained kinds), in registration order."""
+    from lib.pruning.registry import method_names
+    return method_names(*TRAINED)
 
 
 def schedule(method: str, base_iters: int, finetune_iters: int, dataset: str | None = None
              ) -> dict[str, Any]:
     """The study's default options of ``method`` for its budget (see the module docstring)."""
-    end_fraction, interval_fraction = DISPARSE_FRACTIONS
-    if method in ("disparse_dynamic", "rigl"):
-        options = {"end": int(end_fraction * base_iters),
-                   "interval": max(1, round(interval_fraction * base_iters))}
-        if method == "disparse_dynamic":
-            options["grad_chunks"] = DISPARSE_DYNAMIC.get(dataset, DISPARSE_DYNAMIC["nyuv2_3"])[
-                "grad_chunks"]
-        return options
-    if method == "minmax_dst":
-        return {"epoch_iters": max(1, base_iters // 200), "every_epochs": 10, "stop_epoch": 150}
-    if method == PIPELINE:
-        return {"rew_iters": finetune_iters, "retrain_iters": finetune_iters, "layers": "all"}
-    return {}
+    spec = method_spec(method)
+    return dict(spec.schedule(base_iters, finetune_iters, dataset)) if spec.schedule else {}
 
 
-def budget(method: str, base: int | str, scratch_iters: int, finetune_iters: int) -> str:
-    """The training a row cost, in iterations, as the results table states it (``base``: the
-    base model's training, or ``"given"`` for a supplied checkpoint)."""
-    if method == "dense":
-        return f"base {base}"
-    if method in DYNAMIC_METHODS or method == STATIC_SCRATCH:
-        return f"{scratch_iters} from scratch"
-    if method == PIPELINE:
-        return f"base {base} + rew {finetune_iters} + retrain {finetune_iters}"
-    return f"base {base} + ft {finetune_iters}"
+@dataclass
+class TrainJob:
+    """One cell of a trained method, as its ``train`` hook gets it. ``options``: the method's
+    study schedule overridden by the study's ``method_options``, checked by its spec."""
+    method: str
+    cfg: Any
+    base: nn.Module
+    criterion: Any
+    loaders: Any
+    sparsity: float
+    selection: list[str]
+    run_dir: Path
+    base_iters: int
+    finetune_iters: int
+    seed: int
+    device: Any
+    weighting: Any = None
+    sparsity_mode: str = "target"
+    num_batches: int | None = None
+    options: dict = field(default_factory=dict)
+
+    def common(self) -> dict[str, Any]:
+        """The keywords every training of a cell shares."""
+        return dict(val_loader=self.loaders.val, split=self.loaders.split, seed=self.seed,
+                    device=self.device, log=False)
 
 
 def train_cell(method: str, *, cfg, base: nn.Module, criterion, loaders, sparsity: float,
@@ -72,49 +95,43 @@ def train_cell(method: str, *, cfg, base: nn.Module, criterion, loaders, sparsit
     from lib.models import prunable_layers
 
     from . import masking
-    from .train import train_sparse
 
-    options = {**schedule(method, base_iters, finetune_iters, cfg.DATASET), **dict(options or {})}
-    common = dict(val_loader=loaders.val, split=loaders.split, seed=seed, device=device,
-                  log=False)
-    if method == PIPELINE:
-        from .minmax_pipeline import minmax_pipeline
-
-        result = minmax_pipeline(base.select(list(selection)), criterion, loaders.train, cfg,
-                                 run_dir, prune_ratio=float(sparsity) / 100, weighting=weighting,
-                                 **common, **options)
-        net, task_masks = result.net, None
-        final = result.retrain.final_model
-    elif method == STATIC_SCRATCH:
-        from .disparse import disparse_keep_ratio, static_from_scratch, train_from_scratch
-
-        if sparsity_mode == "reference_table":   # DiSparse's own table, by name
-            options.setdefault("keep_ratio",
-                               disparse_keep_ratio("disparse_static", cfg.DATASET, sparsity))
-        restricted = criterion.restricted_to(list(selection))
-        pruning = static_from_scratch(
-            cfg, restricted, loaders.train, selected_tasks=list(selection),
-            sparsity=None if "keep_ratio" in options else float(sparsity),
-            num_batches=num_batches or cfg.PRUNE_NUM_BATCHES, seed=seed, device=device,
-            **options)
-        result = train_from_scratch(pruning, restricted, loaders.train, cfg, run_dir,
-                                    max_iters=base_iters, weighting=weighting,
-                                    **_resume_or_start(run_dir), **common)
-        net, task_masks, final = result.net, pruning.task_masks, result.final_model
-    else:
-        result = train_sparse(method, float(sparsity), criterion, loaders.train, cfg, run_dir,
-                              selected_tasks=list(selection), options=options,
-                              max_iters=base_iters, weighting=weighting,
-                              **_resume_or_start(run_dir), **common)
-        net, task_masks, final = result.net, None, result.final_model
-    _keep_only(run_dir, final)
+    spec = method_spec(method)
+    if spec.train is None:
+        raise ValueError(f"method {method!r} ({spec.kind}) does not train: it has no train hook")
+    options = {**schedule(method, base_iters, finetune_iters, cfg.DATASET),
+               **spec.check_options(options)}
+    job = TrainJob(method, cfg, base, criterion, loaders, float(sparsity), list(selection),
+                   Path(run_dir), base_iters, finetune_iters, seed, device, weighting,
+                   sparsity_mode, num_batches, options)
+    net, task_masks, final = spec.train(job)
+    _keep_only(Path(run_dir), Path(final))
     layers = prunable_layers(net)
     kept = sum(masking.counts(layers).values()) / sum(m.weight_orig.numel()
                                                        for m in layers.values())
     return net, task_masks, kept
 
 
-def _resume_or_start(run_dir: Path) -> dict[str, bool]:
+def trained_cell(spec: MethodSpec, inputs: CellInputs) -> CellOutcome:
+    """The study's cell of a trained method: :func:`train_cell`, then the sparsity report."""
+    from lib.masks import sparsity_report
+
+    study = inputs.spec
+    net, task_masks, keep_ratio = train_cell(
+        spec.name, cfg=inputs.cfg, base=inputs.base, criterion=inputs.criterion,
+        loaders=inputs.loaders, sparsity=inputs.sparsity, selection=inputs.selection,
+        run_dir=inputs.run_dir, base_iters=inputs.base_iters,
+        finetune_iters=inputs.finetune_iters, seed=study.seed, device=inputs.device,
+        weighting=study.weighting, sparsity_mode=study.sparsity_mode,
+        num_batches=study.num_batches, options=inputs.options)
+    report = sparsity_report(net, full_net=inputs.base)
+    return CellOutcome(net, task_masks, keep_ratio, report["deployed"]["sparsity"], report)
+
+
+set_kind_cell(TRAINED, trained_cell)
+
+
+def resume_or_start(run_dir: Path) -> dict[str, bool]:
     """Resume a cell's training from ``run_dir/last.pth`` when an interrupted run left one (a
     retried task after its worker died: the engine's exact resume gives the same result);
     else start afresh over whatever a run killed before its first checkpoint left. The

@@ -18,7 +18,10 @@ from typing import Any, Mapping, Sequence
 from lib.tasks import check_task_selection
 from lib.training.engine import TrainResult
 
-from .registry import SPARSE_METHODS, make_sparse
+from lib.pruning.registry import like, register_method
+
+from .registry import SPARSE_METHODS, make_sparse, sparse_options
+from .study import TrainJob, disparse_schedule, resume_or_start
 
 STATIC_PROTOCOL = "disparse_static"
 FROM_SCRATCH_METHODS = tuple(sorted(SPARSE_METHODS)) + (STATIC_PROTOCOL,)
@@ -40,10 +43,6 @@ def train_sparse(method: str, sparsity: float, criterion, train_loader, cfg,
     method (``make_sparse``, or ``lib.pruning.prune`` for ``disparse_static``), everything
     else to :func:`lib.training.train` (the base schedule: ``MAX_ITERS``, ``INIT_LR``, ...).
     Settings are checked before anything is written."""
-    from lib.models import model_from_config
-    from lib.training import train
-    from lib.utils import seed_everything
-
     check_method(method)
     tasks = check_task_selection(selected_tasks or cfg.TASKS, cfg.TASKS, "selected_tasks")
     criterion = criterion.restricted_to(tasks)
@@ -57,9 +56,79 @@ def train_sparse(method: str, sparsity: float, criterion, train_loader, cfg,
         return train_from_scratch(pruned, criterion, train_loader, cfg, run_dir,
                                   max_iters=iters, seed=seed, device=device, **train_kwargs)
     hook = make_sparse(method, sparsity, cfg, max_iters=iters, **dict(options or {}))
+    return train_hooked(hook, criterion, train_loader, cfg, run_dir, selected_tasks=tasks,
+                        max_iters=iters, seed=seed, device=device, **train_kwargs)
+
+
+def train_hooked(hook, criterion, train_loader, cfg, run_dir: str | os.PathLike, *,
+                 selected_tasks: Sequence[str] | None = None, max_iters: int | None = None,
+                 seed: int = 0, device=None, **train_kwargs: Any) -> TrainResult:
+    """A fresh network (``model_from_config(cfg)`` seeded by ``seed``, restricted to
+    ``selected_tasks``) trained with the training hook ``hook``; other keywords go to
+    :func:`lib.training.train`."""
+    from lib.models import model_from_config
+    from lib.training import train
+    from lib.utils import seed_everything
+
+    tasks = check_task_selection(selected_tasks or cfg.TASKS, cfg.TASKS, "selected_tasks")
+    criterion = criterion.restricted_to(tasks)
+    iters = int(cfg.MAX_ITERS if max_iters is None else max_iters)
     seed_everything(seed)
     net = model_from_config(cfg)
     if tasks != list(cfg.TASKS):
         net = net.select(tasks)
     return train(net, criterion, train_loader, cfg, run_dir, max_iters=iters, seed=seed,
                  device=device, hook=hook, **train_kwargs)
+
+
+def scratch_with_hook(job: TrainJob, hook) -> tuple[Any, None, os.PathLike]:
+    """The ``train`` hook of a from-scratch method whose masks a training hook keeps: a fresh
+    network of the job's tasks trained for ``base_iters`` with ``hook``
+    (:class:`lib.training.hooks.TrainingHook`), resuming an interrupted run."""
+    result = train_hooked(hook, job.criterion, job.loaders.train, job.cfg, job.run_dir,
+                          selected_tasks=job.selection, max_iters=job.base_iters,
+                          weighting=job.weighting, **resume_or_start(job.run_dir), **job.common())
+    return result.net, None, result.final_model
+
+
+# ------------------------------------------------------------------- the dynamic methods
+def _dynamic(job: TrainJob):
+    """Train with the method's hook (:func:`lib.sparse.registry.make_sparse`) from scratch."""
+    return scratch_with_hook(job, make_sparse(job.method, job.sparsity, job.cfg,
+                                              max_iters=job.base_iters, **job.options))
+
+
+def _hook_options(method: str) -> dict:
+    """The options of a dynamic method: its hook's keywords, defaults from its signature
+    (None where the study's schedule sets it)."""
+    import inspect
+
+    cls, _ = SPARSE_METHODS[method]
+    params = inspect.signature(cls.__init__).parameters
+    return {name: like(None if params[name].default is inspect.Parameter.empty
+                       else params[name].default, "default: the study's schedule"
+                       if params[name].default is inspect.Parameter.empty else "")
+            for name in sparse_options(method)}
+
+
+def _disparse_dynamic_schedule(base_iters, finetune_iters, dataset):
+    from .registry import DISPARSE_DYNAMIC
+    return {**disparse_schedule(base_iters),
+            "grad_chunks": DISPARSE_DYNAMIC.get(dataset, DISPARSE_DYNAMIC["nyuv2_3"])["grad_chunks"]}
+
+
+register_method("disparse_dynamic", _dynamic, kind="trained_from_scratch",
+                summary="DiSparse dynamic: masks pruned by per-task |w * grad| and regrown "
+                        "during training from scratch",
+                options=_hook_options("disparse_dynamic"), schedule=_disparse_dynamic_schedule)
+register_method("minmax_dst", _dynamic, kind="trained_from_scratch",
+                summary="min-max dynamic sparse training: per-layer prune and grow every few "
+                        "epochs, from scratch",
+                options=_hook_options("minmax_dst"),
+                schedule=lambda base_iters, finetune_iters, dataset: {
+                    "epoch_iters": max(1, base_iters // 200), "every_epochs": 10,
+                    "stop_epoch": 150})
+register_method("rigl", _dynamic, kind="trained_from_scratch",
+                summary="RigL: ERK densities, magnitude drop and gradient regrowth, from scratch",
+                options=_hook_options("rigl"),
+                schedule=lambda base_iters, finetune_iters, dataset: disparse_schedule(base_iters))
