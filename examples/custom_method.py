@@ -19,7 +19,8 @@ From the command line, name the file in ``CUT_PLUGINS`` (paths or module names, 
 
     CUT_PLUGINS=examples/custom_method.py python -m lib methods
     CUT_PLUGINS=examples/custom_method.py python -m lib prune --method cut_blend \\
-        --method-option alpha=0.25 --checkpoint base.pth --tasks seg depth --sparsity 90 --out runs/p
+        --method-option alpha=0.25 --checkpoint base.pth --tasks seg depth --sparsity 90 \\
+        --out runs/p
     CUT_PLUGINS=examples/custom_method.py python -m lib reproduce --methods cut cut_blend \\
         static_erk --method-option static_erk.distribution=uniform
 """
@@ -43,7 +44,8 @@ from lib.training.hooks import RunContext, TrainingHook
 
 # ------------------------------------------------------------------------ a mask method
 @register_method("cut_blend", kind="mask",
-                 summary="CUT's per-task score blended with |w|: |w * dL_t/dw|^alpha * |w|^(1-alpha)",
+                 summary="CUT's per-task score blended with the magnitude: "
+                         "|w * dL_t/dw|^alpha * |w|^(1-alpha)",
                  options={"alpha": number(0.5, at_least=0, at_most=1,
                                           help="1: CUT's score, 0: the weight's magnitude"),
                           "min_votes": votes(2)})

@@ -26,15 +26,15 @@ def unstructured_builder(net, criterion, loader, selected_tasks: Sequence[str], 
                          method: str = "cut", tasks: Sequence[str] | None = None, seed: int = 0,
                          **options: Any) -> Callable[[float], nn.Module]:
     """``keep ratio -> masked compact network`` of ``method`` (scored once)."""
-    from lib.pruning import METHODS, PruneContext, install_masks, select_tasks
+    from lib.pruning import PruneContext, check_method, install_masks, select_tasks
     from lib.utils import seed_everything
 
-    if method not in METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; available: {sorted(METHODS)}")
+    spec = check_method(method)
+    options = spec.check_options(options)
     compact = select_tasks(net, selected_tasks, tasks)
     seed_everything(seed)
-    plan = METHODS[method](compact, PruneContext(criterion, loader, num_batches, seed, None),
-                           **options)
+    plan = spec.plan(compact, PruneContext(criterion, loader, num_batches, seed, None),
+                     **options)
 
     def build(keep_ratio: float) -> nn.Module:
         candidate = copy.deepcopy(plan.net)

@@ -196,7 +196,7 @@ def budget_iters(spec: StudySpec, cfg) -> tuple[int, int]:
 
 def with_budgets(rows: list[dict], spec: StudySpec, cfg) -> list[dict]:
     """Each row with its ``budget``: the training it cost, in iterations (the dense row: its
-    base training; a method's row: its spec's :meth:`~lib.pruning.registry.MethodSpec.budget_for`)."""
+    base training; a method's row: its spec's ``budget_for``)."""
     base_iters, finetune_iters = budget_iters(spec, cfg)
     base = "given" if spec.base_checkpoint is not None else base_iters
 

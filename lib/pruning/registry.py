@@ -25,7 +25,7 @@ import importlib.util
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, MutableMapping, Sequence
 
@@ -40,8 +40,8 @@ KINDS = {
 ONE_SHOT = ("mask", "structured")                       # what lib.pruning.prune runs
 TRAINED = ("trained_from_base", "trained_from_scratch")
 # The results table's budget column by kind (B: base training, F: fine-tuning, in iterations).
-BUDGETS = {"mask": "base {base} + ft {finetune}", "structured": "base {base} + ft {finetune}",
-           "control": "base {base} + ft {finetune}", "trained_from_base": "base {base} + ft {finetune}",
+BUDGETS = {**dict.fromkeys(("mask", "structured", "control", "trained_from_base"),
+                         "base {base} + ft {finetune}"),
            "trained_from_scratch": "{scratch} from scratch"}
 PLUGINS_ENV = "CUT_PLUGINS"
 
@@ -226,9 +226,6 @@ class MethodSpec:
                                  f"{option.expected}") from None
         return checked
 
-    def defaults(self) -> dict[str, Any]:
-        return {k: o.default for k, o in self.options.items()}
-
     def budget_for(self, base: int | str, scratch_iters: int, finetune_iters: int) -> str:
         """The results table's budget of one of this method's rows."""
         template = self.budget or BUDGETS[self.kind]
@@ -279,7 +276,8 @@ class CellOutcome:
 _KIND_CELLS: dict[str, Callable[[MethodSpec, CellInputs], CellOutcome]] = {}
 
 
-def set_kind_cell(kinds: str | tuple, hook: Callable[[MethodSpec, CellInputs], CellOutcome]) -> None:
+def set_kind_cell(kinds: str | tuple,
+                  hook: Callable[[MethodSpec, CellInputs], CellOutcome]) -> None:
     """The study's cell for every method of ``kinds`` without a ``cell`` hook of its own."""
     for kind in (kinds,) if isinstance(kinds, str) else kinds:
         _KIND_CELLS[kind] = hook
@@ -320,11 +318,6 @@ def _add(spec: MethodSpec) -> MethodSpec:
         raise ValueError(f"method {spec.name!r} is already registered")
     REGISTRY[spec.name] = spec
     return spec
-
-
-def unregister_method(name: str) -> None:
-    """Remove ``name`` (for tests that register methods of their own)."""
-    REGISTRY.pop(name, None)
 
 
 _loaded_plugins: set[str] = set()
@@ -390,7 +383,6 @@ class PlanView(MutableMapping):
         if spec is None:
             register_method(name, plan)
         else:
-            from dataclasses import replace
             REGISTRY[name] = replace(spec, plan=plan)
 
     def __delitem__(self, name: str) -> None:

@@ -22,7 +22,8 @@ protocol, ``minmax_pipeline.py``) with its ``train`` hook, ``(job: TrainJob) -> 
 masks or None, final checkpoint)``, and its ``schedule``; this module runs any such hook as the
 study's cell (:func:`trained_cell`, the cell of both trained kinds). A method of one's own:
 ``@register_method(name, kind="trained_from_scratch", summary=...)`` over a function of a
-:class:`TrainJob`, e.g. ``lambda job: lib.sparse.train.scratch_with_hook(job, MyHook(job.sparsity))``.
+:class:`TrainJob`, e.g. ``lambda job: scratch_with_hook(job, MyHook(job.sparsity))``
+(:func:`lib.sparse.train.scratch_with_hook`).
 """
 from __future__ import annotations
 
@@ -43,12 +44,6 @@ def disparse_schedule(base_iters: int) -> dict[str, int]:
     end_fraction, interval_fraction = DISPARSE_FRACTIONS
     return {"end": int(end_fraction * base_iters),
             "interval": max(1, round(interval_fraction * base_iters))}
-
-
-def trained_methods() -> list[str]:
-    """The registered methods that train (both trained kinds), in registration order."""
-    from lib.pruning.registry import method_names
-    return method_names(*TRAINED)
 
 
 def schedule(method: str, base_iters: int, finetune_iters: int, dataset: str | None = None

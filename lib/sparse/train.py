@@ -113,8 +113,8 @@ def _hook_options(method: str) -> dict:
 
 def _disparse_dynamic_schedule(base_iters, finetune_iters, dataset):
     from .registry import DISPARSE_DYNAMIC
-    return {**disparse_schedule(base_iters),
-            "grad_chunks": DISPARSE_DYNAMIC.get(dataset, DISPARSE_DYNAMIC["nyuv2_3"])["grad_chunks"]}
+    defaults = DISPARSE_DYNAMIC.get(dataset, DISPARSE_DYNAMIC["nyuv2_3"])
+    return {**disparse_schedule(base_iters), "grad_chunks": defaults["grad_chunks"]}
 
 
 register_method("disparse_dynamic", _dynamic, kind="trained_from_scratch",
