@@ -33,8 +33,8 @@ from .errors import PruningError, UnreachableSparsityError
 from .fusion import MinVotes, fuse_backbone, required_votes
 from .lth import TrainFn, iterative_magnitude_masks
 from .ranking import ScoreRanking, VotedSparsityCurve, check_keep_ratio
-from .registry import (ONE_SHOT, REGISTRY, NameView, PlanView, choice, flag, function, integer,
-                       method_spec, register_method, votes)
+from .registry import (ONE_SHOT, REGISTRY, MethodSpec, NameView, PlanView, choice, flag,
+                       function, integer, method_spec, register_method, votes)
 from .scores import (check_criterion, joint_scores, magnitude_scores, random_scores, task_scores)
 from .sparsity import (SPARSITY_TOLERANCE, MaskSparsityCurve, RememberedCurve, SparsityCurve,
                        check_sparsity, keep_ratio_for_sparsity, mask_sparsity)
@@ -379,7 +379,7 @@ def uses_data(method: str, dataset: str | None = None, **options) -> bool:
 
 
 # --------------------------------------------------------------------------------- pipeline
-def check_method(method: str):
+def check_method(method: str) -> MethodSpec:
     """A one-line PruningError unless ``method`` is a registered one-shot method
     (:data:`METHODS`)."""
     if method not in METHODS:

@@ -12,7 +12,8 @@ cell of its kind altogether), whether it scores on data (:meth:`MethodSpec.uses_
 options with defaults and checks (:class:`Option`; an unknown option or a bad value is a
 one-line ValueError naming the method, the option and what was expected), the budget the
 results table states for it and a one-line summary. :func:`lib.pruning.prune`, the study,
-the benchmark's grids, the explorer and the command line read it; nothing else names methods.
+the benchmark's grids, the explorer and the command line read it; nothing else keeps a
+list of methods or dispatches on their names.
 
 Methods defined outside ``lib`` are registered by importing their file: set ``CUT_PLUGINS`` to
 files or module names separated by ``os.pathsep``; :func:`load_plugins` imports them on the
@@ -373,6 +374,8 @@ class PlanView(MutableMapping):
     as tests do to count calls); deleting unregisters it."""
 
     def __getitem__(self, name: str) -> Callable:
+        if name not in REGISTRY:
+            load_plugins()
         spec = REGISTRY.get(name)
         if spec is None or spec.kind not in ONE_SHOT:
             raise KeyError(name)
