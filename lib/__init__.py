@@ -12,7 +12,7 @@ Sub-packages and modules (see README for the workflow, docs/ARCHITECTURE.md for 
     lib.metrics      streaming evaluators (reference tasks, user functions), every config's
                      evaluator (metrics_from_config) and the Δ
     lib.metrics_minmax  the min-max benchmarks' evaluators (NYUv2 in MTAN's format, CIFAR-100)
-    lib.pruning      CUT and its baselines, one registry (METHODS), PruneResult
+    lib.pruning      CUT and its baselines, the method registry (MethodSpec), PruneResult
     lib.training     train / fine-tune / evaluate loops with atomic, resumable checkpoints
     lib.export       compact edge artifact, ONNX, size and latency report
     lib.reports      result tables and figures

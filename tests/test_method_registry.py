@@ -186,3 +186,30 @@ def test_the_new_methods_reach_the_study(plugin, tmp_path):
                                "method_options": {"static_erk": {"distribution": "erk2"}}}),
                   progress=False)
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["reproduce", "--methods", "cut", "rigl", "--method-option", "rigl.intervall=3"],
+     "method 'rigl' has no option 'intervall'; its options: interval, end"),
+    (["reproduce", "--methods", "cut", "--method-option", "rigl.interval=3"],
+     "method_options names method 'rigl', which the study does not run"),
+    (["reproduce", "--methods", "cut", "--method-option", "interval=3"],
+     "--method-option interval=3: expected METHOD.KEY=VALUE"),
+    (["reproduce", "--methods", "cut_floor", "--method-option", "cut_floor.min_density=2"],
+     "method 'cut_floor' option min_density='2': expected a number > 0 and < 1"),
+    (["prune", "--method", "lth", "--min-votes", "2"],
+     "method 'lth' has no option 'min_votes'"),
+    (["prune", "--method", "cut", "--min-votes", "2", "--method-option", "min_votes=any"],
+     "give min_votes once"),
+])
+def test_method_options_on_the_command_line_are_checked_before_anything_is_written(
+        argv, expected, tmp_path, capsys):
+    out = tmp_path / "out"
+    if argv[0] == "prune":
+        argv = argv + ["--config", "nyuv2_3task", "--checkpoint", str(tmp_path / "base.pth"),
+                       "--tasks", "seg", "--sparsity", "50"]
+    assert main(argv + ["--out", str(out)] + (["--engine", "serial"]
+                                              if argv[0] == "reproduce" else [])) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err, err
+    assert not out.exists()
