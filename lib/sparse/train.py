@@ -9,16 +9,19 @@ scores on the fresh network, held while it trains with the base schedule). The n
 ``lib.models.model_from_config(cfg)`` seeded by ``seed``, restricted to ``selected_tasks`` (default: all
 of ``cfg.TASKS``). The result's ``final_model`` is a pruned checkpoint (masks included) that
 ``lib.pruning.load_pruned`` reads.
+
+It also registers the dynamic methods for the study (:mod:`lib.pruning.registry`: kind
+``trained_from_scratch``, their study schedules) and holds :func:`scratch_with_hook`, the
+``train`` hook of any from-scratch method whose masks a training hook keeps.
 """
 from __future__ import annotations
 
 import os
 from typing import Any, Mapping, Sequence
 
+from lib.pruning.registry import like, register_method
 from lib.tasks import check_task_selection
 from lib.training.engine import TrainResult
-
-from lib.pruning.registry import like, register_method
 
 from .registry import SPARSE_METHODS, make_sparse, sparse_options
 from .study import TrainJob, disparse_schedule, resume_or_start
