@@ -341,3 +341,44 @@ def test_train_records_config_profile_and_tasks_for_later_commands(pruned_tiny, 
     assert main(["evaluate", "--checkpoint", str(run / "base_model.pth"), "--data-root",
                  str(data), "--quiet"]) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith(f"(recorded in {side})")
+
+
+# ----------------------------------------------------------------------------- the README
+def readme_cli_lines() -> list[str]:
+    """The ``python -m lib`` lines of the README's command-line block, continuations joined."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    block = text.split("The same steps run from the command line")[1].split("```bash\n")[1]
+    block = block.split("```")[0].replace("\\\n", " ")
+    return [line for line in block.splitlines() if line.startswith("python -m lib ")]
+
+
+# What makes each line of the laptop sequence tiny, without changing what it runs with.
+TINY = {"synthetic": ["--num-train", "16", "--num-test", "4"],
+        "train": ["--max-iters", "2", "--quiet", "--num-workers", "0"],
+        "prune": ["--num-batches", "1", "--quiet", "--num-workers", "0"],
+        "finetune": ["--max-iters", "2", "--quiet", "--num-workers", "0"],
+        "evaluate": ["--quiet", "--num-workers", "0"], "export": ["--quiet"]}
+
+
+def test_the_readme_cli_runs_as_written_without_profile(tmp_path, capsys, monkeypatch):
+    """Every line parses with no deprecation note; the laptop sequence (synthetic ... export)
+    runs as written, at the default profile, each command after train taking the settings
+    the files record."""
+    import shlex
+
+    lines = readme_cli_lines()
+    assert [shlex.split(line)[3] for line in lines][:6] == list(TINY)
+    for line in lines:
+        argv = shlex.split(line, comments=True)[3:]
+        command_parser(argv[0]).parse_args(argv[1:])
+        assert "deprecated" not in capsys.readouterr().err, line
+    monkeypatch.chdir(tmp_path)
+    for line in lines[:6]:
+        argv = shlex.split(line, comments=True)[3:]
+        assert "--profile" not in argv, line
+        assert main([*argv, *TINY[argv[0]]]) == 0, line
+        first = capsys.readouterr().out.splitlines()[0]
+        assert first.startswith("config nyuv2_3task, profile cpu"), (line, first)
+        if argv[0] not in ("synthetic", "train"):
+            assert "(recorded in " in first, (line, first)
+    assert (tmp_path / "runs" / "edge" / "export_summary.json").is_file()

@@ -4,8 +4,8 @@ A pruned checkpoint (``lib.checkpoints.save_pruned``) is a plain state dict (``w
 ``weight_mask`` for pruned tensors) with a JSON sidecar holding the architecture
 (``net.architecture()`` of a registered model, either the whole JSON or under its
 ``"architecture"`` key), given as ``--checkpoint`` (formerly ``--pruned``). The sidecar is
-``--architecture`` or, by default, ``X.json`` / ``X.pth.json`` next to ``X.pth``. A dense checkpoint for the report takes ``--dense`` and
-either its sidecar or ``--config``.
+``--architecture`` or, by default, ``X.json`` / ``X.pth.json`` next to ``X.pth``. A dense
+checkpoint for the report takes ``--dense`` and either its sidecar or ``--config``.
 
 ``--int8`` also writes the int8 model (``X_int8.onnx``, QDQ) and its sparse artifact
 (``X.int8.cutedge``), calibrated on ``--calibration-batches`` train batches of ``--config``'s

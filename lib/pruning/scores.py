@@ -208,7 +208,8 @@ def task_scores_reference(net: MultiTaskModel, criterion, loader: Iterable, task
 
 
 def joint_scores(net: MultiTaskModel, criterion, loader: Iterable, num_batches: int,
-                 mode: str = "eval", device=None, progress: bool | None = None) -> dict[str, torch.Tensor]:
+                 mode: str = "eval", device=None, progress: bool | None = None
+                 ) -> dict[str, torch.Tensor]:
     """SNIP: ``sum_batches |w * dL/dw|`` with L the weighted loss of ``net.tasks``, every layer."""
     names = list(check_model(net).tasks)
     check_criterion(criterion, names)

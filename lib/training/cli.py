@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --sparse: target sparsity in percent (minmax_dst: per layer); "
                              "required with --sparse (default: none)")
     parser.add_argument("--sparse-option", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="with --sparse: method options, e.g. interval=10 end=200 (default: the "
-                             "method's)")
+                        help="with --sparse: method options, e.g. interval=10 end=200 "
+                             "(default: the method's)")
     parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
                         help="with --sparse: the tasks the network keeps (default: all)")
 

@@ -51,7 +51,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "CKPT_FREQ, DATA_ROOT (the data moved), max_iters / MAX_ITERS / "
                              "RETRAIN_EPOCH (a longer or shorter run)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run in a non-empty RUN_DIR")
+                        help="replace the run in a non-empty OUT")
     parser.add_argument("--weighting", default=DEFAULT_WEIGHTING,
                         help=f"how the task losses are combined: {', '.join(sorted(WEIGHTINGS))} "
                              f"(default {DEFAULT_WEIGHTING}: the config's LAMBDAS); see "

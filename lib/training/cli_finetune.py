@@ -3,10 +3,10 @@
     python -m lib finetune --data-root D \
         --checkpoint runs/nyu/cut/pruned.pth --out runs/nyu/cut/finetune
 
-``--checkpoint`` (formerly ``--pruned``) is a file written by ``lib.pruning.save_pruned`` (state dict with
-weight_orig/weight_mask + JSON sidecar with the architecture) or a fine-tuning checkpoint; the
-config and profile its sidecar records are used unless ``--config`` / ``--profile`` say
-otherwise (a contradicting one is refused).
+``--checkpoint`` (formerly ``--pruned``) is a file written by ``lib.pruning.save_pruned``
+(state dict with weight_orig/weight_mask + JSON sidecar with the architecture) or a
+fine-tuning checkpoint; the config and profile its sidecar records are used unless
+``--config`` / ``--profile`` say otherwise (a contradicting one is refused).
 Works under ``torchrun`` like ``python -m lib train``.
 """
 from __future__ import annotations
