@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.checkpoints import find_sidecar, read_sidecar
-from lib.config import CONFIG_MODULES, PROFILES, canonical_name
+from lib.config import CONFIG_MODULES, PROFILES, canonical_name, load_config, parse_setting
 
 # The laptop profile: a command run without --profile never starts a reference-sized run.
 DEFAULT_PROFILE = "cpu"
@@ -75,15 +75,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = Tr
     group = shared_group(parser)
     if with_config:
         group.add_argument("--config", type=config_name, default=None,
-                            required=required and reads is None and default_config is None,
-                            metavar="CONFIG",
-                            help=f"{config_help}: {names} (default: {config_default})")
+                           required=required and reads is None and default_config is None,
+                           metavar="CONFIG",
+                           help=f"{config_help}: {names} (default: {config_default})")
     else:
         parser.set_defaults(config=None)
     group.add_argument("--profile", choices=sorted(PROFILES), default=None,
-                        help=f"run profile: reference (the paper's sizes), cpu (a laptop), tiny "
-                             f"(tests), bench (the method benchmark) (default: "
-                             f"{DEFAULT_PROFILE}{recorded})")
+                       help=f"run profile: reference (the paper's sizes), cpu (a laptop), tiny "
+                            f"(tests), bench (the method benchmark) (default: "
+                            f"{DEFAULT_PROFILE}{recorded})")
     parser.set_defaults(_default_config=default_config, _config_required=required,
                         _reads=reads.lstrip("-").replace("-", "_") if reads else None)
 
@@ -138,9 +138,9 @@ def split_key_value(item: str, flag: str) -> tuple[str, str]:
     """``"KEY=VALUE"`` -> ``("KEY", "VALUE")``; a one-line ValueError naming ``flag`` and the
     item when there is no ``=`` or no key."""
     key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
+    if not sep or not key:
         raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
-    return key.strip(), raw
+    return key, raw
 
 
 def literal_value(raw: str) -> Any:
@@ -283,8 +283,6 @@ def config_settings(args: argparse.Namespace) -> dict[str, Any]:
     """``--set KEY=VALUE ...`` as config overrides, each value typed by the kind of the
     attribute it replaces (:func:`lib.config.parse_setting`: one-line errors for an unknown
     key, with the closest names, or a value of another kind)."""
-    from lib.config import load_config, parse_setting
-
     items = getattr(args, "set", None) or []
     if not items:
         return {}

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     spec, engine = spec_from_args(args), engine_from_args(args)
     if args.plan:
         from .plan import print_plan
-        print_plan(spec, engine)
+        print_plan(spec, engine, progress=not args.quiet)
         return 0
     print_result(run_study(spec, engine=engine, progress=not args.quiet))
     return 0

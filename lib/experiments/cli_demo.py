@@ -9,7 +9,6 @@ from what is finished.
 from __future__ import annotations
 
 import argparse
-
 import dataclasses
 
 from lib.cli_args import (add_config_arguments, add_out_argument, add_quiet_argument,
