@@ -382,3 +382,28 @@ def test_the_readme_cli_runs_as_written_without_profile(tmp_path, capsys, monkey
         if argv[0] not in ("synthetic", "train"):
             assert "(recorded in " in first, (line, first)
     assert (tmp_path / "runs" / "edge" / "export_summary.json").is_file()
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_library_takes_progress(tiny_setup, tmp_path, capsys, progress):
+    """``prune``, ``train``, ``finetune`` and ``evaluate`` show their bars unless
+    ``progress=False`` (``train``/``finetune`` keep their tensorboard log either way)."""
+    import copy
+
+    from conftest import BatchItems
+    from lib.pruning import prune
+    from lib.training import evaluate, finetune, train
+
+    cfg, net, criterion, batches = tiny_setup
+    loader = torch.utils.data.DataLoader(BatchItems(batches[0]), batch_size=2)
+    capsys.readouterr()
+    pruned = prune("snip", net, criterion, batches, selected_tasks=["seg"], keep_ratio=0.5,
+                   num_batches=1, progress=progress).net
+    train(copy.deepcopy(net), criterion, loader, cfg, tmp_path / "t", max_iters=1,
+          progress=progress)
+    finetune(pruned, criterion, loader, cfg, tmp_path / "f", max_iters=1, progress=progress)
+    evaluate(pruned, loader, cfg, progress=progress)
+    err = capsys.readouterr().err
+    for bar in ("SNIP scores", "train:", "finetune:", "evaluate"):
+        assert (bar in err) == progress, (bar, err[-300:])
+    assert any((tmp_path / "t" / "tb").iterdir())   # the log is kept without the bar
