@@ -27,6 +27,7 @@ def test_cli_sparse_training(data_root, tmp_path, capsys):
                  "--weighting", "minmax", "--weighting-option", "beta=50"]) == 0
     side = json.loads((run / "final_model.json").read_text())
     assert side["meta"]["training"]["name"] == "disparse_dynamic"
+    assert (side["meta"]["config"], side["meta"]["profile"]) == ("nyuv2_3task", "tiny")
     assert side["architecture"]["tasks"] == ["seg", "depth"]
     net, _ = load_pruned(run / "final_model.pth")
     layers = prunable_layers(net)
@@ -40,6 +41,7 @@ def test_cli_sparse_training(data_root, tmp_path, capsys):
                  "--sparsity", "70", "--set", "PRUNE_NUM_BATCHES=1"]) == 0
     net, meta = load_pruned(static / "final_model.pth")
     assert meta["protocol"] == "from_scratch" and meta["method"] == "disparse_static"
+    assert (meta["config"], meta["profile"]) == ("nyuv2_3task", "tiny")   # read by evaluate
     for m in prunable_layers(net).values():
         assert not m.weight_orig[~masking.mask_of(m)].any()
 

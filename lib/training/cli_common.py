@@ -90,17 +90,27 @@ def config_from_args(args: argparse.Namespace, announce_it: bool = True):
 
 
 def record_settings(final_model, cfg, args: argparse.Namespace) -> None:
-    """A dense ``base_model.pth``'s sidecar: its architecture and the config, profile, tasks
-    and seed it was trained with, so that ``prune``, ``evaluate`` and ``export`` of it take
-    these settings and refuse a contradicting flag (:func:`lib.cli_args.resolve_config`).
-    (A sparse or fine-tuned final model already has its sidecar.)"""
-    from lib.checkpoints import load_base_model, write_sidecar
+    """Record in ``final_model``'s sidecar the config and profile the run used, so that
+    ``prune``, ``evaluate``, ``export`` and ``finetune`` of it take them and refuse a
+    contradicting flag (:func:`lib.cli_args.resolve_config`): a dense ``base_model.pth`` gets
+    a sidecar (architecture, config, profile, its tasks, seed); a sparse or fine-tuned final
+    model's sidecar gets the config and profile where its record lacks them."""
+    from lib.checkpoints import find_sidecar, load_base_model, read_sidecar, write_sidecar
+    from lib.utils import atomic_write_json
 
-    if final_model.name != "base_model.pth":
+    settings = {"config": cfg.CONFIG_NAME, "profile": args.profile}
+    if final_model.name == "base_model.pth":
+        write_sidecar(load_base_model(final_model, cfg), final_model,
+                      meta={**settings, "selected_tasks": list(cfg.TASKS), "seed": args.seed})
         return
-    write_sidecar(load_base_model(final_model, cfg), final_model,
-                  meta={"config": cfg.CONFIG_NAME, "profile": args.profile,
-                        "selected_tasks": list(cfg.TASKS), "seed": args.seed})
+    side = find_sidecar(final_model)
+    if side is None:
+        return
+    record = read_sidecar(side)
+    meta = dict(record.get("meta") or {})
+    missing = {k: v for k, v in settings.items() if meta.get(k) is None}
+    if missing:
+        atomic_write_json({**record, "meta": {**meta, **missing}}, side)
 
 
 def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
