@@ -101,8 +101,8 @@ def cli_inputs(tmp_path_factory):
 
 
 def _budget_args(root, data, *extra):
-    return ["export", "--checkpoint", str(root / "base.pth"), "--config", "nyuv2_3task", "--profile",
-            "tiny", "--data-root", data, "--tasks", "seg", "--input-shape", "1", "3", "48", "64",
+    return ["export", "--checkpoint", str(root / "base.pth"), "--config", "nyuv2_3task",
+            "--profile", "tiny", "--data-root", data, "--tasks", "seg", "--input-shape", "1", "3", "48", "64",
             "--repeats", "1", "--threads", "1", "--num-batches", "1", "--iterations", "2",
             "--calibration-batches", "4", *extra]
 
