@@ -286,6 +286,8 @@ def config_settings(args: argparse.Namespace) -> dict[str, Any]:
     items = getattr(args, "set", None) or []
     if not items:
         return {}
+    if args.config is None:
+        raise ValueError(f"--set {' '.join(items)}: no config to set it in; give --config")
     base = load_config(args.config, profile=args.profile)
     return {key: parse_setting(base, key, raw)
             for key, raw in (split_key_value(item, "--set") for item in items)}

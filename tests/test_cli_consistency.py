@@ -67,7 +67,7 @@ def test_version_is_the_pyproject_version(capsys):
 
 
 def test_synthetic_profile_without_config_sizes_the_layout(tmp_path, capsys):
-    assert main(["synthetic", "--layout", "nyuv2_3", "--profile", "tiny", "--root",
+    assert main(["synthetic", "--layout", "nyuv2_3", "--profile", "tiny", "--out",
                  str(tmp_path / "syn"), "--num-train", "1", "--num-test", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "config nyuv2_3task, profile tiny"
@@ -93,7 +93,7 @@ def pruned_tiny(tmp_path_factory):
     assert main(["prune", "--config", "nyuv2_3task", "--profile", "tiny", "--checkpoint",
                  str(root / "base.pth"), "--method", "random", "--tasks", "seg", "depth",
                  "--keep-ratio", "0.5", "--out", str(root / "pruned")]) == 0
-    assert main(["synthetic", "--config", "nyuv2_3task", "--profile", "tiny", "--root",
+    assert main(["synthetic", "--config", "nyuv2_3task", "--profile", "tiny", "--out",
                  str(root / "syn"), "--num-train", "1", "--num-test", "2"]) == 0
     pruned = next((root / "pruned").glob("*.pth"))
     return pruned, root / "syn"
@@ -407,3 +407,19 @@ def test_the_library_takes_progress(tiny_setup, tmp_path, capsys, progress):
     for bar in ("SNIP scores", "train:", "finetune:", "evaluate"):
         assert (bar in err) == progress, (bar, err[-300:])
     assert any((tmp_path / "t" / "tb").iterdir())   # the log is kept without the bar
+
+
+def test_export_never_ignores_set(pruned_tiny, tmp_path, capsys):
+    pruned, _ = pruned_tiny
+    base = pruned.parent.parent / "base.pth"   # a plain state dict: no record
+    for argv, message in (
+            (["--checkpoint", str(pruned)], "this export reads no config (only --int8, "
+                                            "--dense and budget mode do)"),
+            (["--checkpoint", str(base), "--dense", str(base), "--input-shape", "1", "3", "48",
+              "64"], "no config to set it in; give --config")):
+        assert main(["export", *argv, "--set", "BATCH_SIZE=2", "--out",
+                     str(tmp_path / "edge")]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.strip() == f"error: --set BATCH_SIZE=2: {message} (set " \
+                                       f"CUT_DEBUG=1 for the traceback)"
+        assert captured.out == "" and not (tmp_path / "edge").exists()

@@ -39,7 +39,7 @@ from lib import checkpoints
 from lib.checkpoints import find_sidecar, sidecar_path
 from lib.cli_args import (add_config_arguments, add_data_root_argument, add_num_batches_argument,
                           add_out_argument, add_quiet_argument, add_renamed, add_seed_argument,
-                          add_set_argument, announce, resolve_config)
+                          add_set_argument, announce, config_settings, resolve_config)
 from lib.masks import has_masks
 from lib.utils import atomic_write_json, atomic_write_text, check_output_dir
 
@@ -125,8 +125,15 @@ def load_network(checkpoint: Path, architecture: Path | None):
 
 def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "export folder")   # every input is read and checked first
-    announce(args, resolve_config(args))
-    if args.budget_mb is not None or args.budget_ms is not None:
+    source = resolve_config(args)
+    budget = args.budget_mb is not None or args.budget_ms is not None
+    if args.set:   # only --int8, --dense and budget mode read the config: never ignored
+        if not (args.int8 or args.dense is not None or budget):
+            raise ValueError(f"--set {' '.join(args.set)}: this export reads no config (only "
+                             f"--int8, --dense and budget mode do)")
+        config_settings(args)   # a config to set it in, known keys, values of their kind
+    announce(args, source)
+    if budget:
         from .cli_budget import run_budget
         return run_budget(args)
     if args.checkpoint is None:
@@ -139,7 +146,6 @@ def run(args: argparse.Namespace) -> int:
     if args.dense is not None:
         if args.config is not None and args.dense_architecture is None:
             from lib.config import load_config
-            from lib.cli_args import config_settings
             cfg = load_config(args.config, args.profile, **config_settings(args))
             dense = checkpoints.load_base_model(args.dense, cfg).eval()
         else:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from lib.cli_args import config_settings
 from lib.tasks import check_task_selection
 from lib.utils import atomic_write_json, atomic_write_text
 
@@ -38,8 +39,6 @@ def _config(args: argparse.Namespace, what: str):
                          f"and scores)")
     if args.input_shape is None:
         raise ValueError(f"python -m lib export: {what} needs --input-shape N C H W")
-    from lib.cli_args import config_settings
-
     cfg = load_config(args.config, profile=args.profile, **config_settings(args))
     if list(args.input_shape[2:]) != list(cfg.IMAGE_SHAPE):
         raise ValueError(f"--input-shape {' '.join(map(str, args.input_shape))} does not match "
