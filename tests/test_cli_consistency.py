@@ -198,7 +198,8 @@ RENAMED = [("finetune", "--pruned", "--checkpoint", ["--out", "r"]),
            ("reproduce", "--selection", "--tasks", []),
            ("reproduce", "--finetune-iters", "--max-iters", []),
            ("synthetic", "--root", "--out", []),
-           ("synthetic", "--workers", "--num-workers", ["--out", "d"])]
+           ("synthetic", "--workers", "--num-workers", ["--out", "d"]),
+           ("export", "--engine", "--latency-engine", ["--out", "o"])]
 
 
 def _before_default(text: str) -> str:
@@ -251,7 +252,7 @@ def test_help_shows_the_shared_group_and_no_old_name(name, capsys):
                          ids=[f"{c}{o}" for c, o, _, _ in RENAMED])
 def test_an_old_flag_name_works_with_a_one_line_note(name, old, new, rest, capsys):
     value = {"--selection": ["seg", "depth"], "--finetune-iters": ["3"],
-             "--workers": ["2"]}.get(old, ["x.pth"])
+             "--workers": ["2"], "--engine": ["torch"]}.get(old, ["x.pth"])
     parser = command_parser(name)
     via_new = parser.parse_args([*rest, new, *value])
     capsys.readouterr()

@@ -143,7 +143,7 @@ def run_budget(args: argparse.Namespace) -> int:
         result = fit_budget(net, criterion, loader, args.tasks, args.input_shape,
                             budget_mb=args.budget_mb, budget_ms=args.budget_ms,
                             structure=args.structure, dtype="int8" if args.int8 else args.dtype,
-                            engine=args.engine, threads=args.threads, repeats=args.repeats,
+                            engine=args.latency_engine, threads=args.threads, repeats=args.repeats,
                             num_batches=args.num_batches or cfg.PRUNE_NUM_BATCHES,
                             ranking=args.ranking, tasks=cfg.TASKS, calibration=calibration,
                             calibration_batches=args.calibration_batches, dataset=cfg.DATASET,
