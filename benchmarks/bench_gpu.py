@@ -314,8 +314,8 @@ def study_section(device, work) -> None:
     print("\ntiny study end to end on the device (python -m lib reproduce, profile tiny)")
     out = work / "study"
     command = [sys.executable, "-m", "lib", "reproduce", "--config", "nyuv2_3task", "--profile",
-               "tiny", "--methods", "cut", "snip", "--sparsities", "50", "--selection", "seg",
-               "depth", "--base-iters", "4", "--finetune-iters", "2", "--num-batches", "1",
+               "tiny", "--methods", "cut", "snip", "--sparsities", "50", "--tasks", "seg",
+               "depth", "--base-iters", "4", "--max-iters", "2", "--num-batches", "1",
                "--synthetic-train", "6", "--synthetic-test", "2", "--device", device.type,
                "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUT_SYNTHETIC_DIR": str(work / "synthetic")}

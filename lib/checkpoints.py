@@ -505,17 +505,36 @@ def save_pruned(net: MultiTaskModel, path: str | os.PathLike,
     check_finite_tensors(state, f"network to save as {path}")
     for name, module in masked_modules(net).items():
         state[f"{name}.weight_orig"] = (module.weight_orig * module.weight_mask).detach()
+    text = sidecar_text(net, path, meta, full_net)
+    atomic_torch_save(state, path)
+    atomic_write_text(text, sidecar_path(path))
+    return path
+
+
+def sidecar_text(net: MultiTaskModel, path: str | os.PathLike,
+                 meta: Mapping[str, Any] | None = None,
+                 full_net: MultiTaskModel | None = None) -> str:
+    """The JSON sidecar of ``net`` saved at ``path``: its architecture (and channel spec),
+    ``meta`` and :func:`sidecar_record`; a ValueError naming the file for a ``meta`` value
+    JSON cannot hold."""
     channels = changed_channels(net)
     sidecar = {"architecture": plain_json(net.architecture()),
                **({"channels": channels} if channels else {}),
                "meta": dict(meta or {}), **sidecar_record(net, full_net)}
     try:
-        text = json.dumps(sidecar, indent=2, allow_nan=False) + "\n"
+        return json.dumps(sidecar, indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"meta for {path.name} is not JSON-serialisable: {exc}") from None
-    atomic_torch_save(state, path)
-    atomic_write_text(text, sidecar_path(path))
-    return path
+        raise ValueError(f"meta for {Path(path).name} is not JSON-serialisable: {exc}") from None
+
+
+def write_sidecar(net: MultiTaskModel, path: str | os.PathLike,
+                  meta: Mapping[str, Any] | None = None) -> Path:
+    """Write (atomically) the sidecar of the file ``path`` already holding ``net``'s weights
+    (e.g. a trained ``base_model.pth``), so that later commands read its architecture and the
+    settings ``meta`` records; returns the sidecar's path."""
+    side = sidecar_path(path)
+    atomic_write_text(sidecar_text(net, path, meta), side)
+    return side
 
 
 def save_initial_model(cfg, path: str | os.PathLike, seed: int = 0) -> Path:

@@ -101,8 +101,8 @@ def cli_inputs(tmp_path_factory):
 
 
 def _budget_args(root, data, *extra):
-    return ["export", "--base", str(root / "base.pth"), "--config", "nyuv2_3task", "--profile",
-            "tiny", "--data-root", data, "--tasks", "seg", "--input-shape", "1", "3", "48", "64",
+    return ["export", "--checkpoint", str(root / "base.pth"), "--config", "nyuv2_3task",
+            "--profile", "tiny", "--data-root", data, "--tasks", "seg", "--input-shape", "1", "3", "48", "64",
             "--repeats", "1", "--threads", "1", "--num-batches", "1", "--iterations", "2",
             "--calibration-batches", "4", *extra]
 
@@ -161,7 +161,7 @@ def test_cli_int8_export_reports_task_metrics_against_float(cli_inputs, tmp_path
     install_masks(net, global_magnitude_masks(net, 0.1))
     save_pruned(net, tmp_path / "pruned.pth")
     out = tmp_path / "out"
-    args = ["export", "--pruned", str(tmp_path / "pruned.pth"), "--out", str(out), "--int8",
+    args = ["export", "--checkpoint", str(tmp_path / "pruned.pth"), "--out", str(out), "--int8",
             "--config", "nyuv2_3task", "--profile", "tiny", "--data-root", data,
             "--input-shape", "1", "3", "48", "64", "--calibration-batches", "4"]
     assert cli_main(args) == 0
@@ -203,7 +203,7 @@ def test_cli_int8_export_with_an_undefined_metric_and_what_it_leaves(cli_inputs,
     install_masks(net, global_magnitude_masks(net, 0.5))
     save_pruned(net, tmp_path / "pruned.pth")
     out = tmp_path / "out"
-    base = ["export", "--pruned", str(tmp_path / "pruned.pth"), "--out", str(out),
+    base = ["export", "--checkpoint", str(tmp_path / "pruned.pth"), "--out", str(out),
             "--input-shape", "1", "3", "48", "64"]
     int8 = ["--int8", "--config", "nyuv2_3task", "--profile", "tiny", "--data-root", data,
             "--calibration-batches", "4"]

@@ -22,7 +22,7 @@ def mtan_root(tmp_path, monkeypatch):
 def train_args(root, run):
     """An epoch and a half of the 7 training items (the 8th validates): every item is read."""
     return ["train", "--config", "nyuv2_mtan", "--profile", "tiny", "--data-root", str(root),
-            "--run-dir", str(run), "--quiet", "--max-iters", "6", "--set", "VAL_FREQ=100",
+            "--out", str(run), "--quiet", "--max-iters", "6", "--set", "VAL_FREQ=100",
             "CKPT_FREQ=100"]
 
 

@@ -310,14 +310,14 @@ def test_a_refused_base_checkpoint_writes_nothing_that_blocks_the_rerun(data_dir
     pickled = tmp_path / "module.pth"
     torch.save(model_from_config(study_config(first.spec)), pickled)
     argv = ["reproduce", "--profile", "tiny", "--out", str(given), "--methods", "cut",
-            "--sparsities", "90", "--selection", "seg", "depth", "--finetune-iters", "2",
+            "--sparsities", "90", "--tasks", "seg", "depth", "--max-iters", "2",
             "--num-batches", "1", "--synthetic-train", "6", "--synthetic-test", "2",
             "--engine", "serial"]
-    assert main(argv + ["--base-checkpoint", str(pickled)]) == 2
+    assert main(argv + ["--checkpoint", str(pickled)]) == 2
     assert str(pickled) in capsys.readouterr().err
     assert not (given / "study.json").exists()
     good = tmp_path / "first" / "base" / "base_model.pth"
-    assert main(argv + ["--base-checkpoint", str(good)]) == 0
+    assert main(argv + ["--checkpoint", str(good)]) == 0
 
 
 def test_plan_prints_the_grid_and_a_cost_and_writes_nothing(data_dir, tmp_path, capsys):
@@ -325,7 +325,7 @@ def test_plan_prints_the_grid_and_a_cost_and_writes_nothing(data_dir, tmp_path, 
 
     out = tmp_path / "planned"
     assert main(["reproduce", "--profile", "tiny", "--out", str(out), "--methods", "cut",
-                 "--sparsities", "90", "--selection", "seg", "depth", "--plan"]) == 0
+                 "--sparsities", "90", "--tasks", "seg", "depth", "--plan"]) == 0
     printed = capsys.readouterr().out
     assert "base: train" in printed and "cell cut_90_seg-depth: after base" in printed
     assert "ms per training iteration" in printed and "estimate:" in printed

@@ -18,7 +18,7 @@ from test_reliability import cli_error, data_root, files_under, tiny_common  # n
 
 def test_weighting_option_without_value_is_exit_2(data_root, tmp_path, capsys):
     run = tmp_path / "run"
-    err = cli_error(capsys, "train", *tiny_common(data_root), "--run-dir", run, "--quiet",
+    err = cli_error(capsys, "train", *tiny_common(data_root), "--out", run, "--quiet",
                     "--weighting", "minmax", "--weighting-option", "beta")
     assert "--weighting-option 'beta': expected KEY=VALUE" in err
     assert files_under(run) == []
@@ -60,7 +60,7 @@ def test_symlink_loop_out_is_refused_before_scoring(data_root, tmp_path, capsys,
                     "--checkpoint", base, "--tasks", "seg", "--sparsity", "50",
                     "--data-root", data_root, "--out", loop)
     assert f"{loop} is a symbolic-link loop" in err and "File exists" not in err
-    err = cli_error(capsys, "train", *tiny_common(data_root), "--run-dir", loop / "run",
+    err = cli_error(capsys, "train", *tiny_common(data_root), "--out", loop / "run",
                     "--quiet", "--max-iters", "1")
     assert str(loop) in err and "symbolic" in err and "File exists" not in err
 
@@ -72,7 +72,7 @@ def test_a_task_listed_twice_is_named(data_root, tmp_path, capsys):
                     "--data-root", data_root, "--out", tmp_path / "out")
     assert "task 'seg' listed twice" in err and files_under(tmp_path / "out") == []
     run = tmp_path / "run"
-    err = cli_error(capsys, "train", *tiny_common(data_root), "--run-dir", run, "--quiet",
+    err = cli_error(capsys, "train", *tiny_common(data_root), "--out", run, "--quiet",
                     "--max-iters", "2", "--sparse", "rigl", "--sparsity", "50",
                     "--sparse-option", "end=1", "--tasks", "seg", "seg")
     assert "task 'seg' listed twice" in err and "weights" not in err
@@ -90,7 +90,7 @@ def test_a_bad_mtan_label_file_is_named_as_the_label(tmp_path, capsys, damage):
                "shape": good[: good.shape[0] // 2], "dtype": good.astype(np.uint8)}[damage]
         np.save(label, bad)
     err = cli_error(capsys, "train", "--config", "nyuv2_mtan", "--profile", "tiny",
-                    "--data-root", root, "--run-dir", tmp_path / "run", "--quiet",
+                    "--data-root", root, "--out", tmp_path / "run", "--quiet",
                     "--max-iters", "2")
     named = [label for label in labels if str(label) in err]
     assert len(named) == 1

@@ -230,7 +230,7 @@ def test_cli_exports_a_pruned_checkpoint(capsys, tmp_path):
     save_pruned(net, tmp_path / "pruned.pth")  # state dict + JSON sidecar, as pruning writes
     torch.save(tiny_dense().state_dict(), tmp_path / "base.pth")
     out = tmp_path / "out"
-    assert cli_main(["export", "--pruned", str(tmp_path / "pruned.pth"), "--out", str(out),
+    assert cli_main(["export", "--checkpoint", str(tmp_path / "pruned.pth"), "--out", str(out),
                      "--dtype", "both", "--onnx", "--input-shape", *map(str, SHAPE),
                      "--dense", str(tmp_path / "base.pth"), "--config", "nyuv2_3task",
                      "--profile", "tiny", "--repeats", "1", "--threads", "1"]) == 0
@@ -243,5 +243,5 @@ def test_cli_exports_a_pruned_checkpoint(capsys, tmp_path):
     assert [r["model"] for r in summary["report"]] == ["dense", "compact"]
     assert summary["artifacts"][0]["max_abs_output_diff"] == 0.0
     torch.save(net.state_dict(), tmp_path / "alone.pth")
-    assert cli_main(["export", "--pruned", str(tmp_path / "alone.pth"), "--out", str(out)]) == 2
+    assert cli_main(["export", "--checkpoint", str(tmp_path / "alone.pth"), "--out", str(out)]) == 2
     assert re.search(r"error: no architecture sidecar for .*alone.pth", capsys.readouterr().err)

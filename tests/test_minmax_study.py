@@ -29,8 +29,8 @@ def test_reproduce_runs_cut_and_the_baselines(config, tmp_path, monkeypatch, cap
     out = tmp_path / "study"
     methods = METHODS + TRAINED_ALSO[config]
     code = main(["reproduce", "--config", config, "--profile", "tiny", "--methods", *methods,
-                 "--sparsities", "50", "--selection", *selection, "--base-iters", "2",
-                 "--finetune-iters", "1", "--num-batches", "1", "--out", str(out), *counts])
+                 "--sparsities", "50", "--tasks", *selection, "--base-iters", "2",
+                 "--max-iters", "1", "--num-batches", "1", "--out", str(out), *counts])
     assert code == 0, capsys.readouterr().err
     with open(out / "results.csv", newline="") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}

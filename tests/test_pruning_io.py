@@ -197,7 +197,7 @@ def test_cli_structured_cut_removes_channels_and_exports(setup, tmp_path, capsys
     loaded, meta = load_pruned(tmp_path / "out" / "structured_cut_50_seg-depth.pth")
     assert meta["channel_sparsity"] == 0.5 and not masks_of(loaded)
     assert channel_spec(loaded)["conv"]["backbone.conv1"][0] < net.backbone.conv1.out_channels
-    assert cli_main(["export", "--pruned", str(tmp_path / "out" / "structured_cut_50_seg-depth.pth"),
+    assert cli_main(["export", "--checkpoint", str(tmp_path / "out" / "structured_cut_50_seg-depth.pth"),
                      "--out", str(tmp_path / "edge")]) == 0
     img = torch.randn(1, 3, 48, 64)
     with torch.no_grad():

@@ -30,13 +30,13 @@ def test_workflow_on_real_size_frames(real_size_root, tmp_path, capsys, monkeypa
     tasks = PRUNED_TASKS[config]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert main(["train", *common, "--run-dir", str(tmp_path / "base"), *steps]) == 0
+        assert main(["train", *common, "--out", str(tmp_path / "base"), *steps]) == 0
         assert main(["prune", *common, "--checkpoint", str(tmp_path / "base" / "base_model.pth"),
                      "--method", "cut", "--tasks", *tasks, "--sparsity", "50",
                      "--num-batches", "1", "--out", str(tmp_path / "pruned")]) == 0
         pruned = tmp_path / "pruned" / f"cut_50_{'-'.join(tasks)}.pth"
-        assert main(["finetune", *common, "--pruned", str(pruned),
-                     "--run-dir", str(tmp_path / "ft"), *steps]) == 0
+        assert main(["finetune", *common, "--checkpoint", str(pruned),
+                     "--out", str(tmp_path / "ft"), *steps]) == 0
         model = tmp_path / "ft" / "final_model.pth"
         assert main(["evaluate", *common, "--checkpoint", str(model),
                      "--out", str(tmp_path / "metrics.json")]) == 0
@@ -46,7 +46,7 @@ def test_workflow_on_real_size_frames(real_size_root, tmp_path, capsys, monkeypa
     assert set(metrics) == set(tasks)
     # The artifact always; ONNX (and its parity check) for the cpu profile, the one deployed.
     onnx = ["--onnx", "--input-shape", "1", "3", str(h), str(w)] if profile == "cpu" else []
-    assert main(["export", "--pruned", str(model), "--out", str(tmp_path / "export"), *onnx]) == 0
+    assert main(["export", "--checkpoint", str(model), "--out", str(tmp_path / "export"), *onnx]) == 0
     assert (tmp_path / "export" / "final_model.cutedge").is_file()
     if onnx:
         assert (tmp_path / "export" / "final_model.onnx").is_file()

@@ -110,7 +110,7 @@ def test_nan_mask_stops_evaluate_and_export_naming_the_tensor(pruned, tmp_path, 
     err = cli_error(capsys, "evaluate", *tiny_common(data_root), "--checkpoint", bad)
     assert key in err and "non-finite" in err and str(bad) in err
     assert not bad.with_name("nan_mask.metrics.json").exists()
-    err = cli_error(capsys, "export", "--pruned", bad, "--out", tmp_path / "edge")
+    err = cli_error(capsys, "export", "--checkpoint", bad, "--out", tmp_path / "edge")
     assert key in err and not (tmp_path / "edge").exists()
 
 
@@ -198,7 +198,7 @@ def test_an_all_ones_mask_cannot_revive_pruned_weights(pruned, tmp_path, capsys)
     # ... and a mask edited to ones is refused against the sidecar's record
     with pytest.raises(ValueError, match=f"mask of layer {layer} keeps .* the sidecar records"):
         load_pruned(ones)
-    err = cli_error(capsys, "export", "--pruned", ones, "--out", tmp_path / "edge")
+    err = cli_error(capsys, "export", "--checkpoint", ones, "--out", tmp_path / "edge")
     assert layer in err and "sidecar" in err and not (tmp_path / "edge").exists()
 
 
@@ -230,23 +230,23 @@ def _last(run):
 def test_resume_refuses_changed_settings_and_lists_them(data_root, tmp_path, capsys):
     run = tmp_path / "run"
     common = tiny_common(data_root)
-    assert main(["train", *common, "--run-dir", str(run), "--max-iters", "2", "--quiet"]) == 0
+    assert main(["train", *common, "--out", str(run), "--max-iters", "2", "--quiet"]) == 0
     before = _last(run)
-    resume = ["train", *common, "--run-dir", run, "--max-iters", "2", "--quiet", "--resume"]
+    resume = ["train", *common, "--out", run, "--max-iters", "2", "--quiet", "--resume"]
     err = cli_error(capsys, *resume, "--lr", "0.5")
     assert "'lr'" in err and "0.001 -> 0.5" in err and str(run / "last.pth") in err
     err = cli_error(capsys, *resume, "--set", "LAMBDAS=[1, 1, 2]")
     assert "'LAMBDAS'" in err
     moved = tmp_path / "moved"
     shutil.copytree(data_root, moved)
-    err = cli_error(capsys, "train", *tiny_common(moved), "--run-dir", run, "--max-iters", "2",
+    err = cli_error(capsys, "train", *tiny_common(moved), "--out", run, "--max-iters", "2",
                     "--quiet", "--resume", "--seed", "3")
     assert "'DATA_ROOT'" in err and "'seed'" in err
     err = cli_error(capsys, *resume, "--allow-changed", "INIT_LR")
     assert "only" in err and "VAL_FREQ" in err
     assert _last(run) == before
     # chosen changes are allowed: the moved data, and a longer run
-    assert main(["train", *tiny_common(moved), "--run-dir", str(run), "--max-iters", "3",
+    assert main(["train", *tiny_common(moved), "--out", str(run), "--max-iters", "3",
                  "--quiet", "--resume", "--allow-changed", "DATA_ROOT", "max_iters"]) == 0
     ckpt = read_checkpoint(run / "last.pth")
     assert ckpt["iteration"] == 3 and ckpt["config"]["DATA_ROOT"] == str(moved)
@@ -256,14 +256,14 @@ def test_a_key_an_older_run_did_not_record_counts_as_its_default(data_root, tmp_
                                                                   capsys):
     run = tmp_path / "run"
     common = tiny_common(data_root)
-    assert main(["train", *common, "--run-dir", str(run), "--max-iters", "2", "--quiet"]) == 0
+    assert main(["train", *common, "--out", str(run), "--max-iters", "2", "--quiet"]) == 0
     ckpt = torch.load(run / "last.pth", weights_only=True)
     del ckpt["config"]["RESIZE_TO_IMAGE_SHAPE"]   # as written before the key existed
     torch.save(ckpt, run / "last.pth")
-    err = cli_error(capsys, "train", *common, "--run-dir", run, "--max-iters", "2", "--quiet",
+    err = cli_error(capsys, "train", *common, "--out", run, "--max-iters", "2", "--quiet",
                     "--resume", "--set", "RESIZE_TO_IMAGE_SHAPE=False")
     assert "'RESIZE_TO_IMAGE_SHAPE'" in err and "True -> False" in err
-    assert main(["train", *common, "--run-dir", str(run), "--max-iters", "2", "--quiet",
+    assert main(["train", *common, "--out", str(run), "--max-iters", "2", "--quiet",
                  "--resume"]) == 0
 
 
@@ -272,7 +272,7 @@ def test_sidecar_with_swapped_tasks_or_edited_sizes_is_refused(pruned, tmp_path,
     def swap(record):
         record["architecture"]["tasks"] = record["architecture"]["tasks"][::-1]
     swapped = variant(pruned[0], tmp_path, "swapped", sidecar=swap)
-    err = cli_error(capsys, "export", "--pruned", swapped, "--out", tmp_path / "edge")
+    err = cli_error(capsys, "export", "--checkpoint", swapped, "--out", tmp_path / "edge")
     assert "'depth'" in err and "40 output channel" in err
     # sizes from the record are compared on the meta device: a 100x wider network (hundreds of
     # GB at the reference size) is refused without being allocated
@@ -280,14 +280,14 @@ def test_sidecar_with_swapped_tasks_or_edited_sizes_is_refused(pruned, tmp_path,
                             ("abc", "cannot build"), (0.3, "backbone.conv1.weight_orig")):
         edited = variant(pruned[0], tmp_path, "width",
                          sidecar=lambda r: r["architecture"].__setitem__("width_mult", width))
-        err = cli_error(capsys, "export", "--pruned", edited, "--out", tmp_path / "edge")
+        err = cli_error(capsys, "export", "--checkpoint", edited, "--out", tmp_path / "edge")
         assert expected in err and str(edited) in err
     assert not (tmp_path / "edge").exists()
 
 
 # ----------------------------------------------------------------------------- item 6
 def test_set_errors_name_the_key_and_the_expected_kind(data_root, tmp_path, capsys):
-    common = [*tiny_common(data_root), "--run-dir", tmp_path / "run", "--quiet"]
+    common = [*tiny_common(data_root), "--out", tmp_path / "run", "--quiet"]
     err = cli_error(capsys, "train", *common, "--set", "BATCHSIZE=4")
     assert "'BATCHSIZE'" in err and "did you mean BATCH_SIZE" in err
     err = cli_error(capsys, "train", *common, "--set", "BATCH_SIZE=abc")
@@ -297,7 +297,7 @@ def test_set_errors_name_the_key_and_the_expected_kind(data_root, tmp_path, caps
 
 def test_nan_loss_is_one_line_and_keeps_the_last_good_checkpoint(data_root, tmp_path, capsys):
     run = tmp_path / "run"
-    err = cli_error(capsys, "train", *tiny_common(data_root), "--run-dir", run, "--quiet",
+    err = cli_error(capsys, "train", *tiny_common(data_root), "--out", run, "--quiet",
                     "--max-iters", "4", "--lr", "1e30", "--set", "CKPT_FREQ=1")
     assert "is nan" in err or "is inf" in err
     assert f"the last good checkpoint {run / 'last.pth'} (iteration 1) is intact" in err
@@ -328,8 +328,8 @@ def test_mixed_size_test_batch_names_the_items_and_sizes(pruned, tmp_path, capsy
 # ----------------------------------------------------------------------------- items 7, 10, 11
 def _reproduce(data_root, base, out, *extra):
     return ["reproduce", "--config", "nyuv2_3task", "--profile", "tiny", "--data-root", data_root,
-            "--base-checkpoint", base, "--methods", "random", "--sparsities", "50",
-            "--selection", "seg", "depth", "--finetune-iters", "1", "--num-batches", "1",
+            "--checkpoint", base, "--methods", "random", "--sparsities", "50",
+            "--tasks", "seg", "depth", "--max-iters", "1", "--num-batches", "1",
             "--out", out, *extra]
 
 
@@ -375,8 +375,8 @@ def test_identical_studies_give_identical_results_and_bad_records_are_named(
 def test_reproduce_validates_everything_before_writing(data_root, base_checkpoint, tmp_path,
                                                        capsys):
     out = tmp_path / "study"
-    for extra, expected in ((["--selection", "seg", "seg"], "more than once"),
-                            (["--selection", "seg", "nope"], "unknown task"),
+    for extra, expected in ((["--tasks", "seg", "seg"], "more than once"),
+                            (["--tasks", "seg", "nope"], "unknown task"),
                             (["--methods", "cut", "frob"], "unknown method"),
                             (["--sparsities", "100"], "sparsity")):
         err = cli_error(capsys, *_reproduce(data_root, base_checkpoint, out), *extra)
@@ -407,7 +407,7 @@ def test_runs_check_their_dataset_and_outputs_before_any_work(pruned, data_root,
     missing = index["train"][3][1]
     (broken / missing).unlink()
     run = tmp_path / "run"
-    err = cli_error(capsys, "train", *tiny_common(broken), "--run-dir", run, "--quiet",
+    err = cli_error(capsys, "train", *tiny_common(broken), "--out", run, "--quiet",
                     "--max-iters", "2")
     assert missing in err and files_under(run) == []
     blocker = tmp_path / "file"
@@ -421,12 +421,12 @@ def test_runs_check_their_dataset_and_outputs_before_any_work(pruned, data_root,
     err = cli_error(capsys, "evaluate", *tiny_common(data_root), "--checkpoint", pruned[1],
                     "--out", blocker / "m.json")
     assert str(blocker) in err
-    err = cli_error(capsys, "export", "--pruned", pruned[0], "--out", blocker)
+    err = cli_error(capsys, "export", "--checkpoint", pruned[0], "--out", blocker)
     assert str(blocker) in err
 
 
 def test_an_empty_synthetic_dataset_is_refused(tmp_path, capsys):
-    err = cli_error(capsys, "synthetic", "--root", tmp_path / "ds", "--num-train", "0",
+    err = cli_error(capsys, "synthetic", "--out", tmp_path / "ds", "--num-train", "0",
                     "--num-test", "0")
     assert "train=0 test=0" in err and not (tmp_path / "ds").exists()
 

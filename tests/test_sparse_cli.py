@@ -22,11 +22,12 @@ def test_cli_sparse_training(data_root, tmp_path, capsys):
     common = ["train", "--config", "nyuv2_3task", "--profile", "tiny", "--data-root", data_root,
               "--quiet", "--max-iters", "3"]
     run = tmp_path / "dd"
-    assert main([*common, "--run-dir", str(run), "--sparse", "disparse_dynamic", "--sparsity",
+    assert main([*common, "--out", str(run), "--sparse", "disparse_dynamic", "--sparsity",
                  "90", "--sparse-option", "interval=1", "end=2", "--tasks", "seg", "depth",
                  "--weighting", "minmax", "--weighting-option", "beta=50"]) == 0
     side = json.loads((run / "final_model.json").read_text())
     assert side["meta"]["training"]["name"] == "disparse_dynamic"
+    assert (side["meta"]["config"], side["meta"]["profile"]) == ("nyuv2_3task", "tiny")
     assert side["architecture"]["tasks"] == ["seg", "depth"]
     net, _ = load_pruned(run / "final_model.pth")
     layers = prunable_layers(net)
@@ -36,10 +37,11 @@ def test_cli_sparse_training(data_root, tmp_path, capsys):
     assert "trained disparse_dynamic 3 iterations" in capsys.readouterr().out
 
     static = tmp_path / "static"
-    assert main([*common, "--run-dir", str(static), "--sparse", "disparse_static",
+    assert main([*common, "--out", str(static), "--sparse", "disparse_static",
                  "--sparsity", "70", "--set", "PRUNE_NUM_BATCHES=1"]) == 0
     net, meta = load_pruned(static / "final_model.pth")
     assert meta["protocol"] == "from_scratch" and meta["method"] == "disparse_static"
+    assert (meta["config"], meta["profile"]) == ("nyuv2_3task", "tiny")   # read by evaluate
     for m in prunable_layers(net).values():
         assert not m.weight_orig[~masking.mask_of(m)].any()
 
@@ -56,7 +58,7 @@ def test_cli_sparse_errors_are_one_line_and_write_nothing(data_root, tmp_path, c
                                                           message):
     run = tmp_path / "run"
     assert main(["train", "--config", "nyuv2_3task", "--profile", "tiny", "--data-root",
-                 data_root, "--quiet", "--max-iters", "3", "--run-dir", str(run), *extra]) == 2
+                 data_root, "--quiet", "--max-iters", "3", "--out", str(run), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and err.count("\n") == 0
     assert not run.exists()

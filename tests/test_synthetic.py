@@ -206,9 +206,9 @@ def test_cli_writes_dataset(tmp_path):
     from lib.data import cli
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    args = parser.parse_args(["--layout", "cityscapes", "--root", str(tmp_path / "ds"),
+    args = parser.parse_args(["--layout", "cityscapes", "--out", str(tmp_path / "ds"),
                               "--num-train", "1", "--num-test", "1", "--height", "32",
-                              "--width", "64", "--seed", "2", "--workers", "1"])
+                              "--width", "64", "--seed", "2", "--num-workers", "1"])
     assert cli.run(args) == 0
     assert is_complete(tmp_path / "ds", "cityscapes", 1, 1, 32, 64, 2)
 
@@ -226,20 +226,20 @@ def test_cli_writes_the_min_max_layouts_a_config_reads(tmp_path):
     from lib.data import build_loader, cli
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    assert cli.run(parser.parse_args(["--config", "nyuv2_mtan", "--profile", "tiny", "--root",
+    assert cli.run(parser.parse_args(["--config", "nyuv2_mtan", "--profile", "tiny", "--out",
                                       str(tmp_path / "nyu"), "--num-train", "2",
                                       "--num-test", "1"])) == 0
     cfg = load_config("nyuv2_mtan", profile="tiny", DATA_ROOT=str(tmp_path / "nyu"))
     batch = next(iter(build_loader(cfg, "test")))
     assert batch["img"].shape == (1, 3, *cfg.IMAGE_SHAPE) and batch["normal"].shape[1] == 3
-    assert cli.run(parser.parse_args(["--layout", "cifar100_mtl", "--root",
+    assert cli.run(parser.parse_args(["--layout", "cifar100_mtl", "--out",
                                       str(tmp_path / "cifar"), "--num-train", "1",
                                       "--num-test", "1"])) == 0
     cfg = load_config("cifar100_mtl", DATA_ROOT=str(tmp_path / "cifar"))
     step = next(iter(build_loader(cfg, "test")))
     assert len(step) == 20 and step["class_3"]["img"].shape == (5, 3, 32, 32)   # 5 fine classes
     with pytest.raises(ValueError, match="CIFAR-100 images are 32x32"):
-        cli.run(parser.parse_args(["--layout", "cifar100_mtl", "--root", str(tmp_path / "c2"),
+        cli.run(parser.parse_args(["--layout", "cifar100_mtl", "--out", str(tmp_path / "c2"),
                                    "--height", "64"]))
     assert not (tmp_path / "c2").exists()
 

@@ -23,14 +23,14 @@ def data_root(tmp_path_factory):
 def test_cli_train_evaluate_finetune(data_root, tmp_path, capsys):
     common = ["--config", "nyuv2_3task", "--profile", "tiny", "--data-root", data_root]
     run = tmp_path / "base"
-    assert main(["train", *common, "--run-dir", str(run), "--max-iters", "2", "--quiet",
+    assert main(["train", *common, "--out", str(run), "--max-iters", "2", "--quiet",
                  "--val-fraction", "0.25", "--set", "VAL_FREQ=1"]) == 0
     split = json.loads((run / "split.json").read_text())
     assert split["selection"] == "val" and len(split["val_indices"]) == 2
     best = read_checkpoint(run / "best.pth")
     metrics = json.loads((run / "best.metrics.json").read_text())
     assert set(metrics) == {"seg", "sn", "depth"} and best["config"]["VAL_FREQ"] == 1
-    assert main(["train", *common, "--run-dir", str(run), "--max-iters", "2", "--quiet"]) == 2
+    assert main(["train", *common, "--out", str(run), "--max-iters", "2", "--quiet"]) == 2
     assert "not empty" in capsys.readouterr().err
 
     assert main(["evaluate", *common, "--checkpoint", str(run / "base_model.pth")]) == 0
@@ -44,7 +44,7 @@ def test_cli_train_evaluate_finetune(data_root, tmp_path, capsys):
         prune.l1_unstructured(module, "weight", amount=0.6)
     save_final_pruned(compact, tmp_path / "pruned.pth")
     ft = tmp_path / "ft"
-    assert main(["finetune", *common, "--pruned", str(tmp_path / "pruned.pth"), "--run-dir",
+    assert main(["finetune", *common, "--checkpoint", str(tmp_path / "pruned.pth"), "--out",
                  str(ft), "--max-iters", "2", "--quiet", "--selection", "test"]) == 0
     assert json.loads((ft / "split.json").read_text())["selection"] == "test"
     tuned = read_checkpoint(ft / "last.pth")
@@ -62,10 +62,10 @@ def test_cli_num_workers_change_no_result_and_resume_across_them(data_root, tmp_
     common = ["--config", "nyuv2_3task", "--profile", "tiny", "--data-root", data_root,
               "--quiet", "--selection", "test"]
     run = tmp_path / "r"
-    assert main(["train", *common, "--run-dir", str(run), "--max-iters", "2",
+    assert main(["train", *common, "--out", str(run), "--max-iters", "2",
                  "--num-workers", "2"]) == 0
     assert read_checkpoint(run / "last.pth")["config"]["NUM_WORKERS"] == 2
-    assert main(["train", *common, "--run-dir", str(run), "--max-iters", "3", "--resume",
+    assert main(["train", *common, "--out", str(run), "--max-iters", "3", "--resume",
                  "--allow-changed", "max_iters", "--num-workers", "0"]) == 0
     plain, parallel = tmp_path / "plain.json", tmp_path / "parallel.json"
     for out, workers in ((plain, "0"), (parallel, "2")):
@@ -79,7 +79,7 @@ def test_cli_num_workers_change_no_result_and_resume_across_them(data_root, tmp_
                  "--amp", "bf16", "--channels-last"]) == 0
     assert json.loads(reduced.read_text()).keys() == json.loads(plain.read_text()).keys()
     capsys.readouterr()
-    assert main(["train", *common, "--run-dir", str(tmp_path / "fp16"), "--amp"]) == 2
+    assert main(["train", *common, "--out", str(tmp_path / "fp16"), "--amp"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --amp fp16 needs a CUDA device") and err.count("\n") == 1
     assert not (tmp_path / "fp16").exists()
@@ -97,7 +97,7 @@ def test_cli_non_finite_weighted_total_stops_in_one_line_without_a_nan_checkpoin
     while calling it "the last good checkpoint"."""
     run = tmp_path / "r"
     code = main(["train", "--config", "nyuv2_3task", "--profile", "tiny", "--data-root",
-                 data_root, "--run-dir", str(run), "--max-iters", "4", "--quiet",
+                 data_root, "--out", str(run), "--max-iters", "4", "--quiet",
                  "--weighting", "uncertainty", "--weighting-option", "init=-1000",
                  "--set", "CKPT_FREQ=1", "VAL_FREQ=1"])
     err = capsys.readouterr().err

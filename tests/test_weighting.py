@@ -200,7 +200,7 @@ def test_cli_refuses_bad_weighting_before_writing(tmp_path, capsys):
     from lib.cli import main
 
     common = ["train", "--config", "nyuv2_3task", "--profile", "tiny", "--data-root",
-              str(tmp_path / "no_data"), "--run-dir", str(tmp_path / "run"), "--quiet"]
+              str(tmp_path / "no_data"), "--out", str(tmp_path / "run"), "--quiet"]
     assert main([*common, "--weighting", "dwaa"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown weighting 'dwaa'; expected one of" in err

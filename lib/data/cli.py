@@ -1,8 +1,8 @@
 """``python -m lib synthetic``: write a synthetic dataset in one of the real on-disk layouts.
 
-    python -m lib synthetic --layout nyuv2_mtan --root data/nyu_mtan       # MTAN's NYUv2 files
-    python -m lib synthetic --layout cifar100_mtl --root data/cifar        # cifar-100-python/
-    python -m lib synthetic --config cifar100_mtl --profile tiny --root D  # what a config reads
+    python -m lib synthetic --layout nyuv2_mtan --out data/nyu_mtan       # MTAN's NYUv2 files
+    python -m lib synthetic --layout cifar100_mtl --out data/cifar        # cifar-100-python/
+    python -m lib synthetic --config cifar100_mtl --profile tiny --out D  # what a config reads
 
 Image size and default counts are the profile's (``--profile``, default cpu) for ``--config``,
 or without one for the config that reads the layout (``LAYOUT_CONFIGS``).
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from lib.cli_args import add_config_arguments, announce, resolve_config
+from lib.cli_args import (add_config_arguments, add_out_argument, add_quiet_argument,
+                          add_renamed, add_seed_argument, add_set_argument, announce,
+                          config_settings, resolve_config)
 from lib.config import load_config
 
 from .synthetic import ALL_LAYOUTS, write_dataset
@@ -38,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, required=False,
                          config_help="write the layout and image size this config reads "
                                      "(default: the layout's config)")
-    parser.add_argument("--root", required=True, help="target folder (must not exist or be empty)")
+    add_set_argument(parser)
+    add_seed_argument(parser)
+    add_quiet_argument(parser)
+    add_out_argument(parser, "the dataset folder to write (must not exist or be empty)",
+                     "--root", required=True)
     parser.add_argument("--num-train", type=int, default=None,
                         help="train samples (CIFAR-100: per fine class); default 320, "
                              "cifar100_mtl 20, tiny profile 8 (CIFAR-100 2)")
@@ -51,17 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=None,
                         help="image width (default: the profile's: cpu 128 NYU, 192 Cityscapes, "
                              "96 Taskonomy, CIFAR-100 32)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the generator")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="render in this many processes (same files for any value; worth "
-                             "it on idle cores; the AdaShare layouts only)")
+    # Not the shared --num-workers (data-loading workers, the profile's by default): the
+    # processes that render the files, one unless told.
+    add_renamed(parser, "--num-workers", "--workers", type=int, default=1, metavar="N",
+                help="render in this many worker processes (same files for any N; worth it on "
+                     "idle cores; the AdaShare layouts only)")
 
 
 def run(args: argparse.Namespace) -> int:
     resolve_config(args)
     if args.config is None:
         args.config = LAYOUT_CONFIGS[args.layout or "nyuv2_3"]
-    cfg = load_config(args.config, profile=args.profile)
+    cfg = load_config(args.config, profile=args.profile, **config_settings(args))
     if args.layout is not None and args.layout != cfg.DATASET:
         raise ValueError(f"--layout {args.layout} differs from config {args.config}'s "
                          f"dataset {cfg.DATASET}")
@@ -74,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if num_train < 1 or num_test < 1:   # the workflow trains and evaluates on it
         raise ValueError(f"--num-train and --num-test must be >= 1 (a dataset to train and "
                          f"evaluate on), got train={num_train} test={num_test}")
-    root = write_dataset(args.root, layout, num_train, num_test, height, width,
-                         seed=args.seed, progress=True, workers=args.workers)
+    root = write_dataset(args.out, layout, num_train, num_test, height, width,
+                         seed=args.seed, progress=not args.quiet, workers=args.num_workers)
     unit = " per fine class" if layout == "cifar100_mtl" else ""
     print(f"wrote {num_train} train + {num_test} test {layout} samples{unit} "
           f"({height}x{width}) to {root}")

@@ -3,18 +3,24 @@ from __future__ import annotations
 
 import argparse
 
-from lib.cli_args import add_config_arguments, announce, parse_key_values, resolve_config
-from lib.training.cli_common import add_loop_arguments, loop_overrides
+from lib.cli_args import (add_config_arguments, add_data_root_argument, add_device_argument,
+                          add_loop_arguments, add_num_batches_argument, add_out_argument,
+                          add_quiet_argument, add_renamed, add_seed_argument, add_set_argument,
+                          announce, config_settings, loop_overrides, parse_key_values,
+                          resolve_config)
 
 from .engine import ENGINES, EngineOptions
 from .study import DEFAULT_METHODS, DEFAULT_SPARSITIES, StudySpec, run_study
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser, default_config="nyuv2_3task", reads="--base-checkpoint")
-    parser.add_argument("--data-root", default=None,
-                        help="dataset folder (default: the built-in synthetic dataset)")
-    parser.add_argument("--out", default="runs/study", help="output folder (resumable)")
+    add_config_arguments(parser, default_config="nyuv2_3task", reads="--checkpoint")
+    add_data_root_argument(parser, "the built-in synthetic dataset")
+    add_set_argument(parser)
+    add_device_argument(parser)
+    add_seed_argument(parser)
+    add_quiet_argument(parser)
+    add_out_argument(parser, "output folder (resumable)", default="runs/study")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
                         help="registered methods, one-shot or trained (python -m lib methods "
                              "lists them with their kinds; docs/SPARSE.md)")
@@ -25,19 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "lists them) (default: each method's own)")
     parser.add_argument("--sparsities", nargs="+", type=float, default=list(DEFAULT_SPARSITIES),
                         help="target sparsities in percent")
-    parser.add_argument("--selection", action="append", nargs="+", default=None,
-                        metavar="TASK", help="a task selection (repeat the flag for several); "
-                                             "default: all tasks and every pair")
-    parser.add_argument("--base-checkpoint", default=None,
-                        help="dense base model (default: train one under OUT/base)")
+    add_renamed(parser, "--tasks", "--selection", action="append", nargs="+", default=None,
+                metavar="TASK", help="a task selection (repeat the flag for several); "
+                                     "default: all tasks and every pair")
+    add_renamed(parser, "--checkpoint", "--base-checkpoint", default=None,
+                help="dense base model (default: train one under OUT/base)")
     parser.add_argument("--base-iters", type=int, default=None,
                         help="iterations of the base model's training (default: the config's "
                              "MAX_ITERS)")
-    parser.add_argument("--finetune-iters", type=int, default=None,
-                        help="fine-tuning iterations of each cell (default: the config's "
-                             "RETRAIN_EPOCH schedule)")
-    parser.add_argument("--num-batches", type=int, default=None,
-                        help="scoring batches (default: the config's PRUNE_NUM_BATCHES)")
+    add_renamed(parser, "--max-iters", "--finetune-iters", type=int, default=None,
+                help="fine-tuning iterations of each cell (default: the config's "
+                     "RETRAIN_EPOCH schedule)")
+    add_num_batches_argument(parser)
     parser.add_argument("--synthetic-train", type=int, default=StudySpec.synthetic_train,
                         help="without --data-root: synthetic train samples (CIFAR-100: per fine "
                              "class)")
@@ -54,8 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="task weighting of every training (fixed, equal, uncertainty, dwa, "
                              "minmax); default: each method's own (fixed; minmax for the "
                              "min-max pipeline)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of everything")
-    parser.add_argument("--device", default=None, help="cpu | cuda | auto (default: auto)")
     parser.add_argument("--plan", action="store_true",
                         help="print the grid (bases, cells, dependencies) and its estimated "
                              "cost from a few timed iterations; writes no results")
@@ -94,15 +97,16 @@ def engine_from_args(args: argparse.Namespace) -> EngineOptions:
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
     return StudySpec(config=args.config, profile=args.profile, data_root=args.data_root,
                      out_dir=args.out, methods=args.methods, sparsities=args.sparsities,
-                     selections=args.selection, seed=args.seed,
-                     base_checkpoint=args.base_checkpoint, base_iters=args.base_iters,
-                     finetune_iters=args.finetune_iters, num_batches=args.num_batches,
-                     sparsity_mode=args.sparsity_mode, device=args.device,
+                     selections=args.tasks, seed=args.seed,
+                     base_checkpoint=args.checkpoint, base_iters=args.base_iters,
+                     finetune_iters=args.max_iters, num_batches=args.num_batches,
+                     sparsity_mode=args.sparsity_mode,
+                     device=None if args.device == "auto" else args.device,
                      weighting=args.weighting, synthetic_train=args.synthetic_train,
                      synthetic_test=args.synthetic_test,
                      metric_options=parse_key_values(args.metric_option, "--metric-option"),
                      method_options=study_method_options(args.method_option),
-                     overrides=loop_overrides(args))
+                     overrides={**config_settings(args), **loop_overrides(args)})
 
 
 def study_method_options(pairs: list[str]) -> dict[str, dict]:
@@ -137,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     spec, engine = spec_from_args(args), engine_from_args(args)
     if args.plan:
         from .plan import print_plan
-        print_plan(spec, engine)
+        print_plan(spec, engine, progress=not args.quiet)
         return 0
-    print_result(run_study(spec, engine=engine))
+    print_result(run_study(spec, engine=engine, progress=not args.quiet))
     return 0

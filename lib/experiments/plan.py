@@ -56,13 +56,14 @@ def estimate(spec: StudySpec, cfg) -> tuple[float, float]:
     return _seconds_per_iter(base_run), _seconds_per_iter(finetune_run)
 
 
-def print_plan(spec: StudySpec, engine: EngineOptions) -> None:
-    """The grid, its dependencies and its estimated cost (see the module's docstring)."""
+def print_plan(spec: StudySpec, engine: EngineOptions, progress: bool = True) -> None:
+    """The grid, its dependencies and its estimated cost (see the module's docstring);
+    ``progress``: the synthetic dataset's progress bar, when one is written."""
     from lib.pruning.registry import method_spec
 
     cfg = study_config(spec)
     cells = check_spec(spec, cfg)
-    prepare_data(spec, cfg)
+    prepare_data(spec, cfg, progress=progress)
     base_iters, finetune_iters = budget_iters(spec, cfg)
     out = Path(spec.out_dir)
     if spec.base_checkpoint is not None:

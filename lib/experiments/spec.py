@@ -115,12 +115,14 @@ def study_config(spec: StudySpec):
     return cfg
 
 
-def prepare_data(spec: StudySpec, cfg) -> str:
-    """Point ``cfg`` at the study's data, generating the synthetic dataset when none is given."""
+def prepare_data(spec: StudySpec, cfg, progress: bool = True) -> str:
+    """Point ``cfg`` at the study's data, generating the synthetic dataset (with a progress
+    bar when ``progress``) when none is given."""
     if spec.data_root is None:
         from lib.data.synthetic import prepare_synthetic
         cfg.DATA_ROOT = prepare_synthetic(cfg, num_train=spec.synthetic_train,
-                                          num_test=spec.synthetic_test, seed=spec.data_seed)
+                                          num_test=spec.synthetic_test, seed=spec.data_seed,
+                                          progress=progress)
     return cfg.DATA_ROOT
 
 

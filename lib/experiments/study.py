@@ -90,7 +90,7 @@ def run_studies(specs: Sequence[StudySpec], progress: bool = True,
         prepared.append((spec, cfg, cells))
     checked = set()
     for spec, cfg, _ in prepared:
-        prepare_data(spec, cfg)
+        prepare_data(spec, cfg, progress=progress)
         if cfg.DATA_ROOT not in checked:
             check_study_data(cfg)
             checked.add(cfg.DATA_ROOT)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from lib.cli_args import config_settings
 from lib.tasks import check_task_selection
 from lib.utils import atomic_write_json, atomic_write_text
 
@@ -38,7 +39,7 @@ def _config(args: argparse.Namespace, what: str):
                          f"and scores)")
     if args.input_shape is None:
         raise ValueError(f"python -m lib export: {what} needs --input-shape N C H W")
-    cfg = load_config(args.config, profile=args.profile)
+    cfg = load_config(args.config, profile=args.profile, **config_settings(args))
     if list(args.input_shape[2:]) != list(cfg.IMAGE_SHAPE):
         raise ValueError(f"--input-shape {' '.join(map(str, args.input_shape))} does not match "
                          f"config {args.config!r} profile {args.profile!r} images "
@@ -121,33 +122,33 @@ def run_budget(args: argparse.Namespace) -> int:
     from lib.pruning import load_base_model
 
     from lib.experiments.budget import fit_budget
+    from lib.pruning.scores import score_progress
 
     from .budget import budget_markdown, check_budget
 
     check_budget(args.budget_mb, args.budget_ms)
-    if args.pruned is not None:
-        raise ValueError("python -m lib export: budget mode prunes --base; --pruned is not used "
-                         "with --budget-mb/--budget-ms")
-    if args.base is None or not args.tasks:
-        raise ValueError("python -m lib export: budget mode needs --base CHECKPOINT and "
-                         "--tasks T [T ...]")
+    if args.checkpoint is None or not args.tasks:
+        raise ValueError("python -m lib export: budget mode needs --checkpoint (the dense base "
+                         "model) and --tasks T [T ...]")
     if args.dtype == "both":
         raise ValueError("python -m lib export: budget mode deploys one format: --dtype "
                          "float32 or float16, or --int8")
     cfg = _config(args, "budget mode")
     check_task_selection(args.tasks, cfg.TASKS, f"--tasks (config {args.config!r})")
-    net = load_base_model(args.base, cfg).eval()
+    net = load_base_model(args.checkpoint, cfg).eval()
     criterion = losses_from_config(cfg)
     loader = build_loader(cfg, "train", seed=args.seed)
     calibration = build_loader(cfg, "train", seed=args.seed, augment=False, shuffle=False)
-    result = fit_budget(net, criterion, loader, args.tasks, args.input_shape,
-                        budget_mb=args.budget_mb, budget_ms=args.budget_ms,
-                        structure=args.structure, dtype="int8" if args.int8 else args.dtype,
-                        engine=args.engine, threads=args.threads, repeats=args.repeats,
-                        num_batches=args.num_batches or cfg.PRUNE_NUM_BATCHES,
-                        ranking=args.ranking, tasks=cfg.TASKS, calibration=calibration,
-                        calibration_batches=args.calibration_batches, dataset=cfg.DATASET,
-                        iterations=args.iterations, out_dir=args.out, seed=args.seed)
+    with score_progress(not args.quiet):   # --quiet: no scoring bar, no per-ratio lines
+        result = fit_budget(net, criterion, loader, args.tasks, args.input_shape,
+                            budget_mb=args.budget_mb, budget_ms=args.budget_ms,
+                            structure=args.structure, dtype="int8" if args.int8 else args.dtype,
+                            engine=args.latency_engine, threads=args.threads, repeats=args.repeats,
+                            num_batches=args.num_batches or cfg.PRUNE_NUM_BATCHES,
+                            ranking=args.ranking, tasks=cfg.TASKS, calibration=calibration,
+                            calibration_batches=args.calibration_batches, dataset=cfg.DATASET,
+                            iterations=args.iterations, out_dir=args.out, seed=args.seed,
+                            verbose=not args.quiet)
     table = budget_markdown(result)
     atomic_write_text(table + "\n", args.out / "budget.md")
     print(table)

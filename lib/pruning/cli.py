@@ -20,7 +20,10 @@ import sys
 from pathlib import Path
 
 from lib.checkpoints import load_base_model, pruned_filename
-from lib.cli_args import add_config_arguments, announce, parse_key_values, resolve_config
+from lib.cli_args import (add_config_arguments, add_data_root_argument, add_device_argument,
+                          add_loop_arguments, add_num_batches_argument, add_out_argument,
+                          add_quiet_argument, add_seed_argument, add_set_argument, announce,
+                          config_settings, parse_key_values, resolve_config)
 from lib.config import load_config
 from lib.tasks import check_task_selection
 from lib.utils import check_output_file, resolve_device, set_cpu_threads
@@ -57,8 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-keep-ratio", action="store_true",
                         help="use the config's KEEP_RATIO_TABLE for --sparsity (the reference's "
                              "nominal sparsity) instead of searching for the deployed sparsity")
-    parser.add_argument("--num-batches", type=int, default=None,
-                        help="scoring batches (default: the config's PRUNE_NUM_BATCHES)")
+    add_num_batches_argument(parser)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="scoring batch size (default: the config's BATCH_SIZE)")
     parser.add_argument("--min-votes", type=_min_votes, default=None,
@@ -67,15 +69,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "structured_cut)")
     parser.add_argument("--mode", default="eval", choices=["eval", "train"],
                         help="network mode while scoring (train reproduces the reference)")
-    parser.add_argument("--data-root", default=None,
-                        help="dataset root; default: the config's DATA_ROOT (CUT_DATA_ROOT) if it "
-                             "exists, else the built-in synthetic dataset (announced)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of everything")
-    parser.add_argument("--num-workers", type=int, default=None, metavar="N",
-                        help="data-loading worker processes for scoring (default: the "
-                             "profile's NUM_WORKERS); the scores are the same for any N")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:0")
-    parser.add_argument("--out", required=True, help="output folder")
+    add_data_root_argument(parser, "the config's DATA_ROOT / CUT_DATA_ROOT if it exists, "
+                                   "else the built-in synthetic dataset (announced)")
+    add_set_argument(parser)
+    add_device_argument(parser)
+    add_seed_argument(parser)
+    add_quiet_argument(parser)
+    add_loop_arguments(parser, precision=False)
+    add_out_argument(parser, "output folder", required=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,7 +117,7 @@ def method_options(spec, pairs: list[str], min_votes=None) -> dict:
 def _run(args: argparse.Namespace) -> int:
     set_cpu_threads()
     source = resolve_config(args)
-    cfg = load_config(args.config, profile=args.profile)
+    cfg = load_config(args.config, profile=args.profile, **config_settings(args))
     announce(args, source)
     check_task_selection(args.tasks, cfg.TASKS, f"--tasks (config {args.config!r})")
     if args.num_workers is not None:
@@ -153,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
     saved = prune_and_save(args.method, net, criterion, loader, out,
                            selected_tasks=args.tasks, tasks=cfg.TASKS, keep_ratio=keep_ratio,
                            sparsity=sparsity_target, num_batches=num_batches, seed=args.seed,
-                           mode=args.mode, device=device,
+                           mode=args.mode, device=device, progress=not args.quiet,
                            meta={"config": cfg.CONFIG_NAME, "profile": args.profile,
                                  "base_checkpoint": str(args.checkpoint)}, **options)
     print(saved.summary())

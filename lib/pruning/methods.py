@@ -35,7 +35,8 @@ from .lth import TrainFn, iterative_magnitude_masks
 from .ranking import ScoreRanking, VotedSparsityCurve, check_keep_ratio
 from .registry import (ONE_SHOT, REGISTRY, MethodSpec, NameView, PlanView, choice, flag,
                        function, integer, method_spec, register_method, votes)
-from .scores import (check_criterion, joint_scores, magnitude_scores, random_scores, task_scores)
+from .scores import (check_criterion, joint_scores, magnitude_scores, random_scores,
+                     score_progress, task_scores)
 from .sparsity import (SPARSITY_TOLERANCE, MaskSparsityCurve, RememberedCurve, SparsityCurve,
                        check_sparsity, keep_ratio_for_sparsity, mask_sparsity)
 from .structured import structured_cut_prune
@@ -413,7 +414,7 @@ def prune(method: str, net: MultiTaskModel, criterion, loader: Iterable | None, 
           selected_tasks: Sequence[str], tasks: Sequence[str] | None = None,
           keep_ratio: float | None = None, sparsity: float | None = None,
           num_batches: int | None = None, seed: int = 0, mode: str = "eval", device=None,
-          **options) -> PruneResult:
+          progress: bool = True, **options) -> PruneResult:
     """Prune ``net`` for ``selected_tasks`` with ``method``; returns a :class:`PruneResult`.
 
     Exactly one of ``keep_ratio`` (in (0, 1]) and ``sparsity`` (target *deployed* sparsity in
@@ -423,6 +424,7 @@ def prune(method: str, net: MultiTaskModel, criterion, loader: Iterable | None, 
     modified. ``criterion`` is a :class:`lib.losses.TaskLosses` knowing the selected tasks and
     ``loader`` yields batch dicts (``"img"`` + targets); data-free methods take None for both.
     ``options`` go to the method (e.g. ``min_votes`` for CUT, ``iterative``/``train_fn`` for LTH).
+    ``progress=False`` hides the scoring's progress bar.
     Bad input raises a :class:`lib.pruning.errors.PruningError` (a ValueError) or ValueError.
     """
     options = check_method(method).check_options(options)
@@ -430,8 +432,10 @@ def prune(method: str, net: MultiTaskModel, criterion, loader: Iterable | None, 
         raise PruningError("give exactly one of keep_ratio and sparsity")
     keep_ratio = None if keep_ratio is None else check_keep_ratio(keep_ratio)
     sparsity = None if sparsity is None else check_sparsity(sparsity)
-    plan = make_plan(method, net, criterion, loader, selected_tasks=selected_tasks, tasks=tasks,
-                     num_batches=num_batches, seed=seed, mode=mode, device=device, **options)
+    with score_progress(progress):   # the scoring's progress bar, shown unless told not to
+        plan = make_plan(method, net, criterion, loader, selected_tasks=selected_tasks,
+                         tasks=tasks, num_batches=num_batches, seed=seed, mode=mode,
+                         device=device, **options)
     given = {k: v for k, v in options.items() if _jsonable(v)}
     if isinstance(plan, StructuredPlan):
         return _structured_result(plan, method, keep_ratio, sparsity, num_batches, seed, given)

@@ -11,6 +11,7 @@ its own task's data).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import itertools
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -40,9 +41,26 @@ def check_criterion(criterion: Any, tasks: Sequence[str]) -> None:
                          f"{criterion.tasks}")
 
 
+# Whether scoring shows a progress bar when its caller does not say (``progress=None``):
+# :func:`lib.pruning.prune`'s ``progress`` reaches every method's scoring through it.
+_SHOW_PROGRESS: contextvars.ContextVar[bool] = contextvars.ContextVar("score_progress",
+                                                                     default=True)
+
+
+@contextlib.contextmanager
+def score_progress(enabled: bool) -> Iterator[None]:
+    """Scoring inside the block shows its progress bar only if ``enabled``."""
+    token = _SHOW_PROGRESS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _SHOW_PROGRESS.reset(token)
+
+
 def take_batches(loader: Iterable, num_batches: int, desc: str = "scoring",
-                 progress: bool = True) -> Iterator[Mapping[str, Any]]:
-    """Yield the first ``num_batches`` batches of ``loader``.
+                 progress: bool | None = None) -> Iterator[Mapping[str, Any]]:
+    """Yield the first ``num_batches`` batches of ``loader`` (with a progress bar when
+    ``progress``; ``None``: as :func:`score_progress` says, shown by default).
 
     Raises a one-line ValueError if ``num_batches`` is not a positive integer or if the loader
     provides fewer batches (it is never cycled: scoring the same batch twice would silently
@@ -55,6 +73,8 @@ def take_batches(loader: Iterable, num_batches: int, desc: str = "scoring",
     if hasattr(loader, "__len__") and len(loader) < num_batches:
         raise ValueError(f"num_batches={num_batches} but the loader provides only "
                          f"{len(loader)} batches")
+    if progress is None:
+        progress = _SHOW_PROGRESS.get()
     count = 0
     for batch in tqdm(itertools.islice(loader, num_batches), total=num_batches, desc=desc,
                       leave=False, disable=not progress):
@@ -110,7 +130,7 @@ def _accumulate(acc: dict[str, torch.Tensor], name: str, value: torch.Tensor) ->
 
 
 def task_scores(net: MultiTaskModel, criterion, loader: Iterable, tasks: Sequence[str],
-                num_batches: int, mode: str = "eval", device=None, progress: bool = True
+                num_batches: int, mode: str = "eval", device=None, progress: bool | None = None
                 ) -> dict[str, dict[str, torch.Tensor]]:
     """CUT's per-task importance: ``s_t(w) = sum_batches |w * dL_t/dw|`` over task model t.
 
@@ -150,7 +170,7 @@ def task_scores(net: MultiTaskModel, criterion, loader: Iterable, tasks: Sequenc
 
 def task_scores_reference(net: MultiTaskModel, criterion, loader: Iterable, tasks: Sequence[str],
                           num_batches: int, mode: str = "eval", device=None,
-                          progress: bool = True) -> dict[str, dict[str, torch.Tensor]]:
+                          progress: bool | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """The naive oracle for :func:`task_scores`: the reference's procedure, step for step.
 
     On a copy of ``net`` every prunable weight gets a mask of ones that requires grad
@@ -188,7 +208,8 @@ def task_scores_reference(net: MultiTaskModel, criterion, loader: Iterable, task
 
 
 def joint_scores(net: MultiTaskModel, criterion, loader: Iterable, num_batches: int,
-                 mode: str = "eval", device=None, progress: bool = True) -> dict[str, torch.Tensor]:
+                 mode: str = "eval", device=None, progress: bool | None = None
+                 ) -> dict[str, torch.Tensor]:
     """SNIP: ``sum_batches |w * dL/dw|`` with L the weighted loss of ``net.tasks``, every layer."""
     names = list(check_model(net).tasks)
     check_criterion(criterion, names)

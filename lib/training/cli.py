@@ -1,11 +1,13 @@
 """``python -m lib train``: train the dense base model, or a sparse one; torchrun-ready.
 
-Single process:   python -m lib train --config nyuv2_3task --profile cpu --data-root D --run-dir R
-Several GPUs:     torchrun --nproc_per_node=4 -m lib train --config nyuv2_3task --data-root D --run-dir R
+Single process:   python -m lib train --config nyuv2_3task --profile cpu --data-root D --out R
+Several GPUs:     torchrun --nproc_per_node=4 -m lib train --config nyuv2_3task --data-root D --out R
 Sparse training:  python -m lib train ... --sparse disparse_dynamic --sparsity 90 \\
                       --sparse-option interval=10 end=200 [--tasks seg depth]
 (``torchrun`` sets RANK/WORLD_SIZE; the processes join with NCCL on GPUs, gloo on CPU.)
-The best checkpoint is then evaluated on the test split (``best.metrics.json``).
+The best checkpoint is then evaluated on the test split (``best.metrics.json``). A dense
+run's ``base_model.pth`` gets a sidecar ``base_model.json`` recording the config, profile and
+tasks, which ``prune`` / ``evaluate`` / ``export`` of it then take.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import argparse
 
 from lib.utils import seed_everything
 
-from .cli_common import add_config_arguments, add_run_arguments, parse_overrides, run_and_report
+from lib.cli_args import parse_key_values
+
+from .cli_common import add_config_arguments, add_run_arguments, run_and_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --sparse: target sparsity in percent (minmax_dst: per layer); "
                              "required with --sparse (default: none)")
     parser.add_argument("--sparse-option", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="with --sparse: method options, e.g. interval=10 end=200")
+                        help="with --sparse: method options, e.g. interval=10 end=200 "
+                             "(default: the method's)")
     parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
                         help="with --sparse: the tasks the network keeps (default: all)")
 
@@ -56,7 +61,7 @@ def _run_sparse(args: argparse.Namespace) -> int:
     check_method(args.sparse)
     if args.sparsity is None:
         raise ValueError(f"--sparse {args.sparse} needs --sparsity (percent)")
-    options = parse_overrides(args.sparse_option, flag="--sparse-option")
+    options = parse_key_values(args.sparse_option, "--sparse-option")
 
     def loop(_, criterion, train_loader, cfg, run_dir, **kwargs):
         return train_sparse(args.sparse, args.sparsity, criterion, train_loader, cfg, run_dir,

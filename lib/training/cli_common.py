@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import ast
 from typing import Any, Callable
 
 from lib.cli_args import add_config_arguments as add_config_profile
-from lib.cli_args import announce, resolve_config
-from lib.config import load_config, parse_setting
+from lib.cli_args import (add_data_root_argument, add_device_argument, add_loop_arguments,
+                          add_out_argument, add_quiet_argument, add_seed_argument,
+                          add_set_argument, announce, config_settings, loop_overrides,
+                          parse_key_values, resolve_config)
+from lib.config import load_config
 
-from .precision import PRECISIONS, Precision
+from .precision import Precision
 from .weighting import DEFAULT_WEIGHTING, WEIGHTINGS, make_weighting
 
 
@@ -17,40 +19,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, reads: str | None = No
     """The flags of train / finetune / evaluate; ``reads``: the flag of the checkpoint whose
     sidecar may record the config and profile (:func:`lib.cli_args.resolve_config`)."""
     add_config_profile(parser, reads=reads)
-    parser.add_argument("--data-root", default=None,
-                        help="dataset root (default: the config's DATA_ROOT / CUT_DATA_ROOT)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="override config attributes, e.g. --set BATCH_SIZE=8 VAL_FREQ=50")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:0")
-    parser.add_argument("--seed", type=int, default=0, help="seed of everything")
+    add_data_root_argument(parser, "the config's DATA_ROOT / CUT_DATA_ROOT")
+    add_set_argument(parser)
+    add_device_argument(parser)
+    add_seed_argument(parser)
+    add_quiet_argument(parser)
     add_loop_arguments(parser)
 
 
-def add_loop_arguments(parser: argparse.ArgumentParser) -> None:
-    """Data workers, precision and memory layout of every training/evaluation loop (train,
-    finetune, evaluate, the study)."""
-    parser.add_argument("--num-workers", type=int, default=None, metavar="N",
-                        help="data-loading worker processes (default: the profile's "
-                             "NUM_WORKERS); results are the same for any N")
-    parser.add_argument("--amp", nargs="?", const="fp16", default=None,
-                        choices=list(PRECISIONS),
-                        help="forward-pass precision: off (float32, default: the config's AMP), "
-                             "bf16 (CPU or CUDA), fp16 (CUDA, with a gradient scaler); a bare "
-                             "--amp is fp16")
-    parser.add_argument("--channels-last", action="store_true", default=None,
-                        help="channels_last memory layout (default: the config's "
-                             "CHANNELS_LAST)")
-
-
-def loop_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The config values :func:`add_loop_arguments`' flags set (only those given)."""
-    return {key: getattr(args, option) for option, key in
-            (("num_workers", "NUM_WORKERS"), ("amp", "AMP"), ("channels_last", "CHANNELS_LAST"))
-            if getattr(args, option, None) is not None}
-
-
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run-dir", required=True, help="where checkpoints and logs go")
+    add_out_argument(parser, "the run directory: where checkpoints and logs go", "--run-dir",
+                     required=True)
     parser.add_argument("--max-iters", type=int, default=None,
                         help="override the iterations (default: the config's MAX_ITERS; "
                              "finetune: its RETRAIN_EPOCH)")
@@ -65,15 +44,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", action="store_true",
                         help="also compute the task metrics at each validation (slower)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from RUN_DIR/last.pth; refused when any setting differs "
+                        help="continue from OUT/last.pth; refused when any setting differs "
                              "from the run's (see --allow-changed)")
     parser.add_argument("--allow-changed", nargs="+", default=[], metavar="KEY",
                         help="with --resume: settings that may differ from the run's: VAL_FREQ, "
                              "CKPT_FREQ, DATA_ROOT (the data moved), max_iters / MAX_ITERS / "
                              "RETRAIN_EPOCH (a longer or shorter run)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run in a non-empty RUN_DIR")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar / tensorboard")
+                        help="replace the run in a non-empty OUT")
     parser.add_argument("--weighting", default=DEFAULT_WEIGHTING,
                         help=f"how the task losses are combined: {', '.join(sorted(WEIGHTINGS))} "
                              f"(default {DEFAULT_WEIGHTING}: the config's LAMBDAS); see "
@@ -86,24 +64,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def weighting_from_args(args: argparse.Namespace, tasks) -> dict[str, Any]:
     """``{"name": ..., **options}`` from ``--weighting`` / ``--weighting-option``, validated
     (a one-line error for unknown or out-of-range options) before anything is written."""
-    spec = {"name": args.weighting, **parse_overrides(args.weighting_option,
-                                                       flag="--weighting-option")}
+    spec = {"name": args.weighting, **parse_key_values(args.weighting_option,
+                                                        "--weighting-option")}
     make_weighting(spec, tasks)
     return spec
-
-
-def parse_overrides(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
-    """``["BATCH_SIZE=8", "DATA_ROOT=/x"]`` -> ``{"BATCH_SIZE": 8, "DATA_ROOT": "/x"}``."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"{flag} {pair!r}: expected KEY=VALUE")
-        key, raw = pair.split("=", 1)
-        try:
-            out[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key] = raw
-    return out
 
 
 def config_from_args(args: argparse.Namespace, announce_it: bool = True):
@@ -112,13 +76,7 @@ def config_from_args(args: argparse.Namespace, announce_it: bool = True):
     ``--set KEY=VALUE`` is parsed by the kind of the key's value (one-line errors for an
     unknown key, with the closest names, or a value of another kind)."""
     source = resolve_config(args)
-    base = load_config(args.config, profile=args.profile)
-    overrides: dict[str, Any] = {}
-    for pair in args.set:
-        if "=" not in pair:
-            raise ValueError(f"--set {pair!r}: expected KEY=VALUE")
-        key, raw = pair.split("=", 1)
-        overrides[key] = parse_setting(base, key, raw)
+    overrides = config_settings(args)
     if args.data_root is not None:
         overrides["DATA_ROOT"] = args.data_root
     overrides.update(loop_overrides(args))
@@ -129,6 +87,30 @@ def config_from_args(args: argparse.Namespace, announce_it: bool = True):
     if announce_it:
         announce(args, source)
     return cfg
+
+
+def record_settings(final_model, cfg, args: argparse.Namespace) -> None:
+    """Record in ``final_model``'s sidecar the config and profile the run used, so that
+    ``prune``, ``evaluate``, ``export`` and ``finetune`` of it take them and refuse a
+    contradicting flag (:func:`lib.cli_args.resolve_config`): a dense ``base_model.pth`` gets
+    a sidecar (architecture, config, profile, its tasks, seed); a sparse or fine-tuned final
+    model's sidecar gets the config and profile where its record lacks them."""
+    from lib.checkpoints import find_sidecar, load_base_model, read_sidecar, write_sidecar
+    from lib.utils import atomic_write_json
+
+    settings = {"config": cfg.CONFIG_NAME, "profile": args.profile}
+    if final_model.name == "base_model.pth":
+        write_sidecar(load_base_model(final_model, cfg), final_model,
+                      meta={**settings, "selected_tasks": list(cfg.TASKS), "seed": args.seed})
+        return
+    side = find_sidecar(final_model)
+    if side is None:
+        return
+    record = read_sidecar(side)
+    meta = dict(record.get("meta") or {})
+    missing = {k: v for k, v in settings.items() if meta.get(k) is None}
+    if missing:
+        atomic_write_json({**record, "meta": {**meta, **missing}}, side)
 
 
 def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
@@ -156,7 +138,7 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
         for data in (loaders.val, loaders.test):   # read in full before anything is written:
             check_content(data, progress=not args.quiet)   # a bad file is not found at the end
         net = build_net(cfg)
-        result = loop(net, losses_from_config(cfg), loaders.train, cfg, args.run_dir,
+        result = loop(net, losses_from_config(cfg), loaders.train, cfg, args.out,
                       weighting=weighting, val_loader=loaders.val, max_iters=args.max_iters,
                       lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
                       overwrite=args.overwrite,
@@ -164,6 +146,7 @@ def run_and_report(args: argparse.Namespace, build_net: Callable[[Any], Any],
                       log=not args.quiet, split=loaders.split,
                       allow_changed=args.allow_changed)
         if info.is_main:
+            record_settings(result.final_model, cfg, args)
             chosen = result.best_checkpoint or result.final_model
             model = load_network(chosen, cfg)
             metrics = evaluate(model, loaders.test, cfg, device=args.device,

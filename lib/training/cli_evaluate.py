@@ -12,14 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from lib.cli_args import add_out_argument
+
 from .cli_common import add_config_arguments, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, reads="--checkpoint")
     parser.add_argument("--checkpoint", required=True, help="the model to evaluate")
-    parser.add_argument("--out", default=None,
-                        help="metrics JSON (default: <checkpoint stem>.metrics.json beside it)")
+    add_out_argument(parser, "metrics JSON (default: <checkpoint stem>.metrics.json beside it)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="test batch size (default: the reference's, 1 for the AdaShare "
                              "configs but Taskonomy, the config's EVAL_BATCH_SIZE otherwise)")
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or default_eval_batch_size(cfg)
     loader = build_loader(cfg, "test", batch_size=batch_size, shuffle=False, seed=args.seed)
     check_files(loader)
-    metrics = evaluate(net, loader, cfg, device=args.device, out_path=out)
+    metrics = evaluate(net, loader, cfg, device=args.device, out_path=out,
+                       progress=not args.quiet)
     print(json.dumps(metrics, indent=2))
     print(f"saved {out}")
     return 0

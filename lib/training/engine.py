@@ -237,15 +237,15 @@ class _RunLog:
     """tqdm bar, tensorboardX writer and the in-memory history (writers on rank 0 only)."""
 
     def __init__(self, run_dir: Path, enabled: bool, history: History, start: int, total: int,
-                 desc: str):
+                 desc: str, progress: bool = True):
         self.history = history
         self.enabled = enabled
         self.writer = None
         if enabled:
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(str(run_dir / rd.TENSORBOARD))
-        self.bar = tqdm(total=total, initial=start, desc=desc, disable=not enabled,
-                        dynamic_ncols=True)
+        self.bar = tqdm(total=total, initial=start, desc=desc,
+                        disable=not (enabled and progress), dynamic_ncols=True)
         self.running: dict[str, float] = {}
         self.skipped: set[str] = set()
 
@@ -288,7 +288,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
              weighting: str | Mapping[str, Any] | TaskWeighting | None = None,
              hook: TrainingHook | None = None,
              allow_changed: Sequence[str] = (),
-             channels_last: bool | None = None) -> TrainResult:
+             channels_last: bool | None = None, progress: bool = True) -> TrainResult:
     """Run ``schedule.max_iters`` iterations of ``phase`` ("train" or "finetune").
 
     ``amp`` / ``channels_last`` (default: ``cfg.AMP`` / ``cfg.CHANNELS_LAST``) choose the
@@ -372,7 +372,7 @@ def run_loop(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir, 
     val_freq, ckpt_freq = int(cfg.VAL_FREQ), int(cfg.CKPT_FREQ)
     log_freq = _log_freq(cfg)
     runlog = _RunLog(run_dir, log and info.is_main, history, iteration, schedule.max_iters,
-                     desc=phase)
+                     desc=phase, progress=progress)
     final_val: dict[str, float] = {}
     written: list[int] = []   # iterations this process wrote last.pth at
 

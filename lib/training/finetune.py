@@ -89,7 +89,8 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader | Seque
              split: Mapping[str, Any] | None = None,
              meta: Mapping[str, Any] | None = None,
              weighting: str | Mapping[str, Any] | TaskWeighting | None = None,
-             allow_changed: Sequence[str] = ()) -> TrainResult:
+             allow_changed: Sequence[str] = (),
+             progress: bool = True) -> TrainResult:
     """Fine-tune ``compact_net`` (any :class:`~lib.models.MultiTaskModel`) on its own tasks'
     weighted loss with every mask held.
 
@@ -134,7 +135,8 @@ def finetune(compact_net: nn.Module, criterion, train_loader: DataLoader | Seque
                       eval_fn=eval_fn, select_metric=select_metric, log=log, split=split,
                       after_step=zero_pruned,
                       save_final=lambda net, path: save_final_pruned(net, path, meta),
-                      weighting=weighting, allow_changed=allow_changed)
+                      weighting=weighting, allow_changed=allow_changed,
+                      progress=progress)
     refresh_masked_weights(result.net)
     check_masks_unchanged(result.net, masks)
     return result

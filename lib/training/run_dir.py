@@ -13,8 +13,9 @@ SPLIT = "split.json"        # model-selection split (which items validate)
 HISTORY = "history.json"    # {name: [[iteration, value], ...]}
 TENSORBOARD = "tb"          # tensorboardX event files
 # Everything a run may write; overwrite=True removes only these, never other files.
-OWN_OUTPUTS = (LAST, BEST, SPLIT, HISTORY, TENSORBOARD, "base_model.pth", "final_model.pth",
-               "final_model.json", "best.metrics.json", "final_model.metrics.json")
+OWN_OUTPUTS = (LAST, BEST, SPLIT, HISTORY, TENSORBOARD, "base_model.pth", "base_model.json",
+               "final_model.pth", "final_model.json", "best.metrics.json",
+               "final_model.metrics.json")
 # What a run writes before its first checkpoint: a folder holding only these is a run that
 # stopped before saving anything (e.g. at a bad data file), and a rerun may start over in it.
 SETUP_OUTPUTS = (SPLIT, HISTORY, TENSORBOARD)

@@ -23,7 +23,8 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
           select_metric: str | None = None, log: bool = True,
           split: Mapping[str, Any] | None = None,
           weighting: str | Mapping[str, Any] | TaskWeighting | None = None,
-          hook: TrainingHook | None = None, allow_changed: Sequence[str] = ()) -> TrainResult:
+          hook: TrainingHook | None = None, allow_changed: Sequence[str] = (),
+          progress: bool = True) -> TrainResult:
     """Train ``net`` on ``criterion``'s weighted multi-task loss; return a :class:`TrainResult`.
 
     The config's optimiser (``cfg.OPTIMIZER``: Adam by default, or SGD with ``cfg.MOMENTUM``)
@@ -50,7 +51,8 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
     (default ``cfg.CHANNELS_LAST``) choose the forward pass's precision and the memory layout
     (:mod:`lib.training.precision`); they are recorded, and resume refuses a change.
     Under ``torchrun`` (an initialised process group) the net is wrapped in
-    DistributedDataParallel and only rank 0 logs and writes.
+    DistributedDataParallel and only rank 0 logs and writes. ``log=False`` writes no
+    tensorboard log and shows no progress bar; ``progress=False`` hides only the bar.
 
     ``weighting`` chooses how the per-task losses are combined (:mod:`lib.training.weighting`;
     default ``fixed``, the config's LAMBDAS). ``hook`` is a sparse-training hook (e.g.
@@ -72,4 +74,4 @@ def train(net: nn.Module, criterion, train_loader: DataLoader, cfg, run_dir: str
                     overwrite=overwrite, amp=amp, channels_last=channels_last,
                     eval_fn=eval_fn, select_metric=select_metric,
                     log=log, split=split, weighting=weighting, hook=hook,
-                    allow_changed=allow_changed, **output)
+                    allow_changed=allow_changed, progress=progress, **output)
