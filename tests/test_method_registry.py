@@ -196,7 +196,7 @@ def test_the_new_methods_reach_the_study(plugin, tmp_path):
     (["reproduce", "--methods", "cut", "--method-option", "interval=3"],
      "--method-option interval=3: expected METHOD.KEY=VALUE"),
     (["reproduce", "--methods", "cut_floor", "--method-option", "cut_floor.min_density=2"],
-     "method 'cut_floor' option min_density='2': expected a number > 0 and < 1"),
+     "method 'cut_floor' option min_density=2: expected a number > 0 and < 1"),
     (["prune", "--method", "lth", "--min-votes", "2"],
      "method 'lth' has no option 'min_votes'"),
     (["prune", "--method", "cut", "--min-votes", "2", "--method-option", "min_votes=any"],
