@@ -1,7 +1,8 @@
 """Dataset configs and run profiles.
 
 A config is the top-level ``config_<name>.py`` module's ``Config`` class (the reference's
-form), or another class of such a module (``"module:Class"`` in :data:`CONFIG_MODULES`).
+form), or another class of such a module (``"module:Class"``), or a class itself: whatever a
+registered dataset's spec names in its ``configs`` (:data:`CONFIG_MODULES`, read live).
 :func:`load_config` returns an *instance* whose attributes can be overridden by a named
 profile and by keyword arguments, without touching the class or the file:
 
@@ -20,19 +21,33 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
-import importlib
 import numbers
 import os
-from typing import Any
+from typing import Any, Mapping
 
-CONFIG_MODULES = {
-    "nyuv2_3task": "config_nyuv2_3task",
-    "cityscapes": "config_cityscapes",
-    "taskonomy": "config_taskonomy",
-    "nyuv2_mtan": "config_nyuv2_mtan",
-    "nyuv2_deeplab": "config_nyuv2_mtan:DeepLabConfig",
-    "cifar100_mtl": "config_cifar100_mtl",
-}
+from lib.datasets import config_refs, resolve
+
+
+
+class _ConfigModules(Mapping):
+    """``{config name: config class or "module[:Class]"}`` of every registered dataset
+    (:class:`lib.datasets.DatasetSpec`'s ``configs``), read live, so a dataset registered from
+    a user's file brings its configs."""
+
+    def __getitem__(self, name: str):
+        return config_refs()[name][1]
+
+    def __iter__(self):
+        return iter(config_refs())
+
+    def __len__(self) -> int:
+        return len(config_refs())
+
+    def __repr__(self) -> str:
+        return f"CONFIG_MODULES({dict(self)!r})"
+
+
+CONFIG_MODULES = _ConfigModules()
 # Accept the reference's dataset names too.
 CONFIG_ALIASES = {"nyuv2_3": "nyuv2_3task", "nyuv2": "nyuv2_3task"}
 
@@ -181,8 +196,7 @@ def load_config(name: str, profile: str = "reference", **overrides: Any):
     key = canonical_name(name)
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
-    module_name, _, class_name = CONFIG_MODULES[key].partition(":")
-    config_class = getattr(importlib.import_module(module_name), class_name or "Config")
+    config_class = resolve(CONFIG_MODULES[key], f"config {key!r}")
     cfg = config_class()
     # Copy mutable class attributes so instances never share lists/dicts with the class.
     for attr in dir(config_class):

@@ -28,9 +28,9 @@ from matplotlib.figure import Figure
 from lib.metrics import (LOWER_IS_BETTER, METRIC_NAMES, TASK_ORDER, delta_or_none,
                          metrics_from_config)
 from lib.models import task_outputs
-from lib.tasks import (IMG_MEAN_BGR, NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS,
-                       TARGET_IGNORE_VALUE, TASKS, TaskBatches, batch_to, depth_valid,
-                       network_input)
+from lib.datasets import dataset_spec
+from lib.tasks import (IMG_MEAN_BGR, NORMAL_INVALID_VALUE, TARGET_IGNORE_VALUE, TASKS,
+                       TaskBatches, batch_to, depth_valid, network_input, raw_normals)
 from lib.utils import atomic_write, atomic_write_text
 
 BASE_COLUMNS = ("method", "tasks", "nominal_sparsity", "measured_sparsity")
@@ -393,7 +393,7 @@ def _labels_panel(pred, gt, dataset, depth_mask):
 
 
 def _normals_panel(pred, gt, dataset, depth_mask):
-    raw = dataset in RAW_NORMAL_DATASETS
+    raw = raw_normals(dataset)
     g = gt.float().numpy()
     # raw encoding: (255, 255, 255) is the invalid marker; decoded normals: (0, 0, 0) is
     valid_gt = ~(g == NORMAL_INVALID_VALUE).all(axis=0) if raw else (g != 0).any(axis=0)
@@ -419,14 +419,13 @@ def _signed_panel(pred, gt, dataset, depth_mask):
 
 PANELS = {"labels": _labels_panel, "normals": _normals_panel, "depth": _depth_panel,
           "signed": _signed_panel}
-# The panels of the min-max NYUv2 tasks (the task table names the reference tasks' panels).
-BENCHMARK_PANELS = {"nyuv2_mtan": {"seg": "labels", "depth": "depth", "normal": "normals"}}
 
 
 def task_panel(task: str, dataset: str) -> str | None:
     """How ``task`` of ``dataset`` is drawn (a key of :data:`PANELS`), None if it has no map."""
-    if dataset in BENCHMARK_PANELS:
-        return BENCHMARK_PANELS[dataset].get(task)
+    panels = dataset_spec(dataset).panels       # the dataset's own tasks first (MTAN's NYUv2)
+    if task in panels:
+        return panels[task]
     return TASKS[task].panel if task in TASKS else None
 
 

@@ -40,8 +40,7 @@ def schedule(method: str, base_iters: int, finetune_iters: int, dataset: str | N
         options = {"end": int(end_fraction * base_iters),
                    "interval": max(1, round(interval_fraction * base_iters))}
         if method == "disparse_dynamic":
-            options["grad_chunks"] = DISPARSE_DYNAMIC.get(dataset, DISPARSE_DYNAMIC["nyuv2_3"])[
-                "grad_chunks"]
+            options["grad_chunks"] = DISPARSE_DYNAMIC[dataset]["grad_chunks"]
         return options
     if method == "minmax_dst":
         return {"epoch_iters": max(1, base_iters // 200), "every_epochs": 10, "stop_epoch": 150}
