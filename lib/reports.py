@@ -335,15 +335,13 @@ def _as_tensor(x: Any) -> torch.Tensor:
 
 
 def _image_rgb(image: torch.Tensor, mean_bgr: Sequence[float], dataset: str) -> np.ndarray:
-    """An input image as H x W x 3 RGB in [0, 1], undoing its loader's encoding: MTAN's NYUv2
-    ``2 x RGB - 1``, CIFAR-100's standardised RGB, else BGR minus ``mean_bgr`` (0..255)."""
+    """An input image as H x W x 3 RGB in [0, 1], undoing its loader's encoding: the dataset
+    spec's ``image_to_rgb`` (MTAN's NYUv2 ``2 x RGB - 1``, CIFAR-100's standardised RGB), else
+    BGR minus ``mean_bgr`` (0..255)."""
     x = image.float().numpy()
-    if dataset == "nyuv2_mtan":
-        rgb = (x + 1.0) / 2.0
-    elif dataset == "cifar100_mtl":
-        from lib.data.cifar_mtl import MEAN, STD
-        rgb = x * np.asarray(STD, np.float32)[:, None, None] + \
-            np.asarray(MEAN, np.float32)[:, None, None]
+    spec = dataset_spec(dataset)
+    if spec.image_to_rgb is not None:
+        rgb = spec.get("image_to_rgb")(x)
     else:
         rgb = (x + np.asarray(mean_bgr, dtype=np.float32)[:, None, None])[::-1] / 255.0
     return np.clip(rgb.transpose(1, 2, 0), 0.0, 1.0)

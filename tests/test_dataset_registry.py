@@ -87,7 +87,7 @@ def test_disparse_dynamic_without_a_config_needs_its_schedule():
 def test_built_in_specs_resolve_and_agree_with_their_configs_and_readers(name):
     spec = dataset_spec(name)
     for what in ("reader", "task_datasets", "synthetic", "losses", "evaluator",
-                 "metric_options"):
+                 "metric_options", "image_to_rgb"):
         if getattr(spec, what) is not None:
             assert spec.get(what) is not None
     if spec.reader is not None:
@@ -142,6 +142,23 @@ def test_reference_values_are_the_references():
                          "edge": x, "depth_mask": x}) == "taskonomy"
     assert batch_layout({"img": x, "seg": x, "depth": x, "label19": x}) == "cityscapes"
     assert batch_layout({"img": x, "seg": x, "depth": x}) is None
+
+
+def test_figures_undo_each_reader_s_input_encoding():
+    from lib.data.cifar_mtl import MEAN, STD
+    from lib.reports import _image_rgb
+    from lib.tasks import IMG_MEAN_BGR
+
+    x = torch.linspace(-1.5, 1.5, 3 * 4 * 5).reshape(3, 4, 5)
+    expected = {"nyuv2_mtan": (x + 1) / 2,
+                "cifar100_mtl": x * torch.tensor(STD)[:, None, None] +
+                torch.tensor(MEAN)[:, None, None],
+                "nyuv2_3": (x + torch.tensor(IMG_MEAN_BGR)[:, None, None]).flip(0) / 255}
+    for dataset, rgb in expected.items():
+        got = _image_rgb(x, IMG_MEAN_BGR, dataset)
+        assert got.shape == (4, 5, 3)
+        assert torch.allclose(torch.from_numpy(got.copy()),
+                              rgb.clamp(0, 1).permute(1, 2, 0).float(), atol=1e-6), dataset
 
 
 def test_register_dataset_refuses_clashes_and_incomplete_specs():

@@ -13,6 +13,7 @@ CIFAR100_MTL = register_dataset(DatasetSpec(
     losses="lib.losses:domain_losses",
     evaluator="lib.metrics_minmax:DomainAccuracy",
     metric_options={},
+    image_to_rgb="lib.data.cifar_mtl:image_to_rgb",
     keep_ratios={"cut": {}},
     # DiSparse has no setting for this benchmark: its NYU-v2 one, stated here.
     disparse_dynamic=DISPARSE_NYU,

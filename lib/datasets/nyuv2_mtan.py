@@ -14,6 +14,7 @@ NYUV2_MTAN = register_dataset(DatasetSpec(
     evaluator="lib.metrics_minmax:NYUv2MTANEval",
     metric_options="lib.metrics_minmax:OPTIONS",
     panels={"seg": "labels", "depth": "depth", "normal": "normals"},
+    image_to_rgb="lib.data.nyuv2_mtan:image_to_rgb",
     keep_ratios={"cut": {}},
     # DiSparse has no setting for this benchmark: its NYU-v2 one (the same images), stated here.
     disparse_dynamic=DISPARSE_NYU,

@@ -55,6 +55,8 @@ class DatasetSpec:
         eval_batch: the reference's test batch when the config sets no ``EVAL_BATCH_SIZE``:
             ``"one"`` or ``"config"`` (``cfg.BATCH_SIZE``).
         panels: ``{task: figure panel kind}`` for tasks outside the task table.
+        image_to_rgb: ``(3 x H x W float array) -> RGB in [0, 1]``, undoing the reader's
+            input encoding for figures; None: BGR minus the image mean (0..255).
     Conventions of the task table's rules:
         seg_ignore_index: the segmentation label ignored by loss and metrics.
         raw_normals: normal targets are the raw PNG encoding ``(n + 1) * 127.5``.
@@ -82,6 +84,7 @@ class DatasetSpec:
     metric_options: Mapping[str, Any] | None = None
     eval_batch: str = "one"
     panels: Mapping[str, str] = field(default_factory=dict)
+    image_to_rgb: Ref = None
     seg_ignore_index: int | None = None
     raw_normals: bool = False
     depth_mask: bool = False
