@@ -28,7 +28,6 @@ from typing import Any, Mapping
 from lib.datasets import config_refs, resolve
 
 
-
 class _ConfigModules(Mapping):
     """``{config name: config class or "module[:Class]"}`` of every registered dataset
     (:class:`lib.datasets.DatasetSpec`'s ``configs``), read live, so a dataset registered from

@@ -3,8 +3,8 @@
 Two kinds of data, as ``cfg.DATASET``'s :class:`lib.datasets.DatasetSpec` says. Most datasets
 hold every task's targets in each item (the spec's ``reader``: a ``LayoutDataset``, or any
 class with ``from_config(cfg, split, *, augment, seed)``). A *per-task* dataset (the spec's
-``task_datasets``: CIFAR-100's domains) has one dataset per task; its loader is a :class:`MultiDomainLoader`, each step one batch per task
-(a ``lib.tasks.TaskBatches``).
+``task_datasets``: CIFAR-100's domains) has one dataset per task; its loader is a
+:class:`MultiDomainLoader`, each step one batch per task (a ``lib.tasks.TaskBatches``).
 
 Reproducibility: the loader's sampler draws the order of epoch ``e`` from a ``torch.Generator``
 seeded with ``(seed, e)`` and hands the dataset ``(e, index)`` pairs, so augmentation is a

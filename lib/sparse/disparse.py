@@ -9,8 +9,8 @@ The workspace's other setting, masks on the pre-trained weights and then fine-tu
 ``lib.pruning.prune("disparse_static", base, ...)`` + :func:`lib.training.finetune`.
 
 **Keep tables** (``create_pruned_net.py``): the keep ratio DiSparse passes for a nominal
-sparsity, per method and dataset (each dataset spec's ``keep_ratios``); any other sparsity falls back
-to ``(100 - S) / 100`` as there. :func:`disparse_keep_ratio` reads them by name.
+sparsity, per method and dataset (each dataset spec's ``keep_ratios``); any other sparsity falls
+back to ``(100 - S) / 100`` as there. :func:`disparse_keep_ratio` reads them by name.
 
 **IoU analysis** (``iou_analysis.py``): per shared layer, with each task's mask,
 ``#weights kept by exactly 2 tasks / #weights kept by 1 or 2 tasks``, and the same ratio over
