@@ -57,7 +57,6 @@ class ToyConfig:
     VAL_FREQ = 50
     CKPT_FREQ = 50
     PRUNE_NUM_BATCHES = 4
-    KEEP_RATIO_TABLE = {}
     RETRAIN_EPOCH = 50
     RETRAIN_LR = 1e-3
     RETRAIN_DECAY_LR_FREQ = 25

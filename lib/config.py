@@ -25,7 +25,7 @@ import numbers
 import os
 from typing import Any, Mapping
 
-from lib.datasets import config_refs, resolve
+from lib.datasets import config_refs, dataset_spec, resolve
 
 
 class _ConfigModules(Mapping):
@@ -188,9 +188,10 @@ def parse_setting(cfg, attr: str, raw: str) -> Any:
 def load_config(name: str, profile: str = "reference", **overrides: Any):
     """Return a fresh ``Config`` instance for ``name`` with ``profile`` and ``overrides`` applied.
 
-    Overrides must name attributes the config already has, so a typo fails loudly
-    (:class:`UnknownSettingError`, with the closest names), and be of the kind of its value
-    (:func:`check_setting`).
+    ``KEEP_RATIO_TABLE``, unless the class sets one, is its dataset's ``keep_ratios["cut"]``
+    (:mod:`lib.datasets`: one table per dataset). Overrides must name attributes the config
+    already has, so a typo fails loudly (:class:`UnknownSettingError`, with the closest names),
+    and be of the kind of its value (:func:`check_setting`).
     """
     key = canonical_name(name)
     if profile not in PROFILES:
@@ -201,6 +202,8 @@ def load_config(name: str, profile: str = "reference", **overrides: Any):
     for attr in dir(config_class):
         if attr.isupper():
             setattr(cfg, attr, copy.deepcopy(getattr(config_class, attr)))
+    if not hasattr(cfg, "KEEP_RATIO_TABLE"):    # one table, the dataset's (CUT's notebook)
+        cfg.KEEP_RATIO_TABLE = dict(dataset_spec(cfg.DATASET).keep_ratios.get("cut", {}))
     cfg.CONFIG_NAME = key
     cfg.PROFILE = profile
     shared = {k: v for k, v in PROFILES[profile].get("*", {}).items() if hasattr(cfg, k)}

@@ -93,11 +93,12 @@ def test_built_in_specs_resolve_and_agree_with_their_configs_and_readers(name):
     if spec.reader is not None:
         assert spec.get("reader").LAYOUT == name
     assert spec.configs
-    for config in spec.configs:
+    for config, ref in spec.configs.items():
+        assert not hasattr(resolve(ref), "KEEP_RATIO_TABLE"), config    # one home: the spec
         cfg = load_config(config)
         assert cfg.DATASET == name
         assert list(cfg.TASKS) == [t for t in spec.tasks if t in cfg.TASKS]
-        # one keep-ratio table: the config's KEEP_RATIO_TABLE is the spec's CUT row
+        # load_config sets KEEP_RATIO_TABLE from the spec's CUT table
         assert cfg.KEEP_RATIO_TABLE == dict(spec.keep_table("cut")), config
     assert set(CONFIG_MODULES) >= set(spec.configs)
 
