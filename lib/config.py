@@ -25,7 +25,7 @@ import numbers
 import os
 from typing import Any, Mapping
 
-from lib.datasets import config_refs, dataset_spec, resolve
+from lib.datasets import DATASET_REGISTRY, config_refs, dataset_spec, resolve
 
 
 class _ConfigModules(Mapping):
@@ -47,8 +47,9 @@ class _ConfigModules(Mapping):
 
 
 CONFIG_MODULES = _ConfigModules()
-# Accept the reference's dataset names too.
-CONFIG_ALIASES = {"nyuv2_3": "nyuv2_3task", "nyuv2": "nyuv2_3task"}
+# Accept the reference's dataset names too: DiSparse's --dataset value, and (canonical_name)
+# every registered dataset's name for its first config.
+CONFIG_ALIASES = {"nyuv2": "nyuv2_3task"}
 
 # Data-loading workers of the cpu profile: one worker process beside the training process
 # (benchmarks/bench_train.py measures it against none on 2 cores). The bench profile keeps 0:
@@ -112,8 +113,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def canonical_name(name: str) -> str:
-    """Map a config or reference dataset name to a key of :data:`CONFIG_MODULES`."""
+    """Map a config or dataset name to a key of :data:`CONFIG_MODULES` (a dataset's name: the
+    first config its spec lists, e.g. ``nyuv2_3`` -> ``nyuv2_3task``)."""
     key = CONFIG_ALIASES.get(name, name)
+    if key not in CONFIG_MODULES and key in DATASET_REGISTRY and DATASET_REGISTRY[key].configs:
+        key = next(iter(DATASET_REGISTRY[key].configs))
     if key not in CONFIG_MODULES:
         raise ValueError(f"unknown config {name!r}; expected one of {sorted(CONFIG_MODULES)}")
     return key

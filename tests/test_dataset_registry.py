@@ -70,6 +70,14 @@ def test_an_unknown_dataset_is_one_line_naming_it_and_the_registered_ones(name):
     assert all(f"'{d}'" in message for d in BUILT_IN), message
 
 
+def test_a_dataset_s_name_loads_its_first_config():
+    from lib.config import canonical_name
+
+    assert canonical_name("nyuv2_3") == canonical_name("nyuv2") == "nyuv2_3task"
+    assert canonical_name("nyuv2_mtan") == "nyuv2_mtan"
+    assert load_config(toy.NAME).DATASET == toy.NAME
+
+
 def test_an_unknown_config_names_the_registered_ones():
     with pytest.raises(ValueError, match="unknown config 'nope'; expected one of .*'taskonomy'"):
         load_config("nope")
