@@ -43,8 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lib.models import task_outputs
 from lib.datasets import dataset_spec
+from lib.models import task_outputs
 from lib.tasks import (NORMAL_INVALID_VALUE, TASKS, batch_to, check_dataset, load_seg_prior,
                        network_input, raw_normals, seg_ignore_index, seg_prior_weighted,
                        task_batch)

@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from lib.datasets import dataset_spec
 from lib.metrics import (LOWER_IS_BETTER, METRIC_NAMES, TASK_ORDER, delta_or_none,
                          metrics_from_config)
 from lib.models import task_outputs
-from lib.datasets import dataset_spec
 from lib.tasks import (IMG_MEAN_BGR, NORMAL_INVALID_VALUE, TARGET_IGNORE_VALUE, TASKS,
                        TaskBatches, batch_to, depth_valid, network_input, raw_normals)
 from lib.utils import atomic_write, atomic_write_text

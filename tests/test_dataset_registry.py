@@ -27,7 +27,6 @@ def lookups():
     """Every lookup of a dataset's facts, each called on the unknown dataset 'nope'."""
     from lib.data import build_dataset, build_loader, has_task_datasets
     from lib.data.synthetic import prepare_synthetic
-    from lib.export.quantize import calibration_images  # noqa: F401  (module imports fine)
     from lib.losses import SceneNetLoss, losses_from_config
     from lib.metrics import metrics_from_config
     from lib.reports import task_panel

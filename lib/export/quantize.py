@@ -43,7 +43,6 @@ MIN_CALIBRATION_BATCHES = 4
 DEFAULT_CALIBRATION_BATCHES = 8
 
 
-
 class CalibrationError(ValueError):
     """Calibration data that cannot calibrate this network (layout, shape, too few batches)."""
 

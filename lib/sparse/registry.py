@@ -19,7 +19,6 @@ from .dynamic import DisparseDynamic, RigL
 from .minmax_dst import MinmaxDST
 
 
-
 class _DisparseDynamic(Mapping):
     """``{dataset: DiSparse's dynamic defaults}``: mask updates every ``interval`` iterations
     until ``end`` (PRUNE_RATE 0.5) and the pieces its dynamic_disparse cuts a batch into for
