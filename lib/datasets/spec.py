@@ -44,7 +44,8 @@ class DatasetSpec:
         task_datasets: ``(cfg, split, *, augment, seed) -> {task: Dataset}`` when every task
             has data of its own (``build_task_datasets``); exactly one of the two.
         synthetic: ``(cfg, root=None, num_train=None, num_test=None, seed=0, progress=True,
-            ...) -> root``: a complete synthetic dataset in its layout (None: none).
+            workers=1) -> root``: a complete synthetic dataset in its layout, written once
+            (what ``lib.data.synthetic.prepare_synthetic`` calls; None: none).
         summary: one line for listings.
     Losses and evaluation:
         losses: ``cfg -> {task: fn(pred, batch)}``; None: the task table's
