@@ -5,28 +5,18 @@
     python -m lib synthetic --config cifar100_mtl --profile tiny --root D  # what a config reads
 
 Image size and default counts are the profile's (``--profile``, default cpu) for ``--config``,
-or without one for the config that reads the layout (:func:`layout_config`).
+or without one for the first config that reads the layout (``lib.config.canonical_name``).
 """
 from __future__ import annotations
 
 import argparse
 
 from lib.cli_args import add_config_arguments, announce, resolve_config
-from lib.config import load_config
-from lib.datasets import dataset_spec
+from lib.config import canonical_name, load_config
 
 from .synthetic import ALL_LAYOUTS, write_dataset
 from .synthetic.minmax import DEFAULT_COUNTS as MINMAX_COUNTS
 
-
-
-def layout_config(layout: str) -> str:
-    """The config whose profile sizes ``layout``'s images without --config: the first its
-    dataset spec lists."""
-    configs = list(dataset_spec(layout).configs)
-    if not configs:
-        raise ValueError(f"dataset {layout!r} names no config; pass --config")
-    return configs[0]
 DEFAULT_COUNTS = (320, 80)
 
 
@@ -67,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     resolve_config(args)
     if args.config is None:
-        args.config = layout_config(args.layout or "nyuv2_3")
+        args.config = canonical_name(args.layout or "nyuv2_3")   # the dataset's first config
     cfg = load_config(args.config, profile=args.profile)
     if args.layout is not None and args.layout != cfg.DATASET:
         raise ValueError(f"--layout {args.layout} differs from config {args.config}'s "
