@@ -43,8 +43,8 @@ class Config:
     CKPT_FREQ = 1000
 
     PRUNE_NUM_BATCHES = 50
-    # Keep ratios the reference uses for 90/70/50/30 % nominal sparsity (tuned by DiSparse).
-    KEEP_RATIO_TABLE = {90: 0.08, 70: 0.257, 50: 0.46, 30: 0.675}
+    # KEEP_RATIO_TABLE, the reference's keep ratio per nominal sparsity, is the dataset's
+    # (lib/datasets/, keep_ratios["cut"]), set by lib.config.load_config.
 
     RETRAIN_EPOCH = 1000 // NUM_GPUS
     RETRAIN_LR = 1e-5

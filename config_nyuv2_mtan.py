@@ -64,8 +64,8 @@ class Config:
     CKPT_FREQ = ITERS_PER_EPOCH
 
     PRUNE_NUM_BATCHES = 50
-    # The min-max code prunes exactly the nominal ratio (0.975 = 40x, 0.983 = 60x): no table.
-    KEEP_RATIO_TABLE = {}
+    # KEEP_RATIO_TABLE, the reference's keep ratio per nominal sparsity, is the dataset's
+    # (lib/datasets/, keep_ratios["cut"]), set by lib.config.load_config.
 
     # Its retrain stage trains the pruned network again with the base-training settings.
     RETRAIN_EPOCH = MAX_ITERS

@@ -1,6 +1,8 @@
 """CUT workspace: prune a pre-trained multi-task network into a compact model of the tasks you need.
 
 Sub-packages and modules (see README for the workflow, docs/ARCHITECTURE.md for the layers):
+    lib.datasets     one DatasetSpec per dataset (reader, losses, evaluator, conventions,
+                     DiSparse defaults, keep-ratio tables), register_dataset, dataset_spec
     lib.config       dataset configs and run profiles (reference / cpu / tiny)
     lib.tasks        the task table (TaskSpec per task), the dataset conventions, batch forms
     lib.data         the on-disk dataset layouts and the synthetic scene generator

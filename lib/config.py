@@ -1,7 +1,8 @@
 """Dataset configs and run profiles.
 
 A config is the top-level ``config_<name>.py`` module's ``Config`` class (the reference's
-form), or another class of such a module (``"module:Class"`` in :data:`CONFIG_MODULES`).
+form), or another class of such a module (``"module:Class"``), or a class itself: whatever a
+registered dataset's spec names in its ``configs`` (:data:`CONFIG_MODULES`, read live).
 :func:`load_config` returns an *instance* whose attributes can be overridden by a named
 profile and by keyword arguments, without touching the class or the file:
 
@@ -20,21 +21,35 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
-import importlib
 import numbers
 import os
-from typing import Any
+from typing import Any, Mapping
 
-CONFIG_MODULES = {
-    "nyuv2_3task": "config_nyuv2_3task",
-    "cityscapes": "config_cityscapes",
-    "taskonomy": "config_taskonomy",
-    "nyuv2_mtan": "config_nyuv2_mtan",
-    "nyuv2_deeplab": "config_nyuv2_mtan:DeepLabConfig",
-    "cifar100_mtl": "config_cifar100_mtl",
-}
-# Accept the reference's dataset names too.
-CONFIG_ALIASES = {"nyuv2_3": "nyuv2_3task", "nyuv2": "nyuv2_3task"}
+from lib.datasets import DATASET_REGISTRY, config_refs, dataset_spec, resolve
+
+
+class _ConfigModules(Mapping):
+    """``{config name: config class or "module[:Class]"}`` of every registered dataset
+    (:class:`lib.datasets.DatasetSpec`'s ``configs``), read live, so a dataset registered from
+    a user's file brings its configs."""
+
+    def __getitem__(self, name: str):
+        return config_refs()[name][1]
+
+    def __iter__(self):
+        return iter(config_refs())
+
+    def __len__(self) -> int:
+        return len(config_refs())
+
+    def __repr__(self) -> str:
+        return f"CONFIG_MODULES({dict(self)!r})"
+
+
+CONFIG_MODULES = _ConfigModules()
+# Accept the reference's dataset names too: DiSparse's --dataset value, and (canonical_name)
+# every registered dataset's name for its first config.
+CONFIG_ALIASES = {"nyuv2": "nyuv2_3task"}
 
 # Data-loading workers of the cpu profile: one worker process beside the training process
 # (benchmarks/bench_train.py measures it against none on 2 cores). The bench profile keeps 0:
@@ -98,8 +113,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def canonical_name(name: str) -> str:
-    """Map a config or reference dataset name to a key of :data:`CONFIG_MODULES`."""
+    """Map a config or dataset name to a key of :data:`CONFIG_MODULES` (a dataset's name: the
+    first config its spec lists, e.g. ``nyuv2_3`` -> ``nyuv2_3task``)."""
     key = CONFIG_ALIASES.get(name, name)
+    if key not in CONFIG_MODULES and key in DATASET_REGISTRY and DATASET_REGISTRY[key].configs:
+        key = next(iter(DATASET_REGISTRY[key].configs))
     if key not in CONFIG_MODULES:
         raise ValueError(f"unknown config {name!r}; expected one of {sorted(CONFIG_MODULES)}")
     return key
@@ -174,20 +192,22 @@ def parse_setting(cfg, attr: str, raw: str) -> Any:
 def load_config(name: str, profile: str = "reference", **overrides: Any):
     """Return a fresh ``Config`` instance for ``name`` with ``profile`` and ``overrides`` applied.
 
-    Overrides must name attributes the config already has, so a typo fails loudly
-    (:class:`UnknownSettingError`, with the closest names), and be of the kind of its value
-    (:func:`check_setting`).
+    ``KEEP_RATIO_TABLE``, unless the class sets one, is its dataset's ``keep_ratios["cut"]``
+    (:mod:`lib.datasets`: one table per dataset). Overrides must name attributes the config
+    already has, so a typo fails loudly (:class:`UnknownSettingError`, with the closest names),
+    and be of the kind of its value (:func:`check_setting`).
     """
     key = canonical_name(name)
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
-    module_name, _, class_name = CONFIG_MODULES[key].partition(":")
-    config_class = getattr(importlib.import_module(module_name), class_name or "Config")
+    config_class = resolve(CONFIG_MODULES[key], f"config {key!r}")
     cfg = config_class()
     # Copy mutable class attributes so instances never share lists/dicts with the class.
     for attr in dir(config_class):
         if attr.isupper():
             setattr(cfg, attr, copy.deepcopy(getattr(config_class, attr)))
+    if not hasattr(cfg, "KEEP_RATIO_TABLE"):    # one table, the dataset's (CUT's notebook)
+        cfg.KEEP_RATIO_TABLE = dict(dataset_spec(cfg.DATASET).keep_ratios.get("cut", {}))
     cfg.CONFIG_NAME = key
     cfg.PROFILE = profile
     shared = {k: v for k, v in PROFILES[profile].get("*", {}).items() if hasattr(cfg, k)}

@@ -30,12 +30,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lib.tasks import (DEPTH_VALID_MIN, SEG_IGNORE_INDEX, TASKS, check_dataset, check_tasks,
-                       load_seg_prior, task_batch)
+from lib.datasets import dataset_spec
+from lib.tasks import (DEPTH_VALID_MIN, TASKS, check_dataset, check_tasks, load_seg_prior,
+                       seg_prior_weighted, task_batch)
 
 __all__ = ["TaskLosses", "SceneNetLoss", "losses_from_config", "load_seg_prior",
-           "DEPTH_VALID_MIN", "SEG_IGNORE_INDEX", "TARGET_KEYS", "mtan_seg_loss",
-           "mtan_depth_loss", "mtan_normal_loss", "domain_loss"]
+           "DEPTH_VALID_MIN", "TARGET_KEYS", "mtan_seg_loss", "mtan_depth_loss",
+           "mtan_normal_loss", "domain_loss", "mtan_losses", "domain_losses"]
 
 # Which batch key holds the ground truth of each task of the table (``sn`` -> ``normal``).
 TARGET_KEYS = {name: spec.target_key for name, spec in TASKS.items()}
@@ -112,7 +113,8 @@ class SceneNetLoss(TaskLosses):
     """The reference's weighted multi-task loss over the task table's losses.
 
     Args:
-        dataset: ``"nyuv2_3"``, ``"cityscapes"`` or ``"taskonomy"`` (decides ignore values/masks).
+        dataset: a dataset of the task table (``"nyuv2_3"``, ``"cityscapes"``, ``"taskonomy"``
+            or a registered one); its spec decides ignore values and masks.
         tasks: task names of :data:`lib.tasks.TASKS`, in the order of the network's outputs.
         lambdas: one weight per task.
         seg_class_weight: optional per-class CE weights (Taskonomy's ``semseg_prior_factor``).
@@ -134,7 +136,7 @@ class SceneNetLoss(TaskLosses):
     def from_config(cls, cfg, tasks: Sequence[str] | None = None) -> "SceneNetLoss":
         """Loss for ``cfg`` (restricted to ``tasks`` if given); reads Taskonomy's class prior."""
         weight = None
-        if cfg.DATASET == "taskonomy" and "seg" in cfg.TASKS:
+        if seg_prior_weighted(cfg.DATASET) and "seg" in cfg.TASKS:
             weight = load_seg_prior(cfg.DATA_ROOT)
         loss = cls(cfg.DATASET, cfg.TASKS, cfg.LAMBDAS, weight)
         return loss if tasks is None else loss.restricted_to(tasks)
@@ -207,7 +209,9 @@ def domain_loss(pred: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
     return F.cross_entropy(pred, _target(batch, "label", pred).long())
 
 
-def _mtan_losses(cfg) -> dict[str, TaskLossFn]:
+def mtan_losses(cfg) -> dict[str, TaskLossFn]:
+    """MTAN's NYUv2 losses for ``cfg.TASKS`` (the normal loss by ``cfg.NORMAL_LOSS`` /
+    ``NORMAL_MASK``): ``nyuv2_mtan``'s spec ``losses``."""
     kind = getattr(cfg, "NORMAL_LOSS", "cosine")
     if kind not in NORMAL_LOSSES:
         raise ValueError(f"config NORMAL_LOSS {kind!r} is not one of {NORMAL_LOSSES}")
@@ -223,23 +227,21 @@ def _mtan_losses(cfg) -> dict[str, TaskLossFn]:
     return {t: known[t] for t in cfg.TASKS}
 
 
-def _domain_losses(cfg) -> dict[str, TaskLossFn]:
+def domain_losses(cfg) -> dict[str, TaskLossFn]:
+    """Every domain's cross-entropy: ``cifar100_mtl``'s spec ``losses``."""
     return {t: domain_loss for t in cfg.TASKS}
-
-
-# The min-max datasets' losses (cfg.DATASET -> cfg -> {task: fn(pred, batch)}).
-BENCHMARK_LOSSES: dict[str, Callable[[Any], dict[str, TaskLossFn]]] = {
-    "nyuv2_mtan": _mtan_losses, "cifar100_mtl": _domain_losses}
 
 
 def losses_from_config(cfg, tasks: Sequence[str] | None = None) -> TaskLosses:
     """The weighted multi-task loss of ``cfg`` (``LAMBDAS``), restricted to ``tasks`` if given:
-    :class:`SceneNetLoss` for the reference datasets, the min-max benchmarks' functions
-    (:data:`BENCHMARK_LOSSES`; NYUv2's normal loss by ``cfg.NORMAL_LOSS``) for the others."""
-    if cfg.DATASET not in BENCHMARK_LOSSES:
+    the functions of ``cfg.DATASET``'s spec (``losses``: ``cfg -> {task: fn(pred, batch)}``;
+    the min-max benchmarks', NYUv2's normal loss by ``cfg.NORMAL_LOSS``), or
+    :class:`SceneNetLoss` for a dataset of the task table (spec ``losses`` None)."""
+    spec = dataset_spec(cfg.DATASET)
+    if spec.losses is None:
         return SceneNetLoss.from_config(cfg, tasks)
     if len(cfg.LAMBDAS) != len(cfg.TASKS):
         raise ValueError(f"config LAMBDAS {list(cfg.LAMBDAS)} must have one weight per task "
                          f"{list(cfg.TASKS)}")
-    loss = TaskLosses(BENCHMARK_LOSSES[cfg.DATASET](cfg), cfg.LAMBDAS)
+    loss = TaskLosses(spec.get("losses")(cfg), cfg.LAMBDAS)
     return loss if tasks is None else loss.restricted_to(tasks)

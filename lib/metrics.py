@@ -43,11 +43,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from lib.metrics_minmax import OPTIONS as MINMAX_OPTIONS
-from lib.metrics_minmax import DomainAccuracy, NYUv2MTANEval
+from lib.datasets import dataset_spec
 from lib.models import task_outputs
-from lib.tasks import (NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS, SEG_IGNORE_INDEX, TASKS,
-                       batch_to, check_dataset, load_seg_prior, network_input, task_batch)
+from lib.tasks import (NORMAL_INVALID_VALUE, TASKS, batch_to, check_dataset, load_seg_prior,
+                       network_input, raw_normals, seg_ignore_index, seg_prior_weighted,
+                       task_batch)
 from lib.utils import NonFiniteError, atomic_write_json, check_finite_tensors, read_json
 
 # Derived from the task table (lib.tasks.TASKS): metric names in report order, their
@@ -201,7 +201,7 @@ class _SegStats:
 
     @classmethod
     def create(cls, ev: "SceneNetEval", num_class: int) -> "_SegStats":
-        return cls(num_class, SEG_IGNORE_INDEX[ev.dataset], ev.seg_class_weight,
+        return cls(num_class, seg_ignore_index(ev.dataset), ev.seg_class_weight,
                    ev.options["miou"], ev.options["pixel_acc"])
 
     def update(self, logits: torch.Tensor, gt: torch.Tensor, valid: None = None) -> bool:
@@ -265,7 +265,7 @@ class _NormalStats:
 
     @classmethod
     def create(cls, ev: "SceneNetEval", num_class: int) -> "_NormalStats":
-        decode = ev.options["normals"] == "decoded" and ev.dataset in RAW_NORMAL_DATASETS
+        decode = ev.options["normals"] == "decoded" and raw_normals(ev.dataset)
         return cls(decode, ev.options["angle_median"])
 
     def update(self, pred: torch.Tensor, gt: torch.Tensor, valid: None = None) -> bool:
@@ -385,7 +385,8 @@ class SceneNetEval:
     """Streaming evaluator with the reference's metric definitions.
 
     Args:
-        dataset: ``"nyuv2_3"``, ``"cityscapes"`` or ``"taskonomy"``.
+        dataset: a dataset of the task table (``"nyuv2_3"``, ``"cityscapes"``, ``"taskonomy"``
+            or a registered one: :mod:`lib.datasets`).
         tasks: task names in the order of the network's outputs.
         tasks_num_class: output channels per task (seg: number of classes).
         image_shape: ``(H, W)`` of the test targets; predictions are nearest-upsampled to it.
@@ -448,7 +449,7 @@ class SceneNetEval:
             raise ValueError(f"task(s) {missing} not in the config's TASKS {list(cfg.TASKS)}")
         num_class = [cfg.TASKS_NUM_CLASS[list(cfg.TASKS).index(t)] for t in tasks]
         weight = None
-        if cfg.DATASET == "taskonomy" and "seg" in tasks:
+        if seg_prior_weighted(cfg.DATASET) and "seg" in tasks:
             weight = load_seg_prior(cfg.DATA_ROOT)
         return cls(cfg.DATASET, tasks, num_class, cfg.IMAGE_SHAPE, weight, **options)
 
@@ -587,23 +588,19 @@ class TaskMetrics:
                                for t, means in self._means.items()}, "TaskMetrics")
 
 
-# The min-max datasets' evaluators (cfg.DATASET -> class with from_config(cfg, tasks, **options))
-# and the options each takes.
-BENCHMARK_METRICS = {"nyuv2_mtan": (NYUv2MTANEval, MINMAX_OPTIONS),
-                     "cifar100_mtl": (DomainAccuracy, {})}
-
-
 def metrics_from_config(cfg, tasks: Sequence[str] | None = None, **options: str):
     """The streaming evaluator of ``cfg`` for ``tasks`` (default: all of ``cfg.TASKS``):
-    :class:`SceneNetEval` for the reference datasets (options ``miou``, ``pixel_acc``,
-    ``normals``, ``depth_sigma``, ``angle_median``), :data:`BENCHMARK_METRICS` for the min-max
-    ones (NYUv2-MTAN: ``averaging``, ``normal_mask``; CIFAR-100 domains: none). Every evaluator
+    the ``evaluator`` of ``cfg.DATASET``'s spec with its ``metric_options`` (the min-max ones:
+    NYUv2-MTAN: ``averaging``, ``normal_mask``; CIFAR-100 domains: none), or
+    :class:`SceneNetEval` for a dataset of the task table (options ``miou``, ``pixel_acc``,
+    ``normals``, ``depth_sigma``, ``angle_median``). Every evaluator
     has ``reset`` / ``update(preds, batch)`` / ``compute`` and ``delta_options()``; an option
     the evaluator does not take is a one-line ValueError."""
-    if cfg.DATASET not in BENCHMARK_METRICS:
+    spec = dataset_spec(cfg.DATASET)
+    if spec.evaluator is None:
         cls, allowed = SceneNetEval, OPTIONS
     else:
-        cls, allowed = BENCHMARK_METRICS[cfg.DATASET]
+        cls, allowed = spec.get("evaluator"), spec.get("metric_options") or {}
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"metric option(s) {unknown} do not apply to {cfg.DATASET}; its "

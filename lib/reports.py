@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from lib.datasets import dataset_spec
 from lib.metrics import (LOWER_IS_BETTER, METRIC_NAMES, TASK_ORDER, delta_or_none,
                          metrics_from_config)
 from lib.models import task_outputs
-from lib.tasks import (IMG_MEAN_BGR, NORMAL_INVALID_VALUE, RAW_NORMAL_DATASETS,
-                       TARGET_IGNORE_VALUE, TASKS, TaskBatches, batch_to, depth_valid,
-                       network_input)
+from lib.tasks import (IMG_MEAN_BGR, NORMAL_INVALID_VALUE, TARGET_IGNORE_VALUE, TASKS,
+                       TaskBatches, batch_to, depth_valid, network_input, raw_normals)
 from lib.utils import atomic_write, atomic_write_text
 
 BASE_COLUMNS = ("method", "tasks", "nominal_sparsity", "measured_sparsity")
@@ -335,15 +335,13 @@ def _as_tensor(x: Any) -> torch.Tensor:
 
 
 def _image_rgb(image: torch.Tensor, mean_bgr: Sequence[float], dataset: str) -> np.ndarray:
-    """An input image as H x W x 3 RGB in [0, 1], undoing its loader's encoding: MTAN's NYUv2
-    ``2 x RGB - 1``, CIFAR-100's standardised RGB, else BGR minus ``mean_bgr`` (0..255)."""
+    """An input image as H x W x 3 RGB in [0, 1], undoing its loader's encoding: the dataset
+    spec's ``image_to_rgb`` (MTAN's NYUv2 ``2 x RGB - 1``, CIFAR-100's standardised RGB), else
+    BGR minus ``mean_bgr`` (0..255)."""
     x = image.float().numpy()
-    if dataset == "nyuv2_mtan":
-        rgb = (x + 1.0) / 2.0
-    elif dataset == "cifar100_mtl":
-        from lib.data.cifar_mtl import MEAN, STD
-        rgb = x * np.asarray(STD, np.float32)[:, None, None] + \
-            np.asarray(MEAN, np.float32)[:, None, None]
+    spec = dataset_spec(dataset)
+    if spec.image_to_rgb is not None:
+        rgb = spec.get("image_to_rgb")(x)
     else:
         rgb = (x + np.asarray(mean_bgr, dtype=np.float32)[:, None, None])[::-1] / 255.0
     return np.clip(rgb.transpose(1, 2, 0), 0.0, 1.0)
@@ -393,7 +391,7 @@ def _labels_panel(pred, gt, dataset, depth_mask):
 
 
 def _normals_panel(pred, gt, dataset, depth_mask):
-    raw = dataset in RAW_NORMAL_DATASETS
+    raw = raw_normals(dataset)
     g = gt.float().numpy()
     # raw encoding: (255, 255, 255) is the invalid marker; decoded normals: (0, 0, 0) is
     valid_gt = ~(g == NORMAL_INVALID_VALUE).all(axis=0) if raw else (g != 0).any(axis=0)
@@ -419,14 +417,13 @@ def _signed_panel(pred, gt, dataset, depth_mask):
 
 PANELS = {"labels": _labels_panel, "normals": _normals_panel, "depth": _depth_panel,
           "signed": _signed_panel}
-# The panels of the min-max NYUv2 tasks (the task table names the reference tasks' panels).
-BENCHMARK_PANELS = {"nyuv2_mtan": {"seg": "labels", "depth": "depth", "normal": "normals"}}
 
 
 def task_panel(task: str, dataset: str) -> str | None:
     """How ``task`` of ``dataset`` is drawn (a key of :data:`PANELS`), None if it has no map."""
-    if dataset in BENCHMARK_PANELS:
-        return BENCHMARK_PANELS[dataset].get(task)
+    panels = dataset_spec(dataset).panels       # the dataset's own tasks first (MTAN's NYUv2)
+    if task in panels:
+        return panels[task]
     return TASKS[task].panel if task in TASKS else None
 
 

@@ -7,8 +7,9 @@ Losses (:class:`lib.losses.SceneNetLoss`), metrics (:class:`lib.metrics.SceneNet
 figures dispatch through :data:`TASKS`; nothing else names a task. A new task is one
 :class:`TaskSpec` line in :data:`TASKS` (its loss function next to the others, if new).
 
-Also the dataset conventions those rules depend on: ignore values, the depth validity rule,
-the image mean the loaders subtract, Taskonomy's class-prior file. Tasks of other models need
+Also the dataset conventions those rules depend on, read from each dataset's
+:class:`lib.datasets.DatasetSpec` (ignore values, the depth validity rule, raw normals, the
+class-prior file), and the image mean the loaders subtract. Tasks of other models need
 no entry here: :class:`lib.losses.TaskLosses` and :class:`lib.metrics.TaskMetrics` take plain
 functions.
 
@@ -29,14 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lib.datasets import dataset_names, dataset_spec
+
 # ----------------------------------------------------------------------------- conventions
 INPUT_KEY = "img"                      # the batch key of the network's input
-DATASETS = ("nyuv2_3", "cityscapes", "taskonomy")
-SEG_IGNORE_INDEX = {"nyuv2_3": 255, "cityscapes": -1, "taskonomy": 255}
 DEPTH_VALID_MIN = 3e-5                 # NYU-v2 / Cityscapes: depth at or below this is missing
 TARGET_IGNORE_VALUE = 255              # Taskonomy depth, keypoint and edge: the ignore marker
 NORMAL_INVALID_VALUE = 255             # normal maps: a channel at 255 marks an invalid pixel
-RAW_NORMAL_DATASETS = ("nyuv2_3",)     # normal targets are the raw PNG encoding (n + 1) * 127.5
 # Caffe-style mean of the ImageNet-pretrained ResNet, BGR order, 0..255 scale (no std): what
 # every loader subtracts from its images.
 IMG_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
@@ -86,10 +86,36 @@ def batch_items(batch: Mapping[str, Any]) -> int:
     return int(network_input(batch).shape[0])
 
 
+def table_datasets() -> list[str]:
+    """The registered datasets whose tasks are this table's (their spec names no losses of
+    their own), sorted."""
+    return sorted(name for name in dataset_names() if dataset_spec(name).losses is None)
+
+
 def check_dataset(dataset: str) -> str:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(DATASETS)}")
+    """``dataset`` if it is registered and its tasks are this table's; one-line error if not."""
+    if dataset_spec(dataset).losses is not None:
+        raise ValueError(f"dataset {dataset!r} has losses of its own, not the task table's; "
+                         f"the task table's datasets: {table_datasets()}")
     return dataset
+
+
+def seg_ignore_index(dataset: str) -> int:
+    """The segmentation label ``dataset`` marks as ignored (its spec's ``seg_ignore_index``)."""
+    value = dataset_spec(dataset).seg_ignore_index
+    if value is None:
+        raise ValueError(f"dataset {dataset!r} declares no seg_ignore_index")
+    return value
+
+
+def raw_normals(dataset: str) -> bool:
+    """Whether ``dataset``'s normal targets are the raw PNG encoding ``(n + 1) * 127.5``."""
+    return dataset_spec(dataset).raw_normals
+
+
+def seg_prior_weighted(dataset: str) -> bool:
+    """Whether ``dataset``'s segmentation is class-weighted by ``DATA_ROOT``'s prior file."""
+    return dataset_spec(dataset).seg_prior
 
 
 def load_seg_prior(data_root: str | os.PathLike) -> np.ndarray:
@@ -105,9 +131,9 @@ def load_seg_prior(data_root: str | os.PathLike) -> np.ndarray:
 def depth_valid(gt: torch.Tensor, dataset: str, depth_mask: torch.Tensor | None) -> torch.Tensor:
     """Valid pixels of a ``B x 1 x H x W`` depth target: Taskonomy's ``depth_mask`` (nearest-
     resized to the target) and not 255; elsewhere depth above :data:`DEPTH_VALID_MIN`."""
-    if dataset == "taskonomy":
+    if dataset_spec(dataset).depth_mask:
         if depth_mask is None:
-            raise KeyError("taskonomy depth needs the batch key 'depth_mask'")
+            raise KeyError(f"{dataset} depth needs the batch key 'depth_mask'")
         mask = F.interpolate(depth_mask.float(), size=gt.shape[-2:], mode="nearest")
         return (gt != TARGET_IGNORE_VALUE) & (mask.int() == 1)
     return gt.sum(dim=1, keepdim=True) > DEPTH_VALID_MIN
@@ -131,7 +157,7 @@ def seg_loss(pred: torch.Tensor, gt: torch.Tensor, batch: Mapping[str, Any], dat
     logits = pred.permute(0, 2, 3, 1).reshape(-1, num_class)
     labels = resize_target(gt, pred).permute(0, 2, 3, 1).reshape(-1).long()
     weight = None if class_weight is None else class_weight.to(pred.device)
-    return F.cross_entropy(logits, labels, weight=weight, ignore_index=SEG_IGNORE_INDEX[dataset])
+    return F.cross_entropy(logits, labels, weight=weight, ignore_index=seg_ignore_index(dataset))
 
 
 def normal_loss(pred: torch.Tensor, gt: torch.Tensor, batch: Mapping[str, Any], dataset: str,

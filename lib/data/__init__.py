@@ -24,13 +24,13 @@ from typing import Any
 _EXPORTS = {
     "IMG_MEAN_BGR": "base", "LayoutDataset": "base",
     "NYUv2": "nyuv2", "CityScapes": "cityscapes", "Taskonomy": "taskonomy",
-    "DATASETS": "loader", "EpochSampler": "loader", "IndexedSubset": "loader",
+    "EpochSampler": "loader", "IndexedSubset": "loader",
     "epoch_permutation": "loader", "loader_workers": "loader",
     "build_dataset": "loader", "build_loader": "loader", "dataset_class": "loader",
     "check_files": "loader", "check_content": "loader", "collate_batch": "loader",
     "NYUv2MTAN": "nyuv2_mtan",
     "CIFAR100Domain": "cifar_mtl", "CifarUnpickler": "cifar_mtl", "build_domains": "cifar_mtl",
-    "MultiDomainLoader": "loader", "TASK_DATASETS": "loader", "build_task_datasets": "loader",
+    "MultiDomainLoader": "loader", "build_task_datasets": "loader",
     "has_task_datasets": "loader", "num_items": "loader",
 }
 __all__ = list(_EXPORTS)

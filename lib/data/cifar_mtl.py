@@ -44,6 +44,14 @@ NUM_FINE, NUM_COARSE, CLASSES_PER_DOMAIN = 100, 20, 5
 MEAN = (0.5071, 0.4867, 0.4408)   # trainer_cifar.py's Normalize
 STD = (0.2675, 0.2565, 0.2761)
 PAD = 4
+
+
+def image_to_rgb(image: np.ndarray) -> np.ndarray:
+    """A network input (3 x H x W, standardised RGB) as RGB in [0, 1] (for figures)."""
+    return image * np.asarray(STD, np.float32)[:, None, None] + \
+        np.asarray(MEAN, np.float32)[:, None, None]
+
+
 EXPECTED = ("DATA_ROOT/cifar-100-python/{train,test,meta}: CIFAR-100's python-version pickles "
             "(https://www.cs.toronto.edu/~kriz/cifar.html)")
 

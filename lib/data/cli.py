@@ -5,7 +5,7 @@
     python -m lib synthetic --config cifar100_mtl --profile tiny --out D  # what a config reads
 
 Image size and default counts are the profile's (``--profile``, default cpu) for ``--config``,
-or without one for the config that reads the layout (``LAYOUT_CONFIGS``).
+or without one for the first config that reads the layout (``lib.config.canonical_name``).
 """
 from __future__ import annotations
 
@@ -14,14 +14,11 @@ import argparse
 from lib.cli_args import (add_config_arguments, add_out_argument, add_quiet_argument,
                           add_renamed, add_seed_argument, add_set_argument, announce,
                           config_settings, resolve_config)
-from lib.config import load_config
+from lib.config import canonical_name, load_config
 
 from .synthetic import ALL_LAYOUTS, write_dataset
 from .synthetic.minmax import DEFAULT_COUNTS as MINMAX_COUNTS
 
-# The config whose profile sizes each layout's images without --config.
-LAYOUT_CONFIGS = {"nyuv2_3": "nyuv2_3task", "cityscapes": "cityscapes", "taskonomy": "taskonomy",
-                  "nyuv2_mtan": "nyuv2_mtan", "cifar100_mtl": "cifar100_mtl"}
 DEFAULT_COUNTS = (320, 80)
 
 
@@ -67,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     resolve_config(args)
     if args.config is None:
-        args.config = LAYOUT_CONFIGS[args.layout or "nyuv2_3"]
+        args.config = canonical_name(args.layout or "nyuv2_3")   # the dataset's first config
     cfg = load_config(args.config, profile=args.profile, **config_settings(args))
     if args.layout is not None and args.layout != cfg.DATASET:
         raise ValueError(f"--layout {args.layout} differs from config {args.config}'s "

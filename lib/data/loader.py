@@ -1,9 +1,10 @@
 """Datasets and DataLoaders from a config: :func:`build_dataset`, :func:`build_loader`.
 
-Two kinds of data. Most datasets hold every task's targets in each item (one reader of
-:data:`DATASETS`). A *per-task* dataset (:data:`TASK_DATASETS`: CIFAR-100's domains) has one
-dataset per task; its loader is a :class:`MultiDomainLoader`, each step one batch per task
-(a ``lib.tasks.TaskBatches``).
+Two kinds of data, as ``cfg.DATASET``'s :class:`lib.datasets.DatasetSpec` says. Most datasets
+hold every task's targets in each item (the spec's ``reader``: a ``LayoutDataset``, or any
+class with ``from_config(cfg, split, *, augment, seed)``). A *per-task* dataset (the spec's
+``task_datasets``: CIFAR-100's domains) has one dataset per task; its loader is a
+:class:`MultiDomainLoader`, each step one batch per task (a ``lib.tasks.TaskBatches``).
 
 Reproducibility: the loader's sampler draws the order of epoch ``e`` from a ``torch.Generator``
 seeded with ``(seed, e)`` and hands the dataset ``(e, index)`` pairs, so augmentation is a
@@ -25,41 +26,29 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.dataloader import default_collate
 
+from lib.datasets import dataset_spec
 from lib.tasks import TaskBatches
 from lib.utils import atomic_write_json
 
 from .base import LayoutDataset
-from .cifar_mtl import build_task_datasets as cifar_task_datasets
 from .cityscapes import CityScapes
 from .nyuv2 import NYUv2
-from .nyuv2_mtan import NYUv2MTAN
 from .taskonomy import Taskonomy
 
-DATASETS: dict[str, type[LayoutDataset]] = {
-    "nyuv2_3": NYUv2,
-    "cityscapes": CityScapes,
-    "taskonomy": Taskonomy,
-    "nyuv2_mtan": NYUv2MTAN,
-}
 
-
-# Per-task datasets: cfg.DATASET -> (cfg, split, augment, seed) -> {task: dataset}.
-TASK_DATASETS = {"cifar100_mtl": cifar_task_datasets}
-
-
-def dataset_class(layout: str) -> type[LayoutDataset]:
-    """The reader of a ``cfg.DATASET`` value."""
-    if layout not in DATASETS:
-        known = sorted(DATASETS) + sorted(TASK_DATASETS)
-        raise ValueError(f"unknown dataset {layout!r}; expected one of {known}"
-                         + (f" ({layout!r} has one dataset per task: build_task_datasets)"
-                            if layout in TASK_DATASETS else ""))
-    return DATASETS[layout]
+def dataset_class(layout: str) -> type:
+    """The reader of a ``cfg.DATASET`` value (its :class:`lib.datasets.DatasetSpec`'s
+    ``reader``); one-line error for an unknown dataset or one with a dataset per task."""
+    spec = dataset_spec(layout)
+    if spec.reader is None:
+        raise ValueError(f"dataset {layout!r} has one dataset per task (build_task_datasets), "
+                         f"no reader of every task")
+    return spec.get("reader")
 
 
 def has_task_datasets(cfg) -> bool:
-    """Whether ``cfg.DATASET`` keeps one dataset per task (:data:`TASK_DATASETS`)."""
-    return cfg.DATASET in TASK_DATASETS
+    """Whether ``cfg.DATASET`` keeps one dataset per task (its spec's ``task_datasets``)."""
+    return dataset_spec(cfg.DATASET).task_datasets is not None
 
 
 def build_task_datasets(cfg, split: str, augment: bool | None = None,
@@ -68,8 +57,8 @@ def build_task_datasets(cfg, split: str, augment: bool | None = None,
     on for ``train``)."""
     if not has_task_datasets(cfg):
         raise ValueError(f"dataset {cfg.DATASET!r} holds every task in one dataset "
-                         f"(build_dataset); per-task datasets: {sorted(TASK_DATASETS)}")
-    return TASK_DATASETS[cfg.DATASET](cfg, split, augment=augment, seed=seed)
+                         f"(build_dataset), not one dataset per task")
+    return dataset_spec(cfg.DATASET).get("task_datasets")(cfg, split, augment=augment, seed=seed)
 
 
 def build_dataset(cfg, split: str, augment: bool | None = None, seed: int = 0) -> LayoutDataset:
@@ -84,6 +73,8 @@ def build_dataset(cfg, split: str, augment: bool | None = None, seed: int = 0) -
     alone is resized, the reference's way, to ``cfg.IMAGE_SHAPE``.
     """
     cls = dataset_class(cfg.DATASET)
+    if not issubclass(cls, LayoutDataset):     # a registered reader of its own
+        return cls.from_config(cfg, split, augment=augment, seed=seed)
     kwargs: dict[str, Any] = dict(split=split, crop_h=cfg.CROP_H, crop_w=cfg.CROP_W, seed=seed,
                                   augment=augment)
     if cls in (NYUv2, CityScapes) and "seg" in cfg.TASKS:

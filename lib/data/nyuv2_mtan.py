@@ -51,6 +51,11 @@ RESIZE_RULES = (BILINEAR, NEAREST, NEAREST, NEAREST)   # image, label, depth, no
 _INDEX_NAME = re.compile(r"^(0|[1-9][0-9]*)\.npy$")
 
 
+def image_to_rgb(image: np.ndarray) -> np.ndarray:
+    """A network input (3 x H x W, ``2 x RGB - 1``) as RGB in [0, 1] (for figures)."""
+    return (image + 1.0) / 2.0
+
+
 class NYUv2MTAN(LayoutDataset):
     NAME = "NYUv2-MTAN"
     LAYOUT = "nyuv2_mtan"

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from lib.datasets import DATASET_REGISTRY, dataset_spec
 from lib.masks import has_masks, plain_copy, prune_masks
 from lib.utils import atomic_write
 
@@ -41,10 +42,6 @@ INT8_SCHEME = {"format": "QDQ (onnxruntime)",
 MIN_CALIBRATION_BATCHES = 4
 DEFAULT_CALIBRATION_BATCHES = 8
 
-# Batch keys only one on-disk layout produces (lib.data): how a batch tells its layout.
-_LAYOUT_MARKERS = (("cityscapes", ("label19",)), ("taskonomy", ("depth_mask",)),
-                   ("nyuv2_3", ("seg", "normal", "depth")))
-
 
 class CalibrationError(ValueError):
     """Calibration data that cannot calibrate this network (layout, shape, too few batches)."""
@@ -56,11 +53,20 @@ class PruneHooksError(ValueError):
 
 # ----------------------------------------------------------------------------- calibration
 def batch_layout(batch: Mapping[str, Any]) -> str | None:
-    """The on-disk layout (``cfg.DATASET``) a batch dict comes from, when its keys tell."""
-    for layout, keys in _LAYOUT_MARKERS:
+    """The on-disk layout (``cfg.DATASET``) a batch dict comes from, when its keys tell: the
+    first dataset whose spec's ``calibration_keys`` the batch all holds, datasets with fewer
+    keys first (one key only one layout produces is the surest sign: Taskonomy's batches also
+    hold NYU-v2's ``seg``, ``normal``, ``depth``)."""
+    for layout, keys in layout_markers():
         if all(k in batch for k in keys):
             return layout
     return None
+
+
+def layout_markers() -> list[tuple[str, tuple[str, ...]]]:
+    """``[(dataset, calibration keys)]`` in the order :func:`batch_layout` tries them."""
+    marked = [(name, tuple(dataset_spec(name).calibration_keys)) for name in DATASET_REGISTRY]
+    return sorted([m for m in marked if m[1]], key=lambda m: len(m[1]))
 
 
 def loader_layout(loader: Any) -> str | None:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 import torch.nn as nn
 
+from lib.datasets import dataset_spec
 from lib.masks import (Masks, count_zeros, install_masks, layer_weights, masks_of,
                        sparsity_report, weight_parameter)
 from lib.models import (MultiTaskModel, architecture_of, build_model, check_model, prunable_layers,
@@ -309,10 +310,16 @@ def disparse_static(net: MultiTaskModel, ctx: PruneContext, *,
     return per_task_plan(net, scores, min_votes, info={"mode": ctx.mode})
 
 
+def _disparse_pt_score(score: str, dataset: str | None) -> str:
+    """``score``, with ``"auto"`` resolved by the dataset's spec (gradient on Taskonomy, as
+    DiSparse; magnitude elsewhere and for a model of no registered dataset)."""
+    if score != "auto":
+        return score
+    return dataset_spec(dataset).disparse_pt_score if dataset is not None else "magnitude"
+
+
 def _disparse_pt_data(dataset: str | None, options: dict) -> bool:
-    """DiSparse scores by gradient on Taskonomy (``score="auto"``), else by magnitude."""
-    score = options.get("score", "auto")
-    return score == "gradient" or (score == "auto" and dataset == "taskonomy")
+    return _disparse_pt_score(options.get("score", "auto"), dataset) == "gradient"
 
 
 @register_method("disparse_pt", kind="mask", data=_disparse_pt_data,
@@ -328,9 +335,7 @@ def disparse_pt(net: MultiTaskModel, ctx: PruneContext, *, score: str = "auto",
     ``score="auto"`` picks by ``criterion.dataset`` as DiSparse does; ``"magnitude"`` or
     ``"gradient"`` force one. Union fusion of the backbone.
     """
-    if score == "auto":
-        dataset = getattr(ctx.criterion, "dataset", None)
-        score = "gradient" if dataset == "taskonomy" else "magnitude"
+    score = _disparse_pt_score(score, getattr(ctx.criterion, "dataset", None))
     if score == "magnitude":
         mags = magnitude_scores(net)
         scores = {t: {n: mags[n] for n in task_model_layers(net, t)} for t in net.tasks}

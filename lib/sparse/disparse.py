@@ -9,8 +9,8 @@ The workspace's other setting, masks on the pre-trained weights and then fine-tu
 ``lib.pruning.prune("disparse_static", base, ...)`` + :func:`lib.training.finetune`.
 
 **Keep tables** (``create_pruned_net.py``): the keep ratio DiSparse passes for a nominal
-sparsity, per method and dataset; any other sparsity falls back to ``(100 - S) / 100`` as
-there. :func:`disparse_keep_ratio` reads them by name.
+sparsity, per method and dataset (each dataset spec's ``keep_ratios``); any other sparsity falls
+back to ``(100 - S) / 100`` as there. :func:`disparse_keep_ratio` reads them by name.
 
 **IoU analysis** (``iou_analysis.py``): per shared layer, with each task's mask,
 ``#weights kept by exactly 2 tasks / #weights kept by 1 or 2 tasks``, and the same ratio over
@@ -27,35 +27,42 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
+from lib.datasets import dataset_names, dataset_spec
 from lib.models import shared_layers
 
-DISPARSE_KEEP_TABLES: dict[str, dict[str, dict[int, float]]] = {
-    "disparse_static": {
-        "nyuv2_3": {90: 0.08, 70: 0.257, 50: 0.46, 30: 0.675},
-        "cityscapes": {90: 0.095, 70: 0.3, 50: 0.51, 30: 0.71},
-        "taskonomy": {90: 0.097, 70: 0.257, 50: 0.46, 30: 0.675},
-    },
-    "disparse_pt": {
-        "nyuv2_3": {90: 0.1, 70: 0.3, 50: 0.5, 30: 0.7},
-        "cityscapes": {90: 0.13, 70: 0.37, 50: 0.6, 30: 0.644},
-        "taskonomy": {90: 0.2, 70: 0.3, 50: 0.5, 30: 0.7},
-    },
-}
+DISPARSE_TABLES = ("disparse_static", "disparse_pt")
 IOU_KEEP_RATIO = 0.078
-IOU_NUM_BATCHES = {"nyuv2_3": 50, "cityscapes": 50, "taskonomy": 200}
 IOU_RULES = ("reference", "all_any")
+IOU_DEFAULT_BATCHES = 50      # iou_analysis.py's --num_batches default
+
+
+class _KeepTables(Mapping):
+    """``{table: {dataset: {sparsity %: keep ratio}}}`` for DiSparse's two tables, read live
+    from each dataset's spec (``keep_ratios``; :mod:`lib.datasets`)."""
+
+    def __getitem__(self, table: str) -> dict[str, Mapping[int, float]]:
+        if table not in DISPARSE_TABLES:
+            raise KeyError(table)
+        return {name: dataset_spec(name).keep_ratios[table] for name in dataset_names()
+                if table in dataset_spec(name).keep_ratios}
+
+    def __iter__(self):
+        return iter(DISPARSE_TABLES)
+
+    def __len__(self) -> int:
+        return len(DISPARSE_TABLES)
+
+
+DISPARSE_KEEP_TABLES = _KeepTables()
 
 
 def disparse_keep_ratio(table: str, dataset: str, sparsity: float) -> float:
     """The keep ratio DiSparse's ``create_pruned_net.py`` uses for ``table`` (``disparse_static``
-    or ``disparse_pt``) on ``dataset`` at ``sparsity`` percent."""
-    if table not in DISPARSE_KEEP_TABLES:
+    or ``disparse_pt``) on ``dataset`` at ``sparsity`` percent (the dataset spec's table)."""
+    if table not in DISPARSE_TABLES:
         raise ValueError(f"unknown DiSparse keep table {table!r}; expected one of "
-                         f"{sorted(DISPARSE_KEEP_TABLES)}")
-    if dataset not in DISPARSE_KEEP_TABLES[table]:
-        raise ValueError(f"DiSparse keep table {table!r} has no dataset {dataset!r}; datasets: "
-                         f"{sorted(DISPARSE_KEEP_TABLES[table])}")
-    rows = DISPARSE_KEEP_TABLES[table][dataset]
+                         f"{sorted(DISPARSE_TABLES)}")
+    rows = dataset_spec(dataset).keep_table(table)
     sparsity = float(sparsity)
     if sparsity.is_integer() and int(sparsity) in rows:
         return rows[int(sparsity)]
@@ -147,8 +154,9 @@ def iou_at_initialisation(net: nn.Module, criterion, loader, *,
     from lib.pruning import task_masks, task_scores
     from lib.pruning.methods import xavier_copy
 
-    dataset = getattr(criterion, "dataset", "nyuv2_3")
-    num_batches = num_batches or IOU_NUM_BATCHES.get(dataset, 50)
+    dataset = getattr(criterion, "dataset", None)   # SceneNetLoss knows it; TaskLosses do not
+    num_batches = num_batches or (IOU_DEFAULT_BATCHES if dataset is None
+                                  else dataset_spec(dataset).iou_batches)
     probe = xavier_copy(net, seed)
     scores = task_scores(probe, criterion, loader, list(net.tasks), num_batches, mode, device)
     masks = task_masks(scores, keep_ratio)

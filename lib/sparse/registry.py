@@ -10,25 +10,44 @@ to the method; an unknown one is a one-line error listing the accepted ones.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from lib.datasets import dataset_names, dataset_spec
 from lib.training.hooks import TrainingHook
 
 from .dynamic import DisparseDynamic, RigL
 from .minmax_dst import MinmaxDST
 
-# DiSparse's configs: mask updates every INT iterations until END (PRUNE_RATE 0.5), and the
-# number of pieces its dynamic_disparse cuts a batch into for the gradients (2; 8 on Taskonomy).
-DISPARSE_DYNAMIC = {
-    "nyuv2_3": {"interval": 50, "end": 15000, "grad_chunks": 2},
-    "cityscapes": {"interval": 50, "end": 15000, "grad_chunks": 2},
-    "taskonomy": {"interval": 250, "end": 75000, "grad_chunks": 8},
-}
+
+class _DisparseDynamic(Mapping):
+    """``{dataset: DiSparse's dynamic defaults}``: mask updates every ``interval`` iterations
+    until ``end`` (PRUNE_RATE 0.5) and the pieces its dynamic_disparse cuts a batch into for
+    the gradients (``grad_chunks``), read live from each dataset's spec
+    (:class:`lib.datasets.DatasetSpec`, ``disparse_dynamic``). An unknown dataset, or one
+    without defaults, is a one-line ValueError (``.get`` included): never another's."""
+
+    def __getitem__(self, dataset: str) -> dict[str, int]:
+        return dataset_spec(dataset).disparse_defaults()
+
+    def __iter__(self):
+        return iter([n for n in dataset_names() if dataset_spec(n).disparse_dynamic is not None])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def get(self, dataset, default=None):
+        return self[dataset]
+
+
+DISPARSE_DYNAMIC = _DisparseDynamic()
 RIGL_END_FRACTION = 0.75   # RigL stops updating masks after 75 % of training
 
 
 def _disparse_dynamic(sparsity, cfg, max_iters, **options):
-    defaults = DISPARSE_DYNAMIC.get(getattr(cfg, "DATASET", None), DISPARSE_DYNAMIC["nyuv2_3"])
+    if cfg is None and not {"interval", "end"} <= set(options):
+        raise ValueError("disparse_dynamic without a config needs the options interval and end "
+                         "(its defaults are cfg.DATASET's)")
+    defaults = {} if cfg is None else DISPARSE_DYNAMIC[cfg.DATASET]
     return DisparseDynamic(sparsity, **{**defaults, **options})
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from lib.datasets import dataset_spec
+
 from .split import SELECTIONS, split_record, split_train_val
 
 
@@ -41,7 +43,7 @@ def default_eval_batch_size(cfg) -> int:
     own = getattr(cfg, "EVAL_BATCH_SIZE", None)
     if own is not None:
         return int(own)
-    return int(cfg.BATCH_SIZE) if cfg.DATASET == "taskonomy" else 1
+    return int(cfg.BATCH_SIZE) if dataset_spec(cfg.DATASET).eval_batch == "config" else 1
 
 
 def make_loaders(cfg, *, selection: str = "val", val_fraction: float = 0.1, seed: int = 0,

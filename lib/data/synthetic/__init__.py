@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from lib.datasets import dataset_spec
+
 from .classes import CLASS_SETS
 from .layouts import INDEX_FILES, LAYOUTS, WRITERS, sample_frame, taskonomy_prior
 from .minmax import MINMAX_LAYOUTS, prepare_minmax_synthetic, write_minmax_dataset
@@ -133,8 +135,19 @@ def prepare_synthetic(cfg, root: str | os.PathLike | None = None, num_train: int
     generated only if it is not there yet. Default counts: 8/4 for the ``tiny`` profile, else
     320/80 (the min-max layouts: :func:`.minmax.prepare_minmax_synthetic`'s). ``workers > 1``
     renders in several processes (worth it on idle cores only). A folder that exists but holds
-    something else is never overwritten (error)."""
+    something else is never overwritten (error).
+
+    A registered dataset with a generator of its own (its spec's ``synthetic``) is prepared by
+    that generator, with the same arguments; one without any is a one-line error."""
     layout = cfg.DATASET
+    spec = dataset_spec(layout)
+    if spec.synthetic is None:
+        raise ValueError(f"dataset {layout!r} has no synthetic generator (its spec's "
+                         f"synthetic); give the data's DATA_ROOT")
+    own = spec.get("synthetic")
+    if own is not prepare_synthetic:
+        return own(cfg, root=root, num_train=num_train, num_test=num_test, seed=seed,
+                   progress=progress, workers=workers)
     if layout in MINMAX_LAYOUTS:
         return prepare_minmax_synthetic(cfg, root, num_train, num_test, seed, progress)
     height, width = (int(x) for x in cfg.IMAGE_SHAPE)
