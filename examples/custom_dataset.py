@@ -9,6 +9,16 @@ one ``register_dataset`` line (docs/ARCHITECTURE.md, "Adding a dataset").
     evaluator = lib.metrics.metrics_from_config(cfg)           # this file's evaluator
 
 Nothing in ``lib`` is edited; the CLI, ``prune`` and the study reach it by its config name.
+From the command line (and the study's workers, which inherit the variable), name the file in
+``CUT_PLUGINS`` (``tests/test_plugins.py`` runs these):
+
+    export CUT_PLUGINS=examples/custom_dataset.py
+    python -m lib synthetic --config toy_scenes --profile tiny --out data/toy   # prepare_toy
+    python -m lib train --config toy_scenes --profile tiny --data-root data/toy --out runs/base
+    python -m lib prune --checkpoint runs/base/base_model.pth --tasks mask height \
+        --sparsity 50 --data-root data/toy --out runs/pruned
+    python -m lib evaluate --checkpoint runs/pruned/cut_50_mask-height.pth --data-root data/toy
+
 The scenes: a noisy image with one bright rectangle; task ``mask`` segments the rectangle
 (2 classes), task ``height`` regresses the image's per-pixel brightness. Its network is
 ``examples/custom_model.py``'s ``ExampleNet`` (``MODEL`` below).

@@ -9,6 +9,17 @@ rebuildable from a checkpoint's or artifact's ``architecture()`` record, and the
 three methods (``shared_modules``, ``task_modules``, ``forward``) are all CUT, its baselines,
 masks, fine-tuning and export need. ``tests/test_dataset_registry.py`` takes it through
 ``prune`` and a study (docs/ARCHITECTURE.md, "Adding a model").
+
+From the command line (and the study's workers, which inherit the variable), name the file in
+``CUT_PLUGINS`` and select the model on any config that has a ``MODEL``
+(``tests/test_plugins.py`` runs these):
+
+    export CUT_PLUGINS=examples/custom_model.py
+    python -m lib synthetic --config nyuv2_mtan --profile tiny --out data/mtan
+    python -m lib train --config nyuv2_mtan --profile tiny --set MODEL=ExampleNet \
+        --data-root data/mtan --out runs/base
+    python -m lib prune --checkpoint runs/base/base_model.pth --set MODEL=ExampleNet \
+        --tasks seg depth --sparsity 50 --data-root data/mtan --out runs/pruned
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from lib.plugins import PLUGINS_ENV, PluginError, load_plugins
+
 COMMANDS = {
     "synthetic": ("lib.data.cli", "generate a synthetic dataset in a real on-disk layout"),
     "train": ("lib.training.cli", "train the dense multi-task base model (torchrun-ready)"),
@@ -40,12 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     name, rest = argv[0], argv[1:]
-    if os.environ.get("CUT_PLUGINS"):   # the user's method files, before choices are built
-        try:
-            from lib.pruning.registry import load_plugins
+    if os.environ.get(PLUGINS_ENV):   # the user's files (methods, datasets, models) first:
+        try:                           # the commands' choices and help list what they register
             load_plugins()
-        except (ImportError, OSError, ValueError, SyntaxError) as exc:
-            print(f"error: CUT_PLUGINS: {exc}", file=sys.stderr)
+        except PluginError as exc:
+            if os.environ.get("CUT_DEBUG"):
+                raise
+            print(f"error: {exc} (set CUT_DEBUG=1 for the traceback)", file=sys.stderr)
             return 2
     module = importlib.import_module(COMMANDS[name][0])
     from lib.cli_args import HelpFormatter

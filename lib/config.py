@@ -26,20 +26,23 @@ import os
 from typing import Any, Mapping
 
 from lib.datasets import DATASET_REGISTRY, config_refs, dataset_spec, resolve
+from lib.plugins import load_plugins
 
 
 class _ConfigModules(Mapping):
     """``{config name: config class or "module[:Class]"}`` of every registered dataset
     (:class:`lib.datasets.DatasetSpec`'s ``configs``), read live, so a dataset registered from
-    a user's file brings its configs."""
+    a user's file (``CUT_PLUGINS``, loaded before listing them) brings its configs."""
 
     def __getitem__(self, name: str):
         return config_refs()[name][1]
 
     def __iter__(self):
+        load_plugins()
         return iter(config_refs())
 
     def __len__(self) -> int:
+        load_plugins()
         return len(config_refs())
 
     def __repr__(self) -> str:
@@ -114,8 +117,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 
 def canonical_name(name: str) -> str:
     """Map a config or dataset name to a key of :data:`CONFIG_MODULES` (a dataset's name: the
-    first config its spec lists, e.g. ``nyuv2_3`` -> ``nyuv2_3task``)."""
+    first config its spec lists, e.g. ``nyuv2_3`` -> ``nyuv2_3task``); a name not registered
+    yet first loads ``CUT_PLUGINS`` (a user's dataset file registers its configs)."""
     key = CONFIG_ALIASES.get(name, name)
+    if key not in CONFIG_MODULES and key not in DATASET_REGISTRY:
+        load_plugins()
     if key not in CONFIG_MODULES and key in DATASET_REGISTRY and DATASET_REGISTRY[key].configs:
         key = next(iter(DATASET_REGISTRY[key].configs))
     if key not in CONFIG_MODULES:

@@ -7,7 +7,7 @@ from pathlib import Path
 LIB = Path(__file__).resolve().parents[1] / "lib"
 # Each layer may import only from earlier layers (docs/ARCHITECTURE.md, "The one-way data flow").
 # Command-line entry points (``cli*.py``) sit on top of everything and are not checked.
-LAYERS = [["utils"], ["datasets"], ["config"], ["tasks"], ["data", "models"], ["losses", "masks"],
+LAYERS = [["plugins"], ["utils"], ["datasets"], ["config"], ["tasks"], ["data", "models"], ["losses", "masks"],
           ["checkpoints", "metrics_minmax"], ["metrics"], ["pruning", "training", "export"],
           ["reports", "sparse"], ["cli_args"], ["experiments", "workspace", "explorer", "cli"],
           ["__main__"]]

@@ -4,12 +4,14 @@ explorer without any other file touched."""
 import csv
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import lib.sparse  # noqa: F401  (registers the methods that train)
+from lib import plugins
 from lib.cli import main
 from lib.experiments import StudySpec, run_study
 from lib.experiments.benchmark import applicable_methods, scratch_methods
@@ -32,7 +34,8 @@ def plugin(monkeypatch):
     yield
     registry.REGISTRY.clear()
     registry.REGISTRY.update(saved)
-    registry._loaded_plugins.discard(str(EXAMPLE.resolve()))
+    plugins._loaded.discard(str(EXAMPLE.resolve()))
+    sys.modules.pop("examples.custom_method", None)   # the next test imports it afresh
 
 
 def test_every_method_has_one_spec_and_the_old_names_are_views_of_it():

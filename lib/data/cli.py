@@ -3,6 +3,8 @@
     python -m lib synthetic --layout nyuv2_mtan --out data/nyu_mtan       # MTAN's NYUv2 files
     python -m lib synthetic --layout cifar100_mtl --out data/cifar        # cifar-100-python/
     python -m lib synthetic --config cifar100_mtl --profile tiny --out D  # what a config reads
+    CUT_PLUGINS=examples/custom_dataset.py python -m lib synthetic --config toy_scenes --out D
+                                                    # a registered dataset's own writer
 
 Image size and default counts are the profile's (``--profile``, default cpu) for ``--config``,
 or without one for the first config that reads the layout (``lib.config.canonical_name``).
@@ -15,8 +17,9 @@ from lib.cli_args import (add_config_arguments, add_out_argument, add_quiet_argu
                           add_renamed, add_seed_argument, add_set_argument, announce,
                           config_settings, resolve_config)
 from lib.config import canonical_name, load_config
+from lib.datasets import dataset_names, dataset_spec
 
-from .synthetic import ALL_LAYOUTS, write_dataset
+from .synthetic import ALL_LAYOUTS, write_dataset, write_own
 from .synthetic.minmax import DEFAULT_COUNTS as MINMAX_COUNTS
 
 DEFAULT_COUNTS = (320, 80)
@@ -31,7 +34,8 @@ def default_counts(layout: str, profile: str | None) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layout", choices=ALL_LAYOUTS, default=None,
+    own = [n for n in dataset_names() if n not in ALL_LAYOUTS and dataset_spec(n).synthetic]
+    parser.add_argument("--layout", choices=list(ALL_LAYOUTS) + own, default=None,
                         help="on-disk layout (and class set) to write (default: nyuv2_3, or the "
                              "--config's dataset)")
     add_config_arguments(parser, required=False,
@@ -78,8 +82,13 @@ def run(args: argparse.Namespace) -> int:
     if num_train < 1 or num_test < 1:   # the workflow trains and evaluates on it
         raise ValueError(f"--num-train and --num-test must be >= 1 (a dataset to train and "
                          f"evaluate on), got train={num_train} test={num_test}")
-    root = write_dataset(args.out, layout, num_train, num_test, height, width,
-                         seed=args.seed, progress=not args.quiet, workers=args.num_workers)
+    if layout in ALL_LAYOUTS:
+        root = write_dataset(args.out, layout, num_train, num_test, height, width,
+                             seed=args.seed, progress=not args.quiet, workers=args.num_workers)
+    else:   # a registered dataset's own writer (e.g. a CUT_PLUGINS file's)
+        cfg.IMAGE_SHAPE = (height, width)
+        root = write_own(args.out, cfg, num_train, num_test, seed=args.seed,
+                         progress=not args.quiet, workers=args.num_workers)
     unit = " per fine class" if layout == "cifar100_mtl" else ""
     print(f"wrote {num_train} train + {num_test} test {layout} samples{unit} "
           f"({height}x{width}) to {root}")

@@ -9,7 +9,8 @@ sits in its spec, which every layer reads through :func:`dataset_spec`:
                            reader=MyReader, losses=my_losses, evaluator=MyEval)
 
 This module sits below every layer that reads it (``lib.config`` included), so it imports
-nothing of ``lib``. The objects a spec names from higher layers (reader, losses, evaluator,
+nothing of ``lib`` but :mod:`lib.plugins` (a name it does not know first loads the user's files
+named by ``CUT_PLUGINS``, which may register it). The objects a spec names from higher layers (reader, losses, evaluator,
 synthetic writer, config class) are given either as the objects themselves (a user's file,
 which may import anything) or, for the built-in datasets whose objects live in higher layers,
 as ``"module:attribute"`` strings resolved on first use (:func:`resolve`) -- the habit of
@@ -23,6 +24,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+
+from lib.plugins import load_plugins
 
 Ref = Any   # an object, or "module:attribute" naming one (resolved by :func:`resolve`)
 
@@ -152,13 +155,17 @@ def register_dataset(spec: DatasetSpec | Callable[[], DatasetSpec]):
 
 
 def dataset_names() -> list[str]:
-    """The registered datasets' names, sorted."""
+    """The registered datasets' names (``CUT_PLUGINS``' included), sorted."""
+    load_plugins()
     return sorted(DATASET_REGISTRY)
 
 
 def dataset_spec(dataset: str | Any) -> DatasetSpec:
-    """The spec of ``dataset`` (a name, or a config whose ``DATASET`` names it)."""
+    """The spec of ``dataset`` (a name, or a config whose ``DATASET`` names it); a name not
+    registered yet first loads ``CUT_PLUGINS``."""
     name = dataset if isinstance(dataset, str) else getattr(dataset, "DATASET", dataset)
+    if name not in DATASET_REGISTRY:
+        load_plugins()
     if name not in DATASET_REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; registered datasets: {dataset_names()}")
     return DATASET_REGISTRY[name]

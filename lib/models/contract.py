@@ -49,6 +49,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 import torch
 import torch.nn as nn
 
+from lib.plugins import load_plugins
 from lib.utils import plain_json
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
@@ -362,8 +363,11 @@ def architecture_of(net: nn.Module) -> dict[str, Any] | None:
 
 def model_from_config(cfg) -> MultiTaskModel:
     """The full network a config describes: registered model ``cfg.MODEL`` (default
-    ``"SceneNet"``, the reference configs' network) built by its ``from_config(cfg)``."""
+    ``"SceneNet"``, the reference configs' network) built by its ``from_config(cfg)``; a name
+    not registered yet first loads ``CUT_PLUGINS``."""
     name = str(getattr(cfg, "MODEL", LEGACY_MODEL))
+    if name not in MODEL_REGISTRY:
+        load_plugins()
     if name not in MODEL_REGISTRY:
         raise ValueError(f"config MODEL {name!r} is not a registered model; registered models: "
                          f"{sorted(MODEL_REGISTRY)}")
@@ -382,12 +386,15 @@ def model_name(record: Mapping[str, Any]) -> str:
 def build_model(record: Mapping[str, Any], source: str = "architecture") -> MultiTaskModel:
     """Rebuild the unweighted network an :meth:`MultiTaskModel.architecture` record describes.
 
-    Errors are one line and name ``source`` (the file the record came from).
+    Errors are one line and name ``source`` (the file the record came from). A model not
+    registered yet first loads ``CUT_PLUGINS``.
     """
     if not isinstance(record, Mapping):
         raise ValueError(f"{source}: architecture must be a JSON object, got "
                          f"{type(record).__name__}")
     name = model_name(record)
+    if name not in MODEL_REGISTRY:
+        load_plugins()
     if name not in MODEL_REGISTRY:
         raise ValueError(f"{source}: unknown model {name!r}; registered models: "
                          f"{sorted(MODEL_REGISTRY)}")

@@ -6,7 +6,7 @@
 ``--method-option KEY=VALUE`` (repeatable) sets an option of the method (``python -m lib
 methods --options`` lists them), checked before anything is read or written; ``--min-votes``
 is the same as ``--method-option min_votes=...``. Methods of one's own files are reached by
-setting ``CUT_PLUGINS`` (see :mod:`lib.pruning.registry`).
+setting ``CUT_PLUGINS`` (see :mod:`lib.plugins`).
 
 Writes ``OUT/{method}_{sparsity}_{tasks}.pth`` (reference-readable state dict with
 ``weight_orig``/``weight_mask``; a plain, smaller state dict for ``structured_cut``) and its

@@ -16,19 +16,18 @@ the benchmark's grids, the explorer and the command line read it; nothing else k
 list of methods or dispatches on their names.
 
 Methods defined outside ``lib`` are registered by importing their file: set ``CUT_PLUGINS`` to
-files or module names separated by ``os.pathsep``; :func:`load_plugins` imports them on the
-first look-up of the registry (the command line, the study's units under any engine).
+files or module names separated by ``os.pathsep``; :func:`lib.plugins.load_plugins` imports
+them on the first look-up of the registry (the command line, the study's units under any
+engine), as it does for the dataset and model registries.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
-import os
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, MutableMapping, Sequence
+
+from lib.plugins import load_plugins
 
 # What a method does with the dense base model; the study's cell and the budget follow from it.
 KINDS = {
@@ -44,7 +43,6 @@ TRAINED = ("trained_from_base", "trained_from_scratch")
 BUDGETS = {**dict.fromkeys(("mask", "structured", "control", "trained_from_base"),
                          "base {base} + ft {finetune}"),
            "trained_from_scratch": "{scratch} from scratch"}
-PLUGINS_ENV = "CUT_PLUGINS"
 
 
 # ------------------------------------------------------------------------------- options
@@ -319,38 +317,6 @@ def _add(spec: MethodSpec) -> MethodSpec:
         raise ValueError(f"method {spec.name!r} is already registered")
     REGISTRY[spec.name] = spec
     return spec
-
-
-_loaded_plugins: set[str] = set()
-
-
-def load_plugins(paths: str | None = None) -> list[str]:
-    """Import the method files of ``paths`` (default ``$CUT_PLUGINS``: files ``*.py`` or module
-    names, separated by ``os.pathsep``), each once; returns the ones imported now. A missing
-    file is a one-line FileNotFoundError."""
-    paths = os.environ.get(PLUGINS_ENV, "") if paths is None else paths
-    loaded = []
-    for entry in [p for p in paths.split(os.pathsep) if p.strip()]:
-        key = str(Path(entry).resolve()) if entry.endswith(".py") else entry
-        if key in _loaded_plugins:
-            continue
-        _loaded_plugins.add(key)
-        try:
-            if entry.endswith(".py"):
-                if not Path(entry).is_file():
-                    raise FileNotFoundError(f"{PLUGINS_ENV}: method file {entry} does not exist")
-                name = f"cut_plugin_{Path(entry).stem}"
-                spec = importlib.util.spec_from_file_location(name, entry)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[name] = module
-                spec.loader.exec_module(module)
-            else:
-                importlib.import_module(entry)
-        except BaseException:
-            _loaded_plugins.discard(key)
-            raise
-        loaded.append(entry)
-    return loaded
 
 
 def method_spec(name: str) -> MethodSpec:

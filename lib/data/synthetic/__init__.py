@@ -35,7 +35,7 @@ DEFAULT_COUNTS = {"tiny": (8, 4)}
 FALLBACK_COUNTS = (320, 80)
 ALL_LAYOUTS = LAYOUTS + MINMAX_LAYOUTS
 
-__all__ = ["write_dataset", "prepare_synthetic", "default_root", "is_complete", "LAYOUTS",
+__all__ = ["write_dataset", "write_own", "prepare_synthetic", "default_root", "is_complete", "LAYOUTS",
            "ALL_LAYOUTS", "GENERATOR_VERSION", "MARKER", "read_marker"]
 
 
@@ -118,6 +118,32 @@ def write_dataset(root: str | os.PathLike, layout: str, num_train: int, num_test
         if layout == "taskonomy":
             np.save(tmp / SEG_PRIOR_FILE, taskonomy_prior(counts))
         atomic_write_json(index, tmp / INDEX_FILES[layout])
+    return root
+
+
+def write_own(root: str | os.PathLike, cfg, num_train: int, num_test: int, seed: int = 0,
+              progress: bool = False, workers: int = 1) -> Path:
+    """Write a registered dataset outside :data:`ALL_LAYOUTS` (a user's file, e.g. one named by
+    ``CUT_PLUGINS``) by its spec's own ``synthetic`` writer, at ``cfg.IMAGE_SHAPE``, into
+    ``root`` (must not exist or be empty), complete or not at all. Returns ``root``."""
+    layout = cfg.DATASET
+    spec = dataset_spec(layout)
+    if spec.synthetic is None:
+        raise ValueError(f"dataset {layout!r} has no synthetic generator (its spec's "
+                         f"synthetic)")
+    check_counts(num_train, num_test)
+    height, width = (int(x) for x in cfg.IMAGE_SHAPE)
+    writer = spec.get("synthetic")
+    params = {"layout": layout, "num_train": int(num_train), "num_test": int(num_test),
+              "height": height, "width": width, "seed": int(seed),
+              "generator": f"{writer.__module__}:{writer.__qualname__}"}
+    root = Path(root)
+    with atomic_folder(root, params) as tmp:
+        written = writer(cfg, root=tmp, num_train=num_train, num_test=num_test, seed=seed,
+                         progress=progress, workers=workers)
+        if Path(written).resolve() != tmp.resolve():
+            raise ValueError(f"dataset {layout!r}: its synthetic writer wrote to {written}, "
+                             f"not to the root it was given")
     return root
 
 
