@@ -10,11 +10,12 @@ sits in its spec, which every layer reads through :func:`dataset_spec`:
 
 This module sits below every layer that reads it (``lib.config`` included), so it imports
 nothing of ``lib`` but :mod:`lib.plugins` (a name it does not know first loads the user's files
-named by ``CUT_PLUGINS``, which may register it). The objects a spec names from higher layers (reader, losses, evaluator,
-synthetic writer, config class) are given either as the objects themselves (a user's file,
-which may import anything) or, for the built-in datasets whose objects live in higher layers,
-as ``"module:attribute"`` strings resolved on first use (:func:`resolve`) -- the habit of
-``lib.config``'s config modules. ``tests/test_dataset_registry.py`` resolves every one.
+named by ``CUT_PLUGINS``, which may register it). The objects a spec names from higher layers
+(reader, losses, evaluator, synthetic writer, config class) are given either as the objects
+themselves (a user's file, which may import anything) or, for the built-in datasets whose
+objects live in higher layers, as ``"module:attribute"`` strings resolved on first use
+(:func:`resolve`) -- the habit of ``lib.config``'s config modules.
+``tests/test_dataset_registry.py`` resolves every one.
 
 An unknown dataset is a one-line ``ValueError`` naming it and the registered ones: no reader,
 loss, table or default ever falls back to another dataset's.

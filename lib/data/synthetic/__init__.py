@@ -35,8 +35,8 @@ DEFAULT_COUNTS = {"tiny": (8, 4)}
 FALLBACK_COUNTS = (320, 80)
 ALL_LAYOUTS = LAYOUTS + MINMAX_LAYOUTS
 
-__all__ = ["write_dataset", "write_own", "prepare_synthetic", "default_root", "is_complete", "LAYOUTS",
-           "ALL_LAYOUTS", "GENERATOR_VERSION", "MARKER", "read_marker"]
+__all__ = ["write_dataset", "write_own", "prepare_synthetic", "default_root", "is_complete",
+           "LAYOUTS", "ALL_LAYOUTS", "GENERATOR_VERSION", "MARKER", "read_marker"]
 
 
 def _params(layout: str, num_train: int, num_test: int, height: int, width: int,
