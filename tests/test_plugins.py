@@ -139,6 +139,9 @@ def test_a_dataset_file_reaches_synthetic_train_prune_evaluate_and_the_explorer(
     marker = json.loads((data / "synthetic.json").read_text())
     assert marker["generator"] == "examples.custom_dataset:prepare_toy"
     assert {p.name for p in data.iterdir()} == {"synthetic.json", "toy_train.pt", "toy_test.pt"}
+    code, _, err = run(["synthetic", "--layout", "toy_scenes", "--profile", "tiny", "--out",
+                        data, "--quiet"], capsys)             # a --layout choice too; never over
+    assert code == 2 and f"{data} already exists and is not an empty folder" in err
 
     common = ["--data-root", data, "--device", "cpu", "--quiet"]
     code, out, err = run(["train", "--config", "toy_scenes", "--profile", "tiny", "--out", base,
