@@ -41,8 +41,8 @@ import torch.nn as nn
 from lib.masks import (count_zeros, install_masks_for_state, layer_weights, masked_modules,
                        masks_of, refresh_masked_weights, sparsity_report)
 from lib.models.channels import build_structured, build_without_weights, changed_channels
-from lib.models.contract import (MultiTaskModel, architecture_of, model_from_config,
-                                 prunable_layers)
+from lib.models.contract import (LEGACY_MODEL, MultiTaskModel, architecture_of,
+                                 model_from_config, model_name, prunable_layers)
 from lib.tasks import TASKS
 from lib.utils import (atomic_torch_save, atomic_write_text, check_finite_tensors, plain_json,
                        rng_state, safe_torch_load, set_rng_state)
@@ -414,8 +414,23 @@ def load_base_model(path: str | os.PathLike, cfg=None, net: nn.Module | None = N
     if net is None:
         if cfg is None:
             raise ValueError("load_base_model needs the config or the network to load into")
+        _check_recorded_model(path, cfg)
         net = model_from_config(cfg)
     return load_state(net, state, str(path))
+
+
+def _check_recorded_model(path: str | os.PathLike, cfg) -> None:
+    """A one-line ValueError when ``path``'s sidecar records a network of another registered
+    model than ``cfg.MODEL`` (a base trained with ``--set MODEL=...``), naming the fix."""
+    side = find_sidecar(path)
+    record = read_sidecar(side).get("architecture") if side is not None else None
+    if not isinstance(record, Mapping):
+        return
+    recorded, configured = model_name(record), str(getattr(cfg, "MODEL", LEGACY_MODEL))
+    if recorded != configured:
+        raise ValueError(f"{path} holds a {recorded} network (recorded in {side}) but the "
+                         f"config builds {configured}; give --set MODEL={recorded} (or "
+                         f"MODEL={recorded!r} to load_config)")
 
 
 def load_checkpoint(path: str | os.PathLike | Mapping[str, Any], net: nn.Module | None = None, *,

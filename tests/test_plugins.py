@@ -181,9 +181,13 @@ def test_a_model_file_reaches_train_prune_and_the_explorer(fresh, monkeypatch, t
     monkeypatch.setenv("CUT_PLUGINS", str(MODEL_FILE))
     code, _, err = run(train, capsys)
     assert code == 0, err
-    code, out, err = run(["prune", "--checkpoint", base / "base_model.pth", *settings,
-                          "--tasks", "seg", "depth", "--sparsity", "50", "--out", pruned,
-                          *common], capsys)
+    prune = ["prune", "--checkpoint", base / "base_model.pth", "--tasks", "seg", "depth",
+             "--sparsity", "50", "--out", pruned, *common]
+    code, _, err = run(prune, capsys)    # the config's own MODEL: named, with the fix
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "holds a ExampleNet network" in err and "give --set MODEL=ExampleNet" in err
+    assert not pruned.exists()
+    code, out, err = run([*prune, *settings[2:]], capsys)
     assert code == 0, err
     net, meta = load_pruned(pruned / "cut_50_seg-depth.pth")
     assert type(net).__name__ == "ExampleNet" and net.tasks == ["seg", "depth"]
