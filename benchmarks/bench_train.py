@@ -16,7 +16,9 @@ of ``--rounds`` alternating rounds:
   * ``--num-workers 1`` vs 0: items/s of ``train`` (cpu profile) with one loader process
     beside the training process; the batches of both are compared. Baseline in the same
     rounds: the plain loop's hand-built ``DataLoader(shuffle=True)`` with 1 vs 0 workers
-    (persistent, one pass per epoch as the original notebook iterates it).
+    (persistent, one pass per epoch as the original notebook iterates it). Also printed: the
+    training process's CPU time per step and its off-CPU time per step (wall minus CPU:
+    waiting for a batch, or for a core another process holds).
 
 Targets (issue 21): train / plain <= 1.05; finetune / plain <= 1.05; test-split item / the
 original's <= 1.0; 1 worker >= 1.35x the items/s of 0.
@@ -166,6 +168,9 @@ def workers_section(cfg, size, rounds, work, criterion) -> None:
                                               if isinstance(a[k], torch.Tensor))
                for a, b in zip(batches[0], batches[1]))
     per_step = {k: 1e3 * v / size.steps for k, v in cpu.items()}
+    # Wall minus CPU time of the training process per step: waiting for a batch, or for a
+    # core other processes hold (on an idle machine, the data wait alone).
+    off_cpu = {k: 1e3 * size.batch / got[k] - per_step[k] for k in got}
     print(f"\n--num-workers 1 vs 0 (train, cpu profile): {got['train1']:.1f} vs "
           f"{got['train0']:.1f} items/s | {got['train1'] / got['train0']:.2f}x (target >= 1.35) "
           f"| batches identical: {same}\n"
@@ -173,7 +178,9 @@ def workers_section(cfg, size, rounds, work, criterion) -> None:
           f"{got['plain0']:.1f} items/s | {got['plain1'] / got['plain0']:.2f}x\n"
           f"  training-process CPU per step, 0 / 1 workers: train {per_step['train0']:.0f} / "
           f"{per_step['train1']:.0f} ms, plain {per_step['plain0']:.0f} / "
-          f"{per_step['plain1']:.0f} ms | load average {load:.1f} before, "
+          f"{per_step['plain1']:.0f} ms; off CPU per step: train {off_cpu['train0']:.0f} / "
+          f"{off_cpu['train1']:.0f} ms, plain {off_cpu['plain0']:.0f} / "
+          f"{off_cpu['plain1']:.0f} ms | load average {load:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after")
 
 
