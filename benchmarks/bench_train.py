@@ -14,7 +14,11 @@ of ``--rounds`` alternating rounds:
     its code does it (cv2.imread x3, np.load, ``astype('float')``, ``-= IMG_MEAN``,
     torchvision ``ToTensor().float()``, ``from_numpy(...).permute``); the tensors are compared;
   * ``--num-workers 1`` vs 0: items/s of ``train`` (cpu profile) with one loader process
-    beside the training process; the batches of both are compared.
+    beside the training process; the batches of both are compared. Baseline in the same
+    rounds: the plain loop's hand-built ``DataLoader(shuffle=True)`` with 1 vs 0 workers
+    (persistent, one pass per epoch as the original notebook iterates it). Also printed: the
+    training process's CPU time per step and its off-CPU time per step (wall minus CPU:
+    waiting for a batch, or for a core another process holds).
 
 Targets (issue 21): train / plain <= 1.05; finetune / plain <= 1.05; test-split item / the
 original's <= 1.0; 1 worker >= 1.35x the items/s of 0.
@@ -138,20 +142,46 @@ def loop_sections(cfg, size, sections, rounds, work) -> None:
               f"{got['plain'] / got['finetune']:.3f} (target <= 1.05) | CPU-time ratio "
               f"{cpu['finetune'] / cpu['plain']:.3f}")
     if "workers" in sections:
-        got, _ = alternate(rounds, {w: (lambda w=w: lib_train(cfg, size, device, "fp32", w,
-                                                               work / "workers"))
-                                    for w in (0, 1)})
-        batches = {}
-        for w in (0, 1):
-            c = copy.copy(cfg)
-            c.NUM_WORKERS = w
-            it = iter(epoch_loader(build_loader(c, "train", batch_size=size.batch, seed=0),
-                                   seed=0))
-            batches[w] = [next(it) for _ in range(3)]
-        same = all(torch.equal(a[k], b[k]) for a, b in zip(batches[0], batches[1])
-                   for k in a if isinstance(a[k], torch.Tensor))
-        print(f"\n--num-workers 1 vs 0 (train, cpu profile): {got[1]:.1f} vs {got[0]:.1f} "
-              f"items/s | {got[1] / got[0]:.2f}x (target >= 1.35) | batches identical: {same}")
+        workers_section(cfg, size, rounds, work, criterion)
+
+
+def workers_section(cfg, size, rounds, work, criterion) -> None:
+    """``train`` with 1 loader process vs 0, beside the same two in the plain loop (a
+    hand-built ``DataLoader(shuffle=True, persistent_workers=True)``, one pass per epoch: the
+    baseline of what one worker gives), alternating; then the batches of 0 and 1 workers."""
+    device = torch.device("cpu")
+    jobs = {}
+    for w in (0, 1):
+        jobs[f"train{w}"] = lambda w=w: lib_train(cfg, size, device, "fp32", w, work / "workers")
+        jobs[f"plain{w}"] = lambda w=w: plain_loop(fresh_net(cfg), criterion, cfg, size, device,
+                                                   "fp32", w)
+    load = os.getloadavg()[0]
+    got, cpu = alternate(rounds, jobs)
+    batches = {}
+    for w in (0, 1):
+        c = copy.copy(cfg)
+        c.NUM_WORKERS = w
+        data = epoch_loader(build_loader(c, "train", batch_size=size.batch, seed=0), seed=0)
+        it = iter(data)   # two epochs and the next one's first batch: across the boundaries
+        batches[w] = [next(it) for _ in range(2 * data.batches_per_epoch + 1)]
+    same = all(a["name"] == b["name"] and all(torch.equal(a[k], b[k]) for k in a
+                                              if isinstance(a[k], torch.Tensor))
+               for a, b in zip(batches[0], batches[1]))
+    per_step = {k: 1e3 * v / size.steps for k, v in cpu.items()}
+    # Wall minus CPU time of the training process per step: waiting for a batch, or for a
+    # core other processes hold (on an idle machine, the data wait alone).
+    off_cpu = {k: 1e3 * size.batch / got[k] - per_step[k] for k in got}
+    print(f"\n--num-workers 1 vs 0 (train, cpu profile): {got['train1']:.1f} vs "
+          f"{got['train0']:.1f} items/s | {got['train1'] / got['train0']:.2f}x (target >= 1.35) "
+          f"| batches identical: {same}\n"
+          f"  baseline, hand-built DataLoader in the plain loop: {got['plain1']:.1f} vs "
+          f"{got['plain0']:.1f} items/s | {got['plain1'] / got['plain0']:.2f}x\n"
+          f"  training-process CPU per step, 0 / 1 workers: train {per_step['train0']:.0f} / "
+          f"{per_step['train1']:.0f} ms, plain {per_step['plain0']:.0f} / "
+          f"{per_step['plain1']:.0f} ms; off CPU per step: train {off_cpu['train0']:.0f} / "
+          f"{off_cpu['train1']:.0f} ms, plain {off_cpu['plain0']:.0f} / "
+          f"{off_cpu['plain1']:.0f} ms | load average {load:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")
 
 
 def main(argv=None) -> int:

@@ -1,11 +1,13 @@
 """The training data order (lib.training.data_order): a seeded shuffle per epoch for every
 loader that asked for one, depending only on (seed, epoch); evaluation loaders keep 0..n-1."""
+import time
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lib.config import load_config
-from lib.data import MultiDomainLoader, build_loader
+from lib.data import EpochSampler, MultiDomainLoader, build_loader
 from lib.training import make_loaders
 from lib.training.data_order import EpochLoader, TaskEpochLoader, epoch_loader
 
@@ -144,3 +146,40 @@ def test_num_workers_comes_from_the_config_and_is_checked(synthetic_cfg):
     cfg.NUM_WORKERS = -1
     with pytest.raises(ValueError, match=r"NUM_WORKERS=-1: expected an integer >= 0"):
         build_loader(cfg, "train")
+
+
+class RecordedKeys(Indices):
+    """``Indices`` that appends each key it is asked for to a file (also from a worker)."""
+
+    def __init__(self, n, log):
+        super().__init__(n)
+        self.log = str(log)
+
+    def __getitem__(self, key):
+        with open(self.log, "a", encoding="utf-8") as f:
+            f.write(f"{key[0]} {key[1]}\n")
+        return super().__getitem__(key)
+
+
+def test_workers_prefetch_across_epochs_without_moving_the_position(tmp_path):
+    """A lib.data loader (EpochSampler keys) with a worker: its batches are those of the
+    per-epoch order, the last one short; the worker loads epoch 1's first batch before the
+    caller asks for it, and the saved position counts only the batches taken."""
+    log = tmp_path / "keys.txt"
+    keyed = DataLoader(RecordedKeys(10, log), batch_size=3, num_workers=1,
+                       sampler=EpochSampler(10, shuffle=True))
+    data = EpochLoader(keyed, seed=6)
+    reference = epochs(EpochLoader(DataLoader(Indices(10), batch_size=3, shuffle=True), seed=6), 3)
+    it = iter(data)
+    taken = [int(i) for _ in range(data.batches_per_epoch) for i in next(it)]
+    assert taken == reference[0] and data.batches_per_epoch == 4
+    deadline = time.monotonic() + 30
+    while not any(line.startswith("1 ") for line in log.read_text().splitlines()):
+        assert time.monotonic() < deadline, "the worker did not prefetch the next epoch"
+        time.sleep(0.05)
+    assert data.state_dict()["epoch"] == 1 and data.state_dict()["batch_in_epoch"] == 0
+    taken = [int(i) for _ in range(2 * data.batches_per_epoch) for i in next(it)]
+    assert taken == reference[1] + reference[2]
+    resumed = EpochLoader(keyed, seed=6)
+    resumed.load_state_dict(data.state_dict())
+    assert [int(i) for i in next(iter(resumed))] == [int(i) for i in next(it)]

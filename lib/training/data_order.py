@@ -14,6 +14,12 @@ Shuffled: every training loader of ``lib.data`` that asked for it (their ``Epoch
 shuffles (``shuffle=True``: a ``RandomSampler``; a shuffling ``DistributedSampler``). A
 loader built with ``shuffle=False`` keeps its order ``0..n-1`` every epoch.
 
+Prefetching across epochs: for ``lib.data``'s datasets the loader's batch sampler is one
+stream of ``(epoch, index)`` batches without end (:class:`KeyStream`), so worker processes load
+the first batches of epoch ``e + 1`` while the last of ``e`` are trained on; the position the
+caller sees advances only with the batches it takes, so a checkpoint never counts a prefetched
+batch. Other datasets get one loader pass per epoch (their workers are reseeded each epoch).
+
 A loader that yields one batch per task and step (``lib.data.MultiDomainLoader``: it has
 ``task_loaders``) is resumed the same way by :class:`TaskEpochLoader`, one
 :class:`EpochLoader` per task stepped together; :func:`epoch_loader` picks the right one.
@@ -47,11 +53,13 @@ class ResumableSampler(DistributedSampler):
         self.set_epoch(epoch)
         self.skip = skip
 
-    def epoch_indices(self) -> list[int]:
-        """This rank's indices of the current epoch, as ``DistributedSampler`` shards them
-        (padded by repeating the order's start), but ordered by :func:`epoch_permutation`."""
+    def epoch_indices(self, epoch: int | None = None) -> list[int]:
+        """This rank's indices of ``epoch`` (default: the current one), as
+        ``DistributedSampler`` shards them (padded by repeating the order's start), but ordered
+        by :func:`epoch_permutation`."""
+        epoch = self.epoch if epoch is None else int(epoch)
         n = len(self.dataset)
-        order = epoch_permutation(n, self.seed, self.epoch) if self.shuffle else list(range(n))
+        order = epoch_permutation(n, self.seed, epoch) if self.shuffle else list(range(n))
         if self.drop_last:
             order = order[:self.total_size]
         else:
@@ -64,6 +72,29 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.skip)
+
+
+class KeyStream:
+    """The batch sampler of an :class:`EpochLoader` over a ``lib.data`` dataset: the
+    ``(epoch, index)`` keys of every batch from the loader's position at ``iter()`` on, epoch
+    after epoch without end (each epoch ``batches_per_epoch`` batches of its shard, the last
+    one short unless ``drop_last``), so the DataLoader's workers keep prefetching across the
+    epoch boundary instead of draining and waiting for a new pass."""
+
+    def __init__(self, data: "EpochLoader"):
+        self.data = data
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        # The position is read now, not at the first next(): workers ask for batches at once.
+        return self._batches(self.data.epoch, self.data.batch_in_epoch)
+
+    def _batches(self, epoch: int, start: int) -> Iterator[list[tuple[int, int]]]:
+        data, size = self.data, self.data.batch_size
+        while True:
+            indices = data.sampler.epoch_indices(epoch)
+            for b in range(start, data.batches_per_epoch):
+                yield [(epoch, i) for i in indices[b * size:(b + 1) * size]]
+            epoch, start = epoch + 1, 0
 
 
 class EpochLoader:
@@ -97,15 +128,18 @@ class EpochLoader:
                              f"batch of {self.batch_size} per process with drop_last=True")
         self.generator = torch.Generator()
         workers = loader.num_workers
+        # lib.data's datasets (keyed: their items never use a worker's random state) are read
+        # as one stream across epochs by workers kept for the run; another dataset's loader
+        # makes one pass per epoch, its workers reseeded every epoch.
+        order = (dict(batch_sampler=KeyStream(self)) if self.sampler.keyed else
+                 dict(batch_size=self.batch_size, sampler=self.sampler,
+                      drop_last=self.drop_last))
         self.loader = DataLoader(
-            dataset, batch_size=self.batch_size, sampler=self.sampler,
-            num_workers=workers, collate_fn=loader.collate_fn,
+            dataset, **order, num_workers=workers, collate_fn=loader.collate_fn,
             pin_memory=loader.pin_memory if pin_memory is None else pin_memory,
-            drop_last=self.drop_last, timeout=loader.timeout,
-            worker_init_fn=loader.worker_init_fn, generator=self.generator,
+            timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+            generator=self.generator,
             prefetch_factor=loader.prefetch_factor if workers > 0 else None,
-            # Workers kept across epochs only for lib.data's datasets, whose items never use a
-            # worker's random state: another dataset's workers are reseeded every epoch.
             persistent_workers=workers > 0 and self.sampler.keyed)
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -127,14 +161,17 @@ class EpochLoader:
 
     def __iter__(self) -> Iterator[dict]:
         """Yield batches forever, updating the position after each one."""
+        if self.sampler.keyed:
+            self.generator.manual_seed(self.seed * 100_003 + self.epoch)
+            for batch in self.loader:        # a KeyStream: it never ends
+                self._advance()
+                yield batch
         while True:
             self.sampler.set_position(self.epoch, self.batch_in_epoch * self.batch_size)
             # Worker seeds depend on (seed, epoch) only, never on the global RNG.
             self.generator.manual_seed(self.seed * 100_003 + self.epoch)
             for batch in self.loader:
-                self.batch_in_epoch += 1
-                if self.batch_in_epoch >= self.batches_per_epoch:
-                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                self._advance()
                 yield batch
                 if self.batch_in_epoch == 0:
                     break
@@ -142,6 +179,12 @@ class EpochLoader:
                 # The loader ran out (drop_last trimmed it): start the next epoch.
                 if self.batch_in_epoch != 0:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def _advance(self) -> None:
+        """One batch taken: the position of the next one."""
+        self.batch_in_epoch += 1
+        if self.batch_in_epoch >= self.batches_per_epoch:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
 
 # Task i's order uses seed + i * TASK_SEED_STRIDE (hashed with the epoch by epoch_permutation):
