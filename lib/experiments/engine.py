@@ -197,9 +197,8 @@ def _run_serial(jobs, todo, options: EngineOptions, bar) -> UnitsOutcome:
 def _run_ray(jobs, todo, options: EngineOptions, bar) -> UnitsOutcome:
     """Every unit as a Ray task: bases first in the queue, each cell after its base. While an
     embedded instance starts, the driver runs cells itself (:func:`_cells_while_starting`);
-    the moment it is up, every unit the driver has not taken is submitted."""
-    import ray
-
+    the moment it is up, every unit the driver has not taken is submitted. Ray is imported in
+    that start's thread too (seconds), so the driver starts at once."""
     outcome = UnitsOutcome()
     threads = options.cpus_per_cell
     jobs = [dataclasses.replace(job, max_loader_workers=threads - 1) for job in jobs]
@@ -217,17 +216,25 @@ def _run_ray(jobs, todo, options: EngineOptions, bar) -> UnitsOutcome:
     units: dict = {}
 
     def submit():   # in Ray's thread, the moment Ray is up
+        import ray
+
         task = ray.remote(unit_task).options(**resources)
         refs: dict = {}
         for i, cell in queue.close():
             base = None if cell is None else refs.get((i, None), {"value": outcome.bases.get(i)})
             refs[(i, cell)] = task.remote(jobs[i], cell, base, threads, True)
             units[refs[(i, cell)]] = (i, cell)
+    # Not on a cluster (the driver may sit on a login node), nor beside GPU tasks, nor on an
+    # instance of one slot (the driver's cell beside its one task would use a CPU it was not
+    # given). With more slots, one unit more than them runs for the rest of the driver's cell.
+    slots = (options.num_cpus or os.cpu_count() or 1) // threads
+    works = options.ray_address() is None and gpus == 0 and slots >= 2
     with ray_instance_in_background(options, on_ready=submit) as starting:
-        # Not on a cluster (the driver may sit on a login node) nor beside GPU tasks.
-        if options.ray_address() is None and gpus == 0:
+        if works:
             _cells_while_starting(jobs, queue, starting, threads, outcome, bar)
         starting.wait()
+        import ray
+
         failed_bases: set[int] = set()
         pending = list(units)
         while pending:
