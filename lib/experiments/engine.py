@@ -7,7 +7,8 @@ cells; a cell depends on its base only (on Ray it takes the base task's object r
 starts when that base is done, and the bases of several seeds train in parallel). Ray without
 an address starts an embedded local instance for the run (no dashboard, token
 authentication on, its files in a fresh short temp folder removed afterwards, nothing under
-``~/.ray``) and stops it in a ``finally``; with ``address`` (``auto``, ``HOST:PORT``, or
+``~/.ray``; started in a thread while the driver computes cells whose base is finished) and
+stops it in a ``finally``; with ``address`` (``auto``, ``HOST:PORT``, or
 ``RAY_ADDRESS``) it connects to that cluster, whose nodes must see the study folder and the
 project at the same paths (docs/CLUSTER.md).
 
