@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.experiments import EngineOptions, StudyFailed, StudySpec, run_studies, run_study
+from lib.experiments import EngineOptions, StudyFailed, StudySpec, run_study
 from lib.experiments import engine as engine_module
 from lib.experiments.lock import LOCK_NAME, StudyLocked, study_lock
 
@@ -48,15 +48,10 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def serial_out(data_dir, tmp_path_factory):
+def serial_csv(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("serial")
-    run_study(tiny_spec(out), progress=False, engine="serial")
-    return out
-
-
-@pytest.fixture(scope="module")
-def serial_csv(serial_out):
-    return (serial_out / "results.csv").read_bytes()
+    result = run_study(tiny_spec(out), progress=False, engine="serial")
+    return result.table_csv.read_bytes()
 
 
 def _pids_alive(pids):
@@ -85,19 +80,14 @@ def _processes_under(path: str) -> list[int]:
     return _pids_alive(found)
 
 
-def _log_pids(out: Path, cid: str) -> list[int]:
-    log = (out / "cells" / cid / "task.log").read_text().splitlines()
-    return [int(line.split(" pid ")[1].split()[0]) for line in log if " pid " in line]
-
-
 def _done_lines(out: Path, cid: str) -> int:
     log = out / "cells" / cid / "task.log"
     return sum(line.endswith(" done") for line in log.read_text().splitlines())
 
 
 @pytest.mark.slow   # a Ray instance or cluster: 20-60 s here
-def test_ray_embedded_gives_the_serial_bytes_and_leaves_nothing(serial_out, serial_csv,
-                                                                 tmp_path, monkeypatch):
+def test_ray_embedded_gives_the_serial_bytes_and_leaves_nothing(serial_csv, tmp_path,
+                                                                 monkeypatch):
     made = []
     real = tempfile.mkdtemp
 
@@ -109,16 +99,10 @@ def test_ray_embedded_gives_the_serial_bytes_and_leaves_nothing(serial_out, seri
     had_home_ray = home_ray.exists()
     token = os.environ.get("RAY_AUTH_TOKEN")
     out = tmp_path / "ray"
-    # A second study whose base is finished: the driver computes its cells while Ray starts.
-    reused = tmp_path / "reused"
-    shutil.copytree(serial_out / "base", reused / "base")
-    results = run_studies([tiny_spec(out), tiny_spec(reused)], progress=False,
-                          engine=EngineOptions(engine="ray", num_cpus=2))
-    assert [r.table_csv.read_bytes() for r in results] == [serial_csv, serial_csv]
-    assert results[0].cpu_seconds > 0
-    pids = {cid: _log_pids(reused, cid) for cid in CELLS}
-    assert pids[CELLS[0]] == [os.getpid()]                      # the first, in the driver
-    assert all(len(p) == 1 for p in pids.values())              # each cell once
+    result = run_study(tiny_spec(out), progress=False,
+                       engine=EngineOptions(engine="ray", num_cpus=2))
+    assert result.table_csv.read_bytes() == serial_csv
+    assert result.cpu_seconds > 0
     assert len(made) == 1 and not Path(made[0]).exists()       # its temp folder removed
     assert _processes_under(made[0]) == []                      # and its processes gone
     assert home_ray.exists() == had_home_ray

@@ -7,8 +7,7 @@ cells; a cell depends on its base only (on Ray it takes the base task's object r
 starts when that base is done, and the bases of several seeds train in parallel). Ray without
 an address starts an embedded local instance for the run (no dashboard, token
 authentication on, its files in a fresh short temp folder removed afterwards, nothing under
-``~/.ray``; started in a thread while the driver computes cells whose base is finished) and
-stops it in a ``finally``; with ``address`` (``auto``, ``HOST:PORT``, or
+``~/.ray``) and stops it in a ``finally``; with ``address`` (``auto``, ``HOST:PORT``, or
 ``RAY_ADDRESS``) it connects to that cluster, whose nodes must see the study folder and the
 project at the same paths (docs/CLUSTER.md).
 
@@ -21,14 +20,10 @@ Ray task's output goes to a log in its unit's folder (``base/task.log``,
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import shutil
-import signal
 import socket
-import sys
 import tempfile
-import threading
 import time
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
@@ -196,46 +191,30 @@ def _run_serial(jobs, todo, options: EngineOptions, bar) -> UnitsOutcome:
 
 
 def _run_ray(jobs, todo, options: EngineOptions, bar) -> UnitsOutcome:
-    """Every unit as a Ray task: bases first in the queue, each cell after its base. While an
-    embedded instance starts, the driver runs cells itself (:func:`_cells_while_starting`);
-    the moment it is up, every unit the driver has not taken is submitted. Ray is imported in
-    that start's thread too (seconds), so the driver starts at once."""
+    """Every unit as a Ray task: bases first in the queue, each cell after its base."""
+    import ray
+
     outcome = UnitsOutcome()
     threads = options.cpus_per_cell
     jobs = [dataclasses.replace(job, max_loader_workers=threads - 1) for job in jobs]
-    gpus = options.gpus(jobs)
-    resources = dict(num_cpus=options.cpus_per_cell, num_gpus=gpus,
+    resources = dict(num_cpus=options.cpus_per_cell, num_gpus=options.gpus(jobs),
                      max_retries=options.max_retries, retry_exceptions=False)
-    for i, job in enumerate(jobs):
-        finished = finished_base(job)
-        if finished is not None:    # nothing to run: its cells need not wait for a worker
-            outcome.bases[i] = finished
-            bar.update(1)
-    queue = _Queue([(i, None) for i in range(len(jobs)) if i not in outcome.bases]
-                   + [(i, cell) for i in range(len(jobs)) for cell in todo[i]],
-                   local=lambda unit: unit[1] is not None and unit[0] in outcome.bases)
-    units: dict = {}
-
-    def submit():   # in Ray's thread, the moment Ray is up
-        import ray
-
+    with ray_instance(options):
         task = ray.remote(unit_task).options(**resources)
-        refs: dict = {}
-        for i, cell in queue.close():
-            base = None if cell is None else refs.get((i, None), {"value": outcome.bases.get(i)})
-            refs[(i, cell)] = task.remote(jobs[i], cell, base, threads, True)
-            units[refs[(i, cell)]] = (i, cell)
-    # Not on a cluster (the driver may sit on a login node), nor beside GPU tasks, nor on an
-    # instance of one slot (the driver's cell beside its one task would use a CPU it was not
-    # given). With more slots, one unit more than them runs for the rest of the driver's cell.
-    slots = (options.num_cpus or os.cpu_count() or 1) // threads
-    works = options.ray_address() is None and gpus == 0 and slots >= 2
-    with ray_instance_in_background(options, on_ready=submit) as starting:
-        if works:
-            _cells_while_starting(jobs, queue, starting, threads, outcome, bar)
-        starting.wait()
-        import ray
-
+        units: dict = {}
+        base_refs = {}
+        for i, job in enumerate(jobs):
+            finished = finished_base(job)
+            if finished is not None:    # nothing to run: its cells need not wait for a worker
+                outcome.bases[i] = finished
+                base_refs[i] = {"value": finished}
+                bar.update(1)
+                continue
+            base_refs[i] = task.remote(job, None, None, threads, True)
+            units[base_refs[i]] = (i, None)
+        for i, job in enumerate(jobs):
+            for cell in todo[i]:
+                units[task.remote(job, cell, base_refs[i], threads, True)] = (i, cell)
         failed_bases: set[int] = set()
         pending = list(units)
         while pending:
@@ -259,57 +238,6 @@ def _run_ray(jobs, todo, options: EngineOptions, bar) -> UnitsOutcome:
                         outcome.records[(i, cell)] = result["value"]
                 bar.update(1)
     return outcome
-
-
-class _Queue:
-    """Units (job index, cell or None for the base) in queue order, taken one at a time by
-    the driver (those ``local`` accepts) until they are all handed to Ray at once."""
-
-    def __init__(self, units, local):
-        self._units, self._local = list(units), local
-        self._lock, self._closed = threading.Lock(), False
-
-    def take(self):
-        """The first unit the driver may run, or None (none left, or handed to Ray)."""
-        with self._lock:
-            if not self._closed:
-                for k, unit in enumerate(self._units):
-                    if self._local(unit):
-                        return self._units.pop(k)
-        return None
-
-    def close(self) -> list:
-        """Every unit not taken, in order; none is taken after."""
-        with self._lock:
-            self._closed = True
-            rest, self._units = self._units, []
-        return rest
-
-
-def _cells_while_starting(jobs, queue: _Queue, starting: "_Starting", threads: int,
-                          outcome: UnitsOutcome, bar) -> None:
-    """Cells the driver runs in this process while the embedded instance starts (its
-    processes import Ray one after another: seconds on a laptop, with a core to spare): one at
-    a time, each logged to its folder like a task, only cells whose base is finished (bases go
-    to Ray, so that several seeds' bases train in parallel); none begun once Ray is up. Their
-    records and failures go to ``outcome``."""
-    saved = torch.get_num_threads()
-    try:
-        while not starting.ready():
-            unit = queue.take()
-            if unit is None:
-                return
-            i, cell = unit
-            bar.set_postfix_str(_label(jobs[i], cell))
-            try:
-                result = unit_task(jobs[i], cell, {"value": outcome.bases[i]}, threads, log=True)
-                outcome.records[(i, cell)] = result["value"]
-                outcome.cpu_seconds += result["cpu_seconds"]
-            except Exception as exc:   # reported with the others, as a task's would be
-                outcome.failures.append((i, _label(jobs[i], cell), one_line(exc)))
-            bar.update(1)
-    finally:
-        torch.set_num_threads(saved)
 
 
 def finished_base(job: StudyJob) -> str | None:
@@ -373,76 +301,6 @@ def ray_instance(options: EngineOptions) -> Iterator[None]:
                 os.environ[key] = value
         _reset_token_cache()
         shutil.rmtree(temp, ignore_errors=True)
-
-
-class _Starting:
-    """:func:`ray_instance` in a thread of its own, from start to stop (the processes Ray starts
-    die with the thread that started them: PR_SET_PDEATHSIG); ``ready()`` without waiting,
-    ``wait()`` for the start (its error raised here), ``close()`` stops it."""
-
-    def __init__(self, options: EngineOptions, on_ready=None):
-        self._options, self._on_ready, self._error = options, on_ready, None
-        self._up, self._stop = threading.Event(), threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ray", daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        # ray.init warns that it sets no SIGTERM handler outside the main thread:
-        # ray_instance_in_background set the same one there.
-        quiet = logging.getLogger("ray._private.worker")
-        unset = _DropMessage("SIGTERM handler is not set")
-        quiet.addFilter(unset)
-        try:
-            with ray_instance(self._options):
-                quiet.removeFilter(unset)
-                if self._on_ready is not None:
-                    self._on_ready()
-                self._up.set()
-                self._stop.wait()
-        except BaseException as exc:   # raised in the driver's thread by wait() / close()
-            self._error = exc
-        finally:
-            quiet.removeFilter(unset)
-
-    def ready(self) -> bool:
-        return self._up.is_set() or not self._thread.is_alive()
-
-    def wait(self) -> None:
-        while not self.ready():
-            self._up.wait(0.1)
-        if self._error is not None:
-            raise self._error
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-class _DropMessage(logging.Filter):
-    def __init__(self, start: str):
-        super().__init__()
-        self.start = start
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.start)
-
-
-@contextmanager
-def ray_instance_in_background(options: EngineOptions, on_ready=None) -> Iterator[_Starting]:
-    """:func:`ray_instance` started in a thread, so the driver can work meanwhile (``on_ready``
-    called in that thread once Ray is up); on exit (an error included) the start is waited
-    for, then Ray stopped as :func:`ray_instance` stops it."""
-    if threading.current_thread() is threading.main_thread():
-        # What ray.init sets when called from the main thread: SIGTERM exits the driver
-        # through its clean-up (Ray stopped, temp folder removed).
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
-    starting = _Starting(options, on_ready)
-    try:
-        yield starting
-    finally:
-        starting.close()
-    if starting._error is not None:   # stopping failed
-        raise starting._error
 
 
 def _reset_token_cache() -> None:

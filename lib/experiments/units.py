@@ -72,11 +72,9 @@ def unit_device(spec: StudySpec) -> torch.device:
 def _ray_gpu_ids() -> list | None:
     """The GPU ids Ray assigned to the running task, or None outside a Ray task."""
     # Not imported here: a process that has not imported Ray runs no Ray task, and importing
-    # it costs a serial study seconds. A Ray the engine's thread is still importing (partly
-    # initialized: is_initialized may be missing) has started nothing yet.
+    # it costs a serial study seconds (~2 s of CPU here).
     ray = sys.modules.get("ray")
-    is_initialized = getattr(ray, "is_initialized", None)
-    if is_initialized is None or not is_initialized():
+    if ray is None or not ray.is_initialized():
         return None
     try:
         if ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
