@@ -131,21 +131,28 @@ def unit_task(job: StudyJob, cell: Cell | None, base: dict | None, threads: int,
     """One unit (``cell`` None: the base) on ``threads`` threads; its value and the CPU time
     its process spent on it. ``log``: output to the unit's folder (``task.log``)."""
     torch.set_num_threads(threads)
-    cpu = time.process_time()
+    cpu, wall = time.process_time(), time.time()
     if log:
         from .spec import cell_id
         folder = job.out / ("base" if cell is None else
                             Path("cells") / cell_id(cell[1], cell[2], cell[0]))
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "task.log", "a") as f, redirect_stdout(f), redirect_stderr(f):
-            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} host {socket.gethostname()} pid "
-                  f"{os.getpid()} CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}"
+            print(f"{_stamp(wall)} host {socket.gethostname()} pid {os.getpid()} "
+                  f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}"
                   f" threads {threads}", flush=True)
             value = _unit(job, cell, base)
-            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} done", flush=True)
+            print(f"{_stamp(time.time())} {time.time() - wall:.2f} s, CPU "
+                  f"{time.process_time() - cpu:.2f} s: done", flush=True)
     else:
         value = _unit(job, cell, base)
     return {"value": value, "cpu_seconds": time.process_time() - cpu}
+
+
+def _stamp(seconds: float) -> str:
+    """Local time to the millisecond (where a task waited shows between two tasks' logs)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + \
+        f".{int(seconds % 1 * 1000):03d}"
 
 
 def _unit(job: StudyJob, cell: Cell | None, base: dict | None):
