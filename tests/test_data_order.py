@@ -183,3 +183,28 @@ def test_workers_prefetch_across_epochs_without_moving_the_position(tmp_path):
     resumed = EpochLoader(keyed, seed=6)
     resumed.load_state_dict(data.state_dict())
     assert [int(i) for i in next(iter(resumed))] == [int(i) for i in next(it)]
+
+
+def test_a_dropped_stream_stops_its_worker(tmp_path):
+    """The stream's sampler holds no reference back to its loader, so dropping the loader and
+    its iterator (``train`` returning) stops the persistent worker at once, without waiting
+    for the garbage collector."""
+    import gc
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())
+    keyed = DataLoader(RecordedKeys(10, tmp_path / "keys.txt"), batch_size=3, num_workers=1,
+                       sampler=EpochSampler(10, shuffle=True))
+    data = EpochLoader(keyed, seed=6)
+    it = iter(data)
+    next(it)
+    workers = set(multiprocessing.active_children()) - before
+    assert workers
+    gc.disable()
+    try:
+        del it, data, keyed
+        for worker in workers:
+            worker.join(timeout=30)
+    finally:
+        gc.enable()
+    assert not [w for w in workers if w.is_alive()]

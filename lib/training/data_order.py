@@ -27,6 +27,7 @@ A loader that yields one batch per task and step (``lib.data.MultiDomainLoader``
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Iterator, Mapping
 
 import torch
@@ -82,7 +83,9 @@ class KeyStream:
     epoch boundary instead of draining and waiting for a new pass."""
 
     def __init__(self, data: "EpochLoader"):
-        self.data = data
+        # A proxy, not a reference: the loader holds this sampler, and a cycle would keep the
+        # persistent workers alive after training until the garbage collector ran.
+        self.data = weakref.proxy(data)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         # The position is read now, not at the first next(): workers ask for batches at once.
