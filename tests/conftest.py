@@ -70,6 +70,30 @@ class BatchItems(torch.utils.data.Dataset):
         return {k: v[i] for k, v in self.batch.items()}
 
 
+from lib.models import MultiTaskModel  # noqa: E402  (after the environment above)
+
+
+class TwoHeadToy(MultiTaskModel):
+    """The smallest multi-task network: a conv trunk and a 1-channel conv head per task
+    (tests subclass it to break the contract one way each)."""
+
+    def __init__(self, tasks=("a", "b")):
+        super().__init__()
+        self.tasks = list(tasks)
+        self.trunk = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.heads = torch.nn.ModuleDict({t: torch.nn.Conv2d(4, 1, 1) for t in self.tasks})
+
+    def shared_modules(self):
+        return {"trunk": self.trunk}
+
+    def task_modules(self, task):
+        return {f"heads.{task}": self.heads[task]}
+
+    def forward(self, x):
+        features = self.trunk(x)
+        return [self.heads[t](features) for t in self.tasks]
+
+
 @pytest.fixture(scope="module")
 def synthetic_cfg(tmp_path_factory):
     """The tiny NYU-v2 config on a synthetic dataset written for the test module."""

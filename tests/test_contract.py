@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn as nn
+from conftest import TwoHeadToy
 
 from lib.models import (MODEL_REGISTRY, MultiTaskModel, SceneNet, build_model, check_model,
                         layer_owner, prunable_layers, register_model, shared_layers,
@@ -114,24 +115,7 @@ def test_registry_rebuilds_models_and_names_bad_records():
 
 
 # ------------------------------------------------------------------ contract violations
-class TwoTasks(MultiTaskModel):
-    """A conv trunk and a conv head per task; subclasses break the contract one way each."""
-
-    def __init__(self, tasks=("a", "b")):
-        super().__init__()
-        self.tasks = list(tasks)
-        self.trunk = nn.Conv2d(3, 4, 3, padding=1)
-        self.heads = nn.ModuleDict({t: nn.Conv2d(4, 1, 1) for t in self.tasks})
-
-    def shared_modules(self):
-        return {"trunk": self.trunk}
-
-    def task_modules(self, task):
-        return {f"heads.{task}": self.heads[task]}
-
-    def forward(self, x):
-        f = self.trunk(x)
-        return [self.heads[t](f) for t in self.tasks]
+TwoTasks = TwoHeadToy   # a conv trunk and a conv head per task; subclasses break the contract
 
 
 class ExtraOutput(TwoTasks):

@@ -7,7 +7,6 @@ and checks by pid that no process it started is left.
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -118,33 +117,22 @@ def cluster(data_dir):
     """Two simulated nodes of 1 CPU and 2 logical GPUs each, token authentication on."""
     from ray.cluster_utils import Cluster
 
-    temp = tempfile.mkdtemp(prefix="cut-ray-", dir="/tmp")
-    (Path(temp) / "ray").mkdir()     # where the cluster writes its address (not /tmp/ray)
-    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "cut-test-" + os.urandom(16).hex(),
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": temp}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    engine_module._reset_token_cache()
-    node_args = dict(num_cpus=1, num_gpus=2, temp_dir=temp, include_dashboard=False)
-    cluster = None
-    try:
-        cluster = Cluster(initialize_head=True, head_node_args=node_args)
-        cluster.add_node(**node_args)
-        yield cluster
-    finally:
-        pids = [] if cluster is None else [
-            p.process.pid for node in cluster.list_all_nodes()
-            for procs in node.all_processes.values() for p in procs]
-        if cluster is not None:
-            cluster.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        engine_module._reset_token_cache()
-        shutil.rmtree(temp, ignore_errors=True)
-        assert _pids_alive(pids) == []
+    node_args = dict(num_cpus=1, num_gpus=2, include_dashboard=False)
+    pids = []
+    with engine_module.token_auth_environment("cut-test-" + os.urandom(16).hex()) as temp:
+        (Path(temp) / "ray").mkdir()     # where the cluster writes its address (not /tmp/ray)
+        cluster = None
+        try:
+            cluster = Cluster(initialize_head=True, head_node_args={**node_args,
+                                                                    "temp_dir": temp})
+            cluster.add_node(**node_args, temp_dir=temp)
+            yield cluster
+        finally:
+            if cluster is not None:
+                pids = [p.process.pid for node in cluster.list_all_nodes()
+                        for procs in node.all_processes.values() for p in procs]
+                cluster.shutdown()
+    assert _pids_alive(pids) == []
 
 
 def _in_thread(spec, options):

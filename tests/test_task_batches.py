@@ -3,12 +3,12 @@ on its own data in the network, the losses, training (exact resume included), CU
 and evaluation, each checked against a computation by hand."""
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from conftest import TwoHeadToy
 
 from lib.config import load_config
 from lib.losses import TaskLosses, losses_from_config
-from lib.models import MultiDomainVGG16, MultiTaskModel, task_model_layers, task_outputs
+from lib.models import MultiDomainVGG16, task_model_layers, task_outputs
 from lib.pruning import task_scores, task_scores_reference
 from lib.tasks import TaskBatches
 from lib.training import evaluate, make_loaders, train
@@ -36,23 +36,6 @@ def step(cfg, seed=0):
     return next(iter(make_loaders(cfg, seed=seed).train))
 
 
-class TwoHeads(MultiTaskModel):
-    def __init__(self):
-        super().__init__()
-        self.tasks = ["a", "b"]
-        self.trunk = nn.Conv2d(3, 4, 3, padding=1)
-        self.heads = nn.ModuleDict({t: nn.Conv2d(4, 1, 1) for t in self.tasks})
-
-    def shared_modules(self):
-        return {"trunk": self.trunk}
-
-    def task_modules(self, task):
-        return {f"heads.{task}": self.heads[task]}
-
-    def forward(self, x):
-        return [self.heads[t](self.trunk(x)) for t in self.tasks]
-
-
 def test_task_outputs_run_each_task_on_its_own_input(cfg):
     net = make_net(cfg).eval()
     inputs = {t: torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(i))
@@ -65,7 +48,7 @@ def test_task_outputs_run_each_task_on_its_own_input(cfg):
         shared = task_outputs(net, inputs["class_3"])
         assert torch.equal(shared["class_3"], out["class_3"])
         # A model without its own forward_task: the task's output of a full forward.
-        plain = TwoHeads().eval()
+        plain = TwoHeadToy().eval()
         x = {"a": torch.randn(1, 3, 4, 4), "b": torch.randn(1, 3, 4, 4)}
         got = task_outputs(plain, x)
         assert torch.equal(got["b"], plain(x["b"])[1]) and torch.equal(got["a"], plain(x["a"])[0])

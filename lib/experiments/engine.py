@@ -279,21 +279,32 @@ def ray_instance(options: EngineOptions) -> Iterator[None]:
         finally:
             ray.shutdown()
         return
+    with token_auth_environment() as temp:
+        try:   # a failed start may have left processes: shut them down too
+            ray.init(address="local", num_cpus=options.num_cpus or os.cpu_count() or 1,
+                     include_dashboard=False, _temp_dir=temp, log_to_driver=False,
+                     configure_logging=False)
+            yield
+        finally:
+            ray.shutdown()
+
+
+@contextmanager
+def token_auth_environment(token: str | None = None) -> Iterator[str]:
+    """The environment of a private Ray instance: token authentication on (``token``, default a
+    fresh random one), usage stats off, a fresh temp folder (yielded); on exit the environment
+    is restored, Ray's cached token forgotten and the folder removed."""
     import secrets
     # Short: Ray's socket paths under it must stay within the 107-byte limit of AF_UNIX.
     temp = tempfile.mkdtemp(prefix="cut-ray-", dir="/tmp")
-    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token or secrets.token_hex(32),
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": temp}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     _reset_token_cache()
     try:
-        ray.init(address="local", num_cpus=options.num_cpus or os.cpu_count() or 1,
-                 include_dashboard=False, _temp_dir=temp, log_to_driver=False,
-                 configure_logging=False)
-        yield
+        yield temp
     finally:
-        ray.shutdown()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
